@@ -1,0 +1,263 @@
+//! Bucket arithmetic: the state one key keeps for one limit, and how hits change it.
+//!
+//! Pure functions of (state, quota, now, hits). Integer math only, so the guarantees below are
+//! exact and property-tested rather than approximately true:
+//! - token bucket: over any interval of length T, admitted hits ≤ capacity + rate·T;
+//! - fixed window: admitted hits in one epoch-aligned window ≤ limit;
+//! - sliding window: admitted hits in any interval of one unit ≤ limit (ten sub-windows; it may
+//!   under-admit by up to one sub-window's worth, never over-admit).
+//!
+//! Concurrency lives one level up (`engine` keeps each state behind a mutex); this module does not
+//! know about keys, caches or rules.
+
+use super::limit::{Algorithm, Quota};
+use super::time::Nanos;
+
+/// Sub-windows per sliding window; one more slot than this is kept (see `SlidingRing`).
+pub const SLIDING_SLOTS: u64 = 10;
+
+/// What a caller wants done with `hits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Admit `hits` if they fit, and consume them.
+    Consume,
+    /// Report whether one more hit would be admitted; consume nothing.
+    Check,
+    /// Give `hits` back (Envoy's `is_negative_hits`, or undoing a consume whose request was denied
+    /// by another limit).
+    Refund,
+}
+
+/// The result of one operation on one bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// Whole hits still available after this operation.
+    pub remaining: u64,
+    /// Time until the bucket is back at its full allowance.
+    pub reset_after: Nanos,
+    /// When denied: time until the denied hits could be admitted. Zero when allowed.
+    pub retry_after: Nanos,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BucketState {
+    /// Never used: behaves as a full bucket / empty window.
+    #[default]
+    Fresh,
+    /// Credit is counted in token·nanos-per-unit so refill is exact integer math:
+    /// one token = `window_nanos` credit, refill adds `limit` credit per elapsed nanosecond.
+    Token {
+        credit: u128,
+        last: Nanos,
+    },
+    Fixed {
+        window_start: Nanos,
+        count: u64,
+    },
+    Sliding(Box<SlidingRing>),
+}
+
+/// Counts for the current sub-window and the `SLIDING_SLOTS` before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlidingRing {
+    /// Absolute index (`now / slot_nanos`) of the newest slot written.
+    newest: u64,
+    counts: [u64; SLIDING_SLOTS as usize + 1],
+}
+
+impl BucketState {
+    pub fn apply(&mut self, quota: &Quota, now: Nanos, hits: u64, op: Op) -> Outcome {
+        match quota.algorithm {
+            Algorithm::TokenBucket => self.token(quota, now, hits, op),
+            Algorithm::FixedWindow => self.fixed(quota, now, hits, op),
+            Algorithm::SlidingWindow => self.sliding(quota, now, hits, op),
+        }
+    }
+
+    /// The outcome a zero-hit check would report, without changing the state.
+    pub fn peek(&self, quota: &Quota, now: Nanos) -> Outcome {
+        self.clone().apply(quota, now, 0, Op::Check)
+    }
+
+    fn token(&mut self, quota: &Quota, now: Nanos, hits: u64, op: Op) -> Outcome {
+        let per_token = quota.window_nanos() as u128;
+        let rate = quota.limit as u128; // credit per nanosecond
+        let full = quota.capacity as u128 * per_token;
+        let (mut credit, last) = match *self {
+            BucketState::Token { credit, last } => (credit, last),
+            // A fresh bucket, or one left by a different algorithm after a rule change.
+            _ => (full, now),
+        };
+        // Time never runs backwards for a bucket: mildly disordered replays refill nothing.
+        let last = if now > last {
+            credit = (credit + (now - last) as u128 * rate).min(full);
+            now
+        } else {
+            last
+        };
+        let needed = hits as u128 * per_token;
+        let allowed = match op {
+            Op::Consume => {
+                let ok = credit >= needed;
+                if ok {
+                    credit -= needed;
+                }
+                ok
+            }
+            Op::Check => credit >= per_token,
+            Op::Refund => {
+                credit = (credit + needed).min(full);
+                true
+            }
+        };
+        *self = BucketState::Token { credit, last };
+        let wait = |target: u128| -> Nanos {
+            if credit >= target {
+                0
+            } else {
+                (target - credit).div_ceil(rate).min(u64::MAX as u128) as Nanos
+            }
+        };
+        let retry_after = if allowed {
+            0
+        } else if needed > full {
+            // Can never fit; the honest hint is "once the bucket is full", after which it is
+            // still refused. Callers see the same answer as for a window that is too small.
+            wait(full)
+        } else {
+            wait(needed.max(per_token))
+        };
+        Outcome {
+            allowed,
+            remaining: (credit / per_token) as u64,
+            reset_after: wait(full),
+            retry_after,
+        }
+    }
+
+    fn fixed(&mut self, quota: &Quota, now: Nanos, hits: u64, op: Op) -> Outcome {
+        let window = quota.window_nanos();
+        let current = now - now % window;
+        let mut count = match *self {
+            BucketState::Fixed {
+                window_start,
+                count,
+            } if window_start >= current => count,
+            _ => 0,
+        };
+        // A late (disordered) hit counts against the newest window seen.
+        let window_start = match *self {
+            BucketState::Fixed { window_start, .. } if window_start > current => window_start,
+            _ => current,
+        };
+        let allowed = match op {
+            Op::Consume => {
+                let ok = count.saturating_add(hits) <= quota.limit;
+                if ok {
+                    count += hits;
+                }
+                ok
+            }
+            Op::Check => count < quota.limit,
+            Op::Refund => {
+                count = count.saturating_sub(hits);
+                true
+            }
+        };
+        *self = BucketState::Fixed {
+            window_start,
+            count,
+        };
+        let reset_after = (window_start + window).saturating_sub(now);
+        Outcome {
+            allowed,
+            remaining: quota.limit.saturating_sub(count),
+            reset_after,
+            retry_after: if allowed { 0 } else { reset_after },
+        }
+    }
+
+    fn sliding(&mut self, quota: &Quota, now: Nanos, hits: u64, op: Op) -> Outcome {
+        let slot_nanos = quota.window_nanos() / SLIDING_SLOTS;
+        let ring_len = SLIDING_SLOTS + 1;
+        let slot = now / slot_nanos;
+        if !matches!(self, BucketState::Sliding(_)) {
+            *self = BucketState::Sliding(Box::new(SlidingRing {
+                newest: slot,
+                counts: [0; SLIDING_SLOTS as usize + 1],
+            }));
+        }
+        let BucketState::Sliding(ring) = self else {
+            unreachable!("set just above")
+        };
+        // Clear the slots that fell out of the window since the last write.
+        if slot > ring.newest {
+            let stale = (slot - ring.newest).min(ring_len);
+            for i in 1..=stale {
+                ring.counts[((ring.newest + i) % ring_len) as usize] = 0;
+            }
+            ring.newest = slot;
+        }
+        // A late hit is counted in the newest slot: conservative, never over-admits.
+        let slot = ring.newest;
+        let used: u64 = ring.counts.iter().sum();
+        let allowed = match op {
+            Op::Consume => {
+                let ok = used.saturating_add(hits) <= quota.limit;
+                if ok {
+                    ring.counts[(slot % ring_len) as usize] += hits;
+                }
+                ok
+            }
+            Op::Check => used < quota.limit,
+            Op::Refund => {
+                // Give back from the newest slots first: they were the ones just consumed.
+                let mut left = hits;
+                for back in 0..ring_len {
+                    if left == 0 || back > slot {
+                        break;
+                    }
+                    let c = &mut ring.counts[((slot - back) % ring_len) as usize];
+                    let taken = (*c).min(left);
+                    *c -= taken;
+                    left -= taken;
+                }
+                true
+            }
+        };
+        let used: u64 = ring.counts.iter().sum();
+        // Slot k stops counting once `now` passes the end of slot k + SLIDING_SLOTS.
+        let leaves_at = |k: u64| (k + ring_len) * slot_nanos;
+        let oldest = slot.saturating_sub(SLIDING_SLOTS);
+        let reset_after = (oldest..=slot)
+            .rev()
+            .find(|k| ring.counts[(k % ring_len) as usize] > 0)
+            .map_or(0, |newest_used| leaves_at(newest_used).saturating_sub(now));
+        let retry_after = if allowed {
+            0
+        } else {
+            let need = if op == Op::Check { 1 } else { hits };
+            let mut freed = 0;
+            let mut at = reset_after;
+            for k in oldest..=slot {
+                freed += ring.counts[(k % ring_len) as usize];
+                if used - freed + need <= quota.limit {
+                    at = leaves_at(k).saturating_sub(now);
+                    break;
+                }
+            }
+            at
+        };
+        Outcome {
+            allowed,
+            remaining: quota.limit.saturating_sub(used),
+            reset_after,
+            retry_after,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "bucket_tests.rs"]
+mod tests;

@@ -1,0 +1,570 @@
+//! The decision engine: matches a request against the current rule set and updates the buckets
+//! of every limit that applies. Both gRPC APIs, tests and (later) replays call this, with `now`
+//! passed in.
+//!
+//! Invariants:
+//! - never awaits, never does I/O: bucket state is in memory (a bounded `moka` cache), rules are
+//!   an immutable `RuleSet` behind an `ArcSwap`, so a rule change is seen whole or not at all;
+//! - one bucket's state is only changed under its own mutex, held for a few arithmetic steps;
+//! - a denied request consumes nothing: hits taken by limits that admitted it are given back when
+//!   another (enforced) limit denies it;
+//! - shadow-mode limits decide and are counted but never deny.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use moka::sync::Cache;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use super::bucket::{BucketState, Op, Outcome};
+use super::limit::{Algorithm, Quota, Rate};
+use super::matcher::{CompiledLimit, RuleSet, SubjectMatch};
+use super::rules::{Tier, subject_keys};
+use super::time::Nanos;
+
+/// Engine settings fixed at start-up (the global shadow switch can also flip at run time).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most bucket states kept; beyond it the least useful are evicted (and counted).
+    pub bucket_capacity: u64,
+    /// A bucket idle this long is dropped — but never before its limit would have fully recovered,
+    /// so dropping it changes no decision.
+    pub bucket_idle_ttl: Duration,
+    /// Limit applied per descriptor in domains no rule mentions; `None` answers OK.
+    pub unknown_domain_limit: Option<Rate>,
+    /// Global shadow mode: decide and record, never deny.
+    pub shadow: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            bucket_capacity: 2_000_000,
+            bucket_idle_ttl: Duration::from_secs(600),
+            unknown_domain_limit: None,
+            shadow: false,
+        }
+    }
+}
+
+/// One Envoy descriptor, borrowed from the request.
+#[derive(Clone, Debug, Default)]
+pub struct DescriptorInput<'a> {
+    pub entries: SmallVec<[(&'a str, &'a str); 8]>,
+    pub hits: u64,
+    pub op: Op,
+    /// Envoy may send the limit itself; it then replaces any configured rule for this descriptor.
+    pub limit_override: Option<Rate>,
+}
+
+impl Default for Op {
+    fn default() -> Self {
+        Op::Consume
+    }
+}
+
+/// Who is calling and what, for `ShouldAllow`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Subject<'a> {
+    pub remote_address: &'a str,
+    pub user_id: &'a str,
+    pub tier: Tier,
+    pub endpoint: &'a str,
+    pub method: &'a str,
+    pub user_agent: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    /// The subject as descriptor fields; see `matcher` for how rules match them.
+    pub fn fields(&self) -> [(&'static str, &'a str); 5] {
+        [
+            (subject_keys::ENDPOINT, self.endpoint),
+            (subject_keys::METHOD, self.method),
+            (subject_keys::TIER, self.tier.as_str()),
+            (subject_keys::USER_ID, self.user_id),
+            (subject_keys::REMOTE_ADDRESS, self.remote_address),
+        ]
+    }
+}
+
+/// The limit a status reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedLimit {
+    pub rule_id: Arc<str>,
+    pub name: Arc<str>,
+    pub quota: Quota,
+}
+
+/// The answer for one descriptor (or, for `ShouldAllow`, the deciding limit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitStatus {
+    /// An enforced limit denied.
+    pub over_limit: bool,
+    /// A shadow-mode limit would have denied.
+    pub shadow_over: bool,
+    /// `None` when no limit applies (no rule, or an unlimited one).
+    pub limit: Option<ReportedLimit>,
+    pub remaining: u64,
+    pub reset_after: Nanos,
+    pub retry_after: Nanos,
+}
+
+impl LimitStatus {
+    /// Orders statuses by how close to their limit they are: enforced denials first, then shadow
+    /// denials, then least remaining. The closest speaks for a response.
+    fn urgency(&self) -> (bool, bool, bool, std::cmp::Reverse<u64>) {
+        (
+            self.over_limit,
+            self.shadow_over,
+            self.limit.is_some(),
+            std::cmp::Reverse(self.remaining),
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub statuses: SmallVec<[LimitStatus; 4]>,
+    pub over_limit: bool,
+    /// Some shadow-mode limit would have denied (and did not).
+    pub shadow_over: bool,
+}
+
+impl Verdict {
+    /// The status closest to its limit, if any limit applied.
+    pub fn deciding(&self) -> Option<&LimitStatus> {
+        self.statuses
+            .iter()
+            .filter(|s| s.limit.is_some())
+            .max_by_key(|s| s.urgency())
+    }
+}
+
+/// The live state of one limit for one subject (`GetClient`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitState {
+    pub limit: ReportedLimit,
+    pub shadow: bool,
+    /// False when no bucket exists yet: the subject has its full allowance.
+    pub tracked: bool,
+    pub remaining: u64,
+    pub reset_after: Nanos,
+}
+
+/// Counters since start; read by health/metrics and tests.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub decisions: AtomicU64,
+    pub denied: AtomicU64,
+    pub shadow_denied: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    state: Mutex<BucketState>,
+    ttl: Duration,
+}
+
+pub struct Engine {
+    rules: ArcSwap<RuleSet>,
+    buckets: Cache<u128, Arc<Bucket>, KeyHasherBuilder>,
+    config: EngineConfig,
+    shadow: AtomicBool,
+    stats: EngineStats,
+    override_name: Arc<str>,
+    default_name: Arc<str>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("revision", &self.rules.load().revision())
+            .field("buckets", &self.buckets.entry_count())
+            .finish()
+    }
+}
+
+/// Where a limit that applies came from: a rule, or a limit the engine made up (Envoy's
+/// override, or the unknown-domain default).
+struct Applied<'r> {
+    slot: usize,
+    rule_id: &'r Arc<str>,
+    name: &'r Arc<str>,
+    quota: Quota,
+    shadow: bool,
+    key: u128,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        let buckets = Cache::builder()
+            .max_capacity(config.bucket_capacity)
+            .expire_after(BucketExpiry)
+            .build_with_hasher(KeyHasherBuilder);
+        Engine {
+            rules: ArcSwap::from_pointee(RuleSet::default()),
+            buckets,
+            shadow: AtomicBool::new(config.shadow),
+            config,
+            stats: EngineStats::default(),
+            override_name: "override".into(),
+            default_name: "default".into(),
+        }
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    /// Swaps in a new rule set; decisions in flight finish on the old one.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        self.rules.store(Arc::new(rules));
+    }
+
+    pub fn set_shadow(&self, on: bool) {
+        self.shadow.store(on, Ordering::Relaxed);
+    }
+
+    pub fn shadow(&self) -> bool {
+        self.shadow.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn tracked_buckets(&self) -> u64 {
+        self.buckets.run_pending_tasks();
+        self.buckets.entry_count()
+    }
+
+    /// Envoy RLS: one status per descriptor, in order.
+    pub fn check_descriptors(
+        &self,
+        domain: &str,
+        inputs: &[DescriptorInput<'_>],
+        now: Nanos,
+    ) -> Verdict {
+        let rules = self.rules.load();
+        let global_shadow = self.shadow();
+        let mut applied: SmallVec<[Applied<'_>; 8]> = SmallVec::new();
+        let mut matched: SmallVec<[Option<&Arc<super::matcher::CompiledRule>>; 4]> =
+            SmallVec::new();
+        for (slot, input) in inputs.iter().enumerate() {
+            if let Some(rate) = input.limit_override {
+                let quota = Quota {
+                    limit: rate.requests_per_unit,
+                    unit: rate.unit,
+                    capacity: rate.requests_per_unit,
+                    algorithm: Algorithm::FixedWindow,
+                };
+                let seed = override_seed(domain, &input.entries, rate);
+                applied.push(Applied {
+                    slot,
+                    rule_id: &self.override_name,
+                    name: &self.override_name,
+                    quota,
+                    shadow: global_shadow,
+                    key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
+                });
+                matched.push(None);
+                continue;
+            }
+            let rule = rules.match_descriptor(domain, &input.entries);
+            matched.push(rule);
+            if rule.is_none()
+                && let Some(rate) = self.config.unknown_domain_limit
+                && !rules.has_domain(domain)
+            {
+                let quota = Quota {
+                    limit: rate.requests_per_unit,
+                    unit: rate.unit,
+                    capacity: rate.requests_per_unit,
+                    algorithm: Algorithm::TokenBucket,
+                };
+                let seed = override_seed(domain, &input.entries, rate);
+                applied.push(Applied {
+                    slot,
+                    rule_id: &self.default_name,
+                    name: &self.default_name,
+                    quota,
+                    shadow: global_shadow,
+                    key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
+                });
+            }
+        }
+        let replaced = |name: &str| {
+            rules.has_replaces()
+                && matched
+                    .iter()
+                    .flatten()
+                    .any(|r| r.rule.replaces.iter().any(|n| n == name))
+        };
+        for (slot, rule) in matched.iter().enumerate() {
+            let Some(rule) = rule else { continue };
+            for limit in &rule.limits {
+                if !limit.spec.name.is_empty() && replaced(&limit.spec.name) {
+                    continue;
+                }
+                if let Some(quota) = limit.quota {
+                    applied.push(Applied {
+                        slot,
+                        rule_id: &rule.id,
+                        name: &limit.name,
+                        quota,
+                        shadow: global_shadow || rule.shadow_mode(),
+                        key: bucket_key(limit.seed, inputs[slot].entries.iter().map(|(_, v)| *v)),
+                    });
+                }
+            }
+        }
+        let ops = |slot: usize| (inputs[slot].hits, inputs[slot].op);
+        self.decide(inputs.len(), &applied, ops, now)
+    }
+
+    /// `ShouldAllow`: every rule formed by the subject's fields applies, with `cost` hits.
+    pub fn should_allow(
+        &self,
+        domain: &str,
+        subject: &Subject<'_>,
+        cost: u64,
+        now: Nanos,
+    ) -> Verdict {
+        let rules = self.rules.load();
+        let fields = subject.fields();
+        let mut matches: SmallVec<[SubjectMatch<'_>; 8]> = SmallVec::new();
+        rules.match_subject(domain, &fields, &mut matches);
+        let global_shadow = self.shadow();
+        let mut applied: SmallVec<[Applied<'_>; 8]> = SmallVec::new();
+        for m in &matches {
+            for limit in &m.rule.limits {
+                if let Some(quota) = limit.quota {
+                    applied.push(Applied {
+                        slot: 0,
+                        rule_id: &m.rule.id,
+                        name: &limit.name,
+                        quota,
+                        shadow: global_shadow || m.rule.shadow_mode(),
+                        key: subject_key(limit, &fields, &m.order),
+                    });
+                }
+            }
+        }
+        self.decide(1, &applied, |_| (cost, Op::Consume), now)
+    }
+
+    /// Applies every limit, combines them per slot, and gives back what a denied request took.
+    fn decide(
+        &self,
+        slots: usize,
+        applied: &[Applied<'_>],
+        ops: impl Fn(usize) -> (u64, Op),
+        now: Nanos,
+    ) -> Verdict {
+        let mut verdict = Verdict {
+            statuses: (0..slots).map(|_| LimitStatus::default()).collect(),
+            ..Verdict::default()
+        };
+        let mut taken: SmallVec<[(Arc<Bucket>, Quota, u64); 8]> = SmallVec::new();
+        for a in applied {
+            let (hits, op) = ops(a.slot);
+            let bucket = self.bucket(a.key, &a.quota);
+            let outcome: Outcome = bucket.state.lock().apply(&a.quota, now, hits, op);
+            if op == Op::Consume && outcome.allowed && hits > 0 {
+                taken.push((bucket, a.quota, hits));
+            }
+            let status = LimitStatus {
+                over_limit: !outcome.allowed && !a.shadow,
+                shadow_over: !outcome.allowed && a.shadow,
+                limit: Some(ReportedLimit {
+                    rule_id: a.rule_id.clone(),
+                    name: a.name.clone(),
+                    quota: a.quota,
+                }),
+                remaining: outcome.remaining,
+                reset_after: outcome.reset_after,
+                retry_after: outcome.retry_after,
+            };
+            let current = &mut verdict.statuses[a.slot];
+            if current.limit.is_none() || status.urgency() > current.urgency() {
+                *current = status;
+            }
+        }
+        verdict.over_limit = verdict.statuses.iter().any(|s| s.over_limit);
+        verdict.shadow_over = verdict.statuses.iter().any(|s| s.shadow_over);
+        if verdict.over_limit {
+            for (bucket, quota, hits) in &taken {
+                bucket.state.lock().apply(quota, now, *hits, Op::Refund);
+            }
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+        } else if verdict.shadow_over {
+            self.stats.shadow_denied.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        verdict
+    }
+
+    fn bucket(&self, key: u128, quota: &Quota) -> Arc<Bucket> {
+        self.buckets.get_with(key, || {
+            Arc::new(Bucket {
+                state: Mutex::new(BucketState::Fresh),
+                ttl: self
+                    .config
+                    .bucket_idle_ttl
+                    .max(Duration::from_nanos(full_recovery(quota))),
+            })
+        })
+    }
+
+    /// The limits in force for a subject and the state of their buckets; changes nothing.
+    pub fn client_state(&self, domain: &str, subject: &Subject<'_>, now: Nanos) -> Vec<LimitState> {
+        let rules = self.rules.load();
+        let fields = subject.fields();
+        let mut matches: SmallVec<[SubjectMatch<'_>; 8]> = SmallVec::new();
+        rules.match_subject(domain, &fields, &mut matches);
+        let mut out = Vec::new();
+        for m in &matches {
+            for limit in &m.rule.limits {
+                let Some(quota) = limit.quota else { continue };
+                let key = subject_key(limit, &fields, &m.order);
+                let (tracked, outcome) = match self.buckets.get(&key) {
+                    Some(bucket) => (true, bucket.state.lock().peek(&quota, now)),
+                    None => (false, BucketState::Fresh.peek(&quota, now)),
+                };
+                out.push(LimitState {
+                    limit: ReportedLimit {
+                        rule_id: m.rule.id.clone(),
+                        name: limit.name.clone(),
+                        quota,
+                    },
+                    shadow: m.rule.shadow_mode(),
+                    tracked,
+                    remaining: outcome.remaining,
+                    reset_after: outcome.reset_after,
+                });
+            }
+        }
+        out
+    }
+
+    /// Forgets the subject's buckets, giving it its full allowance back. Returns how many existed.
+    pub fn reset_client(&self, domain: &str, subject: &Subject<'_>) -> usize {
+        let rules = self.rules.load();
+        let fields = subject.fields();
+        let mut matches: SmallVec<[SubjectMatch<'_>; 8]> = SmallVec::new();
+        rules.match_subject(domain, &fields, &mut matches);
+        let mut reset = 0;
+        for m in &matches {
+            for limit in &m.rule.limits {
+                if self
+                    .buckets
+                    .remove(&subject_key(limit, &fields, &m.order))
+                    .is_some()
+                {
+                    reset += 1;
+                }
+            }
+        }
+        reset
+    }
+}
+
+/// How long after its last use a bucket is indistinguishable from a fresh one.
+fn full_recovery(quota: &Quota) -> Nanos {
+    let window = quota.window_nanos();
+    match quota.algorithm {
+        Algorithm::TokenBucket => ((quota.capacity as u128 * window as u128)
+            .div_ceil(quota.limit.max(1) as u128))
+        .min(u64::MAX as u128) as u64,
+        Algorithm::FixedWindow => window,
+        Algorithm::SlidingWindow => window + window / super::bucket::SLIDING_SLOTS,
+    }
+}
+
+fn subject_key(limit: &CompiledLimit, fields: &[(&str, &str); 5], order: &[u8]) -> u128 {
+    bucket_key(limit.seed, order.iter().map(|&i| fields[i as usize].1))
+}
+
+/// The bucket of one limit for one set of descriptor values: a 128-bit hash, so keys are
+/// fixed-size and collisions are out of reach (about 2⁻⁸⁸ at 10⁹ keys).
+fn bucket_key<'v>(seed: u64, values: impl Iterator<Item = &'v str>) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    for v in values {
+        h.update(&(v.len() as u32).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    h.digest128()
+}
+
+fn override_seed(domain: &str, entries: &[(&str, &str)], rate: Rate) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(domain.as_bytes());
+    for (k, _) in entries {
+        h.update(&[0xff]);
+        h.update(k.as_bytes());
+    }
+    h.update(&rate.requests_per_unit.to_le_bytes());
+    h.update(rate.unit.as_str().as_bytes());
+    h.digest()
+}
+
+struct BucketExpiry;
+
+impl moka::Expiry<u128, Arc<Bucket>> for BucketExpiry {
+    fn expire_after_create(
+        &self,
+        _: &u128,
+        value: &Arc<Bucket>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &u128,
+        value: &Arc<Bucket>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Bucket keys are already uniform hashes; hashing them again would only cost time.
+#[derive(Clone, Copy, Debug, Default)]
+struct KeyHasherBuilder;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl BuildHasher for KeyHasherBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u128 keys; kept correct for any other input.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

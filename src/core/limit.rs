@@ -1,0 +1,149 @@
+//! Limits as the core sees them: a rate (`requests_per_unit` per `unit`), the algorithm that
+//! enforces it, and the envelope (floor/ceiling) the adaptive loop must stay within.
+//!
+//! This module is plain data with no I/O; the rules file and the gRPC API both translate into it.
+
+use serde::{Deserialize, Serialize};
+
+use super::time::NANOS_PER_SEC;
+
+/// The unit a limit is counted in. Month and year are fixed lengths (30 and 365 days), as in
+/// envoyproxy/ratelimit, so that windows never depend on a calendar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Unit {
+    pub const ALL: [Unit; 7] = [
+        Unit::Second,
+        Unit::Minute,
+        Unit::Hour,
+        Unit::Day,
+        Unit::Week,
+        Unit::Month,
+        Unit::Year,
+    ];
+
+    pub fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3_600,
+            Unit::Day => 86_400,
+            Unit::Week => 604_800,
+            Unit::Month => 2_592_000,
+            Unit::Year => 31_536_000,
+        }
+    }
+
+    pub fn nanos(self) -> u64 {
+        self.seconds() * NANOS_PER_SEC
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Second => "second",
+            Unit::Minute => "minute",
+            Unit::Hour => "hour",
+            Unit::Day => "day",
+            Unit::Week => "week",
+            Unit::Month => "month",
+            Unit::Year => "year",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Unit> {
+        Unit::ALL
+            .into_iter()
+            .find(|u| u.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// How a limit is enforced. All three never admit more than the limit allows (see `bucket`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Capacity `burst` (default `requests_per_unit`), refilled at `requests_per_unit` per unit.
+    #[default]
+    TokenBucket,
+    /// A counter per unit-long window aligned to the Unix epoch (envoyproxy/ratelimit's model).
+    FixedWindow,
+    /// A window of one unit that slides with time, kept as ten sub-windows.
+    SlidingWindow,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+        }
+    }
+}
+
+/// `requests_per_unit` requests per `unit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rate {
+    pub requests_per_unit: u64,
+    pub unit: Unit,
+}
+
+/// One limit of a rule. A rule may carry several (say a burst limit and a daily limit); all apply
+/// and the strictest decides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitSpec {
+    /// Display name; also what Envoy's `replaces` refers to. Empty means unnamed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// `None` means unlimited: the rule matches and stops less specific rules, but never denies.
+    pub rate: Option<Rate>,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Token-bucket capacity; defaults to `requests_per_unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// The lowest `requests_per_unit` an adaptive change may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<u64>,
+    /// The highest `requests_per_unit` an adaptive change may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<u64>,
+}
+
+impl LimitSpec {
+    pub fn quota(&self) -> Option<Quota> {
+        self.rate.map(|rate| Quota {
+            limit: rate.requests_per_unit,
+            unit: rate.unit,
+            capacity: self.burst.unwrap_or(rate.requests_per_unit),
+            algorithm: self.algorithm,
+        })
+    }
+}
+
+/// What a bucket needs to know to decide: the enforced numbers of one limit, after any adaptive
+/// adjustment. Cheap to copy; built per decision from the compiled rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests admitted per `unit` (the refill rate of a token bucket).
+    pub limit: u64,
+    pub unit: Unit,
+    /// Token-bucket capacity (ignored by the window algorithms).
+    pub capacity: u64,
+    pub algorithm: Algorithm,
+}
+
+impl Quota {
+    pub fn window_nanos(&self) -> u64 {
+        self.unit.nanos()
+    }
+}
