@@ -3,4 +3,13 @@
 //! `core` is the pure decision logic; everything else adapts it to the outside world (gRPC,
 //! SQL, files, clocks). See ARCHITECTURE.md for the map.
 
+pub mod clock;
+pub mod config;
 pub mod core;
+pub mod grpc;
+pub mod loadgen;
+pub mod proto;
+pub mod rules_service;
+pub mod rulesfile;
+pub mod server;
+pub mod store;

@@ -1,1 +1,181 @@
-fn main() {}
+//! The `sluice` command: run the service, manage rules files, and measure.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::config::Config;
+use sluice::core::validate::InputLimits;
+use sluice::grpc::convert::rule_to_proto;
+use sluice::loadgen::{self, LoadArgs};
+use sluice::proto::sluice::v1 as pb;
+use sluice::rulesfile;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Adaptive rate-limit decision service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(Box<Config>),
+    /// Rules files (envoyproxy/ratelimit YAML).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Closed-loop load against a running server; prints a JSON report.
+    Load(LoadArgs),
+    /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
+    NoopServer {
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate a rules file and print what it defines; changes nothing.
+    Check { file: PathBuf },
+    /// Apply a rules file to a running server: its domains' rules become exactly the file's.
+    Apply {
+        file: PathBuf,
+        #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// Admin token; defaults to SLUICE_ADMIN_TOKEN, then the server's generated token file.
+        #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(
+            long,
+            env = "SLUICE_ADMIN_TOKEN_FILE",
+            default_value = "sluice-admin.token"
+        )]
+        token_file: PathBuf,
+        /// Fail unless the server's rules are at this revision.
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            init_logging(config.log_format == "json");
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            sluice::server::run(*config, listener, shutdown_signal()).await?;
+        }
+        Command::Rules { command } => rules(command).await?,
+        Command::Load(args) => {
+            let report = loadgen::run(&args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::NoopServer { listen } => {
+            init_logging(false);
+            loadgen::noop_server(listen, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn rules(command: RulesCommand) -> anyhow::Result<()> {
+    match command {
+        RulesCommand::Check { file } => {
+            let parsed = rulesfile::load(&file, &InputLimits::default())?;
+            for rule in &parsed.rules {
+                println!("{}", rule.id());
+            }
+            eprintln!(
+                "{}: {} rules in {} domains",
+                file.display(),
+                parsed.rules.len(),
+                parsed.domains.len()
+            );
+        }
+        RulesCommand::Apply {
+            file,
+            server,
+            token,
+            token_file,
+            expected_revision,
+        } => {
+            let parsed = rulesfile::load(&file, &InputLimits::default())?;
+            let token = match token {
+                Some(t) => t,
+                None => std::fs::read_to_string(&token_file)
+                    .with_context(|| {
+                        format!(
+                            "no --token / SLUICE_ADMIN_TOKEN, and cannot read {}",
+                            token_file.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            };
+            let mut client = pb::sluice_client::SluiceClient::connect(server.clone())
+                .await
+                .with_context(|| format!("cannot connect to {server}"))?;
+            let mut request = tonic::Request::new(pb::UpdateRulesRequest {
+                rules: parsed.rules.iter().map(rule_to_proto).collect(),
+                expected_revision,
+                replace_domains: parsed.domains.clone(),
+                actor: format!("sluice rules apply {}", file.display()),
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}")
+                    .parse()
+                    .context("token is not valid header text")?,
+            );
+            let reply = client
+                .update_rules(request)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+            println!(
+                "applied {} rules in {} domains: revision {}",
+                parsed.rules.len(),
+                parsed.domains.len(),
+                reply.get_ref().revision
+            );
+        }
+    }
+    Ok(())
+}

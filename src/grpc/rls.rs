@@ -1,0 +1,175 @@
+//! Envoy's `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+//!
+//! Semantics, as Envoy and envoyproxy/ratelimit define them: request `hits_addend` (0 = 1) and
+//! the per-descriptor override (0 = check without consuming), `is_negative_hits` (give back),
+//! a descriptor's `limit` override, one status per descriptor in order, OVER_LIMIT overall if
+//! any descriptor is. Sluice differs in one deliberate way: a denied request consumes nothing.
+
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use smallvec::SmallVec;
+use tonic::{Request, Response, Status};
+
+use super::convert::{unit_from_envoy_override, unit_to_envoy};
+use super::{ApiError, AppState};
+use crate::core::bucket::Op;
+use crate::core::engine::DescriptorInput;
+use crate::core::headers;
+use crate::core::limit::Rate;
+use crate::core::validate::{ValidationError, check_domain, check_len};
+
+pub struct Rls {
+    pub state: AppState,
+}
+
+/// Validates a request and borrows it as engine input.
+fn inputs<'r>(
+    state: &AppState,
+    req: &'r RateLimitRequest,
+) -> Result<SmallVec<[DescriptorInput<'r>; 4]>, ValidationError> {
+    let caps = &state.caps;
+    check_domain("domain", &req.domain, caps)?;
+    if req.descriptors.len() > caps.max_descriptors {
+        return Err(ValidationError::new(
+            "descriptors",
+            format!(
+                "has {} descriptors, more than the maximum of {}",
+                req.descriptors.len(),
+                caps.max_descriptors
+            ),
+        ));
+    }
+    let request_hits = if req.hits_addend == 0 {
+        1
+    } else {
+        req.hits_addend as u64
+    };
+    let mut out = SmallVec::with_capacity(req.descriptors.len());
+    for (i, d) in req.descriptors.iter().enumerate() {
+        let at = |f: &str| format!("descriptors[{i}].{f}");
+        if d.entries.is_empty() {
+            return Err(ValidationError::new(at("entries"), "must not be empty"));
+        }
+        if d.entries.len() > caps.max_entries {
+            return Err(ValidationError::new(
+                at("entries"),
+                format!(
+                    "has {} entries, more than the maximum of {}",
+                    d.entries.len(),
+                    caps.max_entries
+                ),
+            ));
+        }
+        let mut entries = SmallVec::with_capacity(d.entries.len());
+        for (j, e) in d.entries.iter().enumerate() {
+            if e.key.is_empty() {
+                return Err(ValidationError::new(
+                    at(&format!("entries[{j}].key")),
+                    "must not be empty",
+                ));
+            }
+            check_len(&at(&format!("entries[{j}].key")), &e.key, caps.max_key_len)?;
+            check_len(
+                &at(&format!("entries[{j}].value")),
+                &e.value,
+                caps.max_value_len,
+            )?;
+            entries.push((e.key.as_str(), e.value.as_str()));
+        }
+        let hits = d.hits_addend.as_ref().map_or(request_hits, |h| h.value);
+        let op = if d.is_negative_hits {
+            Op::Refund
+        } else if hits == 0 {
+            Op::Check
+        } else {
+            Op::Consume
+        };
+        let limit_override = match &d.limit {
+            None => None,
+            Some(l) => {
+                if l.requests_per_unit == 0 {
+                    return Err(ValidationError::new(
+                        at("limit.requests_per_unit"),
+                        "must be greater than zero",
+                    ));
+                }
+                Some(Rate {
+                    requests_per_unit: l.requests_per_unit as u64,
+                    unit: unit_from_envoy_override(&at("limit.unit"), l.unit)?,
+                })
+            }
+        };
+        out.push(DescriptorInput {
+            entries,
+            hits,
+            op,
+            limit_override,
+        });
+    }
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Rls {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let req = request.get_ref();
+        let inputs = inputs(&self.state, req).map_err(ApiError::from)?;
+        let verdict =
+            self.state
+                .engine
+                .check_descriptors(&req.domain, &inputs, self.state.clock.now());
+        let statuses = verdict
+            .statuses
+            .iter()
+            .map(|s| DescriptorStatus {
+                code: if s.over_limit {
+                    Code::OverLimit
+                } else {
+                    Code::Ok
+                } as i32,
+                current_limit: s.limit.as_ref().map(|l| RateLimit {
+                    name: l.name.to_string(),
+                    requests_per_unit: l.quota.limit.min(u32::MAX as u64) as u32,
+                    unit: unit_to_envoy(l.quota.unit) as i32,
+                }),
+                limit_remaining: s.remaining.min(u32::MAX as u64) as u32,
+                duration_until_reset: s.limit.as_ref().map(|_| {
+                    envoy_types::pb::google::protobuf::Duration {
+                        seconds: (s.reset_after / 1_000_000_000) as i64,
+                        nanos: (s.reset_after % 1_000_000_000) as i32,
+                    }
+                }),
+                quota: None,
+            })
+            .collect();
+        let response_headers_to_add = headers::render(
+            self.state.rls_headers,
+            verdict.deciding(),
+            verdict.over_limit,
+        )
+        .into_iter()
+        .map(|(key, value)| HeaderValue {
+            key: key.to_string(),
+            value,
+            raw_value: Vec::new(),
+        })
+        .collect();
+        Ok(Response::new(RateLimitResponse {
+            overall_code: if verdict.over_limit {
+                Code::OverLimit
+            } else {
+                Code::Ok
+            } as i32,
+            statuses,
+            response_headers_to_add,
+            ..Default::default()
+        }))
+    }
+}

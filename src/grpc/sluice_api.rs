@@ -1,0 +1,237 @@
+//! `sluice.v1.Sluice`: ShouldAllow, rule management and client inspection.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{
+    algorithm_to_proto, duration, rule_from_proto, rule_to_proto, subject_from_proto, unit_to_proto,
+};
+use super::{ApiError, AppState};
+use crate::core::headers;
+use crate::core::rules::RuleChange;
+use crate::core::validate::{ValidationError, check_domain};
+use crate::proto::sluice::v1 as pb;
+use crate::proto::sluice::v1::sluice_server::Sluice;
+
+pub struct SluiceApi {
+    pub state: AppState,
+}
+
+impl SluiceApi {
+    fn domain<'a>(&'a self, requested: &'a str) -> std::result::Result<&'a str, ValidationError> {
+        if requested.is_empty() {
+            Ok(&self.state.allow_domain)
+        } else {
+            check_domain("domain", requested, &self.state.caps)?;
+            Ok(requested)
+        }
+    }
+
+    /// Who the audit log records: the request's `actor`, else the caller's address.
+    fn actor<T>(request: &Request<T>, named: &str) -> String {
+        if !named.is_empty() {
+            return named.chars().take(200).collect();
+        }
+        request
+            .remote_addr()
+            .map_or_else(|| "admin".to_string(), |a| format!("admin@{a}"))
+    }
+}
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Sluice for SluiceApi {
+    async fn should_allow(
+        &self,
+        request: Request<pb::ShouldAllowRequest>,
+    ) -> RpcResult<pb::ShouldAllowResponse> {
+        let req = request.get_ref();
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.state.caps)
+            .map_err(ApiError::from)?;
+        let domain = self.domain(&req.domain).map_err(ApiError::from)?;
+        let cost = if req.cost == 0 { 1 } else { req.cost as u64 };
+        let verdict =
+            self.state
+                .engine
+                .should_allow(domain, &subject, cost, self.state.clock.now());
+        let deciding = verdict.deciding();
+        let allowed = !verdict.over_limit;
+        let headers = headers::render(self.state.allow_headers, deciding, !allowed)
+            .into_iter()
+            .map(|(name, value)| pb::Header {
+                name: name.to_string(),
+                value,
+            })
+            .collect();
+        let limit = deciding.and_then(|s| s.limit.as_ref());
+        Ok(Response::new(pb::ShouldAllowResponse {
+            allowed,
+            limit: limit.map_or(0, |l| l.quota.limit),
+            unit: limit.map_or(pb::Unit::Unspecified, |l| unit_to_proto(l.quota.unit)) as i32,
+            remaining: deciding.map_or(0, |s| s.remaining),
+            reset_after: deciding.map(|s| duration(s.reset_after)),
+            retry_after: deciding
+                .filter(|_| !allowed)
+                .map(|s| duration(s.retry_after)),
+            headers,
+            rule_id: limit.map_or_else(String::new, |l| l.rule_id.to_string()),
+            limit_name: limit.map_or_else(String::new, |l| l.name.to_string()),
+            reason: if allowed {
+                pb::Reason::WithinLimit
+            } else {
+                pb::Reason::OverLimit
+            } as i32,
+            shadow: verdict.shadow_over,
+        }))
+    }
+
+    async fn update_rules(
+        &self,
+        request: Request<pb::UpdateRulesRequest>,
+    ) -> RpcResult<pb::UpdateRulesResponse> {
+        self.state.admin.check(&request)?;
+        let req = request.get_ref();
+        let upserts = req
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| rule_from_proto(&format!("rules[{i}]"), r))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(ApiError::from)?;
+        let rule_ids = upserts.iter().map(|r| r.id()).collect();
+        let change = RuleChange {
+            upserts,
+            deletes: Vec::new(),
+            replace_domains: req.replace_domains.clone(),
+        };
+        let actor = Self::actor(&request, &req.actor);
+        let revision = self
+            .state
+            .rules
+            .update(
+                change,
+                req.expected_revision,
+                &actor,
+                self.state.clock.now_millis(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(revision, actor, rules = req.rules.len(), "rules updated");
+        Ok(Response::new(pb::UpdateRulesResponse {
+            revision,
+            rule_ids,
+        }))
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<pb::ListRulesRequest>,
+    ) -> RpcResult<pb::ListRulesResponse> {
+        let domain = &request.get_ref().domain;
+        let rules = self.state.engine.rules();
+        Ok(Response::new(pb::ListRulesResponse {
+            revision: rules.revision(),
+            rules: rules
+                .rules()
+                .filter(|r| domain.is_empty() || r.rule.domain == *domain)
+                .map(|r| rule_to_proto(&r.rule))
+                .collect(),
+        }))
+    }
+
+    async fn get_rule(&self, request: Request<pb::GetRuleRequest>) -> RpcResult<pb::Rule> {
+        let id = &request.get_ref().id;
+        if id.is_empty() {
+            return Err(ApiError::from(ValidationError::new("id", "must not be empty")).into());
+        }
+        let rules = self.state.engine.rules();
+        let rule = rules
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no rule with id {id:?}")))?;
+        Ok(Response::new(rule_to_proto(&rule.rule)))
+    }
+
+    async fn delete_rules(
+        &self,
+        request: Request<pb::DeleteRulesRequest>,
+    ) -> RpcResult<pb::DeleteRulesResponse> {
+        self.state.admin.check(&request)?;
+        let req = request.get_ref();
+        if req.ids.is_empty() {
+            return Err(
+                ApiError::from(ValidationError::new("ids", "must name at least one rule")).into(),
+            );
+        }
+        let change = RuleChange {
+            deletes: req.ids.clone(),
+            ..RuleChange::default()
+        };
+        let actor = Self::actor(&request, &req.actor);
+        let revision = self
+            .state
+            .rules
+            .update(
+                change,
+                req.expected_revision,
+                &actor,
+                self.state.clock.now_millis(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(revision, actor, ids = ?req.ids, "rules deleted");
+        Ok(Response::new(pb::DeleteRulesResponse { revision }))
+    }
+
+    async fn get_client(
+        &self,
+        request: Request<pb::GetClientRequest>,
+    ) -> RpcResult<pb::GetClientResponse> {
+        let req = request.get_ref();
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.state.caps)
+            .map_err(ApiError::from)?;
+        let domain = self.domain(&req.domain).map_err(ApiError::from)?;
+        let limits = self
+            .state
+            .engine
+            .client_state(domain, &subject, self.state.clock.now())
+            .into_iter()
+            .map(|s| pb::LimitState {
+                rule_id: s.limit.rule_id.to_string(),
+                limit_name: s.limit.name.to_string(),
+                limit: s.limit.quota.limit,
+                unit: unit_to_proto(s.limit.quota.unit) as i32,
+                algorithm: algorithm_to_proto(s.limit.quota.algorithm) as i32,
+                remaining: s.remaining,
+                reset_after: Some(duration(s.reset_after)),
+                shadow: s.shadow,
+                tracked: s.tracked,
+            })
+            .collect();
+        Ok(Response::new(pb::GetClientResponse {
+            revision: self.state.engine.rules().revision(),
+            limits,
+        }))
+    }
+
+    async fn reset_client(
+        &self,
+        request: Request<pb::ResetClientRequest>,
+    ) -> RpcResult<pb::ResetClientResponse> {
+        self.state.admin.check(&request)?;
+        let req = request.get_ref();
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.state.caps)
+            .map_err(ApiError::from)?;
+        let domain = self.domain(&req.domain).map_err(ApiError::from)?;
+        let reset = self.state.engine.reset_client(domain, &subject);
+        tracing::info!(
+            domain,
+            user = subject.user_id,
+            ip = subject.remote_address,
+            reset,
+            "client reset"
+        );
+        Ok(Response::new(pb::ResetClientResponse {
+            buckets_reset: reset as u32,
+        }))
+    }
+}

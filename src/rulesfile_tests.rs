@@ -1,0 +1,144 @@
+//! Rules files: envoyproxy/ratelimit's own examples load as is; every kind of bad input is an
+//! error naming the field or line.
+
+use super::*;
+
+const ENVOY_EXAMPLE: &str = r#"
+domain: mongo_cps
+descriptors:
+  - key: database
+    value: users
+    rate_limit:
+      unit: second
+      requests_per_unit: 500
+  - key: database
+    value: default
+    rate_limit:
+      unit: second
+      requests_per_unit: 500
+---
+domain: messaging
+descriptors:
+  - key: message_type
+    value: marketing
+    descriptors:
+      - key: to_number
+        rate_limit:
+          unit: day
+          requests_per_unit: 5
+  - key: to_number
+    rate_limit:
+      unit: day
+      requests_per_unit: 100
+  - key: key1
+    value: value1
+    shadow_mode: true
+    detailed_metric: true
+    rate_limit:
+      name: specific
+      unit: minute
+      requests_per_unit: 10
+      replaces:
+        - name: general
+  - key: key2
+    rate_limit:
+      unlimited: true
+"#;
+
+#[test]
+fn envoy_ratelimit_examples_load_as_is() {
+    let file = parse("example.yaml", ENVOY_EXAMPLE, &InputLimits::default()).unwrap();
+    assert_eq!(file.domains, ["mongo_cps", "messaging"]);
+    let ids: Vec<String> = file.rules.iter().map(Rule::id).collect();
+    assert_eq!(
+        ids,
+        [
+            "mongo_cps|database=users",
+            "mongo_cps|database=default",
+            "messaging|message_type=marketing|to_number",
+            "messaging|to_number",
+            "messaging|key1=value1",
+            "messaging|key2",
+        ]
+    );
+    let specific = &file.rules[4];
+    assert!(specific.shadow_mode);
+    assert_eq!(specific.replaces, ["general"]);
+    assert_eq!(file.rules[5].limits[0].rate, None);
+}
+
+#[test]
+fn sluice_extensions() {
+    let text = r#"
+domain: sluice
+descriptors:
+  - key: tier
+    value: STD
+    descriptors:
+      - key: user_id
+        priority: low
+        rate_limit: {unit: minute, requests_per_unit: 100, name: burst, algorithm: sliding_window, floor: 10, ceiling: 200}
+        limits:
+          - {unit: day, requests_per_unit: 10000, name: daily}
+"#;
+    let file = parse("x", text, &InputLimits::default()).unwrap();
+    let rule = &file.rules[0];
+    assert_eq!(rule.priority, Priority::Low);
+    assert_eq!(rule.limits.len(), 2);
+    assert_eq!(rule.limits[0].algorithm, Algorithm::SlidingWindow);
+    assert_eq!(
+        (rule.limits[0].floor, rule.limits[0].ceiling),
+        (Some(10), Some(200))
+    );
+}
+
+/// Each bad file and a fragment its error must contain.
+#[test]
+fn bad_files_name_the_field_or_line() {
+    let cases = [
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
+            "line 4",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: -1}\n",
+            "line 4",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 0}\n",
+            "descriptors[0].limits[0].requests_per_unit",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second}\n",
+            "descriptors[0].rate_limit.requests_per_unit",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 5, floor: 9, ceiling: 3}\n",
+            "floor 9 is above ceiling 3",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: tier\n    value: GOLD\n    rate_limit: {unit: second, requests_per_unit: 5}\n",
+            "unknown tier",
+        ),
+        ("domain: \"\"\n", "domain: must not be empty"),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limt: {unit: second, requests_per_unit: 5}\n",
+            "unknown field `rate_limt`",
+        ),
+        ("domain: d\ndescriptors: [\n", "line"),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 2}\n",
+            "defined twice",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = parse("bad.yaml", text, &InputLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(want),
+            "error for {text:?} was {err:?}, wanted {want:?}"
+        );
+        assert!(err.starts_with("bad.yaml"), "{err}");
+    }
+}

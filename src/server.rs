@@ -1,0 +1,239 @@
+//! Starts everything and stops it cleanly: the engine, the store supervisor (connect, migrate,
+//! apply the start-up rules file, then resync on an interval) and the gRPC server with health and
+//! reflection. One shutdown signal stops the server (draining in-flight calls) and every
+//! background task, whose handles are joined before `run` returns.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::clock::LiveClock;
+use crate::config::Config;
+use crate::core::engine::Engine;
+use crate::core::rules::RuleChange;
+use crate::grpc::AppState;
+use crate::grpc::auth::AdminToken;
+use crate::grpc::rls::Rls;
+use crate::grpc::sluice_api::SluiceApi;
+use crate::proto::sluice::v1::sluice_server::SluiceServer;
+use crate::rules_service::RulesService;
+use crate::rulesfile::{self, RulesFile};
+use crate::store::{Store, redact};
+
+/// Service names health reports on, besides the overall `""`.
+pub const HEALTH_SERVICES: [&str; 2] = [
+    "envoy.service.ratelimit.v3.RateLimitService",
+    "sluice.v1.Sluice",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    RulesFile(#[from] rulesfile::RulesFileError),
+    #[error("cannot write the admin token to {path}: {source}")]
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The admin token: configured, or generated and written where the CLI will find it.
+pub fn admin_token(config: &Config) -> Result<AdminToken, StartError> {
+    if let Some(token) = config.admin_token.as_ref().filter(|t| !t.is_empty()) {
+        return Ok(AdminToken::new(token.clone()));
+    }
+    let token = AdminToken::generate();
+    write_private(&config.admin_token_file, token.secret()).map_err(|source| {
+        StartError::TokenFile {
+            path: config.admin_token_file.display().to_string(),
+            source,
+        }
+    })?;
+    tracing::info!(path = %config.admin_token_file.display(), "no SLUICE_ADMIN_TOKEN set: generated an admin token");
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+/// Runs the service on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    // Fail before serving if the rules file is bad: running on the wrong rules is worse than not running.
+    let rules_file = match &config.rules {
+        Some(path) => Some((
+            path.display().to_string(),
+            rulesfile::load(path, &config.input_limits())?,
+        )),
+        None => None,
+    };
+    let admin = admin_token(&config)?;
+    let engine = Arc::new(Engine::new(config.engine()));
+    let rules = Arc::new(RulesService::new(engine.clone(), config.input_limits()));
+    let state = AppState {
+        engine: engine.clone(),
+        rules: rules.clone(),
+        clock: LiveClock::new(),
+        caps: config.input_limits(),
+        rls_headers: config.rls_headers,
+        allow_headers: config.allow_headers,
+        allow_domain: config.allow_domain.clone(),
+        admin,
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let supervisor = tokio::spawn(supervise_store(
+        config.clone(),
+        rules.clone(),
+        health.clone(),
+        rules_file,
+        state.clock,
+        stop_rx,
+    ));
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RateLimitServiceServer::new(Rls {
+            state: state.clone(),
+        }))
+        .add_service(SluiceServer::new(SluiceApi { state }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+        })
+        .await;
+
+    let _ = stop_tx.send(true);
+    if let Err(e) = supervisor.await {
+        tracing::error!(error = %e, "store supervisor panicked");
+    }
+    if let Some(store) = rules.store() {
+        store.close().await;
+    }
+    tracing::info!("stopped");
+    Ok(served?)
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in HEALTH_SERVICES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Connects (retrying), applies the start-up rules file once, loads the rules, then keeps them in
+/// step with the database. Reports SERVING once rules are loaded. Decisions never wait on this.
+async fn supervise_store(
+    config: Config,
+    rules: Arc<RulesService>,
+    health: HealthReporter,
+    mut rules_file: Option<(String, RulesFile)>,
+    clock: LiveClock,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(config.resync_interval_ms.max(10));
+    let mut healthy = false;
+    let mut reported_down = false;
+    loop {
+        let step = async {
+            if rules.store().is_none() {
+                let store = Store::connect(&config.store()).await?;
+                tracing::info!(backend = store.backend(), "connected to the rules database");
+                rules.set_store(store);
+            }
+            if let Some((origin, file)) = rules_file.take() {
+                let change = RuleChange {
+                    upserts: file.rules,
+                    deletes: Vec::new(),
+                    replace_domains: file.domains,
+                };
+                let count = change.upserts.len();
+                match rules
+                    .update(
+                        change.clone(),
+                        None,
+                        &format!("rules-file:{origin}"),
+                        clock.now_millis(),
+                    )
+                    .await
+                {
+                    Ok(revision) => {
+                        tracing::info!(origin, rules = count, revision, "applied rules file")
+                    }
+                    Err(e) => {
+                        rules_file = Some((
+                            origin,
+                            RulesFile {
+                                domains: change.replace_domains,
+                                rules: change.upserts,
+                            },
+                        ));
+                        return Err(e);
+                    }
+                }
+            }
+            rules.sync().await
+        };
+        match step.await {
+            Ok(_) => {
+                if reported_down {
+                    tracing::info!("rules database is reachable again; rules are in sync");
+                    reported_down = false;
+                }
+                if !healthy && rules.is_loaded() {
+                    set_health(&health, ServingStatus::Serving).await;
+                    healthy = true;
+                }
+            }
+            Err(e) => {
+                rules.note_store_error(&e.to_string());
+                if !reported_down {
+                    tracing::warn!(error = %e, "rules database unavailable; decisions continue on the rules in memory");
+                    reported_down = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

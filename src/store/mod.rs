@@ -1,0 +1,227 @@
+//! Durable rules: the SQL adapter. SQLite (an embedded file, the default) or PostgreSQL
+//! (`postgres://…`), chosen by the URL, with the same schema and the same SQL text.
+//!
+//! Holds rules as JSON of the core `Rule` type, a single revision counter bumped by every change,
+//! and an audit row per rule changed. This module knows sqlx; nothing outside it does, and no sqlx
+//! type appears in its API. It is never called on the decision path.
+
+mod backend;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::core::rules::{Rule, RuleChange};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is busy; retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "revision conflict: expected revision {expected}, but the rules are at revision {actual}"
+    )]
+    Conflict { expected: u64, actual: u64 },
+    #[error("no rule with id {0:?}")]
+    NotFound(String),
+    #[error("invalid database URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// A stored row that does not decode: someone wrote the tables by hand, or a bug.
+    #[error("stored rule {rule_id:?} is unreadable: {reason}")]
+    Corrupt { rule_id: String, reason: String },
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            E::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // SQLite: 5 BUSY, 6 LOCKED (and their extended codes). PostgreSQL: class 08
+                // (connection), 57P0x (shutdown / cannot connect now), class 53 (resources),
+                // 40001/40P01 (serialization / deadlock: retry).
+                let transient = matches!(
+                    code.as_ref(),
+                    "5" | "6" | "40001" | "40P01" | "57P01" | "57P02" | "57P03"
+                ) || code.starts_with("08")
+                    || code.starts_with("53")
+                    || code
+                        .parse::<u32>()
+                        .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6);
+                if transient {
+                    StoreError::Unavailable(db.message().to_string())
+                } else {
+                    StoreError::Internal(e.to_string())
+                }
+            }
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// One row of the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub revision: u64,
+    pub at_ms: i64,
+    pub actor: String,
+    /// `create`, `update` or `delete`.
+    pub action: String,
+    pub rule_id: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub url: String,
+    /// How long SQLite waits for a lock before the write fails as unavailable.
+    pub busy_timeout: Duration,
+    /// How long to wait for a pooled connection (PostgreSQL: includes connecting).
+    pub acquire_timeout: Duration,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions {
+            url: url.into(),
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// Connects and applies migrations.
+    pub async fn connect(options: &StoreOptions) -> Result<Store> {
+        let url = options.url.as_str();
+        let bad = |reason: String| StoreError::BadUrl {
+            url: redact(url),
+            reason,
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect: PgConnectOptions =
+                url.parse().map_err(|e: sqlx::Error| bad(e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let connect: SqliteConnectOptions =
+                url.parse().map_err(|e: sqlx::Error| bad(e.to_string()))?;
+            let connect = connect
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(options.busy_timeout);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            sqlx::migrate!("migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            Err(bad("expected sqlite:PATH or postgres://…".into()))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn revision(&self) -> Result<u64> {
+        match self {
+            Store::Sqlite(p) => backend::sqlite::revision(p).await,
+            Store::Postgres(p) => backend::postgres::revision(p).await,
+        }
+    }
+
+    /// Every rule and the revision they are at, read in one transaction.
+    pub async fn load(&self) -> Result<(u64, Vec<Rule>)> {
+        match self {
+            Store::Sqlite(p) => backend::sqlite::load(p).await,
+            Store::Postgres(p) => backend::postgres::load(p).await,
+        }
+    }
+
+    /// Applies `change` in one transaction and returns the new revision. With `expected`, fails
+    /// with `Conflict` (changing nothing) unless the rules are at that revision.
+    pub async fn apply(
+        &self,
+        change: &RuleChange,
+        expected: Option<u64>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<u64> {
+        match self {
+            Store::Sqlite(p) => backend::sqlite::apply(p, change, expected, actor, now_ms).await,
+            Store::Postgres(p) => {
+                backend::postgres::apply(p, change, expected, actor, now_ms).await
+            }
+        }
+    }
+
+    /// The newest audit rows, newest first.
+    pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        match self {
+            Store::Sqlite(p) => backend::sqlite::audit_log(p, limit).await,
+            Store::Postgres(p) => backend::postgres::audit_log(p, limit).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(p) => p.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
