@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine with Rust and Python 3:
+#   - installs PostgreSQL's server if it is missing (Debian's `postgresql` package);
+#   - starts a throwaway PostgreSQL cluster in a temp dir (stopped and removed on exit);
+#   - runs every Rust test (unit, property, end-to-end against SQLite and PostgreSQL);
+#   - runs the Python grpcio client test in a virtualenv under target/.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+find_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+PG_BIN="${SLUICE_TEST_PG_BIN:-$(find_pg_bin)}"
+if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
+  log "installing PostgreSQL (Debian package postgresql)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  PG_BIN="$(find_pg_bin)"
+fi
+export SLUICE_TEST_PG_BIN="$PG_BIN"
+
+# PostgreSQL refuses to run as root: run its tools as the `postgres` user when we are root.
+pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN/$1" "${@:2}"; else "$PG_BIN/$1" "${@:2}"; fi; }
+
+PG_DIR="$(mktemp -d /tmp/sluice-test-pg.XXXXXX)"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
+cleanup() {
+  pg pg_ctl -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+trap cleanup EXIT
+
+PG_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+log "starting a throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
+pg initdb -A trust -U postgres -D "$PG_DIR/data" >/dev/null
+pg pg_ctl -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+pg pg_ctl -D "$PG_DIR/data" status >/dev/null
+export SLUICE_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+log "cargo test"
+cargo test --locked "$@"
+
+log "Python grpcio client test"
+VENV=target/pyenv
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+cargo build --locked --bin sluice
+SLUICE_BIN="$PWD/target/debug/sluice" "$VENV/bin/python" -m pytest -q tests/python
+log "all tests passed"

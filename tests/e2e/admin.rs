@@ -1,0 +1,305 @@
+//! Rule management: durability across restarts, optimistic concurrency, the audit log, deletes,
+//! `sluice rules apply`, and admin authentication — against both stores.
+
+use sluice::proto::sluice::v1 as pb;
+use sluice::store::{Store, StoreOptions};
+use tonic::Code;
+
+use crate::harness::*;
+use crate::store_tests;
+
+async fn list(server: &TestServer) -> pb::ListRulesResponse {
+    server
+        .api()
+        .await
+        .list_rules(pb::ListRulesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn rules_survive_a_restart(backend: Backend) {
+    let db = Db::new(backend).await;
+    let server = TestServer::start(&db.url).await;
+    let mut daily = rule("sluice", &[("user_id", "")], 10, pb::Unit::Minute);
+    daily.limits.push(pb::Limit {
+        name: "daily".into(),
+        requests_per_unit: 1000,
+        unit: pb::Unit::Day as i32,
+        floor: Some(100),
+        ceiling: Some(2000),
+        ..Default::default()
+    });
+    daily.priority = pb::Priority::Low as i32;
+    let revision = put_rules(
+        &server,
+        vec![daily, rule("edge", &[("k", "v")], 1, pb::Unit::Second)],
+    )
+    .await;
+    let before = list(&server).await;
+    server.stop().await;
+
+    let server = TestServer::start(&db.url).await;
+    let after = list(&server).await;
+    assert_eq!(after.revision, revision);
+    assert_eq!(after.rules, before.rules);
+    let got = server
+        .api()
+        .await
+        .get_rule(pb::GetRuleRequest {
+            id: "sluice|user_id".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.limits[1].floor, Some(100));
+    assert_eq!(got.priority, pb::Priority::Low as i32);
+    // And they are enforced.
+    let mut rls = server.rls().await;
+    let ask = crate::rls::request("edge", vec![crate::rls::desc(&[("k", "v")])]);
+    rls.should_rate_limit(ask.clone()).await.unwrap();
+    assert_eq!(
+        rls.should_rate_limit(ask)
+            .await
+            .unwrap()
+            .get_ref()
+            .overall_code,
+        2
+    );
+    server.stop().await;
+}
+
+async fn optimistic_concurrency_and_audit(backend: Backend) {
+    let db = Db::new(backend).await;
+    let server = TestServer::start(&db.url).await;
+    let mut api = server.api().await;
+    let r1 = put_rules(&server, vec![rule("d", &[("a", "")], 1, pb::Unit::Second)]).await;
+
+    let stale = api
+        .update_rules(admin(pb::UpdateRulesRequest {
+            rules: vec![rule("d", &[("b", "")], 1, pb::Unit::Second)],
+            expected_revision: Some(r1 - 1),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    assert!(
+        stale.message().contains(&format!("at revision {r1}")),
+        "{}",
+        stale.message()
+    );
+    assert_eq!(
+        list(&server).await.rules.len(),
+        1,
+        "a conflict changes nothing"
+    );
+
+    let r2 = api
+        .update_rules(admin(pb::UpdateRulesRequest {
+            rules: vec![rule("d", &[("a", "")], 5, pb::Unit::Second)],
+            expected_revision: Some(r1),
+            actor: "alice".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert_eq!(r2, r1 + 1);
+
+    // Deleting a missing rule fails and deletes nothing else in the batch.
+    let missing = api
+        .delete_rules(admin(pb::DeleteRulesRequest {
+            ids: vec!["d|a".into(), "d|nope".into()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(list(&server).await.rules.len(), 1);
+    let r3 = api
+        .delete_rules(admin(pb::DeleteRulesRequest {
+            ids: vec!["d|a".into()],
+            actor: "bob".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert!(list(&server).await.rules.is_empty());
+
+    let store = Store::connect(&StoreOptions::new(&db.url)).await.unwrap();
+    let audit = store.audit_log(10).await.unwrap();
+    let rows: Vec<(u64, &str, &str, &str)> = audit
+        .iter()
+        .map(|a| {
+            (
+                a.revision,
+                a.actor.as_str(),
+                a.action.as_str(),
+                a.rule_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (r3, "bob", "delete", "d|a"),
+            (r2, "alice", "update", "d|a"),
+            (r1, rows[2].1, "create", "d|a")
+        ]
+    );
+    assert!(
+        rows[2].1.starts_with("admin@127.0.0.1"),
+        "actor defaults to the caller: {}",
+        rows[2].1
+    );
+    assert!(
+        audit[1]
+            .before
+            .as_ref()
+            .unwrap()
+            .contains("\"requests_per_unit\":1")
+    );
+    assert!(
+        audit[1]
+            .after
+            .as_ref()
+            .unwrap()
+            .contains("\"requests_per_unit\":5")
+    );
+    store.close().await;
+    server.stop().await;
+}
+
+async fn rules_apply_replaces_the_files_domains(backend: Backend) {
+    let db = Db::new(backend).await;
+    let server = TestServer::start(&db.url).await;
+    put_rules(
+        &server,
+        vec![
+            rule("edge", &[("old", "")], 1, pb::Unit::Second),
+            rule("other", &[("keep", "")], 1, pb::Unit::Second),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(
+        &file,
+        "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: {unit: second, requests_per_unit: 50}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rules", "apply"])
+        .arg(&file)
+        .args(["--server", &server.url(), "--token", TOKEN])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = list(&server)
+        .await
+        .rules
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["edge|remote_address", "other|keep"]);
+
+    // A bad file is refused before anything is sent.
+    std::fs::write(
+        &file,
+        "domain: edge\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rules", "apply"])
+        .arg(&file)
+        .args(["--server", &server.url(), "--token", TOKEN])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 4"));
+    assert_eq!(list(&server).await.rules.len(), 2);
+    server.stop().await;
+}
+
+async fn rules_file_at_start_up(backend: Backend) {
+    let db = Db::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(
+        &file,
+        "domain: sluice\ndescriptors:\n  - key: user_id\n    rate_limit: {unit: minute, requests_per_unit: 7}\n",
+    )
+    .unwrap();
+    let mut config = config(&db.url);
+    config.rules = Some(file);
+    let server = TestServer::start_with(config).await;
+    let rules = list(&server).await;
+    assert_eq!(rules.rules.len(), 1);
+    assert_eq!(rules.rules[0].limits[0].requests_per_unit, 7);
+    server.stop().await;
+}
+
+store_tests!(
+    rules_survive_a_restart,
+    optimistic_concurrency_and_audit,
+    rules_apply_replaces_the_files_domains,
+    rules_file_at_start_up,
+);
+
+#[tokio::test]
+async fn admin_rpcs_need_the_token_and_decisions_do_not() {
+    let db = Db::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db.url).await;
+    let mut api = server.api().await;
+    let update = || pb::UpdateRulesRequest {
+        rules: vec![rule("d", &[("a", "")], 1, pb::Unit::Second)],
+        ..Default::default()
+    };
+    let missing = api
+        .update_rules(tonic::Request::new(update()))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    let wrong = api
+        .update_rules(with_token(update(), "guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let delete = api
+        .delete_rules(with_token(
+            pb::DeleteRulesRequest {
+                ids: vec!["d|a".into()],
+                ..Default::default()
+            },
+            "guess",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(delete.code(), Code::Unauthenticated);
+    let reset = api
+        .reset_client(tonic::Request::new(pb::ResetClientRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(reset.code(), Code::Unauthenticated);
+    assert!(
+        list(&server).await.rules.is_empty(),
+        "refused calls changed nothing"
+    );
+    // Decisions and reads need no token.
+    api.should_allow(pb::ShouldAllowRequest {
+        subject: Some(pb::Subject::default()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    api.update_rules(admin(update())).await.unwrap();
+    server.stop().await;
+}

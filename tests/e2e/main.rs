@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server on port 0, real gRPC clients, real SQLite and PostgreSQL.
+
+mod harness;
+
+mod admin;
+mod allow;
+mod bad_input;
+mod outage;
+mod rls;
+mod service;
