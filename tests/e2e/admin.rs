@@ -33,7 +33,7 @@ async fn rules_survive_a_restart(backend: Backend) {
     daily.priority = pb::Priority::Low as i32;
     let revision = put_rules(
         &server,
-        vec![daily, rule("edge", &[("k", "v")], 1, pb::Unit::Second)],
+        vec![daily, rule("edge", &[("k", "v")], 1, pb::Unit::Hour)],
     )
     .await;
     let before = list(&server).await;

@@ -216,7 +216,8 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-/// A rule in the API's form: `entries` as (key, value) with "" for key-only.
+/// A rule in the API's form: `entries` as (key, value) with "" for key-only. Token bucket (the
+/// default algorithm): unlike epoch-aligned windows, it has no boundary a test could straddle.
 pub fn rule(domain: &str, entries: &[(&str, &str)], rpu: u64, unit: pb::Unit) -> pb::Rule {
     pb::Rule {
         domain: domain.into(),
@@ -230,7 +231,6 @@ pub fn rule(domain: &str, entries: &[(&str, &str)], rpu: u64, unit: pb::Unit) ->
         limits: vec![pb::Limit {
             requests_per_unit: rpu,
             unit: unit as i32,
-            algorithm: pb::Algorithm::FixedWindow as i32,
             ..Default::default()
         }],
         ..Default::default()
