@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::core::buckets::StoreKind;
 use crate::core::engine::EngineConfig;
 use crate::core::headers::HeaderStyle;
 use crate::core::limit::{Rate, Unit};
@@ -67,6 +68,11 @@ pub struct Config {
     /// Global shadow mode: decide and record, never deny.
     #[arg(long, env = "SLUICE_SHADOW", default_value_t = false)]
     pub shadow: bool,
+
+    /// Where bucket states live: `moka` (a moka cache, the default) or `sharded` (Sluice's own
+    /// sharded table: faster and smaller at millions of keys; see ARCHITECTURE.md).
+    #[arg(long, env = "SLUICE_BUCKET_STORE", default_value = "moka")]
+    pub bucket_store: StoreKind,
 
     /// Most bucket states kept in memory.
     #[arg(long, env = "SLUICE_CACHE_CAPACITY", default_value_t = 2_000_000)]
@@ -156,6 +162,7 @@ impl Config {
                 UnknownDomain::Limit(rate) => Some(rate),
             },
             shadow: self.shadow,
+            bucket_store: self.bucket_store,
         }
     }
 

@@ -116,6 +116,7 @@ pub async fn run(
         .expect("the embedded descriptor set is valid");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_sweep = stop_tx.subscribe();
     let supervisor = tokio::spawn(supervise_store(
         config.clone(),
         rules.clone(),
@@ -124,6 +125,8 @@ pub async fn run(
         state.clock,
         stop_rx,
     ));
+
+    let sweeper = tokio::spawn(sweep_buckets(engine.clone(), state.clock, stop_rx_sweep));
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");
@@ -142,14 +145,32 @@ pub async fn run(
         .await;
 
     let _ = stop_tx.send(true);
-    if let Err(e) = supervisor.await {
-        tracing::error!(error = %e, "store supervisor panicked");
+    for (name, task) in [
+        ("store supervisor", supervisor),
+        ("bucket sweeper", sweeper),
+    ] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, task = name, "background task panicked");
+        }
     }
     if let Some(store) = rules.store() {
         store.close().await;
     }
     tracing::info!("stopped");
     Ok(served?)
+}
+
+/// Drops idle bucket states every few seconds, off the async workers (a sweep walks every shard).
+async fn sweep_buckets(engine: Arc<Engine>, clock: LiveClock, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+        let engine = engine.clone();
+        let now = clock.now();
+        let _ = tokio::task::spawn_blocking(move || engine.sweep(now)).await;
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -116,7 +116,7 @@ impl BucketState {
             if credit >= target {
                 0
             } else {
-                (target - credit).div_ceil(rate).min(u64::MAX as u128) as Nanos
+                div_ceil_u128(target - credit, rate).min(u64::MAX as u128) as Nanos
             }
         };
         let retry_after = if allowed {
@@ -130,7 +130,7 @@ impl BucketState {
         };
         Outcome {
             allowed,
-            remaining: (credit / per_token) as u64,
+            remaining: div_u128(credit, per_token) as u64,
             reset_after: wait(full),
             retry_after,
         }
@@ -255,6 +255,25 @@ impl BucketState {
             reset_after,
             retry_after,
         }
+    }
+}
+
+/// u128 division costs tens of nanoseconds; nearly every operand here fits in 64 bits.
+#[inline]
+fn div_u128(a: u128, b: u128) -> u128 {
+    if a <= u64::MAX as u128 && b <= u64::MAX as u128 {
+        ((a as u64) / (b as u64)) as u128
+    } else {
+        a / b
+    }
+}
+
+#[inline]
+fn div_ceil_u128(a: u128, b: u128) -> u128 {
+    if a <= u64::MAX as u128 && b <= u64::MAX as u128 {
+        (a as u64).div_ceil(b as u64) as u128
+    } else {
+        a.div_ceil(b)
     }
 }
 

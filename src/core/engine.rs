@@ -3,24 +3,22 @@
 //! passed in.
 //!
 //! Invariants:
-//! - never awaits, never does I/O: bucket state is in memory (a bounded `moka` cache), rules are
+//! - never awaits, never does I/O: bucket state is in memory (a bounded `BucketStore`), rules are
 //!   an immutable `RuleSet` behind an `ArcSwap`, so a rule change is seen whole or not at all;
 //! - one bucket's state is only changed under its own mutex, held for a few arithmetic steps;
 //! - a denied request consumes nothing: hits taken by limits that admitted it are given back when
 //!   another (enforced) limit denies it;
 //! - shadow-mode limits decide and are counted but never deny.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use moka::sync::Cache;
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use super::bucket::{BucketState, Op, Outcome};
+use super::buckets::{BucketStore, StoreKind};
 use super::limit::{Algorithm, Quota, Rate};
 use super::matcher::{CompiledLimit, RuleSet, SubjectMatch};
 use super::rules::{Tier, subject_keys};
@@ -38,6 +36,8 @@ pub struct EngineConfig {
     pub unknown_domain_limit: Option<Rate>,
     /// Global shadow mode: decide and record, never deny.
     pub shadow: bool,
+    /// Which store holds bucket states (see `buckets`).
+    pub bucket_store: StoreKind,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +47,7 @@ impl Default for EngineConfig {
             bucket_idle_ttl: Duration::from_secs(600),
             unknown_domain_limit: None,
             shadow: false,
+            bucket_store: StoreKind::default(),
         }
     }
 }
@@ -128,7 +129,7 @@ impl LimitStatus {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
-    pub statuses: SmallVec<[LimitStatus; 4]>,
+    pub statuses: SmallVec<[LimitStatus; 2]>,
     pub over_limit: bool,
     /// Some shadow-mode limit would have denied (and did not).
     pub shadow_over: bool,
@@ -163,15 +164,9 @@ pub struct EngineStats {
     pub shadow_denied: AtomicU64,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    state: Mutex<BucketState>,
-    ttl: Duration,
-}
-
 pub struct Engine {
     rules: ArcSwap<RuleSet>,
-    buckets: Cache<u128, Arc<Bucket>, KeyHasherBuilder>,
+    buckets: BucketStore,
     config: EngineConfig,
     shadow: AtomicBool,
     stats: EngineStats,
@@ -183,7 +178,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("revision", &self.rules.load().revision())
-            .field("buckets", &self.buckets.entry_count())
+            .field("buckets", &self.buckets.len())
             .finish()
     }
 }
@@ -195,16 +190,19 @@ struct Applied<'r> {
     rule_id: &'r Arc<str>,
     name: &'r Arc<str>,
     quota: Quota,
+    /// How long the bucket matters after use (`Quota::full_recovery`).
+    keep_for: Nanos,
     shadow: bool,
     key: u128,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
-        let buckets = Cache::builder()
-            .max_capacity(config.bucket_capacity)
-            .expire_after(BucketExpiry)
-            .build_with_hasher(KeyHasherBuilder);
+        let buckets = BucketStore::new(
+            config.bucket_store,
+            config.bucket_capacity,
+            config.bucket_idle_ttl,
+        );
         Engine {
             rules: ArcSwap::from_pointee(RuleSet::default()),
             buckets,
@@ -238,8 +236,17 @@ impl Engine {
     }
 
     pub fn tracked_buckets(&self) -> u64 {
-        self.buckets.run_pending_tasks();
-        self.buckets.entry_count()
+        self.buckets.len()
+    }
+
+    /// Bucket states dropped at capacity while they still mattered.
+    pub fn lossy_evictions(&self) -> u64 {
+        self.buckets.lossy_evictions()
+    }
+
+    /// Drops bucket states idle past their keep time; call every few seconds.
+    pub fn sweep(&self, now: Nanos) {
+        self.buckets.sweep(now);
     }
 
     /// Envoy RLS: one status per descriptor, in order.
@@ -251,7 +258,7 @@ impl Engine {
     ) -> Verdict {
         let rules = self.rules.load();
         let global_shadow = self.shadow();
-        let mut applied: SmallVec<[Applied<'_>; 8]> = SmallVec::new();
+        let mut applied: SmallVec<[Applied<'_>; 4]> = SmallVec::new();
         let mut matched: SmallVec<[Option<&Arc<super::matcher::CompiledRule>>; 4]> =
             SmallVec::new();
         for (slot, input) in inputs.iter().enumerate() {
@@ -268,6 +275,7 @@ impl Engine {
                     rule_id: &self.override_name,
                     name: &self.override_name,
                     quota,
+                    keep_for: quota.full_recovery(),
                     shadow: global_shadow,
                     key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
                 });
@@ -292,6 +300,7 @@ impl Engine {
                     rule_id: &self.default_name,
                     name: &self.default_name,
                     quota,
+                    keep_for: quota.full_recovery(),
                     shadow: global_shadow,
                     key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
                 });
@@ -316,6 +325,7 @@ impl Engine {
                         rule_id: &rule.id,
                         name: &limit.name,
                         quota,
+                        keep_for: limit.recovery,
                         shadow: global_shadow || rule.shadow_mode(),
                         key: bucket_key(limit.seed, inputs[slot].entries.iter().map(|(_, v)| *v)),
                     });
@@ -339,7 +349,7 @@ impl Engine {
         let mut matches: SmallVec<[SubjectMatch<'_>; 8]> = SmallVec::new();
         rules.match_subject(domain, &fields, &mut matches);
         let global_shadow = self.shadow();
-        let mut applied: SmallVec<[Applied<'_>; 8]> = SmallVec::new();
+        let mut applied: SmallVec<[Applied<'_>; 4]> = SmallVec::new();
         for m in &matches {
             for limit in &m.rule.limits {
                 if let Some(quota) = limit.quota {
@@ -348,6 +358,7 @@ impl Engine {
                         rule_id: &m.rule.id,
                         name: &limit.name,
                         quota,
+                        keep_for: limit.recovery,
                         shadow: global_shadow || m.rule.shadow_mode(),
                         key: subject_key(limit, &fields, &m.order),
                     });
@@ -369,13 +380,15 @@ impl Engine {
             statuses: (0..slots).map(|_| LimitStatus::default()).collect(),
             ..Verdict::default()
         };
-        let mut taken: SmallVec<[(Arc<Bucket>, Quota, u64); 8]> = SmallVec::new();
-        for a in applied {
+        // Indexes into `applied` of the limits that took hits, to give back on a denial.
+        let mut taken: SmallVec<[u16; 8]> = SmallVec::new();
+        for (i, a) in applied.iter().enumerate() {
             let (hits, op) = ops(a.slot);
-            let bucket = self.bucket(a.key, &a.quota);
-            let outcome: Outcome = bucket.state.lock().apply(&a.quota, now, hits, op);
+            let outcome: Outcome = self.buckets.update(a.key, a.keep_for, now, |state| {
+                state.apply(&a.quota, now, hits, op)
+            });
             if op == Op::Consume && outcome.allowed && hits > 0 {
-                taken.push((bucket, a.quota, hits));
+                taken.push(i as u16);
             }
             let status = LimitStatus {
                 over_limit: !outcome.allowed && !a.shadow,
@@ -397,8 +410,12 @@ impl Engine {
         verdict.over_limit = verdict.statuses.iter().any(|s| s.over_limit);
         verdict.shadow_over = verdict.statuses.iter().any(|s| s.shadow_over);
         if verdict.over_limit {
-            for (bucket, quota, hits) in &taken {
-                bucket.state.lock().apply(quota, now, *hits, Op::Refund);
+            for &i in &taken {
+                let a = &applied[i as usize];
+                let (hits, _) = ops(a.slot);
+                self.buckets.update(a.key, a.keep_for, now, |state| {
+                    state.apply(&a.quota, now, hits, Op::Refund)
+                });
             }
             self.stats.denied.fetch_add(1, Ordering::Relaxed);
         } else if verdict.shadow_over {
@@ -406,18 +423,6 @@ impl Engine {
         }
         self.stats.decisions.fetch_add(1, Ordering::Relaxed);
         verdict
-    }
-
-    fn bucket(&self, key: u128, quota: &Quota) -> Arc<Bucket> {
-        self.buckets.get_with(key, || {
-            Arc::new(Bucket {
-                state: Mutex::new(BucketState::Fresh),
-                ttl: self
-                    .config
-                    .bucket_idle_ttl
-                    .max(Duration::from_nanos(full_recovery(quota))),
-            })
-        })
     }
 
     /// The limits in force for a subject and the state of their buckets; changes nothing.
@@ -431,8 +436,8 @@ impl Engine {
             for limit in &m.rule.limits {
                 let Some(quota) = limit.quota else { continue };
                 let key = subject_key(limit, &fields, &m.order);
-                let (tracked, outcome) = match self.buckets.get(&key) {
-                    Some(bucket) => (true, bucket.state.lock().peek(&quota, now)),
+                let (tracked, outcome) = match self.buckets.get(key) {
+                    Some(state) => (true, state.peek(&quota, now)),
                     None => (false, BucketState::Fresh.peek(&quota, now)),
                 };
                 out.push(LimitState {
@@ -460,11 +465,7 @@ impl Engine {
         let mut reset = 0;
         for m in &matches {
             for limit in &m.rule.limits {
-                if self
-                    .buckets
-                    .remove(&subject_key(limit, &fields, &m.order))
-                    .is_some()
-                {
+                if self.buckets.remove(subject_key(limit, &fields, &m.order)) {
                     reset += 1;
                 }
             }
@@ -473,25 +474,27 @@ impl Engine {
     }
 }
 
-/// How long after its last use a bucket is indistinguishable from a fresh one.
-fn full_recovery(quota: &Quota) -> Nanos {
-    let window = quota.window_nanos();
-    match quota.algorithm {
-        Algorithm::TokenBucket => ((quota.capacity as u128 * window as u128)
-            .div_ceil(quota.limit.max(1) as u128))
-        .min(u64::MAX as u128) as u64,
-        Algorithm::FixedWindow => window,
-        Algorithm::SlidingWindow => window + window / super::bucket::SLIDING_SLOTS,
-    }
-}
-
 fn subject_key(limit: &CompiledLimit, fields: &[(&str, &str); 5], order: &[u8]) -> u128 {
     bucket_key(limit.seed, order.iter().map(|&i| fields[i as usize].1))
 }
 
 /// The bucket of one limit for one set of descriptor values: a 128-bit hash, so keys are
-/// fixed-size and collisions are out of reach (about 2⁻⁸⁸ at 10⁹ keys).
-fn bucket_key<'v>(seed: u64, values: impl Iterator<Item = &'v str>) -> u128 {
+/// fixed-size and collisions are out of reach (about 2⁻⁸⁸ at 10⁹ keys). Short inputs (the usual
+/// case) are hashed in one shot from a stack buffer; the streaming hasher's setup costs more than
+/// hashing a few dozen bytes.
+fn bucket_key<'v>(seed: u64, values: impl Iterator<Item = &'v str> + Clone) -> u128 {
+    const INLINE: usize = 256;
+    let total: usize = values.clone().map(|v| v.len() + 4).sum();
+    if total <= INLINE {
+        let mut buf = [0u8; INLINE];
+        let mut at = 0;
+        for v in values {
+            buf[at..at + 4].copy_from_slice(&(v.len() as u32).to_le_bytes());
+            buf[at + 4..at + 4 + v.len()].copy_from_slice(v.as_bytes());
+            at += 4 + v.len();
+        }
+        return xxhash_rust::xxh3::xxh3_128_with_seed(&buf[..at], seed);
+    }
     let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
     for v in values {
         h.update(&(v.len() as u32).to_le_bytes());
@@ -510,59 +513,6 @@ fn override_seed(domain: &str, entries: &[(&str, &str)], rate: Rate) -> u64 {
     h.update(&rate.requests_per_unit.to_le_bytes());
     h.update(rate.unit.as_str().as_bytes());
     h.digest()
-}
-
-struct BucketExpiry;
-
-impl moka::Expiry<u128, Arc<Bucket>> for BucketExpiry {
-    fn expire_after_create(
-        &self,
-        _: &u128,
-        value: &Arc<Bucket>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-
-    fn expire_after_read(
-        &self,
-        _: &u128,
-        value: &Arc<Bucket>,
-        _: std::time::Instant,
-        _: Option<Duration>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
-
-/// Bucket keys are already uniform hashes; hashing them again would only cost time.
-#[derive(Clone, Copy, Debug, Default)]
-struct KeyHasherBuilder;
-
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl BuildHasher for KeyHasherBuilder {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used for u128 keys; kept correct for any other input.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
-    }
 }
 
 #[cfg(test)]

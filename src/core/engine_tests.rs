@@ -2,6 +2,7 @@
 //! `replaces`, refunds, and concurrent use of one key.
 
 use super::*;
+use crate::core::buckets::StoreKind;
 use crate::core::limit::{LimitSpec, Unit};
 use crate::core::rules::{EntryMatch, Rule, ValueMatch};
 use crate::core::time::NANOS_PER_SEC as S;
@@ -39,11 +40,38 @@ fn rule(path: &[(&str, &str)], limits: Vec<LimitSpec>) -> Rule {
     }
 }
 
-fn engine(rules: Vec<Rule>) -> Engine {
-    let e = Engine::new(EngineConfig::default());
+fn engine(store: StoreKind, rules: Vec<Rule>) -> Engine {
+    let e = Engine::new(EngineConfig {
+        bucket_store: store,
+        ..EngineConfig::default()
+    });
     e.replace_rules(RuleSet::build(1, rules));
     e
 }
+
+/// Runs each behaviour test once per bucket store, as `name::moka` and `name::sharded`.
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::StoreKind;
+            #[test]
+            fn moka() { super::$name(StoreKind::Moka) }
+            #[test]
+            fn sharded() { super::$name(StoreKind::Sharded) }
+        }
+    )*};
+}
+
+store_tests!(
+    several_limits_on_one_key_strictest_decides,
+    denied_requests_consume_nothing,
+    shadow_rules_never_deny_but_say_they_would,
+    envoy_limit_override_replaces_the_rule,
+    replaces_drops_the_named_limit,
+    unknown_domains_allow_or_take_the_default,
+    should_allow_and_reset_client,
+    concurrent_hammering_of_one_key_never_over_admits,
+);
 
 fn desc<'a>(entries: &[(&'a str, &'a str)], hits: u64) -> DescriptorInput<'a> {
     DescriptorInput {
@@ -54,15 +82,17 @@ fn desc<'a>(entries: &[(&'a str, &'a str)], hits: u64) -> DescriptorInput<'a> {
     }
 }
 
-#[test]
-fn several_limits_on_one_key_strictest_decides() {
-    let e = engine(vec![rule(
-        &[("user", "")],
-        vec![
-            limit("burst", 3, Unit::Second),
-            limit("daily", 5, Unit::Day),
-        ],
-    )]);
+fn several_limits_on_one_key_strictest_decides(store: StoreKind) {
+    let e = engine(
+        store,
+        vec![rule(
+            &[("user", "")],
+            vec![
+                limit("burst", 3, Unit::Second),
+                limit("daily", 5, Unit::Day),
+            ],
+        )],
+    );
     let mut allowed = 0;
     for second in 0..4 {
         for _ in 0..3 {
@@ -77,12 +107,14 @@ fn several_limits_on_one_key_strictest_decides() {
     assert_eq!(&*v.statuses[0].limit.as_ref().unwrap().name, "daily");
 }
 
-#[test]
-fn denied_requests_consume_nothing() {
-    let e = engine(vec![
-        rule(&[("user", "")], vec![limit("", 10, Unit::Minute)]),
-        rule(&[("ip", "")], vec![limit("", 1, Unit::Minute)]),
-    ]);
+fn denied_requests_consume_nothing(store: StoreKind) {
+    let e = engine(
+        store,
+        vec![
+            rule(&[("user", "")], vec![limit("", 10, Unit::Minute)]),
+            rule(&[("ip", "")], vec![limit("", 1, Unit::Minute)]),
+        ],
+    );
     let request = [desc(&[("user", "u")], 1), desc(&[("ip", "1.1.1.1")], 1)];
     assert!(!e.check_descriptors("d", &request, T0).over_limit);
     for _ in 0..5 {
@@ -97,21 +129,20 @@ fn denied_requests_consume_nothing() {
     );
 }
 
-#[test]
-fn shadow_rules_never_deny_but_say_they_would() {
+fn shadow_rules_never_deny_but_say_they_would(store: StoreKind) {
     let mut r = rule(&[("user", "")], vec![limit("", 1, Unit::Minute)]);
     r.shadow_mode = true;
-    let e = engine(vec![r]);
+    let e = engine(store, vec![r]);
     e.check_descriptors("d", &[desc(&[("user", "u")], 1)], T0);
     let v = e.check_descriptors("d", &[desc(&[("user", "u")], 1)], T0);
     assert!(!v.over_limit);
     assert!(v.shadow_over && v.statuses[0].shadow_over);
     assert_eq!(e.stats().shadow_denied.load(Ordering::Relaxed), 1);
 
-    let e = engine(vec![rule(
-        &[("user", "")],
-        vec![limit("", 1, Unit::Minute)],
-    )]);
+    let e = engine(
+        store,
+        vec![rule(&[("user", "")], vec![limit("", 1, Unit::Minute)])],
+    );
     e.set_shadow(true);
     e.check_descriptors("d", &[desc(&[("user", "u")], 1)], T0);
     let v = e.check_descriptors("d", &[desc(&[("user", "u")], 1)], T0);
@@ -121,12 +152,11 @@ fn shadow_rules_never_deny_but_say_they_would() {
     );
 }
 
-#[test]
-fn envoy_limit_override_replaces_the_rule() {
-    let e = engine(vec![rule(
-        &[("user", "")],
-        vec![limit("", 100, Unit::Minute)],
-    )]);
+fn envoy_limit_override_replaces_the_rule(store: StoreKind) {
+    let e = engine(
+        store,
+        vec![rule(&[("user", "")], vec![limit("", 100, Unit::Minute)])],
+    );
     let mut d = desc(&[("user", "u")], 1);
     d.limit_override = Some(Rate {
         requests_per_unit: 2,
@@ -143,14 +173,16 @@ fn envoy_limit_override_replaces_the_rule() {
     assert_eq!(v.statuses[0].limit.as_ref().unwrap().quota.unit, Unit::Hour);
 }
 
-#[test]
-fn replaces_drops_the_named_limit() {
+fn replaces_drops_the_named_limit(store: StoreKind) {
     let mut specific = rule(&[("user", "vip")], vec![limit("vip", 100, Unit::Minute)]);
     specific.replaces = vec!["global".into()];
-    let e = engine(vec![
-        rule(&[("everyone", "")], vec![limit("global", 1, Unit::Minute)]),
-        specific,
-    ]);
+    let e = engine(
+        store,
+        vec![
+            rule(&[("everyone", "")], vec![limit("global", 1, Unit::Minute)]),
+            specific,
+        ],
+    );
     let request = [desc(&[("everyone", "x")], 1), desc(&[("user", "vip")], 1)];
     for _ in 0..5 {
         assert!(!e.check_descriptors("d", &request, T0).over_limit);
@@ -160,9 +192,8 @@ fn replaces_drops_the_named_limit() {
     assert!(e.check_descriptors("d", &plain, T0).over_limit);
 }
 
-#[test]
-fn unknown_domains_allow_or_take_the_default() {
-    let e = engine(vec![]);
+fn unknown_domains_allow_or_take_the_default(store: StoreKind) {
+    let e = engine(store, vec![]);
     let v = e.check_descriptors("nope", &[desc(&[("k", "v")], 1)], T0);
     assert!(!v.over_limit && v.statuses[0].limit.is_none());
 
@@ -171,6 +202,7 @@ fn unknown_domains_allow_or_take_the_default() {
             requests_per_unit: 1,
             unit: Unit::Minute,
         }),
+        bucket_store: store,
         ..EngineConfig::default()
     });
     assert!(
@@ -183,9 +215,8 @@ fn unknown_domains_allow_or_take_the_default() {
     );
 }
 
-#[test]
-fn should_allow_and_reset_client() {
-    let e = Engine::new(EngineConfig::default());
+fn should_allow_and_reset_client(store: StoreKind) {
+    let e = engine(store, vec![]);
     e.replace_rules(RuleSet::build(
         1,
         [Rule {
@@ -222,8 +253,7 @@ fn should_allow_and_reset_client() {
     assert!(!e.should_allow("sluice", &alice, 1, T0).over_limit);
 }
 
-#[test]
-fn concurrent_hammering_of_one_key_never_over_admits() {
+fn concurrent_hammering_of_one_key_never_over_admits(store: StoreKind) {
     for algorithm in [
         Algorithm::TokenBucket,
         Algorithm::FixedWindow,
@@ -231,7 +261,7 @@ fn concurrent_hammering_of_one_key_never_over_admits() {
     ] {
         let mut l = limit("", 1_000, Unit::Hour);
         l.algorithm = algorithm;
-        let e = Arc::new(engine(vec![rule(&[("k", "")], vec![l])]));
+        let e = Arc::new(engine(store, vec![rule(&[("k", "")], vec![l])]));
         let admitted = AtomicU64::new(0);
         std::thread::scope(|s| {
             for t in 0..8 {
@@ -253,5 +283,77 @@ fn concurrent_hammering_of_one_key_never_over_admits() {
         let admitted = admitted.load(Ordering::Relaxed);
         // Token bucket may refill at most 1000/h · 8 ms ≈ 0 extra tokens.
         assert_eq!(admitted, 1_000, "{algorithm:?}");
+    }
+}
+
+fn sharded(capacity: u64, idle: Duration, rules: Vec<Rule>) -> Engine {
+    let e = Engine::new(EngineConfig {
+        bucket_store: StoreKind::Sharded,
+        bucket_capacity: capacity,
+        bucket_idle_ttl: idle,
+        ..EngineConfig::default()
+    });
+    e.replace_rules(RuleSet::build(1, rules));
+    e
+}
+
+#[test]
+fn sharded_store_sweeps_on_virtual_time_but_keeps_unrecovered_buckets() {
+    // One per hour: a bucket matters for an hour after its last use, whatever the idle TTL.
+    let e = sharded(
+        1_000,
+        Duration::from_secs(60),
+        vec![rule(&[("k", "")], vec![limit("", 1, Unit::Hour)])],
+    );
+    e.check_descriptors("d", &[desc(&[("k", "a")], 1)], T0);
+    e.sweep(T0 + 120 * S);
+    assert_eq!(
+        e.tracked_buckets(),
+        1,
+        "past the idle TTL but not recovered"
+    );
+    assert!(
+        e.check_descriptors("d", &[desc(&[("k", "a")], 1)], T0 + 120 * S)
+            .over_limit
+    );
+    e.sweep(T0 + 3_721 * S);
+    assert_eq!(
+        e.tracked_buckets(),
+        0,
+        "an hour after its last use it is fresh anyway"
+    );
+}
+
+#[test]
+fn sharded_store_at_capacity_drops_recovered_buckets_before_live_ones() {
+    // Capacity 4096 = four entries per shard.
+    let e = sharded(
+        4_096,
+        Duration::ZERO,
+        vec![
+            rule(&[("short", "")], vec![limit("", 1, Unit::Second)]),
+            rule(&[("long", "")], vec![limit("", 1, Unit::Day)]),
+        ],
+    );
+    for i in 0..20_000 {
+        e.check_descriptors("d", &[desc(&[("short", &format!("s{i}"))], 1)], T0);
+    }
+    assert!(e.tracked_buckets() <= 4_096);
+    let lossy = e.lossy_evictions();
+    assert!(
+        lossy > 0,
+        "filling past capacity with live buckets loses some, and says so"
+    );
+    // Ten seconds later every one-second bucket has recovered: reclaiming them loses nothing.
+    for i in 0..256 {
+        e.check_descriptors("d", &[desc(&[("long", &format!("l{i}"))], 1)], T0 + 10 * S);
+    }
+    assert_eq!(e.lossy_evictions(), lossy);
+    // Every day-long bucket is still there and still enforced.
+    for i in 0..256 {
+        assert!(
+            e.check_descriptors("d", &[desc(&[("long", &format!("l{i}"))], 1)], T0 + 11 * S)
+                .over_limit
+        );
     }
 }

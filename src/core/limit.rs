@@ -146,4 +146,17 @@ impl Quota {
     pub fn window_nanos(&self) -> u64 {
         self.unit.nanos()
     }
+
+    /// How long after its last use a bucket is indistinguishable from a fresh one: dropping it
+    /// any earlier would hand its key a fresh allowance.
+    pub fn full_recovery(&self) -> u64 {
+        let window = self.window_nanos();
+        match self.algorithm {
+            Algorithm::TokenBucket => ((self.capacity as u128 * window as u128)
+                .div_ceil(self.limit.max(1) as u128))
+            .min(u64::MAX as u128) as u64,
+            Algorithm::FixedWindow => window,
+            Algorithm::SlidingWindow => window + window / super::bucket::SLIDING_SLOTS,
+        }
+    }
 }

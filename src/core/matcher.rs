@@ -25,6 +25,8 @@ pub struct CompiledLimit {
     pub spec: LimitSpec,
     /// `None` for an unlimited limit.
     pub quota: Option<Quota>,
+    /// `quota.full_recovery()`, computed once.
+    pub recovery: u64,
     /// Stable across rule-set reloads as long as the rule's id and the limit's name (or position,
     /// when unnamed) stay: a changed number keeps its bucket's state.
     pub seed: u64,
@@ -133,6 +135,7 @@ impl RuleSet {
                     CompiledLimit {
                         seed: limit_seed(&id, &name),
                         quota: spec.quota(),
+                        recovery: spec.quota().map_or(0, |q| q.full_recovery()),
                         spec: spec.clone(),
                         name,
                     }

@@ -4,10 +4,12 @@
 //! into these types. Time is always a parameter (`time::Nanos`).
 
 pub mod bucket;
+pub mod buckets;
 pub mod engine;
 pub mod headers;
 pub mod limit;
 pub mod matcher;
+pub mod probe_table;
 pub mod rules;
 pub mod time;
 pub mod validate;

@@ -314,3 +314,24 @@ async fn unknown_domain_can_take_a_default_limit() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_sharded_bucket_store_serves_the_same_answers() {
+    let db = Db::new(Backend::Sqlite).await;
+    let mut config = config(&db.url);
+    config.bucket_store = sluice::core::buckets::StoreKind::Sharded;
+    let server = TestServer::start_with(config).await;
+    put_rules(&server, vec![rule("edge", &[("k", "")], 2, pb::Unit::Hour)]).await;
+    let mut rls = server.rls().await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = rls
+            .should_rate_limit(request("edge", vec![desc(&[("k", "v")])]))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.push((r.overall_code, r.statuses[0].limit_remaining));
+    }
+    assert_eq!(seen, [(OK, 1), (OK, 0), (OVER, 0)]);
+    server.stop().await;
+}
