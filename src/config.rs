@@ -43,9 +43,9 @@ pub struct Config {
     )]
     pub admin_token_file: PathBuf,
 
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 
     /// Headers added to Envoy RLS responses: `none` (Envoy renders its own from the statuses when
     /// `enable_x_ratelimit_headers` is on), `draft03` or `ietf`.
@@ -83,12 +83,16 @@ pub struct Config {
     #[arg(long, env = "SLUICE_CACHE_IDLE_TTL_SECS", default_value_t = 600)]
     pub cache_idle_ttl_secs: u64,
 
+    /// Most descriptors in one Envoy request.
     #[arg(long, env = "SLUICE_MAX_DESCRIPTORS", default_value_t = InputLimits::default().max_descriptors)]
     pub max_descriptors: usize,
+    /// Most entries in one descriptor (request or rule).
     #[arg(long, env = "SLUICE_MAX_ENTRIES", default_value_t = InputLimits::default().max_entries)]
     pub max_entries: usize,
+    /// Longest descriptor key, domain or limit name, in bytes.
     #[arg(long, env = "SLUICE_MAX_KEY_LEN", default_value_t = InputLimits::default().max_key_len)]
     pub max_key_len: usize,
+    /// Longest descriptor value or subject field, in bytes.
     #[arg(long, env = "SLUICE_MAX_VALUE_LEN", default_value_t = InputLimits::default().max_value_len)]
     pub max_value_len: usize,
 
@@ -104,6 +108,12 @@ pub struct Config {
     /// How long to wait for a database connection before failing as unavailable, in milliseconds.
     #[arg(long, env = "SLUICE_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
     pub db_acquire_timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

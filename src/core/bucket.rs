@@ -17,9 +17,10 @@ use super::time::Nanos;
 pub const SLIDING_SLOTS: u64 = 10;
 
 /// What a caller wants done with `hits`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Op {
     /// Admit `hits` if they fit, and consume them.
+    #[default]
     Consume,
     /// Report whether one more hit would be admitted; consume nothing.
     Check,

@@ -62,12 +62,6 @@ pub struct DescriptorInput<'a> {
     pub limit_override: Option<Rate>,
 }
 
-impl Default for Op {
-    fn default() -> Self {
-        Op::Consume
-    }
-}
-
 /// Who is calling and what, for `ShouldAllow`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Subject<'a> {

@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn each_style() {
-        let cases: &[(HeaderStyle, u64, bool, &[(&str, &str)])] = &[
+        type Case<'a> = (HeaderStyle, u64, bool, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (HeaderStyle::None, 5, false, &[]),
             (HeaderStyle::None, 0, true, &[("retry-after", "13")]),
             (

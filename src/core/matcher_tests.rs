@@ -59,7 +59,8 @@ fn check(domain: &str, entries: &[(&str, &str)], want: Option<u64>) {
 
 #[test]
 fn envoy_descriptor_matching() {
-    let cases: &[(&str, &[(&str, &str)], Option<u64>)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<u64>);
+    let cases: &[Case] = &[
         ("edge", &[("remote_address", "10.9.9.9")], Some(1)),
         ("edge", &[("remote_address", "10.0.0.1")], Some(2)), // exact beats key-only
         ("edge", &[("path", "/api/users")], Some(3)),
