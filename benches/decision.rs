@@ -6,42 +6,9 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice::core::bucket::Op;
 use sluice::core::buckets::StoreKind;
-use sluice::core::engine::{DescriptorInput, Engine, EngineConfig};
-use sluice::core::limit::{LimitSpec, Rate, Unit};
-use sluice::core::matcher::RuleSet;
-use sluice::core::rules::{EntryMatch, Rule, ValueMatch};
+use sluice::core::engine::{DescriptorInput, Engine};
 
-fn engine(store: StoreKind) -> Engine {
-    let engine = Engine::new(EngineConfig {
-        bucket_store: store,
-        ..EngineConfig::default()
-    });
-    engine.replace_rules(RuleSet::build(
-        1,
-        [Rule {
-            domain: "edge".into(),
-            path: vec![EntryMatch {
-                key: "remote_address".into(),
-                value: ValueMatch::Any,
-            }],
-            limits: vec![LimitSpec {
-                name: "per-ip".into(),
-                rate: Some(Rate {
-                    requests_per_unit: 1_000,
-                    unit: Unit::Second,
-                }),
-                algorithm: Default::default(),
-                burst: None,
-                floor: None,
-                ceiling: None,
-            }],
-            shadow_mode: false,
-            priority: Default::default(),
-            replaces: vec![],
-        }],
-    ));
-    engine
-}
+mod common;
 
 fn keys(n: usize) -> Vec<String> {
     // A fixed pseudo-random order, so consecutive decisions hit unrelated buckets.
@@ -80,7 +47,7 @@ fn bench(c: &mut Criterion) {
     ] {
         // Set up inside the closure, so a filtered-out case costs nothing.
         group.bench_function(format!("{store:?}/{n}_keys").to_lowercase(), |b| {
-            let engine = engine(store);
+            let engine = common::engine(store, 1_000);
             let keys = keys(n);
             let mut now = 1_700_000_000_000_000_000u64;
             for k in &keys {

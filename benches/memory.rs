@@ -3,10 +3,9 @@
 
 use sluice::core::bucket::Op;
 use sluice::core::buckets::StoreKind;
-use sluice::core::engine::{DescriptorInput, Engine, EngineConfig};
-use sluice::core::limit::{LimitSpec, Rate, Unit};
-use sluice::core::matcher::RuleSet;
-use sluice::core::rules::{EntryMatch, Rule, ValueMatch};
+use sluice::core::engine::DescriptorInput;
+
+mod common;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
@@ -23,34 +22,8 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or_default();
-    let engine = Engine::new(EngineConfig {
-        bucket_store: store,
-        ..EngineConfig::default()
-    });
-    engine.replace_rules(RuleSet::build(
-        1,
-        [Rule {
-            domain: "edge".into(),
-            path: vec![EntryMatch {
-                key: "remote_address".into(),
-                value: ValueMatch::Any,
-            }],
-            limits: vec![LimitSpec {
-                name: String::new(),
-                rate: Some(Rate {
-                    requests_per_unit: 100,
-                    unit: Unit::Minute,
-                }),
-                algorithm: Default::default(),
-                burst: None,
-                floor: None,
-                ceiling: None,
-            }],
-            shadow_mode: false,
-            priority: Default::default(),
-            replaces: vec![],
-        }],
-    ));
+    // Every bucket is used at the same instant, so none can expire during the fill.
+    let engine = common::engine(store, 100);
     let before = rss_bytes();
     let now = 1_700_000_000_000_000_000u64;
     let mut key = String::new();

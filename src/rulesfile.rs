@@ -26,7 +26,7 @@
 use serde::Deserialize;
 
 use crate::core::limit::{Algorithm, LimitSpec, Rate, Unit};
-use crate::core::rules::{EntryMatch, Priority, Rule, ValueMatch};
+use crate::core::rules::{EntryMatch, Priority, Rule};
 use crate::core::validate::{InputLimits, ValidationError, check_rule};
 
 #[derive(Debug, thiserror::Error)]
@@ -176,10 +176,10 @@ fn flatten(
     out: &mut Vec<Rule>,
     caps: &InputLimits,
 ) -> Result<(), ValidationError> {
-    path.push(EntryMatch {
-        key: doc.key.clone(),
-        value: ValueMatch::from_spelling(doc.value.as_deref().unwrap_or("")),
-    });
+    path.push(EntryMatch::parse(
+        &doc.key,
+        doc.value.as_deref().unwrap_or(""),
+    ));
     let docs: Vec<(String, &LimitDoc)> = doc
         .rate_limit
         .iter()

@@ -257,22 +257,15 @@ impl Engine {
             SmallVec::new();
         for (slot, input) in inputs.iter().enumerate() {
             if let Some(rate) = input.limit_override {
-                let quota = Quota {
-                    limit: rate.requests_per_unit,
-                    unit: rate.unit,
-                    capacity: rate.requests_per_unit,
-                    algorithm: Algorithm::FixedWindow,
-                };
-                let seed = override_seed(domain, &input.entries, rate);
-                applied.push(Applied {
+                let made_up = self.synthetic(
                     slot,
-                    rule_id: &self.override_name,
-                    name: &self.override_name,
-                    quota,
-                    keep_for: quota.full_recovery(),
-                    shadow: global_shadow,
-                    key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
-                });
+                    domain,
+                    input,
+                    rate,
+                    Algorithm::FixedWindow,
+                    &self.override_name,
+                );
+                applied.push(made_up);
                 matched.push(None);
                 continue;
             }
@@ -282,22 +275,15 @@ impl Engine {
                 && let Some(rate) = self.config.unknown_domain_limit
                 && !rules.has_domain(domain)
             {
-                let quota = Quota {
-                    limit: rate.requests_per_unit,
-                    unit: rate.unit,
-                    capacity: rate.requests_per_unit,
-                    algorithm: Algorithm::TokenBucket,
-                };
-                let seed = override_seed(domain, &input.entries, rate);
-                applied.push(Applied {
+                let made_up = self.synthetic(
                     slot,
-                    rule_id: &self.default_name,
-                    name: &self.default_name,
-                    quota,
-                    keep_for: quota.full_recovery(),
-                    shadow: global_shadow,
-                    key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
-                });
+                    domain,
+                    input,
+                    rate,
+                    Algorithm::TokenBucket,
+                    &self.default_name,
+                );
+                applied.push(made_up);
             }
         }
         let replaced = |name: &str| {
@@ -328,6 +314,35 @@ impl Engine {
         }
         let ops = |slot: usize| (inputs[slot].hits, inputs[slot].op);
         self.decide(inputs.len(), &applied, ops, now)
+    }
+
+    /// A limit the engine makes up for one descriptor: Envoy's override, or the unknown-domain
+    /// default. Its bucket is per domain, descriptor keys and values, rate and `name`.
+    fn synthetic<'s>(
+        &'s self,
+        slot: usize,
+        domain: &str,
+        input: &DescriptorInput<'_>,
+        rate: Rate,
+        algorithm: Algorithm,
+        name: &'s Arc<str>,
+    ) -> Applied<'s> {
+        let quota = Quota {
+            limit: rate.requests_per_unit,
+            unit: rate.unit,
+            capacity: rate.requests_per_unit,
+            algorithm,
+        };
+        let seed = synthetic_seed(name, domain, &input.entries, rate);
+        Applied {
+            slot,
+            rule_id: name,
+            name,
+            quota,
+            keep_for: quota.full_recovery(),
+            shadow: self.shadow(),
+            key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
+        }
     }
 
     /// `ShouldAllow`: every rule formed by the subject's fields applies, with `cost` hits.
@@ -497,8 +512,10 @@ fn bucket_key<'v>(seed: u64, values: impl Iterator<Item = &'v str> + Clone) -> u
     h.digest128()
 }
 
-fn override_seed(domain: &str, entries: &[(&str, &str)], rate: Rate) -> u64 {
+fn synthetic_seed(kind: &str, domain: &str, entries: &[(&str, &str)], rate: Rate) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(kind.as_bytes());
+    h.update(&[0xff]);
     h.update(domain.as_bytes());
     for (k, _) in entries {
         h.update(&[0xff]);

@@ -4,7 +4,7 @@
 use super::*;
 use crate::core::buckets::StoreKind;
 use crate::core::limit::{LimitSpec, Unit};
-use crate::core::rules::{EntryMatch, Rule, ValueMatch};
+use crate::core::rules::Rule;
 use crate::core::time::NANOS_PER_SEC as S;
 
 const T0: Nanos = 1_700_000_000 * S;
@@ -12,32 +12,13 @@ const T0: Nanos = 1_700_000_000 * S;
 fn limit(name: &str, rpu: u64, unit: Unit) -> LimitSpec {
     LimitSpec {
         name: name.into(),
-        rate: Some(Rate {
-            requests_per_unit: rpu,
-            unit,
-        }),
         algorithm: Algorithm::FixedWindow,
-        burst: None,
-        floor: None,
-        ceiling: None,
+        ..LimitSpec::per(rpu, unit)
     }
 }
 
 fn rule(path: &[(&str, &str)], limits: Vec<LimitSpec>) -> Rule {
-    Rule {
-        domain: "d".into(),
-        path: path
-            .iter()
-            .map(|(k, v)| EntryMatch {
-                key: k.to_string(),
-                value: ValueMatch::from_spelling(v),
-            })
-            .collect(),
-        limits,
-        shadow_mode: false,
-        priority: Default::default(),
-        replaces: vec![],
-    }
+    Rule::new("d", path, limits)
 }
 
 fn engine(store: StoreKind, rules: Vec<Rule>) -> Engine {

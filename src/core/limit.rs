@@ -120,6 +120,21 @@ pub struct LimitSpec {
 }
 
 impl LimitSpec {
+    /// `requests_per_unit` per `unit`: a token bucket with no name, burst or envelope.
+    pub fn per(requests_per_unit: u64, unit: Unit) -> LimitSpec {
+        LimitSpec {
+            name: String::new(),
+            rate: Some(Rate {
+                requests_per_unit,
+                unit,
+            }),
+            algorithm: Algorithm::TokenBucket,
+            burst: None,
+            floor: None,
+            ceiling: None,
+        }
+    }
+
     pub fn quota(&self) -> Option<Quota> {
         self.rate.map(|rate| Quota {
             limit: rate.requests_per_unit,

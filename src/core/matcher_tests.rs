@@ -1,34 +1,10 @@
 //! Table-driven rule matching: which rule (if any) each request reaches.
 
 use super::*;
-use crate::core::limit::{Rate, Unit};
-use crate::core::rules::EntryMatch;
+use crate::core::limit::Unit;
 
 fn rule(domain: &str, path: &[(&str, &str)], rpu: u64) -> Rule {
-    Rule {
-        domain: domain.into(),
-        path: path
-            .iter()
-            .map(|(k, v)| EntryMatch {
-                key: k.to_string(),
-                value: ValueMatch::from_spelling(v),
-            })
-            .collect(),
-        limits: vec![LimitSpec {
-            name: String::new(),
-            rate: Some(Rate {
-                requests_per_unit: rpu,
-                unit: Unit::Second,
-            }),
-            algorithm: Default::default(),
-            burst: None,
-            floor: None,
-            ceiling: None,
-        }],
-        shadow_mode: false,
-        priority: Default::default(),
-        replaces: vec![],
-    }
+    Rule::new(domain, path, vec![LimitSpec::per(rpu, Unit::Second)])
 }
 
 fn rules() -> RuleSet {

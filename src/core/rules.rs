@@ -109,6 +109,16 @@ pub struct EntryMatch {
     pub value: ValueMatch,
 }
 
+impl EntryMatch {
+    /// From the rules-file / API spelling of the value (see `ValueMatch::from_spelling`).
+    pub fn parse(key: &str, value: &str) -> EntryMatch {
+        EntryMatch {
+            key: key.to_string(),
+            value: ValueMatch::from_spelling(value),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     pub domain: String,
@@ -124,6 +134,19 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule with the given path (`(key, value spelling)` pairs) and limits, and defaults for
+    /// everything else.
+    pub fn new(domain: &str, path: &[(&str, &str)], limits: Vec<LimitSpec>) -> Rule {
+        Rule {
+            domain: domain.to_string(),
+            path: path.iter().map(|(k, v)| EntryMatch::parse(k, v)).collect(),
+            limits,
+            shadow_mode: false,
+            priority: Priority::Normal,
+            replaces: Vec::new(),
+        }
+    }
+
     /// The canonical id: `domain|key=value|key` — `|`, `=` and `\` inside names are escaped with
     /// `\`, so two different rules never share an id.
     pub fn id(&self) -> String {
@@ -172,10 +195,7 @@ mod tests {
     fn path(entries: &[(&str, &str)]) -> Vec<EntryMatch> {
         entries
             .iter()
-            .map(|(k, v)| EntryMatch {
-                key: k.to_string(),
-                value: ValueMatch::from_spelling(v),
-            })
+            .map(|(k, v)| EntryMatch::parse(k, v))
             .collect()
     }
 

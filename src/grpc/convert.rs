@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_li
 
 use crate::core::engine::Subject;
 use crate::core::limit::{Algorithm, LimitSpec, Rate, Unit};
-use crate::core::rules::{EntryMatch, Priority, Rule, Tier, ValueMatch};
+use crate::core::rules::{EntryMatch, Priority, Rule, Tier};
 use crate::core::time::Nanos;
 use crate::core::validate::{InputLimits, ValidationError, check_len};
 use crate::proto::sluice::v1 as pb;
@@ -115,10 +115,7 @@ pub fn rule_from_proto(field: &str, rule: &pb::Rule) -> Result<Rule, ValidationE
     let path = rule
         .descriptors
         .iter()
-        .map(|e| EntryMatch {
-            key: e.key.clone(),
-            value: ValueMatch::from_spelling(&e.value),
-        })
+        .map(|e| EntryMatch::parse(&e.key, &e.value))
         .collect();
     let mut limits = Vec::with_capacity(rule.limits.len());
     for (i, l) in rule.limits.iter().enumerate() {

@@ -26,6 +26,25 @@ impl SluiceApi {
         }
     }
 
+    /// Applies a rule change for an admin request and logs it.
+    async fn change_rules<T>(
+        &self,
+        request: &Request<T>,
+        change: RuleChange,
+        expected: Option<u64>,
+        actor: &str,
+    ) -> std::result::Result<u64, ApiError> {
+        let actor = Self::actor(request, actor);
+        let (upserts, deletes) = (change.upserts.len(), change.deletes.clone());
+        let revision = self
+            .state
+            .rules
+            .update(change, expected, &actor, self.state.clock.now_millis())
+            .await?;
+        tracing::info!(revision, actor, upserts, ?deletes, "rules changed");
+        Ok(revision)
+    }
+
     /// Who the audit log records: the request's `actor`, else the caller's address.
     fn actor<T>(request: &Request<T>, named: &str) -> String {
         if !named.is_empty() {
@@ -104,19 +123,9 @@ impl Sluice for SluiceApi {
             deletes: Vec::new(),
             replace_domains: req.replace_domains.clone(),
         };
-        let actor = Self::actor(&request, &req.actor);
         let revision = self
-            .state
-            .rules
-            .update(
-                change,
-                req.expected_revision,
-                &actor,
-                self.state.clock.now_millis(),
-            )
-            .await
-            .map_err(ApiError::from)?;
-        tracing::info!(revision, actor, rules = req.rules.len(), "rules updated");
+            .change_rules(&request, change, req.expected_revision, &req.actor)
+            .await?;
         Ok(Response::new(pb::UpdateRulesResponse {
             revision,
             rule_ids,
@@ -166,19 +175,9 @@ impl Sluice for SluiceApi {
             deletes: req.ids.clone(),
             ..RuleChange::default()
         };
-        let actor = Self::actor(&request, &req.actor);
         let revision = self
-            .state
-            .rules
-            .update(
-                change,
-                req.expected_revision,
-                &actor,
-                self.state.clock.now_millis(),
-            )
-            .await
-            .map_err(ApiError::from)?;
-        tracing::info!(revision, actor, ids = ?req.ids, "rules deleted");
+            .change_rules(&request, change, req.expected_revision, &req.actor)
+            .await?;
         Ok(Response::new(pb::DeleteRulesResponse { revision }))
     }
 
