@@ -142,3 +142,35 @@ fn bad_files_name_the_field_or_line() {
         assert!(err.starts_with("bad.yaml"), "{err}");
     }
 }
+
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Fragments that make parsing go deep into the rules-file code rather than stop at YAML.
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("domain: d\n".to_string()),
+            Just("descriptors:\n".to_string()),
+            Just("  - key: k\n".to_string()),
+            Just("    value: v*\n".to_string()),
+            Just("    rate_limit: {unit: second, requests_per_unit: 3}\n".to_string()),
+            Just("    rate_limit: {unlimited: true}\n".to_string()),
+            Just(
+                "    limits: [{unit: day, requests_per_unit: 0, floor: 5, ceiling: 1}]\n"
+                    .to_string()
+            ),
+            Just("    descriptors:\n".to_string()),
+            Just("      - key: tier\n        value: GOLD\n".to_string()),
+            Just("---\n".to_string()),
+            "[ -~\n]{0,40}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_parsed_or_refused(parts in prop::collection::vec(fragment(), 0..12)) {
+            let _ = parse("fuzz.yaml", &parts.concat(), &InputLimits::default());
+        }
+    }
+}

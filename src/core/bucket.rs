@@ -92,7 +92,9 @@ impl BucketState {
         };
         // Time never runs backwards for a bucket: mildly disordered replays refill nothing.
         let last = if now > last {
-            credit = (credit + (now - last) as u128 * rate).min(full);
+            credit = credit
+                .saturating_add(((now - last) as u128).saturating_mul(rate))
+                .min(full);
             now
         } else {
             last

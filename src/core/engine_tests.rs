@@ -338,3 +338,72 @@ fn sharded_store_at_capacity_drops_recovered_buckets_before_live_ones() {
         );
     }
 }
+
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), Just("k".to_string()), "\\PC{0,8}"]
+    }
+
+    proptest! {
+        #[test]
+        fn any_descriptors_get_an_answer(
+            descriptors in prop::collection::vec(
+                (prop::collection::vec((text(), text()), 0..4), any::<u64>(), 0u8..3, prop::option::of(1u64..u64::MAX)),
+                0..6,
+            ),
+            now in any::<u64>(),
+        ) {
+            let mut unlimited = rule(&[("k", "v")], vec![LimitSpec { rate: None, ..limit("", 1, Unit::Second) }]);
+            unlimited.replaces = vec!["x".into()];
+            let e = engine(StoreKind::Sharded, vec![
+                rule(&[("k", "")], vec![limit("x", 3, Unit::Second), LimitSpec { algorithm: Algorithm::SlidingWindow, ..limit("", 7, Unit::Year) }]),
+                rule(&[("k", ""), ("k2", "")], vec![LimitSpec::per(u64::MAX / 2, Unit::Year)]),
+                unlimited,
+            ]);
+            let inputs: Vec<DescriptorInput<'_>> = descriptors
+                .iter()
+                .map(|(entries, hits, op, rpu)| DescriptorInput {
+                    entries: entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                    hits: *hits,
+                    op: [Op::Consume, Op::Check, Op::Refund][*op as usize],
+                    limit_override: rpu.map(|r| Rate { requests_per_unit: r, unit: Unit::Week }),
+                })
+                .collect();
+            let v = e.check_descriptors("d", &inputs, now);
+            prop_assert_eq!(v.statuses.len(), inputs.len());
+        }
+    }
+}
+
+fn unlimited_rule_matches_and_never_limits(store: StoreKind) {
+    let e = engine(
+        store,
+        vec![
+            rule(&[("user", "")], vec![limit("", 1, Unit::Hour)]),
+            rule(
+                &[("user", "admin")],
+                vec![LimitSpec {
+                    rate: None,
+                    ..limit("", 1, Unit::Hour)
+                }],
+            ),
+        ],
+    );
+    for _ in 0..5 {
+        let v = e.check_descriptors("d", &[desc(&[("user", "admin")], 1)], T0);
+        assert!(
+            !v.over_limit && v.statuses[0].limit.is_none(),
+            "the more specific unlimited rule wins"
+        );
+    }
+    e.check_descriptors("d", &[desc(&[("user", "bob")], 1)], T0);
+    assert!(
+        e.check_descriptors("d", &[desc(&[("user", "bob")], 1)], T0)
+            .over_limit
+    );
+}
+
+store_tests!(unlimited_rule_matches_and_never_limits);
