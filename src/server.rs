@@ -233,7 +233,12 @@ async fn supervise_store(
             }
             rules.sync().await
         };
-        match step.await {
+        // A connect can take up to the acquire timeout; shutdown does not wait for it.
+        let outcome = tokio::select! {
+            outcome = step => outcome,
+            _ = stop.changed() => return,
+        };
+        match outcome {
             Ok(_) => {
                 if reported_down {
                     tracing::info!("rules database is reachable again; rules are in sync");

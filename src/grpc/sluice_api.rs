@@ -110,6 +110,13 @@ impl Sluice for SluiceApi {
     ) -> RpcResult<pb::UpdateRulesResponse> {
         self.state.admin.check(&request)?;
         let req = request.get_ref();
+        if req.rules.is_empty() && req.replace_domains.is_empty() {
+            let nothing = ValidationError::new(
+                "rules",
+                "must not be empty (or name replace_domains to clear)",
+            );
+            return Err(ApiError::from(nothing).into());
+        }
         let upserts = req
             .rules
             .iter()
