@@ -20,7 +20,7 @@ use smallvec::SmallVec;
 use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::{BucketStore, StoreKind};
 use super::limit::{Algorithm, Quota, Rate};
-use super::matcher::{CompiledLimit, RuleSet, SubjectMatch};
+use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
 use super::rules::{Tier, subject_keys};
 use super::time::Nanos;
 
@@ -89,8 +89,8 @@ impl<'a> Subject<'a> {
 /// The limit a status reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportedLimit {
-    pub rule_id: Arc<str>,
-    pub name: Arc<str>,
+    /// Which rule and limit (one shared allocation: one reference count to bump per status).
+    pub label: Arc<LimitLabel>,
     pub quota: Quota,
 }
 
@@ -164,8 +164,8 @@ pub struct Engine {
     config: EngineConfig,
     shadow: AtomicBool,
     stats: EngineStats,
-    override_name: Arc<str>,
-    default_name: Arc<str>,
+    override_label: Arc<LimitLabel>,
+    default_label: Arc<LimitLabel>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -181,8 +181,7 @@ impl std::fmt::Debug for Engine {
 /// override, or the unknown-domain default).
 struct Applied<'r> {
     slot: usize,
-    rule_id: &'r Arc<str>,
-    name: &'r Arc<str>,
+    label: &'r Arc<LimitLabel>,
     quota: Quota,
     /// How long the bucket matters after use (`Quota::full_recovery`).
     keep_for: Nanos,
@@ -203,8 +202,8 @@ impl Engine {
             shadow: AtomicBool::new(config.shadow),
             config,
             stats: EngineStats::default(),
-            override_name: "override".into(),
-            default_name: "default".into(),
+            override_label: Arc::new(LimitLabel::new("override", "override")),
+            default_label: Arc::new(LimitLabel::new("default", "default")),
         }
     }
 
@@ -263,7 +262,7 @@ impl Engine {
                     input,
                     rate,
                     Algorithm::FixedWindow,
-                    &self.override_name,
+                    &self.override_label,
                 );
                 applied.push(made_up);
                 matched.push(None);
@@ -281,7 +280,7 @@ impl Engine {
                     input,
                     rate,
                     Algorithm::TokenBucket,
-                    &self.default_name,
+                    &self.default_label,
                 );
                 applied.push(made_up);
             }
@@ -302,8 +301,7 @@ impl Engine {
                 if let Some(quota) = limit.quota {
                     applied.push(Applied {
                         slot,
-                        rule_id: &rule.id,
-                        name: &limit.name,
+                        label: &limit.label,
                         quota,
                         keep_for: limit.recovery,
                         shadow: global_shadow || rule.shadow_mode(),
@@ -325,7 +323,7 @@ impl Engine {
         input: &DescriptorInput<'_>,
         rate: Rate,
         algorithm: Algorithm,
-        name: &'s Arc<str>,
+        label: &'s Arc<LimitLabel>,
     ) -> Applied<'s> {
         let quota = Quota {
             limit: rate.requests_per_unit,
@@ -333,11 +331,10 @@ impl Engine {
             capacity: rate.requests_per_unit,
             algorithm,
         };
-        let seed = synthetic_seed(name, domain, &input.entries, rate);
+        let seed = synthetic_seed(&label.name, domain, &input.entries, rate);
         Applied {
             slot,
-            rule_id: name,
-            name,
+            label,
             quota,
             keep_for: quota.full_recovery(),
             shadow: self.shadow(),
@@ -364,8 +361,7 @@ impl Engine {
                 if let Some(quota) = limit.quota {
                     applied.push(Applied {
                         slot: 0,
-                        rule_id: &m.rule.id,
-                        name: &limit.name,
+                        label: &limit.label,
                         quota,
                         keep_for: limit.recovery,
                         shadow: global_shadow || m.rule.shadow_mode(),
@@ -403,8 +399,7 @@ impl Engine {
                 over_limit: !outcome.allowed && !a.shadow,
                 shadow_over: !outcome.allowed && a.shadow,
                 limit: Some(ReportedLimit {
-                    rule_id: a.rule_id.clone(),
-                    name: a.name.clone(),
+                    label: a.label.clone(),
                     quota: a.quota,
                 }),
                 remaining: outcome.remaining,
@@ -451,8 +446,7 @@ impl Engine {
                 };
                 out.push(LimitState {
                     limit: ReportedLimit {
-                        rule_id: m.rule.id.clone(),
-                        name: limit.name.clone(),
+                        label: limit.label.clone(),
                         quota,
                     },
                     shadow: m.rule.shadow_mode(),

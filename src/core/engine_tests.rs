@@ -85,7 +85,7 @@ fn several_limits_on_one_key_strictest_decides(store: StoreKind) {
     }
     assert_eq!(allowed, 5, "the daily limit caps the per-second bursts");
     let v = e.check_descriptors("d", &[desc(&[("user", "u")], 1)], T0 + 5 * S);
-    assert_eq!(&*v.statuses[0].limit.as_ref().unwrap().name, "daily");
+    assert_eq!(&*v.statuses[0].limit.as_ref().unwrap().label.name, "daily");
 }
 
 fn denied_requests_consume_nothing(store: StoreKind) {

@@ -55,7 +55,7 @@ pub fn render(style: HeaderStyle, status: Option<&LimitStatus>, denied: bool) ->
             headers.push(("x-ratelimit-reset", reset.to_string()));
         }
         HeaderStyle::Ietf => {
-            let name = policy_name(&limit.name);
+            let name = policy_name(&limit.label.name);
             headers.push((
                 "ratelimit-policy",
                 format!("\"{name}\";q={limit_n};w={window}"),
@@ -100,8 +100,9 @@ mod tests {
             over_limit: over,
             shadow_over: false,
             limit: Some(ReportedLimit {
-                rule_id: "d|k".into(),
-                name: "per-user".into(),
+                label: std::sync::Arc::new(crate::core::matcher::LimitLabel::new(
+                    "d|k", "per-user",
+                )),
                 quota: Quota {
                     limit: 100,
                     unit: Unit::Minute,

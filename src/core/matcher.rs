@@ -18,10 +18,27 @@ use smallvec::SmallVec;
 use super::limit::{LimitSpec, Quota};
 use super::rules::{Priority, Rule, ValueMatch};
 
+/// The names a decision reports: which rule, and which of its limits.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LimitLabel {
+    pub rule_id: String,
+    /// The limit's name, or `#N` (its position) when unnamed.
+    pub name: String,
+}
+
+impl LimitLabel {
+    pub fn new(rule_id: &str, name: &str) -> LimitLabel {
+        LimitLabel {
+            rule_id: rule_id.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
 /// One limit of a compiled rule, with the seed its bucket keys derive from.
 #[derive(Debug)]
 pub struct CompiledLimit {
-    pub name: Arc<str>,
+    pub label: Arc<LimitLabel>,
     pub spec: LimitSpec,
     /// `None` for an unlimited limit.
     pub quota: Option<Quota>,
@@ -127,17 +144,17 @@ impl RuleSet {
                 .iter()
                 .enumerate()
                 .map(|(i, spec)| {
-                    let name: Arc<str> = if spec.name.is_empty() {
-                        format!("#{i}").into()
+                    let name = if spec.name.is_empty() {
+                        format!("#{i}")
                     } else {
-                        spec.name.as_str().into()
+                        spec.name.clone()
                     };
                     CompiledLimit {
                         seed: limit_seed(&id, &name),
                         quota: spec.quota(),
                         recovery: spec.quota().map_or(0, |q| q.full_recovery()),
                         spec: spec.clone(),
-                        name,
+                        label: Arc::new(LimitLabel::new(&id, &name)),
                     }
                 })
                 .collect();

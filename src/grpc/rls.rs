@@ -135,7 +135,7 @@ impl RateLimitService for Rls {
                     Code::Ok
                 } as i32,
                 current_limit: s.limit.as_ref().map(|l| RateLimit {
-                    name: l.name.to_string(),
+                    name: l.label.name.clone(),
                     requests_per_unit: l.quota.limit.min(u32::MAX as u64) as u32,
                     unit: unit_to_envoy(l.quota.unit) as i32,
                 }),

@@ -93,8 +93,8 @@ impl Sluice for SluiceApi {
                 .filter(|_| !allowed)
                 .map(|s| duration(s.retry_after)),
             headers,
-            rule_id: limit.map_or_else(String::new, |l| l.rule_id.to_string()),
-            limit_name: limit.map_or_else(String::new, |l| l.name.to_string()),
+            rule_id: limit.map_or_else(String::new, |l| l.label.rule_id.clone()),
+            limit_name: limit.map_or_else(String::new, |l| l.label.name.clone()),
             reason: if allowed {
                 pb::Reason::WithinLimit
             } else {
@@ -202,8 +202,8 @@ impl Sluice for SluiceApi {
             .client_state(domain, &subject, self.state.clock.now())
             .into_iter()
             .map(|s| pb::LimitState {
-                rule_id: s.limit.rule_id.to_string(),
-                limit_name: s.limit.name.to_string(),
+                rule_id: s.limit.label.rule_id.clone(),
+                limit_name: s.limit.label.name.clone(),
                 limit: s.limit.quota.limit,
                 unit: unit_to_proto(s.limit.quota.unit) as i32,
                 algorithm: algorithm_to_proto(s.limit.quota.algorithm) as i32,
