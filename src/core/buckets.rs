@@ -50,7 +50,9 @@ pub enum BucketStore {
 impl BucketStore {
     pub fn new(kind: StoreKind, capacity: u64, idle_ttl: Duration) -> BucketStore {
         match kind {
-            StoreKind::Moka => BucketStore::Moka(MokaStore::new(capacity)),
+            StoreKind::Moka => {
+                BucketStore::Moka(MokaStore::new(capacity, idle_ttl.as_nanos() as Nanos))
+            }
             StoreKind::Sharded => {
                 BucketStore::Sharded(ShardedStore::new(capacity, idle_ttl.as_nanos() as Nanos))
             }
@@ -125,6 +127,7 @@ impl BucketStore {
 
 pub struct MokaStore {
     cache: moka::sync::Cache<u128, Arc<MokaBucket>, KeyHasherBuilder>,
+    idle_ttl: Nanos,
 }
 
 struct MokaBucket {
@@ -133,12 +136,13 @@ struct MokaBucket {
 }
 
 impl MokaStore {
-    fn new(capacity: u64) -> MokaStore {
+    fn new(capacity: u64, idle_ttl: Nanos) -> MokaStore {
         MokaStore {
             cache: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(MokaExpiry)
                 .build_with_hasher(KeyHasherBuilder),
+            idle_ttl,
         }
     }
 
@@ -147,7 +151,7 @@ impl MokaStore {
         let bucket = self.cache.get_with(key, || {
             Arc::new(MokaBucket {
                 state: Mutex::new(BucketState::Fresh),
-                keep_for: Duration::from_nanos(keep_for),
+                keep_for: Duration::from_nanos(keep_for.max(self.idle_ttl)),
             })
         });
         f(&mut bucket.state.lock())

@@ -407,3 +407,25 @@ fn unlimited_rule_matches_and_never_limits(store: StoreKind) {
 }
 
 store_tests!(unlimited_rule_matches_and_never_limits);
+
+/// Both stores keep a bucket for the idle TTL even when its limit recovers sooner.
+fn idle_ttl_is_a_minimum(store: StoreKind) {
+    let e = Engine::new(EngineConfig {
+        bucket_store: store,
+        bucket_idle_ttl: Duration::from_secs(600),
+        ..EngineConfig::default()
+    });
+    e.replace_rules(RuleSet::build(
+        1,
+        [rule(&[("k", "")], vec![limit("", 100, Unit::Second)])],
+    ));
+    for i in 0..100 {
+        e.check_descriptors("d", &[desc(&[("k", &format!("v{i}"))], 1)], T0);
+    }
+    // moka expires on the wall clock: give it time to drop anything it (wrongly) would.
+    std::thread::sleep(Duration::from_millis(1_200));
+    e.sweep(T0 + 2 * S);
+    assert_eq!(e.tracked_buckets(), 100);
+}
+
+store_tests!(idle_ttl_is_a_minimum);
