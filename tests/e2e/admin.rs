@@ -174,6 +174,16 @@ async fn optimistic_concurrency_and_audit(backend: Backend) {
     server.stop().await;
 }
 
+/// Runs `sluice rules apply FILE` against the server.
+fn rules_apply(server: &TestServer, file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rules", "apply"])
+        .arg(file)
+        .args(["--server", &server.url(), "--token", TOKEN])
+        .output()
+        .unwrap()
+}
+
 async fn rules_apply_replaces_the_files_domains(backend: Backend) {
     let db = Db::new(backend).await;
     let server = TestServer::start(&db.url).await;
@@ -192,12 +202,7 @@ async fn rules_apply_replaces_the_files_domains(backend: Backend) {
         "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: {unit: second, requests_per_unit: 50}\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["rules", "apply"])
-        .arg(&file)
-        .args(["--server", &server.url(), "--token", TOKEN])
-        .output()
-        .unwrap();
+    let out = rules_apply(&server, &file);
     assert!(
         out.status.success(),
         "{}",
@@ -217,12 +222,7 @@ async fn rules_apply_replaces_the_files_domains(backend: Backend) {
         "domain: edge\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight}\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["rules", "apply"])
-        .arg(&file)
-        .args(["--server", &server.url(), "--token", TOKEN])
-        .output()
-        .unwrap();
+    let out = rules_apply(&server, &file);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 4"));
     assert_eq!(list(&server).await.rules.len(), 2);

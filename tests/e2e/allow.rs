@@ -173,10 +173,10 @@ store_tests!(should_allow);
 
 #[tokio::test]
 async fn global_shadow_switch_never_denies() {
-    let db = Db::new(Backend::Sqlite).await;
-    let mut config = config(&db.url);
-    config.shadow = true;
-    let server = TestServer::start_with(config).await;
+    let (_db, server) = TestServer::sqlite_with(|c| {
+        c.shadow = true;
+    })
+    .await;
     put_rules(
         &server,
         vec![rule("sluice", &[("remote_address", "")], 1, pb::Unit::Hour)],

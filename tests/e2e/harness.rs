@@ -113,6 +113,16 @@ impl TestServer {
         server
     }
 
+    /// A server on a fresh SQLite database, with `tweak` applied to the test configuration.
+    /// Keep the `Db`: dropping it deletes the database.
+    pub async fn sqlite_with(tweak: impl FnOnce(&mut Config)) -> (Db, TestServer) {
+        let db = Db::new(Backend::Sqlite).await;
+        let mut config = config(&db.url);
+        tweak(&mut config);
+        let server = Self::start_with(config).await;
+        (db, server)
+    }
+
     /// Starts a server without waiting for it to be healthy.
     pub async fn spawn(mut config: Config) -> TestServer {
         let token_dir = tempfile::tempdir().unwrap();

@@ -211,10 +211,7 @@ async fn rls_header_styles() {
         ),
     ];
     for (style, want) in cases {
-        let db = Db::new(Backend::Sqlite).await;
-        let mut config = config(&db.url);
-        config.rls_headers = *style;
-        let server = TestServer::start_with(config).await;
+        let (_db, server) = TestServer::sqlite_with(|c| c.rls_headers = *style).await;
         put_rules(
             &server,
             vec![rule("edge", &[("k", "")], 1, pb::Unit::Minute)],
@@ -258,10 +255,10 @@ async fn rls_header_styles() {
 
 #[tokio::test]
 async fn the_descriptor_closest_to_its_limit_speaks_for_the_headers() {
-    let db = Db::new(Backend::Sqlite).await;
-    let mut config = config(&db.url);
-    config.rls_headers = HeaderStyle::Draft03;
-    let server = TestServer::start_with(config).await;
+    let (_db, server) = TestServer::sqlite_with(|c| {
+        c.rls_headers = HeaderStyle::Draft03;
+    })
+    .await;
     put_rules(
         &server,
         vec![
@@ -287,13 +284,13 @@ async fn the_descriptor_closest_to_its_limit_speaks_for_the_headers() {
 
 #[tokio::test]
 async fn unknown_domain_can_take_a_default_limit() {
-    let db = Db::new(Backend::Sqlite).await;
-    let mut config = config(&db.url);
-    config.unknown_domain = UnknownDomain::Limit(Rate {
-        requests_per_unit: 1,
-        unit: Unit::Hour,
-    });
-    let server = TestServer::start_with(config).await;
+    let (_db, server) = TestServer::sqlite_with(|c| {
+        c.unknown_domain = UnknownDomain::Limit(Rate {
+            requests_per_unit: 1,
+            unit: Unit::Hour,
+        });
+    })
+    .await;
     let mut rls = server.rls().await;
     let ask = request("somewhere", vec![desc(&[("remote_address", "1.1.1.1")])]);
     assert_eq!(
@@ -317,10 +314,10 @@ async fn unknown_domain_can_take_a_default_limit() {
 
 #[tokio::test]
 async fn the_sharded_bucket_store_serves_the_same_answers() {
-    let db = Db::new(Backend::Sqlite).await;
-    let mut config = config(&db.url);
-    config.bucket_store = sluice::core::buckets::StoreKind::Sharded;
-    let server = TestServer::start_with(config).await;
+    let (_db, server) = TestServer::sqlite_with(|c| {
+        c.bucket_store = sluice::core::buckets::StoreKind::Sharded;
+    })
+    .await;
     put_rules(&server, vec![rule("edge", &[("k", "")], 2, pb::Unit::Hour)]).await;
     let mut rls = server.rls().await;
     let mut seen = Vec::new();
