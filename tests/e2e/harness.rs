@@ -273,14 +273,17 @@ fn pg_bin(tool: &str) -> PathBuf {
     PathBuf::from(dir).join(tool)
 }
 
-/// Runs a PostgreSQL tool, as the `postgres` user when we are root (PostgreSQL refuses root).
-fn pg_command(tool: &str) -> Command {
-    let is_root = Command::new("id")
+fn running_as_root() -> bool {
+    Command::new("id")
         .arg("-u")
         .output()
         .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if is_root {
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root (PostgreSQL refuses root).
+fn pg_command(tool: &str) -> Command {
+    if running_as_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(pg_bin(tool));
         c
@@ -295,12 +298,7 @@ impl PgCluster {
             .prefix("sluice-pg-")
             .tempdir()
             .unwrap();
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
-        if is_root {
+        if running_as_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(dir.path())
