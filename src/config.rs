@@ -11,6 +11,10 @@ use clap::Parser;
 use crate::core::buckets::StoreKind;
 use crate::core::engine::EngineConfig;
 use crate::core::headers::HeaderStyle;
+use crate::core::learn::forest::ForestParams;
+use crate::core::learn::learner::LearnerConfig;
+use crate::core::learn::observe::ObserveConfig;
+use crate::core::learn::policy::{Allowlist, PolicyConfig};
 use crate::core::limit::{Rate, Unit};
 use crate::core::validate::InputLimits;
 use crate::store::StoreOptions;
@@ -108,6 +112,142 @@ pub struct Config {
     /// How long to wait for a database connection before failing as unavailable, in milliseconds.
     #[arg(long, env = "SLUICE_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
     pub db_acquire_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub learn: LearnArgs,
+
+    /// Seconds between learning-loop ticks. A tick closes the current "minute" of observation;
+    /// the features are calibrated for 60, so change it only for tests and demos.
+    #[arg(long, env = "SLUICE_LEARN_TICK_SECS", default_value_t = 60, hide = true)]
+    pub learn_tick_secs: u64,
+
+    /// Days of score, traffic and adjustment history kept in the database.
+    #[arg(long, env = "SLUICE_HISTORY_RETENTION_DAYS", default_value_t = 14)]
+    pub history_retention_days: u64,
+
+    /// History rows buffered in memory while the database is unreachable; past this the oldest
+    /// are dropped (and counted).
+    #[arg(long, env = "SLUICE_HISTORY_BUFFER", default_value_t = 200_000)]
+    pub history_buffer: usize,
+}
+
+/// The learning loop's settings: shared by `serve`, `replay` and `simulate`'s server.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LearnArgs {
+    /// Turn the learning loop off: static rules only (decisions are still observed for history).
+    #[arg(long, env = "SLUICE_NO_ADAPTIVE", default_value_t = false)]
+    pub no_adaptive: bool,
+    /// Adaptive shadow mode: compute and record anomaly actions, never enforce them.
+    #[arg(long, env = "SLUICE_ADAPTIVE_SHADOW", default_value_t = false)]
+    pub adaptive_shadow: bool,
+    /// Risk at or above which a client is blocked.
+    #[arg(long, env = "SLUICE_BLOCK_AT", default_value_t = PolicyConfig::default().block_at)]
+    pub block_at: f64,
+    /// Risk at or above which a client is throttled.
+    #[arg(long, env = "SLUICE_THROTTLE_AT", default_value_t = PolicyConfig::default().throttle_at)]
+    pub throttle_at: f64,
+    /// Requests per minute a throttled client keeps.
+    #[arg(long, env = "SLUICE_THROTTLE_PER_MINUTE", default_value_t = PolicyConfig::default().throttle_per_minute)]
+    pub throttle_per_minute: u64,
+    /// A PRM client is never blocked nor throttled below this many requests per minute.
+    #[arg(long, env = "SLUICE_PRM_FLOOR_PER_MINUTE", default_value_t = PolicyConfig::default().prm_floor_per_minute)]
+    pub prm_floor_per_minute: u64,
+    /// Seconds an anomaly action lasts unless renewed.
+    #[arg(long, env = "SLUICE_ACTION_TTL_SECS", default_value_t = 300)]
+    pub action_ttl_secs: u64,
+    /// Fewest requests in a minute before a client can be acted on.
+    #[arg(long, env = "SLUICE_MIN_REQUESTS", default_value_t = PolicyConfig::default().min_requests)]
+    pub min_requests: u32,
+    /// Clients never acted on: IPs, IP networks (CIDR) or ids, comma-separated.
+    #[arg(long, env = "SLUICE_ALLOWLIST", default_value = "", value_parser = Allowlist::parse)]
+    pub allowlist: Allowlist,
+    /// Seconds between retrainings of the isolation forest.
+    #[arg(long, env = "SLUICE_RETRAIN_SECS", default_value_t = 300)]
+    pub retrain_secs: u64,
+    /// Seconds on static rules only before the first model is grown.
+    #[arg(long, env = "SLUICE_COLD_START_SECS", default_value_t = 300)]
+    pub cold_start_secs: u64,
+    /// Minutes of client behaviour the training sample covers.
+    #[arg(long, env = "SLUICE_SAMPLE_MINUTES", default_value_t = LearnerConfig::default().sample_minutes)]
+    pub sample_minutes: usize,
+    /// Most client-minutes in the training sample.
+    #[arg(long, env = "SLUICE_SAMPLE_CAP", default_value_t = LearnerConfig::default().sample_cap)]
+    pub sample_cap: usize,
+    /// Fewest client-minutes a forest is grown from.
+    #[arg(long, env = "SLUICE_MIN_TRAIN", default_value_t = LearnerConfig::default().min_train)]
+    pub min_train: usize,
+    /// Trees in the isolation forest.
+    #[arg(long, env = "SLUICE_FOREST_TREES", default_value_t = ForestParams::default().trees)]
+    pub forest_trees: usize,
+    /// Points each tree is grown from.
+    #[arg(long, env = "SLUICE_FOREST_SAMPLE", default_value_t = ForestParams::default().sample_size)]
+    pub forest_sample: usize,
+    /// Seed of the forest's randomness (replays with the same seed decide the same).
+    #[arg(long, env = "SLUICE_SEED", default_value_t = ForestParams::default().seed)]
+    pub seed: u64,
+    /// Do not apply the explicit "tool user agent with mostly failing requests" heuristic.
+    #[arg(long, env = "SLUICE_NO_HEURISTICS", default_value_t = false)]
+    pub no_heuristics: bool,
+    /// Most clients observed per minute; observations past it are counted, not stored.
+    #[arg(long, env = "SLUICE_MAX_CLIENTS_PER_MINUTE", default_value_t = ObserveConfig::default().max_clients)]
+    pub max_clients_per_minute: usize,
+}
+
+impl LearnArgs {
+    pub fn learner(&self) -> LearnerConfig {
+        LearnerConfig {
+            policy: PolicyConfig {
+                block_at: self.block_at,
+                throttle_at: self.throttle_at,
+                throttle_per_minute: self.throttle_per_minute,
+                prm_floor_per_minute: self.prm_floor_per_minute,
+                action_ttl: Duration::from_secs(self.action_ttl_secs),
+                min_requests: self.min_requests,
+                allowlist: self.allowlist.clone(),
+                shadow: self.adaptive_shadow,
+            },
+            forest: ForestParams {
+                trees: self.forest_trees,
+                sample_size: self.forest_sample,
+                seed: self.seed,
+            },
+            retrain_every: Duration::from_secs(self.retrain_secs),
+            cold_start: Duration::from_secs(self.cold_start_secs),
+            sample_minutes: self.sample_minutes,
+            sample_cap: self.sample_cap,
+            min_train: self.min_train,
+            heuristics: !self.no_heuristics,
+            ..LearnerConfig::default()
+        }
+    }
+
+    pub fn observe(&self) -> ObserveConfig {
+        ObserveConfig {
+            max_clients: self.max_clients_per_minute,
+            ..ObserveConfig::default()
+        }
+    }
+
+    /// Checks what clap cannot: ranges and orderings.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        if !unit(self.block_at) || !unit(self.throttle_at) {
+            return Err("--block-at and --throttle-at must be between 0 and 1".into());
+        }
+        if self.throttle_at > self.block_at {
+            return Err("--throttle-at must not be above --block-at".into());
+        }
+        if self.throttle_per_minute == 0 {
+            return Err("--throttle-per-minute must be at least 1 (use blocking for 0)".into());
+        }
+        if self.forest_trees == 0 || self.forest_sample < 2 {
+            return Err("--forest-trees must be at least 1 and --forest-sample at least 2".into());
+        }
+        if self.sample_minutes == 0 || self.sample_cap == 0 || self.retrain_secs == 0 {
+            return Err("--sample-minutes, --sample-cap and --retrain-secs must be positive".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -173,6 +313,7 @@ impl Config {
             },
             shadow: self.shadow,
             bucket_store: self.bucket_store,
+            observe: self.learn.observe(),
         }
     }
 

@@ -8,7 +8,10 @@
 //! - one bucket's state is only changed under its own mutex, held for a few arithmetic steps;
 //! - a denied request consumes nothing: hits taken by limits that admitted it are given back when
 //!   another (enforced) limit denies it;
-//! - shadow-mode limits decide and are counted but never deny.
+//! - shadow-mode limits decide and are counted but never deny;
+//! - anomaly actions (from the learning loop) are an immutable `ActionTable` behind an `ArcSwap`,
+//!   applied before the rules' buckets and never below a matched rule's floor;
+//! - every decision is observed (`learn::observe`) for the learning loop, in memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,10 +22,12 @@ use smallvec::SmallVec;
 
 use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::{BucketStore, StoreKind};
+use super::learn::actions::{ActionKind, ActionTable};
+use super::learn::observe::{Aggregator, Event, ObserveConfig, Observation};
 use super::limit::{Algorithm, Quota, Rate};
 use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
 use super::rules::{Tier, subject_keys};
-use super::time::Nanos;
+use super::time::{NANOS_PER_SEC, Nanos};
 
 /// Engine settings fixed at start-up (the global shadow switch can also flip at run time).
 #[derive(Clone, Debug)]
@@ -38,6 +43,8 @@ pub struct EngineConfig {
     pub shadow: bool,
     /// Which store holds bucket states (see `buckets`).
     pub bucket_store: StoreKind,
+    /// Bounds of the per-minute observation the learning loop reads.
+    pub observe: ObserveConfig,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +55,7 @@ impl Default for EngineConfig {
             unknown_domain_limit: None,
             shadow: false,
             bucket_store: StoreKind::default(),
+            observe: ObserveConfig::default(),
         }
     }
 }
@@ -121,12 +129,26 @@ impl LimitStatus {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Verdict {
     pub statuses: SmallVec<[LimitStatus; 2]>,
     pub over_limit: bool,
     /// Some shadow-mode limit would have denied (and did not).
     pub shadow_over: bool,
+    /// An anomaly action applied to the caller (enforced or in shadow).
+    pub anomaly: Option<AnomalyHit>,
+}
+
+/// An anomaly action met by a decision.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnomalyHit {
+    /// The action as enforced: after the rules' floors (a block may become a throttle).
+    pub kind: ActionKind,
+    pub score: f64,
+    /// Recorded, not enforced.
+    pub shadow: bool,
+    /// The action denied this request (or, in shadow, would have).
+    pub denied: bool,
 }
 
 impl Verdict {
@@ -156,6 +178,8 @@ pub struct EngineStats {
     pub decisions: AtomicU64,
     pub denied: AtomicU64,
     pub shadow_denied: AtomicU64,
+    /// Denied by an anomaly action (included in `denied`).
+    pub anomaly_denied: AtomicU64,
 }
 
 pub struct Engine {
@@ -166,6 +190,10 @@ pub struct Engine {
     stats: EngineStats,
     override_label: Arc<LimitLabel>,
     default_label: Arc<LimitLabel>,
+    throttle_label: Arc<LimitLabel>,
+    block_label: Arc<LimitLabel>,
+    actions: ArcSwap<ActionTable>,
+    observer: Aggregator,
 }
 
 impl std::fmt::Debug for Engine {
@@ -187,10 +215,25 @@ struct Applied<'r> {
     keep_for: Nanos,
     shadow: bool,
     key: u128,
+    /// The limit's floor in requests per minute (0: none): anomaly actions stay above it.
+    floor_per_minute: u64,
+    /// This is an anomaly throttle, not a rule.
+    anomaly: bool,
 }
+
+/// A rule floor in requests per minute, rounded up.
+fn floor_per_minute(limit: &CompiledLimit, quota: &Quota) -> u64 {
+    limit.spec.floor.map_or(0, |f| {
+        f.saturating_mul(60).div_ceil(quota.unit.seconds().max(1))
+    })
+}
+
+/// Seed of anomaly-throttle buckets (one per client and throttle rate).
+const THROTTLE_SEED: u64 = 0xA70_3A1C;
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
+        let observe = config.observe.clone();
         let buckets = BucketStore::new(
             config.bucket_store,
             config.bucket_capacity,
@@ -204,6 +247,10 @@ impl Engine {
             stats: EngineStats::default(),
             override_label: Arc::new(LimitLabel::new("override", "override")),
             default_label: Arc::new(LimitLabel::new("default", "default")),
+            throttle_label: Arc::new(LimitLabel::new("anomaly", "throttle")),
+            block_label: Arc::new(LimitLabel::new("anomaly", "block")),
+            actions: ArcSwap::from_pointee(ActionTable::default()),
+            observer: Aggregator::new(observe),
         }
     }
 
@@ -222,6 +269,37 @@ impl Engine {
 
     pub fn shadow(&self) -> bool {
         self.shadow.load(Ordering::Relaxed)
+    }
+
+    /// Installs the anomaly actions the learner computed; decisions in flight finish on the old.
+    pub fn set_actions(&self, actions: Arc<ActionTable>) {
+        self.actions.store(actions);
+    }
+
+    pub fn actions(&self) -> Arc<ActionTable> {
+        self.actions.load_full()
+    }
+
+    /// The per-minute aggregate the learning loop drains.
+    pub fn observer(&self) -> &Aggregator {
+        &self.observer
+    }
+
+    /// A gateway reported the upstream's status for one request (access log or `Report`).
+    pub fn report_outcome(&self, subject: &Subject<'_>, status: u16, now: Nanos) {
+        self.observe(subject, Event::Outcome { status }, now);
+    }
+
+    fn observe(&self, subject: &Subject<'_>, event: Event, now: Nanos) {
+        self.observer.record(&Observation {
+            now,
+            client: subject.remote_address,
+            user: subject.user_id,
+            tier: subject.tier,
+            endpoint: subject.endpoint,
+            user_agent: subject.user_agent,
+            event,
+        });
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -306,12 +384,15 @@ impl Engine {
                         keep_for: limit.recovery,
                         shadow: global_shadow || rule.shadow_mode(),
                         key: bucket_key(limit.seed, inputs[slot].entries.iter().map(|(_, v)| *v)),
+                        floor_per_minute: floor_per_minute(limit, &quota),
+                        anomaly: false,
                     });
                 }
             }
         }
         let ops = |slot: usize| (inputs[slot].hits, inputs[slot].op);
-        self.decide(inputs.len(), &applied, ops, now)
+        let caller = caller_from_descriptors(inputs);
+        self.decide(&caller, inputs.len(), applied, ops, now)
     }
 
     /// A limit the engine makes up for one descriptor: Envoy's override, or the unknown-domain
@@ -339,6 +420,8 @@ impl Engine {
             keep_for: quota.full_recovery(),
             shadow: self.shadow(),
             key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
+            floor_per_minute: 0,
+            anomaly: false,
         }
     }
 
@@ -366,18 +449,22 @@ impl Engine {
                         keep_for: limit.recovery,
                         shadow: global_shadow || m.rule.shadow_mode(),
                         key: subject_key(limit, &fields, &m.order),
+                        floor_per_minute: floor_per_minute(limit, &quota),
+                        anomaly: false,
                     });
                 }
             }
         }
-        self.decide(1, &applied, |_| (cost, Op::Consume), now)
+        self.decide(subject, 1, applied, |_| (cost, Op::Consume), now)
     }
 
-    /// Applies every limit, combines them per slot, and gives back what a denied request took.
-    fn decide(
-        &self,
+    /// Applies the caller's anomaly action and every limit, combines them per slot, gives back
+    /// what a denied request took, and observes the decision.
+    fn decide<'s>(
+        &'s self,
+        caller: &Subject<'_>,
         slots: usize,
-        applied: &[Applied<'_>],
+        mut applied: SmallVec<[Applied<'s>; 4]>,
         ops: impl Fn(usize) -> (u64, Op),
         now: Nanos,
     ) -> Verdict {
@@ -385,6 +472,42 @@ impl Engine {
             statuses: (0..slots).map(|_| LimitStatus::default()).collect(),
             ..Verdict::default()
         };
+        let actions = self.actions.load();
+        if let Some(action) = actions.active(caller.remote_address, now) {
+            let floor = applied.iter().map(|a| a.floor_per_minute).max().unwrap_or(0);
+            let kind = action.kind.within_floor(floor);
+            let shadow = action.shadow || self.shadow();
+            let mut hit = AnomalyHit { kind, score: action.score, shadow, denied: false };
+            match kind {
+                ActionKind::Block => {
+                    hit.denied = true;
+                    if !shadow {
+                        verdict.anomaly = Some(hit);
+                        return self.blocked(caller, verdict, action.expires_at, now);
+                    }
+                }
+                ActionKind::Throttle { per_minute } => {
+                    let quota = Quota {
+                        limit: per_minute,
+                        unit: super::limit::Unit::Minute,
+                        capacity: per_minute,
+                        algorithm: Algorithm::TokenBucket,
+                    };
+                    applied.push(Applied {
+                        slot: 0,
+                        label: &self.throttle_label,
+                        quota,
+                        keep_for: quota.full_recovery(),
+                        shadow,
+                        key: bucket_key(THROTTLE_SEED ^ per_minute, [caller.remote_address].into_iter()),
+                        floor_per_minute: 0,
+                        anomaly: true,
+                    });
+                }
+            }
+            verdict.anomaly = Some(hit);
+        }
+        let applied = &applied[..];
         // Indexes into `applied` of the limits that took hits, to give back on a denial.
         let mut taken: SmallVec<[u16; 8]> = SmallVec::new();
         for (i, a) in applied.iter().enumerate() {
@@ -392,6 +515,11 @@ impl Engine {
             let outcome: Outcome = self.buckets.update(a.key, a.keep_for, now, |state| {
                 state.apply(&a.quota, now, hits, op)
             });
+            if a.anomaly && !outcome.allowed
+                && let Some(hit) = verdict.anomaly.as_mut()
+            {
+                hit.denied = true;
+            }
             if op == Op::Consume && outcome.allowed && hits > 0 {
                 taken.push(i as u16);
             }
@@ -426,6 +554,43 @@ impl Engine {
             self.stats.shadow_denied.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        let by_anomaly = verdict.over_limit && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
+        if by_anomaly {
+            self.stats.anomaly_denied.fetch_add(1, Ordering::Relaxed);
+        }
+        let event = Event::Decision { allowed: !verdict.over_limit, anomaly: by_anomaly };
+        self.observe(caller, event, now);
+        verdict
+    }
+
+    /// A blocked caller: every descriptor is over its limit until the action expires; no bucket
+    /// is touched.
+    fn blocked(&self, caller: &Subject<'_>, mut verdict: Verdict, until: Nanos, now: Nanos) -> Verdict {
+        let wait = until.saturating_sub(now);
+        let status = LimitStatus {
+            over_limit: true,
+            shadow_over: false,
+            limit: Some(ReportedLimit {
+                label: self.block_label.clone(),
+                quota: Quota {
+                    limit: 0,
+                    unit: super::limit::Unit::Minute,
+                    capacity: 0,
+                    algorithm: Algorithm::FixedWindow,
+                },
+            }),
+            remaining: 0,
+            reset_after: wait,
+            retry_after: wait.max(NANOS_PER_SEC),
+        };
+        for s in verdict.statuses.iter_mut() {
+            *s = status.clone();
+        }
+        verdict.over_limit = true;
+        self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        self.stats.denied.fetch_add(1, Ordering::Relaxed);
+        self.stats.anomaly_denied.fetch_add(1, Ordering::Relaxed);
+        self.observe(caller, Event::Decision { allowed: false, anomaly: true }, now);
         verdict
     }
 
@@ -475,6 +640,30 @@ impl Engine {
         }
         reset
     }
+}
+
+/// Who is calling, read from Envoy descriptor entries: the first value of each subject key
+/// (`remote_address`, `user_id`, `tier`, `endpoint` or `path`, `method`, `user_agent`).
+fn caller_from_descriptors<'a>(inputs: &[DescriptorInput<'a>]) -> Subject<'a> {
+    let mut caller = Subject::default();
+    for (key, value) in inputs.iter().flat_map(|d| d.entries.iter()) {
+        let slot = match *key {
+            subject_keys::REMOTE_ADDRESS => &mut caller.remote_address,
+            subject_keys::USER_ID => &mut caller.user_id,
+            subject_keys::ENDPOINT | "path" | ":path" => &mut caller.endpoint,
+            subject_keys::METHOD => &mut caller.method,
+            "user_agent" => &mut caller.user_agent,
+            subject_keys::TIER => {
+                caller.tier = Tier::parse(value).unwrap_or(caller.tier);
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_empty() {
+            *slot = value;
+        }
+    }
+    caller
 }
 
 fn subject_key(limit: &CompiledLimit, fields: &[(&str, &str); 5], order: &[u8]) -> u128 {

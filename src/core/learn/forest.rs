@@ -1,0 +1,202 @@
+//! The isolation forest (Liu, Ting & Zhou, 2008): random axis-aligned cuts isolate unusual points
+//! in fewer steps than ordinary ones; the score `2^(-E[h(x)] / c(ψ))` is near 1 for points isolated
+//! at once and near 0.5 or below for points deep inside the population.
+//!
+//! Written here rather than taken from a crate because replays must be deterministic: the forest
+//! is grown from an explicit seed (`extended-isolation-forest` draws from the thread RNG and fixes
+//! the dimension at compile time). It is plain data: serde saves and loads it whole.
+//!
+//! This module knows nothing of clients or minutes: points in, scores out.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::features::{DIM, Features};
+
+/// A node in a tree's flat array. A split's children sit at `left` and `left + 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Node {
+    /// Feature index, or `LEAF`.
+    feature: u8,
+    /// Split threshold (go left when `x[feature] < value`), or a leaf's point count.
+    value: f64,
+    left: u32,
+}
+
+const LEAF: u8 = u8::MAX;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Tree {
+    nodes: Vec<Node>,
+}
+
+/// How to grow a forest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForestParams {
+    pub trees: usize,
+    /// ψ: points drawn (without replacement) for each tree.
+    pub sample_size: usize,
+    pub seed: u64,
+}
+
+impl Default for ForestParams {
+    fn default() -> Self {
+        ForestParams {
+            trees: 100,
+            sample_size: 256,
+            seed: 0x5109_1CE0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forest {
+    trees: Vec<Tree>,
+    /// c(ψ) for the sample size actually used: the average path length normalising scores.
+    norm: f64,
+    pub params: ForestParams,
+    /// Points it was grown from.
+    pub trained_on: usize,
+}
+
+/// Average path length of an unsuccessful search in a binary search tree of `n` points.
+fn c(n: usize) -> f64 {
+    match n {
+        0 | 1 => 0.0,
+        2 => 1.0,
+        _ => {
+            let n = n as f64;
+            2.0 * ((n - 1.0).ln() + 0.577_215_664_901_532_9) - 2.0 * (n - 1.0) / n
+        }
+    }
+}
+
+impl Forest {
+    /// Grows a forest; `None` with fewer than two points (nothing to isolate from).
+    pub fn fit(points: &[Features], params: ForestParams) -> Option<Forest> {
+        if points.len() < 2 || params.trees == 0 {
+            return None;
+        }
+        let psi = params.sample_size.clamp(2, points.len());
+        let height_limit = (psi as f64).log2().ceil() as usize;
+        let mut rng = StdRng::seed_from_u64(params.seed);
+        let mut indexes: Vec<u32> = (0..points.len() as u32).collect();
+        let trees = (0..params.trees)
+            .map(|_| {
+                // Partial Fisher–Yates: the first ψ indexes become a uniform sample.
+                for i in 0..psi {
+                    let j = rng.random_range(i..indexes.len());
+                    indexes.swap(i, j);
+                }
+                let mut sample = indexes[..psi].to_vec();
+                let mut tree = Tree { nodes: vec![Node { feature: LEAF, value: 0.0, left: 0 }] };
+                grow(&mut tree, 0, &mut sample, points, 0, height_limit, &mut rng);
+                tree
+            })
+            .collect();
+        Some(Forest {
+            trees,
+            norm: c(psi),
+            params,
+            trained_on: points.len(),
+        })
+    }
+
+    /// Checks a forest that came from outside (a saved model): every split names a real feature
+    /// and points forward to children that exist, so scoring cannot index out of range or loop.
+    pub fn check(&self) -> Result<(), String> {
+        if self.trees.is_empty() || !(self.norm > 0.0) {
+            return Err("forest has no trees or a bad normaliser".into());
+        }
+        for (t, tree) in self.trees.iter().enumerate() {
+            if tree.nodes.is_empty() {
+                return Err(format!("tree {t} is empty"));
+            }
+            for (i, node) in tree.nodes.iter().enumerate() {
+                let bad_split = node.feature != LEAF
+                    && (node.feature as usize >= DIM
+                        || node.left as usize <= i
+                        || node.left as usize + 1 >= tree.nodes.len());
+                if bad_split {
+                    return Err(format!("tree {t} node {i} is not a valid split"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Anomaly score in (0, 1]: ≈1 clearly anomalous, ≤0.5 ordinary.
+    pub fn score(&self, x: &Features) -> f64 {
+        let total: f64 = self.trees.iter().map(|t| path_length(t, x)).sum();
+        let mean = total / self.trees.len() as f64;
+        2f64.powf(-mean / self.norm)
+    }
+}
+
+fn grow(
+    tree: &mut Tree,
+    at: usize,
+    sample: &mut [u32],
+    points: &[Features],
+    depth: usize,
+    height_limit: usize,
+    rng: &mut StdRng,
+) {
+    let leaf = |tree: &mut Tree, n: usize| {
+        tree.nodes[at] = Node { feature: LEAF, value: n as f64, left: 0 };
+    };
+    if depth >= height_limit || sample.len() <= 1 {
+        return leaf(tree, sample.len());
+    }
+    // Features that still vary within this node; a cut is drawn on one of them.
+    let mut ranges: [(f64, f64); DIM] = [(f64::INFINITY, f64::NEG_INFINITY); DIM];
+    for &i in sample.iter() {
+        for (f, r) in ranges.iter_mut().enumerate() {
+            let v = points[i as usize][f];
+            r.0 = r.0.min(v);
+            r.1 = r.1.max(v);
+        }
+    }
+    let varying: Vec<usize> = (0..DIM).filter(|&f| ranges[f].1 > ranges[f].0).collect();
+    if varying.is_empty() {
+        return leaf(tree, sample.len());
+    }
+    let feature = varying[rng.random_range(0..varying.len())];
+    let (lo, hi) = ranges[feature];
+    let threshold = rng.random_range(lo..hi);
+    // Partition in place: values below the threshold first.
+    let mut split = 0;
+    for i in 0..sample.len() {
+        if points[sample[i] as usize][feature] < threshold {
+            sample.swap(i, split);
+            split += 1;
+        }
+    }
+    let left = tree.nodes.len();
+    tree.nodes.push(Node { feature: LEAF, value: 0.0, left: 0 });
+    tree.nodes.push(Node { feature: LEAF, value: 0.0, left: 0 });
+    tree.nodes[at] = Node { feature: feature as u8, value: threshold, left: left as u32 };
+    let (below, above) = sample.split_at_mut(split);
+    grow(tree, left, below, points, depth + 1, height_limit, rng);
+    grow(tree, left + 1, above, points, depth + 1, height_limit, rng);
+}
+
+fn path_length(tree: &Tree, x: &Features) -> f64 {
+    let mut at = 0usize;
+    let mut depth = 0.0;
+    loop {
+        let node = tree.nodes[at];
+        if node.feature == LEAF {
+            return depth + c(node.value as usize);
+        }
+        let v = x[node.feature as usize];
+        // NaN (never produced by `features`, but a loaded sample could hold one) goes right.
+        at = node.left as usize + usize::from(!(v < node.value));
+        depth += 1.0;
+    }
+}
+
+#[cfg(test)]
+#[path = "forest_tests.rs"]
+mod tests;

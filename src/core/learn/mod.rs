@@ -1,0 +1,11 @@
+//! The learning loop's pure parts: observation (`observe`, on the decision path), features, the
+//! isolation forest, the policy and the actions it produces, and the `learner` that ties them
+//! together once a minute. Nothing here does I/O or reads a clock; the server and the replay tool
+//! drive it.
+
+pub mod actions;
+pub mod features;
+pub mod forest;
+pub mod learner;
+pub mod observe;
+pub mod policy;
