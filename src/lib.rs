@@ -13,3 +13,4 @@ pub mod rules_service;
 pub mod rulesfile;
 pub mod server;
 pub mod store;
+pub mod replay;

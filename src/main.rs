@@ -33,6 +33,10 @@ enum Command {
     },
     /// Closed-loop load against a running server; prints a JSON report.
     Load(LoadArgs),
+    /// Replay a trace through the engine and learning loop in virtual time; prints a JSON report.
+    Replay(Box<sluice::replay::cli::ReplayArgs>),
+    /// Write a labelled synthetic trace.
+    GenTrace(sluice::replay::cli::GenTraceArgs),
     /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
     NoopServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -118,6 +122,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = loadgen::run(&args).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::Replay(args) => sluice::replay::cli::replay(&args)?,
+        Command::GenTrace(args) => sluice::replay::cli::gen_trace(&args)?,
         Command::NoopServer { listen } => {
             init_logging(false);
             loadgen::noop_server(listen, shutdown_signal()).await?;

@@ -30,10 +30,19 @@ fn ratio(part: u32, whole: u32) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
+/// Pseudo-count added to the denominator of error and deny rates: two 404s out of six requests
+/// is not a 33% error rate worth acting on, fifty-seven 401s out of sixty is.
+const RATE_PRIOR: f64 = 4.0;
+
+/// A rate shrunk towards zero when there is little evidence.
+fn shrunk(part: u32, whole: u32) -> f64 {
+    part as f64 / (whole as f64 + RATE_PRIOR)
+}
+
 /// Measures one client-minute.
 pub fn extract(m: &ClientMinute) -> Features {
     let requests = m.requests.max(1);
-    let error_rate = ratio(m.errors, m.outcomes);
+    let error_rate = shrunk(m.errors, m.outcomes);
     let tool_share = ratio(m.tool_agent, requests);
     let decided = m.allowed + m.denied;
     let (ia_mean, ia_cv) = if m.inter_arrival.n >= 2 {
@@ -47,13 +56,13 @@ pub fn extract(m: &ClientMinute) -> Features {
     [
         (1.0 + m.requests as f64).log2(),
         error_rate,
-        ratio(m.auth_failures, m.outcomes),
+        shrunk(m.auth_failures, m.outcomes),
         ratio(m.top_endpoint_requests(), requests),
         (1.0 + m.distinct_endpoints() as f64).log2(),
         (1.0 + m.distinct_agents() as f64).log2(),
         (1.0 + ia_mean).log2(),
         ia_cv,
-        ratio(m.denied, decided),
+        shrunk(m.denied, decided),
         ratio(m.sensitive, requests),
         // The seeds' heuristic "a tool user agent with a high error rate", as one axis.
         tool_share * error_rate,

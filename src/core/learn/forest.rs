@@ -22,6 +22,15 @@ struct Node {
     /// Split threshold (go left when `x[feature] < value`), or a leaf's point count.
     value: f64,
     left: u32,
+    /// Range of the split feature among the node's training points.
+    lo: f64,
+    hi: f64,
+}
+
+impl Node {
+    fn leaf(points: usize) -> Node {
+        Node { feature: LEAF, value: points as f64, left: 0, lo: 0.0, hi: 0.0 }
+    }
 }
 
 const LEAF: u8 = u8::MAX;
@@ -29,6 +38,9 @@ const LEAF: u8 = u8::MAX;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Tree {
     nodes: Vec<Node>,
+    /// Spread of each feature over the tree's whole sample: the yardstick for how far outside a
+    /// node's range a point lies (see `path_length`).
+    spread: [f64; DIM],
 }
 
 /// How to grow a forest.
@@ -43,7 +55,7 @@ pub struct ForestParams {
 impl Default for ForestParams {
     fn default() -> Self {
         ForestParams {
-            trees: 100,
+            trees: 200,
             sample_size: 256,
             seed: 0x5109_1CE0,
         }
@@ -90,7 +102,15 @@ impl Forest {
                     indexes.swap(i, j);
                 }
                 let mut sample = indexes[..psi].to_vec();
-                let mut tree = Tree { nodes: vec![Node { feature: LEAF, value: 0.0, left: 0 }] };
+                let mut spread = [0.0; DIM];
+                for (f, w) in spread.iter_mut().enumerate() {
+                    let (lo, hi) = sample.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
+                        let v = points[i as usize][f];
+                        (lo.min(v), hi.max(v))
+                    });
+                    *w = hi - lo;
+                }
+                let mut tree = Tree { nodes: vec![Node::leaf(0)], spread };
                 grow(&mut tree, 0, &mut sample, points, 0, height_limit, &mut rng);
                 tree
             })
@@ -143,9 +163,7 @@ fn grow(
     height_limit: usize,
     rng: &mut StdRng,
 ) {
-    let leaf = |tree: &mut Tree, n: usize| {
-        tree.nodes[at] = Node { feature: LEAF, value: n as f64, left: 0 };
-    };
+    let leaf = |tree: &mut Tree, n: usize| tree.nodes[at] = Node::leaf(n);
     if depth >= height_limit || sample.len() <= 1 {
         return leaf(tree, sample.len());
     }
@@ -174,23 +192,43 @@ fn grow(
         }
     }
     let left = tree.nodes.len();
-    tree.nodes.push(Node { feature: LEAF, value: 0.0, left: 0 });
-    tree.nodes.push(Node { feature: LEAF, value: 0.0, left: 0 });
-    tree.nodes[at] = Node { feature: feature as u8, value: threshold, left: left as u32 };
+    tree.nodes.push(Node::leaf(0));
+    tree.nodes.push(Node::leaf(0));
+    tree.nodes[at] = Node { feature: feature as u8, value: threshold, left: left as u32, lo, hi };
     let (below, above) = sample.split_at_mut(split);
     grow(tree, left, below, points, depth + 1, height_limit, rng);
     grow(tree, left + 1, above, points, depth + 1, height_limit, rng);
 }
 
+/// Expected path length of `x` in one tree.
+///
+/// Plain isolation forests do not extrapolate: a point far beyond the training range follows the
+/// most extreme training points into their leaf and scores like them, so a client ten times busier
+/// than anyone seen looks no stranger than the busiest one seen. Here, at a node whose split
+/// feature has range `[lo, hi]` and `x` lies a distance `d` outside it, `x` is taken as isolated
+/// there with probability `d / (w + d)`, `w` being the feature's spread over the tree's whole
+/// sample (a cut drawn uniformly over that spread widened to include `x` would fall between `x`
+/// and the node's points with about that probability); the path is the expectation over that.
+/// Measuring against the whole spread, not the node's own (narrow, deep down) range, keeps tiny
+/// excursions of ordinary points from counting as isolation. Inside the range it is the classic
+/// path length.
 fn path_length(tree: &Tree, x: &Features) -> f64 {
     let mut at = 0usize;
     let mut depth = 0.0;
+    let mut still_here = 1.0; // probability x has not been isolated yet
+    let mut expected = 0.0;
     loop {
         let node = tree.nodes[at];
         if node.feature == LEAF {
-            return depth + c(node.value as usize);
+            return expected + still_here * (depth + c(node.value as usize));
         }
         let v = x[node.feature as usize];
+        let outside = (node.lo - v).max(v - node.hi).max(0.0);
+        if outside > 0.0 {
+            let p = outside / (tree.spread[node.feature as usize] + outside);
+            expected += still_here * p * (depth + 1.0);
+            still_here *= 1.0 - p;
+        }
         // NaN (never produced by `features`, but a loaded sample could hold one) goes right.
         at = node.left as usize + usize::from(!(v < node.value));
         depth += 1.0;

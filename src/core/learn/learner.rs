@@ -54,7 +54,7 @@ impl Default for LearnerConfig {
             cold_start: Duration::from_secs(300),
             sample_minutes: 30,
             sample_cap: 20_000,
-            min_train: 100,
+            min_train: 50,
             heuristics: true,
             heuristic_risk: 0.9,
         }
@@ -240,11 +240,14 @@ impl Learner {
 
     /// Adds this minute's clients that are under no action to the rolling sample, at most an even
     /// share of the cap per minute (chosen by a hash, so deterministically and without bias).
+    /// Only client-minutes with at least `min_requests` requests are learnt from: the policy never
+    /// acts on fewer, and their features (a rate from two requests) are mostly noise that would
+    /// widen what the forest takes for normal.
     fn remember(&mut self, minute: Nanos, measured: &[(ClientMinute, Features)], table: &ActionTable) {
         let per_minute = (self.config.sample_cap / self.config.sample_minutes.max(1)).max(1);
         let mut fresh: Vec<(u64, &Features)> = measured
             .iter()
-            .filter(|(c, _)| table.get(&c.client).is_none())
+            .filter(|(c, _)| c.requests >= self.config.policy.min_requests && table.get(&c.client).is_none())
             .map(|(c, x)| (xxhash_rust::xxh3::xxh3_64_with_seed(c.client.as_bytes(), minute), x))
             .collect();
         if fresh.len() > per_minute {

@@ -1,0 +1,206 @@
+//! Replay: a recorded trace runs through the live decision engine and learner in virtual time, as
+//! fast as the CPU allows. Time comes from the trace; each time it crosses a minute boundary the
+//! learner ticks, exactly as the server's learning task does on the wall clock. Nothing here
+//! decides anything itself: it reads rows, calls `Engine::should_allow` / `report_outcome` and
+//! `Learner::tick`, and counts.
+//!
+//! Not here: the server (no sockets, no database) — a replay needs neither.
+
+pub mod cli;
+pub mod report;
+pub mod scenario;
+pub mod trace;
+
+use std::io::{BufRead, Write};
+use std::time::Instant;
+
+use crate::core::engine::{Engine, EngineConfig, Subject};
+use crate::core::learn::learner::{Learner, LearnerConfig};
+use crate::core::matcher::RuleSet;
+use crate::core::rules::Rule;
+use crate::core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
+
+use report::{Report, ReportBuilder};
+use trace::{Row, TraceError};
+
+/// Rows may arrive this much earlier than the latest row seen (a few seconds of disorder is
+/// normal in merged logs); beyond it the file is rejected.
+pub const DISORDER_TOLERANCE_MS: i64 = 60_000;
+const MINUTE: Nanos = 60 * NANOS_PER_SEC;
+/// Empty minutes ticked one by one across a gap in the trace; a longer gap jumps (actions expire
+/// on the next tick anyway).
+const MAX_EMPTY_TICKS: u32 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{0}")]
+    Trace(#[from] TraceError),
+    #[error("cannot write decisions: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+pub struct ReplayOptions {
+    pub rules: Vec<Rule>,
+    pub engine: EngineConfig,
+    pub learner: LearnerConfig,
+    /// Run the learning loop (off: static rules only).
+    pub adaptive: bool,
+    /// Domain the requests are decided in (`ShouldAllow`'s default).
+    pub domain: String,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            rules: Vec::new(),
+            engine: EngineConfig::default(),
+            learner: LearnerConfig::default(),
+            adaptive: true,
+            domain: "sluice".into(),
+        }
+    }
+}
+
+struct Replay<'w> {
+    engine: Engine,
+    learner: Learner,
+    adaptive: bool,
+    domain: String,
+    report: ReportBuilder,
+    decisions: Option<csv::Writer<&'w mut dyn Write>>,
+    minute_start: Option<Nanos>,
+    latest_ms: i64,
+    minutes: u64,
+    overflow: u64,
+}
+
+impl Replay<'_> {
+    fn row(&mut self, row: &Row<'_>) -> Result<(), ReplayError> {
+        if row.ts_ms < 0 {
+            return Err(TraceError { line: row.line, message: format!("ts {} is before 1970", row.ts_ms) }.into());
+        }
+        if self.minute_start.is_some() && row.ts_ms < self.latest_ms - DISORDER_TOLERANCE_MS {
+            return Err(TraceError {
+                line: row.line,
+                message: format!(
+                    "ts {} is {} s earlier than an earlier row's; a trace must be in time order (up to {} s of disorder is accepted)",
+                    row.ts_ms,
+                    (self.latest_ms - row.ts_ms) / 1000,
+                    DISORDER_TOLERANCE_MS / 1000
+                ),
+            }
+            .into());
+        }
+        self.latest_ms = self.latest_ms.max(row.ts_ms);
+        // Late rows are decided at the latest time seen: the clock never runs backwards.
+        let now = self.latest_ms as u64 * NANOS_PER_MILLI;
+        let start = *self.minute_start.get_or_insert(now - now % MINUTE);
+        if now >= start + MINUTE {
+            self.advance_to(now);
+        }
+        let subject = Subject {
+            remote_address: row.client,
+            user_id: row.user,
+            tier: row.tier,
+            endpoint: row.endpoint,
+            method: row.method,
+            user_agent: row.user_agent,
+        };
+        let verdict = self.engine.should_allow(&self.domain, &subject, 1, now);
+        let allowed = !verdict.over_limit;
+        // Only a request that reached the upstream has an outcome.
+        if allowed && let Some(status) = row.status {
+            self.engine.report_outcome(&subject, status, now);
+        }
+        let by_anomaly = !allowed && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
+        self.report.request(row.client, row.label, row.ts_ms, allowed, by_anomaly);
+        if let Some(w) = self.decisions.as_mut() {
+            let reason = match (allowed, by_anomaly, verdict.anomaly) {
+                (true, _, _) => "allowed",
+                (false, true, Some(h)) if h.kind.name() == "block" => "blocked_anomaly",
+                (false, true, _) => "throttled_anomaly",
+                (false, false, _) => "over_limit",
+            };
+            let score = verdict.anomaly.map_or(String::new(), |h| format!("{:.3}", h.score));
+            let rule = verdict.deciding().and_then(|s| s.limit.as_ref()).map_or("", |l| &*l.label.rule_id);
+            w.write_record([
+                row.ts_ms.to_string().as_str(),
+                row.client,
+                row.endpoint,
+                if allowed { "1" } else { "0" },
+                reason,
+                &score,
+                rule,
+                row.label,
+            ])
+            .map_err(csv_io)?;
+        }
+        Ok(())
+    }
+
+    /// Ticks every minute boundary up to `now`.
+    fn advance_to(&mut self, now: Nanos) {
+        let mut empty = 0;
+        while let Some(start) = self.minute_start
+            && now >= start + MINUTE
+        {
+            self.tick(start, start + MINUTE);
+            empty += 1;
+            let next = if empty >= MAX_EMPTY_TICKS { now - now % MINUTE } else { start + MINUTE };
+            self.minute_start = Some(next);
+        }
+    }
+
+    fn tick(&mut self, start: Nanos, end: Nanos) {
+        let data = self.engine.observer().drain();
+        self.minutes += 1;
+        self.overflow += data.overflow;
+        if !self.adaptive {
+            return;
+        }
+        let tick = self.learner.tick(start, data, end);
+        self.engine.set_actions(tick.actions.clone());
+        self.report.actions(&tick.actions, (end / NANOS_PER_MILLI) as i64);
+    }
+}
+
+fn csv_io(e: csv::Error) -> ReplayError {
+    ReplayError::Output(std::io::Error::other(e))
+}
+
+/// Replays a trace; writes one CSV row per decision to `decisions` if given.
+pub fn run(
+    input: impl BufRead,
+    options: ReplayOptions,
+    decisions: Option<&mut dyn Write>,
+) -> Result<Report, ReplayError> {
+    let started = Instant::now();
+    let engine = Engine::new(options.engine);
+    engine.replace_rules(RuleSet::build(0, options.rules));
+    let mut replay = Replay {
+        engine,
+        learner: Learner::new(options.learner),
+        adaptive: options.adaptive,
+        domain: options.domain,
+        report: ReportBuilder::default(),
+        decisions: decisions.map(|w| csv::Writer::from_writer(w)),
+        minute_start: None,
+        latest_ms: 0,
+        minutes: 0,
+        overflow: 0,
+    };
+    if let Some(w) = replay.decisions.as_mut() {
+        w.write_record(["ts", "client", "endpoint", "allowed", "reason", "score", "rule", "label"])
+            .map_err(csv_io)?;
+    }
+    trace::read(input, |row| replay.row(row))?;
+    // Close the last (partial) minute so short traces are scored too.
+    if let Some(start) = replay.minute_start {
+        replay.tick(start, start + MINUTE);
+    }
+    if let Some(w) = replay.decisions.as_mut() {
+        w.flush()?;
+    }
+    let versions = replay.learner.model_info().version;
+    Ok(replay.report.finish(replay.minutes, versions, replay.overflow, started.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,235 @@
+//! The replay report (format in `docs/trace-format.md`): totals, per label, per client, the
+//! flagged clients and detection quality against the trace's labels.
+//!
+//! Built incrementally while the replay runs: one small record per client, nothing per request.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::core::learn::actions::ActionTable;
+use crate::core::time::NANOS_PER_MILLI;
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: u64,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+impl Counts {
+    fn add(&mut self, allowed: bool) {
+        self.requests += 1;
+        if allowed {
+            self.allowed += 1;
+        } else {
+            self.denied += 1;
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Flagged {
+    pub client: String,
+    pub first_flagged_ts: i64,
+    pub max_score: f64,
+    /// The strongest action taken: `block` or `throttle`.
+    pub action: &'static str,
+    pub label: String,
+    pub requests: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Delays {
+    pub p50: f64,
+    pub p90: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ClientSummary {
+    pub total: u64,
+    pub flagged: u64,
+    pub labelled: BTreeMap<&'static str, u64>,
+    pub true_positives: u64,
+    pub false_positives: u64,
+    pub false_negatives: u64,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub detection_delay_seconds: Option<Delays>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Report {
+    pub requests: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    /// Denied by an anomaly action (the rest by static rules).
+    pub denied_anomaly: u64,
+    pub by_label: BTreeMap<String, Counts>,
+    pub clients: ClientSummary,
+    pub flagged: Vec<Flagged>,
+    /// Actions were recorded, not enforced.
+    pub shadow: bool,
+    /// Benign requests denied, as a share of benign requests.
+    pub benign_denied_ratio: Option<f64>,
+    pub minutes: u64,
+    pub model_versions: u64,
+    /// Observations dropped at the per-minute client cap.
+    pub observation_overflow: u64,
+    pub replay_seconds: f64,
+    pub requests_per_second: f64,
+}
+
+#[derive(Default)]
+struct ClientTrack {
+    labels: SmallLabels,
+    first_attack_ms: Option<i64>,
+    first_flagged_ms: Option<i64>,
+    max_score: f64,
+    blocked: bool,
+    requests: u64,
+}
+
+/// Label counts per client: almost always one label.
+#[derive(Default)]
+struct SmallLabels(smallvec::SmallVec<[(Box<str>, u64); 1]>);
+
+impl SmallLabels {
+    fn add(&mut self, label: &str) {
+        match self.0.iter_mut().find(|(l, _)| &**l == label) {
+            Some(e) => e.1 += 1,
+            None => self.0.push((label.into(), 1)),
+        }
+    }
+
+    /// The label of most of the client's requests (ties: the first seen).
+    fn majority(&self) -> &str {
+        let mut best: Option<&(Box<str>, u64)> = None;
+        for e in &self.0 {
+            if best.is_none_or(|b| e.1 > b.1) {
+                best = Some(e);
+            }
+        }
+        best.map_or("", |b| &b.0)
+    }
+}
+
+fn is_attack(label: &str) -> bool {
+    label == "attack" || label.starts_with("attack:")
+}
+
+#[derive(Default)]
+pub struct ReportBuilder {
+    report: Report,
+    clients: FxHashMap<Box<str>, ClientTrack>,
+}
+
+impl ReportBuilder {
+    pub fn request(&mut self, client: &str, label: &str, ts_ms: i64, allowed: bool, by_anomaly: bool) {
+        self.report.requests += 1;
+        if allowed {
+            self.report.allowed += 1;
+        } else {
+            self.report.denied += 1;
+            if by_anomaly {
+                self.report.denied_anomaly += 1;
+            }
+        }
+        if !label.is_empty() {
+            match self.report.by_label.get_mut(label) {
+                Some(c) => c.add(allowed),
+                None => self.report.by_label.entry(label.to_string()).or_default().add(allowed),
+            }
+        }
+        let track = match self.clients.get_mut(client) {
+            Some(t) => t,
+            None => self.clients.entry(client.into()).or_default(),
+        };
+        track.requests += 1;
+        if !label.is_empty() {
+            track.labels.add(label);
+        }
+        if is_attack(label) && track.first_attack_ms.is_none() {
+            track.first_attack_ms = Some(ts_ms);
+        }
+    }
+
+    /// After each learning tick: every client under an action counts as flagged from then.
+    pub fn actions(&mut self, table: &ActionTable, at_ms: i64) {
+        for action in table.iter() {
+            if action.shadow {
+                self.report.shadow = true;
+            }
+            let track = match self.clients.get_mut(&*action.client) {
+                Some(t) => t,
+                None => self.clients.entry((&*action.client).into()).or_default(),
+            };
+            let since_ms = (action.since / NANOS_PER_MILLI) as i64;
+            track.first_flagged_ms.get_or_insert(since_ms.min(at_ms));
+            track.max_score = track.max_score.max(action.score);
+            track.blocked |= action.kind.name() == "block";
+        }
+    }
+
+    pub fn finish(mut self, minutes: u64, model_versions: u64, overflow: u64, seconds: f64) -> Report {
+        let r = &mut self.report;
+        r.minutes = minutes;
+        r.model_versions = model_versions;
+        r.observation_overflow = overflow;
+        r.replay_seconds = seconds;
+        r.requests_per_second = if seconds > 0.0 { r.requests as f64 / seconds } else { 0.0 };
+        let benign = r.by_label.get("benign");
+        r.benign_denied_ratio = benign.filter(|c| c.requests > 0).map(|c| c.denied as f64 / c.requests as f64);
+        let mut delays = Vec::new();
+        let s = &mut r.clients;
+        let mut clients: Vec<_> = self.clients.into_iter().collect();
+        clients.sort_by(|a, b| a.0.cmp(&b.0));
+        for (client, t) in clients {
+            if t.requests == 0 {
+                continue; // Flagged from a restored action but silent in this trace.
+            }
+            s.total += 1;
+            let label = t.labels.majority().to_string();
+            let attack = is_attack(&label);
+            if !label.is_empty() {
+                *s.labelled.entry(if attack { "attack" } else { "benign" }).or_default() += 1;
+            }
+            match (t.first_flagged_ms, attack) {
+                (Some(_), true) => s.true_positives += 1,
+                (Some(_), false) if !label.is_empty() => s.false_positives += 1,
+                (None, true) => s.false_negatives += 1,
+                _ => {}
+            }
+            if let (Some(f), true, Some(a)) = (t.first_flagged_ms, attack, t.first_attack_ms) {
+                delays.push(((f - a).max(0)) as f64 / 1000.0);
+            }
+            if let Some(first) = t.first_flagged_ms {
+                s.flagged += 1;
+                r.flagged.push(Flagged {
+                    client: client.to_string(),
+                    first_flagged_ts: first,
+                    max_score: (t.max_score * 1000.0).round() / 1000.0,
+                    action: if t.blocked { "block" } else { "throttle" },
+                    label,
+                    requests: t.requests,
+                });
+            }
+        }
+        if s.labelled.values().sum::<u64>() > 0 {
+            let tp = s.true_positives as f64;
+            let flagged_labelled = tp + s.false_positives as f64;
+            let attackers = tp + s.false_negatives as f64;
+            s.precision = Some(if flagged_labelled > 0.0 { tp / flagged_labelled } else { 1.0 });
+            s.recall = Some(if attackers > 0.0 { tp / attackers } else { 1.0 });
+        }
+        if !delays.is_empty() {
+            delays.sort_by(f64::total_cmp);
+            let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+            s.detection_delay_seconds = Some(Delays { p50: at(0.5), p90: at(0.9), max: at(1.0) });
+        }
+        r.flagged.sort_by(|a, b| (a.first_flagged_ts, &a.client).cmp(&(b.first_flagged_ts, &b.client)));
+        self.report
+    }
+}
