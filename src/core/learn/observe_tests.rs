@@ -1,1 +1,73 @@
 use super::*;
+
+fn obs<'a>(client: &'a str, endpoint: &'a str, event: Event, sec: u64) -> Observation<'a> {
+    Observation {
+        now: sec * NANOS_PER_SEC,
+        client,
+        user: "",
+        tier: Tier::Std,
+        endpoint,
+        user_agent: "",
+        event,
+    }
+}
+
+const OK: Event = Event::Decision { allowed: true, anomaly: false };
+
+#[test]
+fn welford_matches_the_textbook() {
+    let mut w = Welford::default();
+    for x in [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0] {
+        w.push(x);
+    }
+    assert_eq!(w.mean, 5.0);
+    assert!((w.variance() - 4.0).abs() < 1e-12);
+}
+
+#[test]
+fn caps_count_the_overflow_and_drain_starts_afresh() {
+    let agg = Aggregator::new(ObserveConfig { max_clients: 3, ..ObserveConfig::default() });
+    let names: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        agg.record(&obs(name, "/a", OK, 1));
+    }
+    agg.record(&obs("c0", "/a", OK, 2)); // a tracked client is still counted
+    let minute = agg.drain();
+    assert_eq!(minute.clients.len(), 3);
+    assert_eq!(minute.overflow, 2);
+    assert_eq!(minute.clients.iter().map(|c| c.requests).sum::<u32>(), 4);
+    assert_eq!(agg.overflow_total(), 2);
+    let next = agg.drain();
+    assert!(next.clients.is_empty() && next.overflow == 0);
+}
+
+#[test]
+fn decisions_count_requests_and_outcomes_count_errors() {
+    let agg = Aggregator::new(ObserveConfig::default());
+    agg.record(&obs("a", "/login", OK, 1));
+    agg.record(&obs("a", "/login", Event::Outcome { status: 401 }, 1));
+    agg.record(&obs("a", "/login", Event::Decision { allowed: false, anomaly: false }, 2));
+    agg.record(&obs("a", "/x", Event::Decision { allowed: false, anomaly: true }, 3));
+    // A client only reported (no decision): each outcome is a request.
+    agg.record(&obs("b", "/x", Event::Outcome { status: 500 }, 1));
+    agg.record(&obs("b", "/x", Event::Outcome { status: 200 }, 2));
+    let m = agg.drain();
+    let a = &m.clients[0];
+    assert_eq!((a.requests, a.allowed, a.denied, a.denied_anomaly), (3, 1, 1, 1));
+    assert_eq!((a.outcomes, a.errors, a.auth_failures, a.sensitive), (1, 1, 1, 2));
+    let b = &m.clients[1];
+    assert_eq!((b.requests, b.outcomes, b.errors), (2, 2, 1));
+    // Endpoint × tier traffic merged across shards.
+    let login = m.endpoints.iter().find(|e| &*e.endpoint == "/login").unwrap();
+    assert_eq!((login.requests, login.allowed, login.denied, login.errors), (2, 1, 1, 1));
+}
+
+#[test]
+fn classifier_is_case_insensitive() {
+    let c = Classifier::default();
+    assert!(c.is_tool("PostmanRuntime/7.43.0"));
+    assert!(c.is_tool("python-requests/2.32"));
+    assert!(!c.is_tool("Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"));
+    assert!(c.is_sensitive("/API/Login"));
+    assert!(!c.is_sensitive("/api/products/7"));
+}
