@@ -7,6 +7,8 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod history;
+pub mod learning;
 pub mod loadgen;
 pub mod proto;
 pub mod rules_service;

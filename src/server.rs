@@ -1,6 +1,6 @@
 //! Starts everything and stops it cleanly: the engine, the store supervisor (connect, migrate,
-//! apply the start-up rules file, then resync on an interval) and the gRPC server with health and
-//! reflection. One shutdown signal stops the server (draining in-flight calls) and every
+//! apply the start-up rules file, then resync on an interval), the learning loop and its history
+//! writer, and the gRPC server with health and reflection. One shutdown signal stops the server (draining in-flight calls) and every
 //! background task, whose handles are joined before `run` returns.
 
 use std::future::Future;
@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +21,9 @@ use crate::config::Config;
 use crate::core::engine::Engine;
 use crate::core::rules::RuleChange;
 use crate::grpc::AppState;
+use crate::grpc::access_log::AccessLogs;
+use crate::history::{self, History, HistoryConfig};
+use crate::learning::{self, Learning};
 use crate::grpc::auth::AdminToken;
 use crate::grpc::rls::Rls;
 use crate::grpc::sluice_api::SluiceApi;
@@ -29,8 +33,9 @@ use crate::rulesfile::{self, RulesFile};
 use crate::store::{Store, redact};
 
 /// Service names health reports on, besides the overall `""`.
-pub const HEALTH_SERVICES: [&str; 2] = [
+pub const HEALTH_SERVICES: [&str; 3] = [
     "envoy.service.ratelimit.v3.RateLimitService",
+    "envoy.service.accesslog.v3.AccessLogService",
     "sluice.v1.Sluice",
 ];
 
@@ -44,6 +49,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -88,8 +95,16 @@ pub async fn run(
         None => None,
     };
     let admin = admin_token(&config)?;
+    config.learn.validate().map_err(StartError::Config)?;
     let engine = Arc::new(Engine::new(config.engine()));
     let rules = Arc::new(RulesService::new(engine.clone(), config.input_limits()));
+    let (history, history_rx) = History::new();
+    let learning = Arc::new(Learning::new(
+        engine.clone(),
+        config.learn.learner(),
+        history.clone(),
+        !config.learn.no_adaptive,
+    ));
     let state = AppState {
         engine: engine.clone(),
         rules: rules.clone(),
@@ -99,6 +114,7 @@ pub async fn run(
         allow_headers: config.allow_headers,
         allow_domain: config.allow_domain.clone(),
         admin,
+        learning: learning.clone(),
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -129,6 +145,24 @@ pub async fn run(
     ));
 
     let sweeper = tokio::spawn(sweep_buckets(engine.clone(), state.clock, stop_rx_sweep));
+    let learner = tokio::spawn(learning::run_loop(
+        learning.clone(),
+        rules.clone(),
+        state.clock,
+        Duration::from_secs(config.learn_tick_secs.max(1)),
+        stop_tx.subscribe(),
+    ));
+    let history_writer = tokio::spawn(history::run_writer(
+        history_rx,
+        rules.clone(),
+        history.stats.clone(),
+        HistoryConfig {
+            buffer_rows: config.history_buffer,
+            retention: Duration::from_secs(config.history_retention_days.saturating_mul(86_400)),
+        },
+        state.clock,
+        stop_tx.subscribe(),
+    ));
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");
@@ -137,6 +171,9 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RateLimitServiceServer::new(Rls {
+            state: state.clone(),
+        }))
+        .add_service(AccessLogServiceServer::new(AccessLogs {
             state: state.clone(),
         }))
         .add_service(SluiceServer::new(SluiceApi { state }))
@@ -150,6 +187,9 @@ pub async fn run(
     for (name, task) in [
         ("store supervisor", supervisor),
         ("bucket sweeper", sweeper),
+        ("learning loop", learner),
+        // Last: it flushes what the learning loop queued before it stopped.
+        ("history writer", history_writer),
     ] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, task = name, "background task panicked");

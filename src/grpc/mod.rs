@@ -1,9 +1,11 @@
 //! The gRPC edge: Envoy's RateLimitService and Sluice's own API, translating protobuf to core
 //! types and back. The only place that knows tonic, and the one place errors become `Status`.
 
+pub mod access_log;
 pub mod auth;
 pub mod convert;
 pub mod rls;
+pub mod learning_api;
 pub mod sluice_api;
 
 use tonic::Status;
@@ -23,6 +25,10 @@ pub enum ApiError {
     Manage(#[from] ManageError),
     #[error("{0}")]
     NotFound(String),
+    /// The request is valid but the system is not in a state to do it (e.g. too little data to
+    /// train on yet).
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -39,6 +45,8 @@ impl From<ApiError> for Status {
             ApiError::Invalid(_) => Status::invalid_argument(message),
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
             ApiError::NotFound(_) => Status::not_found(message),
+            // Retrying later can succeed once more traffic has been seen; retrying now cannot.
+            ApiError::NotReady(_) => Status::failed_precondition(message),
             ApiError::Manage(ManageError::Invalid(_)) => Status::invalid_argument(message),
             // The database is down, locked or not connected yet: retryable, and for Envoy's
             // ext-ratelimit filter UNAVAILABLE is what `failure_mode_deny` keys on. Decisions never
@@ -81,4 +89,5 @@ pub struct AppState {
     pub allow_headers: HeaderStyle,
     pub allow_domain: String,
     pub admin: auth::AdminToken,
+    pub learning: Arc<crate::learning::Learning>,
 }

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use smallvec::SmallVec;
 use tonic::{Request, Response, Status};
 
+use crate::core::engine::AnomalyHit;
 use super::convert::{unit_from_envoy_override, unit_to_envoy};
 use super::{ApiError, AppState};
 use crate::core::bucket::Op;
@@ -149,18 +150,24 @@ impl RateLimitService for Rls {
                 quota: None,
             })
             .collect();
-        let response_headers_to_add = headers::render(
-            self.state.rls_headers,
-            verdict.deciding(),
-            verdict.over_limit,
-        )
-        .into_iter()
-        .map(|(key, value)| HeaderValue {
-            key: key.to_string(),
-            value,
-            raw_value: Vec::new(),
-        })
-        .collect();
+        let mut rendered = headers::render(self.state.rls_headers, verdict.deciding(), verdict.over_limit);
+        // An anomaly action met: say which and with what score, to the client (headers) and to
+        // Envoy's other filters and access log (dynamic metadata).
+        let mut dynamic_metadata = None;
+        if let Some(hit) = verdict.anomaly {
+            let reason = anomaly_reason(&hit);
+            rendered.push(("x-sluice-anomaly", reason.to_string()));
+            rendered.push(("x-sluice-anomaly-score", format!("{:.3}", hit.score)));
+            dynamic_metadata = Some(anomaly_metadata(reason, &hit));
+        }
+        let response_headers_to_add = rendered
+            .into_iter()
+            .map(|(key, value)| HeaderValue {
+                key: key.to_string(),
+                value,
+                raw_value: Vec::new(),
+            })
+            .collect();
         Ok(Response::new(RateLimitResponse {
             overall_code: if verdict.over_limit {
                 Code::OverLimit
@@ -169,7 +176,26 @@ impl RateLimitService for Rls {
             } as i32,
             statuses,
             response_headers_to_add,
+            dynamic_metadata,
             ..Default::default()
         }))
     }
+}
+
+/// `blocked`, `throttled`, with `-shadow` when only recorded.
+fn anomaly_reason(hit: &AnomalyHit) -> &'static str {
+    match (hit.kind.name(), hit.shadow) {
+        ("block", false) => "blocked",
+        ("block", true) => "blocked-shadow",
+        (_, false) => "throttled",
+        (_, true) => "throttled-shadow",
+    }
+}
+
+fn anomaly_metadata(reason: &str, hit: &AnomalyHit) -> envoy_types::pb::google::protobuf::Struct {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let mut fields = std::collections::HashMap::new();
+    fields.insert("sluice_anomaly".to_string(), Value { kind: Some(Kind::StringValue(reason.to_string())) });
+    fields.insert("sluice_anomaly_score".to_string(), Value { kind: Some(Kind::NumberValue(hit.score)) });
+    Struct { fields }
 }

@@ -95,13 +95,47 @@ impl Sluice for SluiceApi {
             headers,
             rule_id: limit.map_or_else(String::new, |l| l.label.rule_id.clone()),
             limit_name: limit.map_or_else(String::new, |l| l.label.name.clone()),
-            reason: if allowed {
-                pb::Reason::WithinLimit
-            } else {
-                pb::Reason::OverLimit
+            reason: match verdict.anomaly {
+                _ if allowed => pb::Reason::WithinLimit,
+                Some(hit) if hit.denied && !hit.shadow => super::learning_api::reason(hit.kind),
+                _ => pb::Reason::OverLimit,
             } as i32,
             shadow: verdict.shadow_over,
+            anomaly_score: verdict.anomaly.map_or(0.0, |h| h.score),
         }))
+    }
+
+    async fn report(&self, request: Request<pb::ReportRequest>) -> RpcResult<pb::ReportResponse> {
+        super::learning_api::report(&self.state, request.get_ref())?;
+        Ok(Response::new(pb::ReportResponse {}))
+    }
+
+    async fn list_flagged(
+        &self,
+        request: Request<pb::ListFlaggedRequest>,
+    ) -> RpcResult<pb::ListFlaggedResponse> {
+        self.state.admin.check(&request)?;
+        Ok(Response::new(super::learning_api::list_flagged(&self.state, request.get_ref())))
+    }
+
+    async fn get_model_info(
+        &self,
+        _request: Request<pb::GetModelInfoRequest>,
+    ) -> RpcResult<pb::ModelInfo> {
+        Ok(Response::new(super::learning_api::model_info(&self.state)))
+    }
+
+    async fn train_now(&self, request: Request<pb::TrainNowRequest>) -> RpcResult<pb::ModelInfo> {
+        self.state.admin.check(&request)?;
+        let learning = self.state.learning.clone();
+        let now = self.state.clock.now();
+        // Growing a forest is CPU work: off the async workers.
+        let trained = tokio::task::spawn_blocking(move || learning.train_now(now))
+            .await
+            .map_err(|e| Status::internal(format!("training failed: {e}")))?;
+        trained.map_err(ApiError::NotReady)?;
+        tracing::info!("model retrained on request");
+        Ok(Response::new(super::learning_api::model_info(&self.state)))
     }
 
     async fn update_rules(

@@ -6,6 +6,7 @@
 //! type appears in its API. It is never called on the decision path.
 
 mod backend;
+pub mod history;
 
 use std::time::Duration;
 
@@ -196,6 +197,30 @@ impl Store {
         match self {
             Store::Sqlite(p) => backend::sqlite::audit_log(p, limit).await,
             Store::Postgres(p) => backend::postgres::audit_log(p, limit).await,
+        }
+    }
+
+    /// Writes one learning batch in one transaction.
+    pub async fn write_history(&self, batch: &history::HistoryBatch) -> Result<()> {
+        match self {
+            Store::Sqlite(p) => history::sqlite::write(p, batch).await,
+            Store::Postgres(p) => history::postgres::write(p, batch).await,
+        }
+    }
+
+    /// The newest saved model (JSON) and the anomaly actions that were in force (JSON each).
+    pub async fn load_learning(&self) -> Result<(Option<String>, Vec<String>)> {
+        match self {
+            Store::Sqlite(p) => history::sqlite::load(p).await,
+            Store::Postgres(p) => history::postgres::load(p).await,
+        }
+    }
+
+    /// Deletes history older than `before_ms`, keeping the newest `keep_models` models.
+    pub async fn prune_history(&self, before_ms: i64, keep_models: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(p) => history::sqlite::prune(p, before_ms, keep_models).await,
+            Store::Postgres(p) => history::postgres::prune(p, before_ms, keep_models).await,
         }
     }
 

@@ -1,0 +1,199 @@
+//! The learning loop's tables: history (scores, endpoint traffic, limit adjustments) and state
+//! (models, actions in force). Plain row types in, SQL written once for both drivers (as in
+//! `backend`). The writer that batches and buffers around these calls is `crate::history`.
+
+/// One scored client-minute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRow {
+    pub minute_ms: i64,
+    pub client: String,
+    pub score: f64,
+    pub requests: i64,
+    /// JSON object, feature name → value.
+    pub features: String,
+    pub action: Option<&'static str>,
+    pub model_version: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficRow {
+    pub minute_ms: i64,
+    pub endpoint: String,
+    pub tier: &'static str,
+    pub requests: i64,
+    pub allowed: i64,
+    pub denied: i64,
+    pub errors: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdjustmentRow {
+    pub at_ms: i64,
+    pub client: String,
+    pub from_action: Option<String>,
+    pub to_action: Option<String>,
+    pub score: f64,
+    pub cause: &'static str,
+    pub shadow: bool,
+    pub expires_at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRow {
+    pub version: i64,
+    pub trained_at_ms: i64,
+    pub trained_on: i64,
+    pub body: String,
+}
+
+/// What one learning tick (or training) leaves behind; written in one transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistoryBatch {
+    pub scores: Vec<ScoreRow>,
+    pub traffic: Vec<TrafficRow>,
+    pub adjustments: Vec<AdjustmentRow>,
+    /// The actions in force, (client, JSON body): replaces the table when present.
+    pub actions: Option<Vec<(String, String)>>,
+    pub model: Option<ModelRow>,
+}
+
+impl HistoryBatch {
+    pub fn rows(&self) -> usize {
+        self.scores.len() + self.traffic.len() + self.adjustments.len()
+    }
+}
+
+/// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
+const CHUNK: usize = 500;
+
+macro_rules! history_backend {
+    ($module:ident, $pool:ty) => {
+        pub mod $module {
+            use super::*;
+            use crate::store::Result;
+            use crate::store::backend::PoolDb;
+
+            type Builder = sqlx::QueryBuilder<<$pool as PoolDb>::Db>;
+
+            pub async fn write(pool: &$pool, batch: &HistoryBatch) -> Result<()> {
+                let mut tx = pool.begin().await?;
+                for chunk in batch.scores.chunks(CHUNK) {
+                    let mut q = Builder::new(
+                        "INSERT INTO anomaly_scores (minute_ms, client, score, requests, features, action, model_version) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.minute_ms)
+                            .push_bind(r.client.as_str())
+                            .push_bind(r.score)
+                            .push_bind(r.requests)
+                            .push_bind(r.features.as_str())
+                            .push_bind(r.action)
+                            .push_bind(r.model_version);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in batch.traffic.chunks(CHUNK) {
+                    let mut q = Builder::new(
+                        "INSERT INTO endpoint_traffic (minute_ms, endpoint, tier, requests, allowed, denied, errors) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.minute_ms)
+                            .push_bind(r.endpoint.as_str())
+                            .push_bind(r.tier)
+                            .push_bind(r.requests)
+                            .push_bind(r.allowed)
+                            .push_bind(r.denied)
+                            .push_bind(r.errors);
+                    });
+                    // A minute written twice (a retried batch) adds up rather than failing.
+                    q.push(
+                        " ON CONFLICT (minute_ms, endpoint, tier) DO UPDATE SET \
+                         requests = endpoint_traffic.requests + excluded.requests, \
+                         allowed = endpoint_traffic.allowed + excluded.allowed, \
+                         denied = endpoint_traffic.denied + excluded.denied, \
+                         errors = endpoint_traffic.errors + excluded.errors",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in batch.adjustments.chunks(CHUNK) {
+                    let mut q = Builder::new(
+                        "INSERT INTO limit_adjustments (at_ms, client, from_action, to_action, score, cause, shadow, expires_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.at_ms)
+                            .push_bind(r.client.as_str())
+                            .push_bind(r.from_action.as_deref())
+                            .push_bind(r.to_action.as_deref())
+                            .push_bind(r.score)
+                            .push_bind(r.cause)
+                            .push_bind(r.shadow)
+                            .push_bind(r.expires_at_ms);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                if let Some(actions) = &batch.actions {
+                    sqlx::query("DELETE FROM anomaly_actions").execute(&mut *tx).await?;
+                    for chunk in actions.chunks(CHUNK) {
+                        let mut q = Builder::new("INSERT INTO anomaly_actions (client, body) ");
+                        q.push_values(chunk, |mut b, (client, body)| {
+                            b.push_bind(client.as_str()).push_bind(body.as_str());
+                        });
+                        q.build().execute(&mut *tx).await?;
+                    }
+                }
+                if let Some(m) = &batch.model {
+                    sqlx::query(
+                        "INSERT INTO learner_models (version, trained_at_ms, trained_on, body) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (version) DO UPDATE SET trained_at_ms = excluded.trained_at_ms, \
+                         trained_on = excluded.trained_on, body = excluded.body",
+                    )
+                    .bind(m.version)
+                    .bind(m.trained_at_ms)
+                    .bind(m.trained_on)
+                    .bind(m.body.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// The newest model's body and the actions that were in force.
+            pub async fn load(pool: &$pool) -> Result<(Option<String>, Vec<String>)> {
+                let model: Option<String> = sqlx::query_scalar(
+                    "SELECT body FROM learner_models ORDER BY version DESC LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?;
+                let actions: Vec<String> =
+                    sqlx::query_scalar("SELECT body FROM anomaly_actions ORDER BY client")
+                        .fetch_all(pool)
+                        .await?;
+                Ok((model, actions))
+            }
+
+            /// Deletes history older than `before_ms` (and all but the newest few models).
+            pub async fn prune(pool: &$pool, before_ms: i64, keep_models: i64) -> Result<u64> {
+                let mut deleted = 0;
+                for sql in [
+                    "DELETE FROM anomaly_scores WHERE minute_ms < $1",
+                    "DELETE FROM endpoint_traffic WHERE minute_ms < $1",
+                    "DELETE FROM limit_adjustments WHERE at_ms < $1",
+                ] {
+                    deleted += sqlx::query(sql).bind(before_ms).execute(pool).await?.rows_affected();
+                }
+                deleted += sqlx::query(
+                    "DELETE FROM learner_models WHERE version <= (SELECT MAX(version) FROM learner_models) - $1",
+                )
+                .bind(keep_models)
+                .execute(pool)
+                .await?
+                .rows_affected();
+                Ok(deleted)
+            }
+        }
+    };
+}
+
+history_backend!(sqlite, sqlx::SqlitePool);
+history_backend!(postgres, sqlx::PgPool);
