@@ -377,3 +377,18 @@ impl Drop for PgCluster {
             .output();
     }
 }
+
+/// Polls `check` every 100 ms for up to `seconds`; panics naming `what` if it never holds.
+pub async fn eventually_within(seconds: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..seconds * 10 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(10, what, check).await
+}

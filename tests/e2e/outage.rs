@@ -39,16 +39,6 @@ async fn update(server: &TestServer, rpu: u64) -> Result<u64, tonic::Status> {
         .map(|r| r.get_ref().revision)
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_locked_by_another_process() {
     let db = Db::new(Backend::Sqlite).await;

@@ -1,0 +1,273 @@
+//! The learning loop in the live server: the model and actions survive a restart, shadow mode
+//! records without denying, history outlives a database outage, and the access-log stream and
+//! `Report` feed the error features. Ticks are shortened to a second (`learn_tick_secs`) and the
+//! policy's thresholds set so that every active client is acted on: these tests check the
+//! plumbing; the quality of the decisions is `tests/replay`'s job.
+
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+use envoy_types::pb::envoy::data::accesslog::v3::{
+    AccessLogCommon, HttpAccessLogEntry, HttpRequestProperties, HttpResponseProperties,
+};
+use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_client::AccessLogServiceClient;
+use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::{
+    HttpAccessLogEntries, LogEntries,
+};
+use envoy_types::pb::envoy::service::accesslog::v3::StreamAccessLogsMessage;
+use sluice::config::Config;
+use sluice::proto::sluice::v1 as pb;
+use tonic::Code;
+
+use crate::harness::*;
+use crate::store_tests;
+
+/// Every client with a request is throttled to 10/minute once the first model exists, which is
+/// grown at the first one-second tick.
+fn eager(config: &mut Config) {
+    config.learn_tick_secs = 1;
+    config.learn.cold_start_secs = 0;
+    config.learn.min_train = 2;
+    config.learn.min_requests = 1;
+    config.learn.throttle_at = 0.0;
+    config.learn.block_at = 1.0;
+    config.learn.retrain_secs = 3600;
+}
+
+fn subject(ip: &str) -> pb::Subject {
+    pb::Subject {
+        client_ip: ip.into(),
+        endpoint: "/api/login".into(),
+        user_agent: "curl/8.5.0".into(),
+        ..Default::default()
+    }
+}
+
+async fn ask(server: &TestServer, ip: &str) -> pb::ShouldAllowResponse {
+    server
+        .api()
+        .await
+        .should_allow(pb::ShouldAllowRequest { subject: Some(subject(ip)), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn flagged(server: &TestServer) -> Vec<pb::FlaggedClient> {
+    server.api().await.list_flagged(admin(pb::ListFlaggedRequest::default())).await.unwrap().into_inner().clients
+}
+
+async fn model_version(server: &TestServer) -> u64 {
+    server.api().await.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner().version
+}
+
+const CLIENTS: [&str; 3] = ["192.0.2.1", "192.0.2.2", "192.0.2.3"];
+
+/// Traffic until every client in `CLIENTS` is under an action.
+async fn until_all_flagged(server: &TestServer) {
+    eventually("every client flagged", async || {
+        for ip in CLIENTS {
+            ask(server, ip).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        flagged(server).await.len() == CLIENTS.len()
+    })
+    .await;
+}
+
+async fn model_and_actions_survive_a_restart(backend: Backend) {
+    let db = Db::new(backend).await;
+    let mut cfg = config(&db.url);
+    eager(&mut cfg);
+    let server = TestServer::start_with(cfg.clone()).await;
+    until_all_flagged(&server).await;
+    let version = model_version(&server).await;
+    assert!(version >= 1);
+    let before = flagged(&server).await;
+    assert!(before.iter().all(|f| f.reason == pb::Reason::ThrottledAnomaly as i32 && f.limit_per_minute == 10 && !f.shadow));
+
+    // A throttled client gets its 10 a minute, then is denied with the anomaly's reason.
+    let mut last = ask(&server, CLIENTS[0]).await;
+    for _ in 0..12 {
+        last = ask(&server, CLIENTS[0]).await;
+    }
+    assert!(!last.allowed);
+    assert_eq!(last.reason, pb::Reason::ThrottledAnomaly as i32);
+    assert!(last.anomaly_score >= 0.0 && last.retry_after.is_some());
+
+    // Give the writer a tick to persist, then restart on the same database.
+    eventually("actions persisted", async || {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        true
+    })
+    .await;
+    server.stop().await;
+    let server = TestServer::start_with(cfg).await;
+    eventually("model and actions restored", async || {
+        model_version(&server).await == version && flagged(&server).await.len() == CLIENTS.len()
+    })
+    .await;
+    let after = flagged(&server).await;
+    let names = |v: &[pb::FlaggedClient]| v.iter().map(|f| f.client.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&before));
+    assert_eq!(after[0].since_ms, before[0].since_ms, "the original flag time is kept");
+    server.stop().await;
+}
+
+store_tests!(model_and_actions_survive_a_restart);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_denies_nothing_and_records_everything() {
+    let (db, server) = TestServer::sqlite_with(|c| {
+        eager(c);
+        c.learn.adaptive_shadow = true;
+    })
+    .await;
+    until_all_flagged(&server).await;
+    assert!(flagged(&server).await.iter().all(|f| f.shadow));
+    for _ in 0..20 {
+        let r = ask(&server, CLIENTS[1]).await;
+        assert!(r.allowed, "shadow mode never denies");
+        assert_eq!(r.reason, pb::Reason::WithinLimit as i32);
+    }
+    let r = ask(&server, CLIENTS[1]).await;
+    assert!(r.shadow, "a request past the shadow throttle says it would have been denied");
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    eventually("shadow adjustments recorded", async || {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM limit_adjustments WHERE shadow AND cause = 'flagged'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n == CLIENTS.len() as i64
+    })
+    .await;
+    server.stop().await;
+}
+
+fn log_entry(ip: &str, path: &str, status: u32) -> HttpAccessLogEntry {
+    HttpAccessLogEntry {
+        common_properties: Some(AccessLogCommon {
+            downstream_remote_address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: ip.into(),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        }),
+        request: Some(HttpRequestProperties {
+            path: path.into(),
+            user_agent: "python-requests/2.32".into(),
+            ..Default::default()
+        }),
+        response: Some(HttpResponseProperties {
+            response_code: Some(envoy_types::pb::google::protobuf::UInt32Value { value: status }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Features of `client`'s scored minutes, as the history table holds them.
+async fn features_of(db_url: &str, client: &str) -> Vec<serde_json::Value> {
+    let sql = "SELECT features FROM anomaly_scores WHERE client = $1";
+    let rows: Vec<String> = if db_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(db_url).await.unwrap();
+        sqlx::query_scalar(sql).bind(client).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(db_url).await.unwrap();
+        sqlx::query_scalar(sql).bind(client).fetch_all(&pool).await.unwrap()
+    };
+    rows.iter().map(|r| serde_json::from_str(r).unwrap()).collect()
+}
+
+async fn outcomes_feed_error_features(backend: Backend) {
+    let db = Db::new(backend).await;
+    let mut cfg = config(&db.url);
+    cfg.learn_tick_secs = 1;
+    let server = TestServer::start_with(cfg).await;
+    let mut api = server.api().await;
+    // A ShouldAllow caller that reports its 401s…
+    for _ in 0..6 {
+        ask(&server, "198.51.100.7").await;
+    }
+    api.report(pb::ReportRequest { subject: Some(subject("198.51.100.7")), status: 401, count: 6 })
+        .await
+        .unwrap();
+    // …and a client Envoy only logs (no decision asked): its outcomes are its requests.
+    let mut als = AccessLogServiceClient::new(server.channel().await);
+    let entries = (0..8).map(|i| log_entry("198.51.100.8", "/api/search?q=x", if i < 6 { 500 } else { 200 })).collect();
+    let message = StreamAccessLogsMessage {
+        identifier: None,
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries { log_entry: entries })),
+    };
+    als.stream_access_logs(futures::stream::iter(vec![message])).await.unwrap();
+
+    eventually("both clients scored with their errors", async || {
+        let reported = features_of(&db.url, "198.51.100.7").await;
+        let logged = features_of(&db.url, "198.51.100.8").await;
+        let rate = |v: &[serde_json::Value], f: &str| v.iter().map(|x| x[f].as_f64().unwrap()).fold(0.0, f64::max);
+        // 6 of 6 failing, shrunk by the prior of 4: 0.6; 6 of 8 failing: 0.5.
+        (rate(&reported, "error_rate") - 0.6).abs() < 1e-3
+            && (rate(&reported, "auth_failure_rate") - 0.6).abs() < 1e-3
+            && (rate(&logged, "error_rate") - 0.5).abs() < 1e-3
+            && (rate(&logged, "tool_agent_error") - 0.5).abs() < 1e-3
+    })
+    .await;
+
+    // Bad reports are refused, naming the field.
+    for (request, field) in [
+        (pb::ReportRequest { subject: Some(subject("198.51.100.7")), status: 999, count: 1 }, "status"),
+        (pb::ReportRequest { subject: Some(subject("")), status: 200, count: 1 }, "subject.client_ip"),
+        (pb::ReportRequest { subject: Some(subject("198.51.100.7")), status: 200, count: 1_000_000 }, "count"),
+        (pb::ReportRequest { subject: None, status: 200, count: 1 }, "subject"),
+    ] {
+        let e = api.report(request).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with(field), "{field}: {}", e.message());
+    }
+    server.stop().await;
+}
+
+store_tests!(outcomes_feed_error_features);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_outlives_a_database_outage() {
+    let cluster = PgCluster::start();
+    let url = fresh_pg_database(&cluster.url()).await;
+    let mut cfg = config(&url);
+    cfg.learn_tick_secs = 1;
+    let server = TestServer::start_with(cfg).await;
+    ask(&server, "203.0.113.1").await;
+    eventually("history written", async || !features_of(&url, "203.0.113.1").await.is_empty()).await;
+
+    cluster.down();
+    // Decisions continue, and this minute's history waits in memory.
+    for _ in 0..5 {
+        let r = ask(&server, "203.0.113.99").await;
+        assert!(r.allowed);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    cluster.up();
+    eventually_within(30, "buffered history written after the outage", async || {
+        !features_of(&url, "203.0.113.99").await.is_empty()
+    })
+    .await;
+    let info = server.api().await.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.history_dropped, 0, "nothing dropped: the buffer was big enough");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_now_needs_an_admin_and_enough_data() {
+    let (_db, server) = TestServer::sqlite_with(|c| c.learn_tick_secs = 3600).await;
+    let mut api = server.api().await;
+    let e = api.train_now(pb::TrainNowRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = api.train_now(admin(pb::TrainNowRequest {})).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("client-minutes"), "{}", e.message());
+    let e = api.list_flagged(pb::ListFlaggedRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let info = api.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!((info.version, info.adaptive, info.features.len()), (0, true, 11));
+    server.stop().await;
+}
