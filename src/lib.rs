@@ -14,5 +14,6 @@ pub mod proto;
 pub mod rules_service;
 pub mod rulesfile;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod replay;

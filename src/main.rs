@@ -37,6 +37,8 @@ enum Command {
     Replay(Box<sluice::replay::cli::ReplayArgs>),
     /// Write a labelled synthetic trace.
     GenTrace(sluice::replay::cli::GenTraceArgs),
+    /// Drive a running server live over gRPC with synthetic traffic; prints a JSON summary.
+    Simulate(sluice::simulate::SimulateArgs),
     /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
     NoopServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -124,6 +126,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay(args) => sluice::replay::cli::replay(&args)?,
         Command::GenTrace(args) => sluice::replay::cli::gen_trace(&args)?,
+        Command::Simulate(args) => {
+            let summary = sluice::simulate::run(&args).await?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
         Command::NoopServer { listen } => {
             init_logging(false);
             loadgen::noop_server(listen, shutdown_signal()).await?;
