@@ -118,7 +118,12 @@ pub struct Config {
 
     /// Seconds between learning-loop ticks. A tick closes the current "minute" of observation;
     /// the features are calibrated for 60, so change it only for tests and demos.
-    #[arg(long, env = "SLUICE_LEARN_TICK_SECS", default_value_t = 60, hide = true)]
+    #[arg(
+        long,
+        env = "SLUICE_LEARN_TICK_SECS",
+        default_value_t = 60,
+        hide = true
+    )]
     pub learn_tick_secs: u64,
 
     /// Days of score, traffic and adjustment history kept in the database.
@@ -244,7 +249,9 @@ impl LearnArgs {
             return Err("--forest-trees must be at least 1 and --forest-sample at least 2".into());
         }
         if self.sample_minutes == 0 || self.sample_cap == 0 || self.retrain_secs == 0 {
-            return Err("--sample-minutes, --sample-cap and --retrain-secs must be positive".into());
+            return Err(
+                "--sample-minutes, --sample-cap and --retrain-secs must be positive".into(),
+            );
         }
         Ok(())
     }

@@ -41,7 +41,13 @@ impl History {
     /// The handle and the receiving end for `run_writer`.
     pub fn new() -> (History, mpsc::Receiver<HistoryBatch>) {
         let (tx, rx) = mpsc::channel(64);
-        (History { tx, stats: Arc::new(HistoryStats::default()) }, rx)
+        (
+            History {
+                tx,
+                stats: Arc::new(HistoryStats::default()),
+            },
+            rx,
+        )
     }
 
     /// Queues a batch; never waits. A full queue drops the batch (counted).
@@ -67,7 +73,11 @@ pub async fn run_writer(
     let mut down = false;
     let mut last_prune: Option<i64> = None;
     loop {
-        let wait = if pending.is_empty() { Duration::from_secs(3600) } else { backoff };
+        let wait = if pending.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            backoff
+        };
         tokio::select! {
             batch = rx.recv() => match batch {
                 Some(b) => pending.push_back(b),
@@ -102,17 +112,24 @@ pub async fn run_writer(
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
-        stats.buffered_rows.store(pending.iter().map(|b| b.rows() as u64).sum(), Ordering::Relaxed);
+        stats.buffered_rows.store(
+            pending.iter().map(|b| b.rows() as u64).sum(),
+            Ordering::Relaxed,
+        );
     }
     // Shutting down: one bounded attempt to write what is queued.
     while let Ok(b) = rx.try_recv() {
         pending.push_back(b);
     }
-    let last = tokio::time::timeout(Duration::from_secs(5), flush(&mut pending, &rules, &stats)).await;
+    let last =
+        tokio::time::timeout(Duration::from_secs(5), flush(&mut pending, &rules, &stats)).await;
     if !matches!(last, Ok(Ok(()))) && !pending.is_empty() {
         let rows: usize = pending.iter().map(HistoryBatch::rows).sum();
         stats.dropped_rows.fetch_add(rows as u64, Ordering::Relaxed);
-        tracing::warn!(rows, "history not written at shutdown: database unavailable");
+        tracing::warn!(
+            rows,
+            "history not written at shutdown: database unavailable"
+        );
     }
 }
 
@@ -122,7 +139,9 @@ fn trim(pending: &mut VecDeque<HistoryBatch>, cap: usize, stats: &HistoryStats) 
     while rows > cap && pending.len() > 1 {
         let old = pending.pop_front().expect("more than one");
         rows -= old.rows();
-        stats.dropped_rows.fetch_add(old.rows() as u64, Ordering::Relaxed);
+        stats
+            .dropped_rows
+            .fetch_add(old.rows() as u64, Ordering::Relaxed);
         let next = pending.front_mut().expect("more than one");
         if next.model.is_none() {
             next.model = old.model;
@@ -131,9 +150,13 @@ fn trim(pending: &mut VecDeque<HistoryBatch>, cap: usize, stats: &HistoryStats) 
             next.actions = old.actions;
         }
     }
-    if rows > cap && let Some(only) = pending.front_mut() {
+    if rows > cap
+        && let Some(only) = pending.front_mut()
+    {
         // One batch bigger than the whole buffer: keep its state, drop its history rows.
-        stats.dropped_rows.fetch_add(only.rows() as u64, Ordering::Relaxed);
+        stats
+            .dropped_rows
+            .fetch_add(only.rows() as u64, Ordering::Relaxed);
         only.scores.clear();
         only.traffic.clear();
         only.adjustments.clear();
@@ -147,8 +170,13 @@ async fn flush(
 ) -> Result<(), String> {
     while let Some(batch) = pending.front() {
         let store = rules.store().ok_or("database not connected yet")?;
-        store.write_history(batch).await.map_err(|e| e.to_string())?;
-        stats.written_rows.fetch_add(batch.rows() as u64, Ordering::Relaxed);
+        store
+            .write_history(batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        stats
+            .written_rows
+            .fetch_add(batch.rows() as u64, Ordering::Relaxed);
         pending.pop_front();
     }
     Ok(())

@@ -34,7 +34,12 @@ fn ms(n: Nanos) -> i64 {
 }
 
 impl Learning {
-    pub fn new(engine: Arc<Engine>, config: LearnerConfig, history: History, adaptive: bool) -> Learning {
+    pub fn new(
+        engine: Arc<Engine>,
+        config: LearnerConfig,
+        history: History,
+        adaptive: bool,
+    ) -> Learning {
         Learning {
             engine,
             learner: Mutex::new(Learner::new(config)),
@@ -70,14 +75,18 @@ impl Learning {
                 learner.tick(start, data, now)
             } else {
                 // Static rules only: keep the traffic history, score nobody.
-                Tick { traffic: data.endpoints, ..Tick::default() }
+                Tick {
+                    traffic: data.endpoints,
+                    ..Tick::default()
+                }
             }
         };
         if self.adaptive {
             self.engine.set_actions(tick.actions.clone());
         }
         let model = tick.trained.as_ref().and_then(|_| self.model_row());
-        self.history.submit(batch(start, &tick, model, self.adaptive));
+        self.history
+            .submit(batch(start, &tick, model, self.adaptive));
     }
 
     /// Retrains now; `Err` when the sample is too small.
@@ -86,13 +95,18 @@ impl Learning {
         match info {
             Some(info) => {
                 let model = self.model_row();
-                self.history.submit(HistoryBatch { model, ..HistoryBatch::default() });
+                self.history.submit(HistoryBatch {
+                    model,
+                    ..HistoryBatch::default()
+                });
                 Ok(info)
             }
             None => {
                 let have = self.learner.lock().model_info().pending_sample;
                 let need = self.learner.lock().config().min_train;
-                Err(format!("the training sample holds {have} client-minutes; at least {need} are needed"))
+                Err(format!(
+                    "the training sample holds {have} client-minutes; at least {need} are needed"
+                ))
             }
         }
     }
@@ -130,7 +144,10 @@ impl Learning {
                 None
             }
         });
-        let actions: Vec<Action> = actions.iter().filter_map(|b| serde_json::from_str(b).ok()).collect();
+        let actions: Vec<Action> = actions
+            .iter()
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect();
         let mut learner = self.learner.lock();
         let snapshot = snapshot.filter(|_| learner.model_info().version == 0);
         let (version, count) = (snapshot.as_ref().map(|s| s.version), actions.len());
@@ -152,7 +169,12 @@ fn batch(start: Nanos, tick: &Tick, model: Option<ModelRow>, adaptive: bool) -> 
         let map: serde_json::Map<String, serde_json::Value> = NAMES
             .iter()
             .zip(x)
-            .map(|(n, v)| (n.to_string(), serde_json::json!((v * 10_000.0).round() / 10_000.0)))
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    serde_json::json!((v * 10_000.0).round() / 10_000.0),
+                )
+            })
             .collect();
         serde_json::Value::Object(map).to_string()
     };
@@ -189,7 +211,9 @@ fn batch(start: Nanos, tick: &Tick, model: Option<ModelRow>, adaptive: bool) -> 
             .map(|a| AdjustmentRow {
                 at_ms: ms(a.at),
                 client: a.client.clone(),
-                from_action: a.from.map(|k| serde_json::to_string(&k).unwrap_or_default()),
+                from_action: a
+                    .from
+                    .map(|k| serde_json::to_string(&k).unwrap_or_default()),
                 to_action: a.to.map(|k| serde_json::to_string(&k).unwrap_or_default()),
                 score: a.score,
                 cause: a.cause,

@@ -48,7 +48,10 @@ pub struct Summary {
 
 pub async fn run(args: &SimulateArgs) -> anyhow::Result<Summary> {
     if !["steady", "spike", "attack"].contains(&args.pattern.as_str()) {
-        anyhow::bail!("--pattern must be steady, spike or attack, not {:?}", args.pattern);
+        anyhow::bail!(
+            "--pattern must be steady, spike or attack, not {:?}",
+            args.pattern
+        );
     }
     if !(args.rate > 0.0 && args.rate <= 100_000.0) {
         anyhow::bail!("--rate must be in (0, 100000]");
@@ -105,13 +108,18 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Summary> {
             match reply {
                 Ok(r) => {
                     let r = r.into_inner();
-                    let reason = pb::Reason::try_from(r.reason).map_or("unknown".into(), |x| x.as_str_name().to_string());
+                    let reason = pb::Reason::try_from(r.reason)
+                        .map_or("unknown".into(), |x| x.as_str_name().to_string());
                     *summary.by_reason.entry(reason).or_default() += 1;
                     if r.allowed {
                         summary.allowed += 1;
                         let status = if attacker { 401 } else { 200 };
                         let _ = client
-                            .report(pb::ReportRequest { subject: Some(subject), status, count: 1 })
+                            .report(pb::ReportRequest {
+                                subject: Some(subject),
+                                status,
+                                count: 1,
+                            })
                             .await;
                     } else {
                         summary.denied += 1;

@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::{BucketStore, StoreKind};
 use super::learn::actions::{ActionKind, ActionTable};
-use super::learn::observe::{Aggregator, Event, ObserveConfig, Observation};
+use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
 use super::limit::{Algorithm, Quota, Rate};
 use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
 use super::rules::{Tier, subject_keys};
@@ -474,10 +474,19 @@ impl Engine {
         };
         let actions = self.actions.load();
         if let Some(action) = actions.active(caller.remote_address, now) {
-            let floor = applied.iter().map(|a| a.floor_per_minute).max().unwrap_or(0);
+            let floor = applied
+                .iter()
+                .map(|a| a.floor_per_minute)
+                .max()
+                .unwrap_or(0);
             let kind = action.kind.within_floor(floor);
             let shadow = action.shadow || self.shadow();
-            let mut hit = AnomalyHit { kind, score: action.score, shadow, denied: false };
+            let mut hit = AnomalyHit {
+                kind,
+                score: action.score,
+                shadow,
+                denied: false,
+            };
             match kind {
                 ActionKind::Block => {
                     hit.denied = true;
@@ -499,7 +508,10 @@ impl Engine {
                         quota,
                         keep_for: quota.full_recovery(),
                         shadow,
-                        key: bucket_key(THROTTLE_SEED ^ per_minute, [caller.remote_address].into_iter()),
+                        key: bucket_key(
+                            THROTTLE_SEED ^ per_minute,
+                            [caller.remote_address].into_iter(),
+                        ),
                         floor_per_minute: 0,
                         anomaly: true,
                     });
@@ -515,7 +527,8 @@ impl Engine {
             let outcome: Outcome = self.buckets.update(a.key, a.keep_for, now, |state| {
                 state.apply(&a.quota, now, hits, op)
             });
-            if a.anomaly && !outcome.allowed
+            if a.anomaly
+                && !outcome.allowed
                 && let Some(hit) = verdict.anomaly.as_mut()
             {
                 hit.denied = true;
@@ -554,18 +567,28 @@ impl Engine {
             self.stats.shadow_denied.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.decisions.fetch_add(1, Ordering::Relaxed);
-        let by_anomaly = verdict.over_limit && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
+        let by_anomaly =
+            verdict.over_limit && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
         if by_anomaly {
             self.stats.anomaly_denied.fetch_add(1, Ordering::Relaxed);
         }
-        let event = Event::Decision { allowed: !verdict.over_limit, anomaly: by_anomaly };
+        let event = Event::Decision {
+            allowed: !verdict.over_limit,
+            anomaly: by_anomaly,
+        };
         self.observe(caller, event, now);
         verdict
     }
 
     /// A blocked caller: every descriptor is over its limit until the action expires; no bucket
     /// is touched.
-    fn blocked(&self, caller: &Subject<'_>, mut verdict: Verdict, until: Nanos, now: Nanos) -> Verdict {
+    fn blocked(
+        &self,
+        caller: &Subject<'_>,
+        mut verdict: Verdict,
+        until: Nanos,
+        now: Nanos,
+    ) -> Verdict {
         let wait = until.saturating_sub(now);
         let status = LimitStatus {
             over_limit: true,
@@ -590,7 +613,14 @@ impl Engine {
         self.stats.decisions.fetch_add(1, Ordering::Relaxed);
         self.stats.denied.fetch_add(1, Ordering::Relaxed);
         self.stats.anomaly_denied.fetch_add(1, Ordering::Relaxed);
-        self.observe(caller, Event::Decision { allowed: false, anomaly: true }, now);
+        self.observe(
+            caller,
+            Event::Decision {
+                allowed: false,
+                anomaly: true,
+            },
+            now,
+        );
         verdict
     }
 

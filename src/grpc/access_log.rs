@@ -7,7 +7,9 @@ use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::envoy::data::accesslog::v3::HttpAccessLogEntry;
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogService;
 use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::LogEntries;
-use envoy_types::pb::envoy::service::accesslog::v3::{StreamAccessLogsMessage, StreamAccessLogsResponse};
+use envoy_types::pb::envoy::service::accesslog::v3::{
+    StreamAccessLogsMessage, StreamAccessLogsResponse,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::AppState;
@@ -20,13 +22,20 @@ pub struct AccessLogs {
 /// One entry as an outcome: `None` when it has no client address or no status.
 fn outcome(entry: &HttpAccessLogEntry, max_len: usize) -> Option<(String, String, String, u16)> {
     let common = entry.common_properties.as_ref()?;
-    let client = match common.downstream_remote_address.as_ref()?.address.as_ref()? {
+    let client = match common
+        .downstream_remote_address
+        .as_ref()?
+        .address
+        .as_ref()?
+    {
         address::Address::SocketAddress(s) => s.address.clone(),
         address::Address::Pipe(p) => p.path.clone(),
         _ => return None,
     };
     let status = entry.response.as_ref()?.response_code.as_ref()?.value;
-    let status = u16::try_from(status).ok().filter(|s| (100..=599).contains(s))?;
+    let status = u16::try_from(status)
+        .ok()
+        .filter(|s| (100..=599).contains(s))?;
     let request = entry.request.as_ref();
     let path = request.map_or("", |r| r.path.as_str());
     let endpoint = path.split(['?', '#']).next().unwrap_or("");
@@ -44,10 +53,14 @@ impl AccessLogService for AccessLogs {
         let mut stream = request.into_inner();
         let max_len = self.state.caps.max_value_len;
         while let Some(message) = stream.message().await? {
-            let Some(LogEntries::HttpLogs(logs)) = message.log_entries else { continue };
+            let Some(LogEntries::HttpLogs(logs)) = message.log_entries else {
+                continue;
+            };
             let now = self.state.clock.now();
             for entry in &logs.log_entry {
-                let Some((client, endpoint, agent, status)) = outcome(entry, max_len) else { continue };
+                let Some((client, endpoint, agent, status)) = outcome(entry, max_len) else {
+                    continue;
+                };
                 let subject = Subject {
                     remote_address: &client,
                     endpoint: &endpoint,

@@ -22,17 +22,31 @@ pub fn reason(kind: ActionKind) -> pb::Reason {
 pub fn report(state: &AppState, req: &pb::ReportRequest) -> Result<(), ApiError> {
     let subject = subject_from_proto("subject", req.subject.as_ref(), &state.caps)?;
     if subject.remote_address.is_empty() {
-        return Err(ValidationError::new("subject.client_ip", "is required: outcomes are per client").into());
+        return Err(ValidationError::new(
+            "subject.client_ip",
+            "is required: outcomes are per client",
+        )
+        .into());
     }
     if !(100..=599).contains(&req.status) {
-        return Err(ValidationError::new("status", format!("{} is not an HTTP status (100-599)", req.status)).into());
+        return Err(ValidationError::new(
+            "status",
+            format!("{} is not an HTTP status (100-599)", req.status),
+        )
+        .into());
     }
     if req.count > MAX_REPORT_COUNT {
-        return Err(ValidationError::new("count", format!("{} is more than {MAX_REPORT_COUNT}", req.count)).into());
+        return Err(ValidationError::new(
+            "count",
+            format!("{} is more than {MAX_REPORT_COUNT}", req.count),
+        )
+        .into());
     }
     let now = state.clock.now();
     for _ in 0..req.count.max(1) {
-        state.engine.report_outcome(&subject, req.status as u16, now);
+        state
+            .engine
+            .report_outcome(&subject, req.status as u16, now);
     }
     Ok(())
 }
@@ -40,8 +54,16 @@ pub fn report(state: &AppState, req: &pb::ReportRequest) -> Result<(), ApiError>
 pub fn list_flagged(state: &AppState, req: &pb::ListFlaggedRequest) -> pb::ListFlaggedResponse {
     let mut all = state.learning.flagged();
     let total = all.len() as u32;
-    all.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.client.cmp(&b.client)));
-    let limit = if req.limit == 0 { 1000 } else { req.limit as usize };
+    all.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.client.cmp(&b.client))
+    });
+    let limit = if req.limit == 0 {
+        1000
+    } else {
+        req.limit as usize
+    };
     let ms = |n: u64| (n / NANOS_PER_MILLI) as i64;
     let clients = all
         .into_iter()
@@ -82,7 +104,11 @@ pub fn model_info(state: &AppState) -> pb::ModelInfo {
         adaptive: learning.adaptive,
         shadow: config.policy.shadow,
         flagged: state.engine.actions().len() as u32,
-        history_dropped: learning.history.stats.dropped_rows.load(std::sync::atomic::Ordering::Relaxed),
+        history_dropped: learning
+            .history
+            .stats
+            .dropped_rows
+            .load(std::sync::atomic::Ordering::Relaxed),
         observation_overflow: learning.observation_overflow(),
     }
 }

@@ -4,8 +4,8 @@
 pub mod access_log;
 pub mod auth;
 pub mod convert;
-pub mod rls;
 pub mod learning_api;
+pub mod rls;
 pub mod sluice_api;
 
 use tonic::Status;

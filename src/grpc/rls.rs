@@ -14,10 +14,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use smallvec::SmallVec;
 use tonic::{Request, Response, Status};
 
-use crate::core::engine::AnomalyHit;
 use super::convert::{unit_from_envoy_override, unit_to_envoy};
 use super::{ApiError, AppState};
 use crate::core::bucket::Op;
+use crate::core::engine::AnomalyHit;
 use crate::core::engine::DescriptorInput;
 use crate::core::headers;
 use crate::core::limit::Rate;
@@ -150,7 +150,11 @@ impl RateLimitService for Rls {
                 quota: None,
             })
             .collect();
-        let mut rendered = headers::render(self.state.rls_headers, verdict.deciding(), verdict.over_limit);
+        let mut rendered = headers::render(
+            self.state.rls_headers,
+            verdict.deciding(),
+            verdict.over_limit,
+        );
         // An anomaly action met: say which and with what score, to the client (headers) and to
         // Envoy's other filters and access log (dynamic metadata).
         let mut dynamic_metadata = None;
@@ -195,7 +199,17 @@ fn anomaly_reason(hit: &AnomalyHit) -> &'static str {
 fn anomaly_metadata(reason: &str, hit: &AnomalyHit) -> envoy_types::pb::google::protobuf::Struct {
     use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
     let mut fields = std::collections::HashMap::new();
-    fields.insert("sluice_anomaly".to_string(), Value { kind: Some(Kind::StringValue(reason.to_string())) });
-    fields.insert("sluice_anomaly_score".to_string(), Value { kind: Some(Kind::NumberValue(hit.score)) });
+    fields.insert(
+        "sluice_anomaly".to_string(),
+        Value {
+            kind: Some(Kind::StringValue(reason.to_string())),
+        },
+    );
+    fields.insert(
+        "sluice_anomaly_score".to_string(),
+        Value {
+            kind: Some(Kind::NumberValue(hit.score)),
+        },
+    );
     Struct { fields }
 }

@@ -115,7 +115,10 @@ impl Sluice for SluiceApi {
         request: Request<pb::ListFlaggedRequest>,
     ) -> RpcResult<pb::ListFlaggedResponse> {
         self.state.admin.check(&request)?;
-        Ok(Response::new(super::learning_api::list_flagged(&self.state, request.get_ref())))
+        Ok(Response::new(super::learning_api::list_flagged(
+            &self.state,
+            request.get_ref(),
+        )))
     }
 
     async fn get_model_info(

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::config::LearnArgs;
-use crate::core::engine::EngineConfig;
 use crate::core::buckets::StoreKind;
+use crate::core::engine::EngineConfig;
 use crate::core::validate::InputLimits;
 use crate::rulesfile;
 
@@ -56,11 +56,14 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         adaptive: !args.learn.no_adaptive,
         domain: args.domain.clone(),
     };
-    let input = File::open(&args.trace).with_context(|| format!("cannot open {}", args.trace.display()))?;
+    let input =
+        File::open(&args.trace).with_context(|| format!("cannot open {}", args.trace.display()))?;
     let mut decisions = match &args.decisions {
-        Some(path) => Some(BufWriter::new(
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
+        Some(path) => {
+            Some(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create {}", path.display())
+            })?))
+        }
         None => None,
     };
     let report = super::run(
@@ -71,7 +74,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     .with_context(|| format!("{}", args.trace.display()))?;
     let json = serde_json::to_string_pretty(&report)?;
     match &args.report {
-        Some(path) => std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?,
         None => println!("{json}"),
     }
     eprintln!(
@@ -109,7 +113,8 @@ pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     match &args.out {
         Some(path) => {
-            let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             scenario::write_csv(BufWriter::new(file), &requests)?;
         }
         None => scenario::write_csv(std::io::stdout().lock(), &requests)?,

@@ -77,7 +77,11 @@ struct Replay<'w> {
 impl Replay<'_> {
     fn row(&mut self, row: &Row<'_>) -> Result<(), ReplayError> {
         if row.ts_ms < 0 {
-            return Err(TraceError { line: row.line, message: format!("ts {} is before 1970", row.ts_ms) }.into());
+            return Err(TraceError {
+                line: row.line,
+                message: format!("ts {} is before 1970", row.ts_ms),
+            }
+            .into());
         }
         if self.minute_start.is_some() && row.ts_ms < self.latest_ms - DISORDER_TOLERANCE_MS {
             return Err(TraceError {
@@ -113,7 +117,8 @@ impl Replay<'_> {
             self.engine.report_outcome(&subject, status, now);
         }
         let by_anomaly = !allowed && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
-        self.report.request(row.client, row.label, row.ts_ms, allowed, by_anomaly);
+        self.report
+            .request(row.client, row.label, row.ts_ms, allowed, by_anomaly);
         if let Some(w) = self.decisions.as_mut() {
             let reason = match (allowed, by_anomaly, verdict.anomaly) {
                 (true, _, _) => "allowed",
@@ -121,8 +126,13 @@ impl Replay<'_> {
                 (false, true, _) => "throttled_anomaly",
                 (false, false, _) => "over_limit",
             };
-            let score = verdict.anomaly.map_or(String::new(), |h| format!("{:.3}", h.score));
-            let rule = verdict.deciding().and_then(|s| s.limit.as_ref()).map_or("", |l| &*l.label.rule_id);
+            let score = verdict
+                .anomaly
+                .map_or(String::new(), |h| format!("{:.3}", h.score));
+            let rule = verdict
+                .deciding()
+                .and_then(|s| s.limit.as_ref())
+                .map_or("", |l| &*l.label.rule_id);
             w.write_record([
                 row.ts_ms.to_string().as_str(),
                 row.client,
@@ -146,7 +156,11 @@ impl Replay<'_> {
         {
             self.tick(start, start + MINUTE);
             empty += 1;
-            let next = if empty >= MAX_EMPTY_TICKS { now - now % MINUTE } else { start + MINUTE };
+            let next = if empty >= MAX_EMPTY_TICKS {
+                now - now % MINUTE
+            } else {
+                start + MINUTE
+            };
             self.minute_start = Some(next);
         }
     }
@@ -160,7 +174,8 @@ impl Replay<'_> {
         }
         let tick = self.learner.tick(start, data, end);
         self.engine.set_actions(tick.actions.clone());
-        self.report.actions(&tick.actions, (end / NANOS_PER_MILLI) as i64);
+        self.report
+            .actions(&tick.actions, (end / NANOS_PER_MILLI) as i64);
     }
 }
 
@@ -190,8 +205,10 @@ pub fn run(
         overflow: 0,
     };
     if let Some(w) = replay.decisions.as_mut() {
-        w.write_record(["ts", "client", "endpoint", "allowed", "reason", "score", "rule", "label"])
-            .map_err(csv_io)?;
+        w.write_record([
+            "ts", "client", "endpoint", "allowed", "reason", "score", "rule", "label",
+        ])
+        .map_err(csv_io)?;
     }
     trace::read(input, |row| replay.row(row))?;
     // Close the last (partial) minute so short traces are scored too.
@@ -202,5 +219,10 @@ pub fn run(
         w.flush()?;
     }
     let versions = replay.learner.model_info().version;
-    Ok(replay.report.finish(replay.minutes, versions, replay.overflow, started.elapsed().as_secs_f64()))
+    Ok(replay.report.finish(
+        replay.minutes,
+        versions,
+        replay.overflow,
+        started.elapsed().as_secs_f64(),
+    ))
 }

@@ -127,7 +127,14 @@ pub struct ReportBuilder {
 }
 
 impl ReportBuilder {
-    pub fn request(&mut self, client: &str, label: &str, ts_ms: i64, allowed: bool, by_anomaly: bool) {
+    pub fn request(
+        &mut self,
+        client: &str,
+        label: &str,
+        ts_ms: i64,
+        allowed: bool,
+        by_anomaly: bool,
+    ) {
         self.report.requests += 1;
         if allowed {
             self.report.allowed += 1;
@@ -140,7 +147,12 @@ impl ReportBuilder {
         if !label.is_empty() {
             match self.report.by_label.get_mut(label) {
                 Some(c) => c.add(allowed),
-                None => self.report.by_label.entry(label.to_string()).or_default().add(allowed),
+                None => self
+                    .report
+                    .by_label
+                    .entry(label.to_string())
+                    .or_default()
+                    .add(allowed),
             }
         }
         let track = match self.clients.get_mut(client) {
@@ -173,15 +185,27 @@ impl ReportBuilder {
         }
     }
 
-    pub fn finish(mut self, minutes: u64, model_versions: u64, overflow: u64, seconds: f64) -> Report {
+    pub fn finish(
+        mut self,
+        minutes: u64,
+        model_versions: u64,
+        overflow: u64,
+        seconds: f64,
+    ) -> Report {
         let r = &mut self.report;
         r.minutes = minutes;
         r.model_versions = model_versions;
         r.observation_overflow = overflow;
         r.replay_seconds = seconds;
-        r.requests_per_second = if seconds > 0.0 { r.requests as f64 / seconds } else { 0.0 };
+        r.requests_per_second = if seconds > 0.0 {
+            r.requests as f64 / seconds
+        } else {
+            0.0
+        };
         let benign = r.by_label.get("benign");
-        r.benign_denied_ratio = benign.filter(|c| c.requests > 0).map(|c| c.denied as f64 / c.requests as f64);
+        r.benign_denied_ratio = benign
+            .filter(|c| c.requests > 0)
+            .map(|c| c.denied as f64 / c.requests as f64);
         let mut delays = Vec::new();
         let s = &mut r.clients;
         let mut clients: Vec<_> = self.clients.into_iter().collect();
@@ -194,7 +218,9 @@ impl ReportBuilder {
             let label = t.labels.majority().to_string();
             let attack = is_attack(&label);
             if !label.is_empty() {
-                *s.labelled.entry(if attack { "attack" } else { "benign" }).or_default() += 1;
+                *s.labelled
+                    .entry(if attack { "attack" } else { "benign" })
+                    .or_default() += 1;
             }
             match (t.first_flagged_ms, attack) {
                 (Some(_), true) => s.true_positives += 1,
@@ -221,15 +247,24 @@ impl ReportBuilder {
             let tp = s.true_positives as f64;
             let flagged_labelled = tp + s.false_positives as f64;
             let attackers = tp + s.false_negatives as f64;
-            s.precision = Some(if flagged_labelled > 0.0 { tp / flagged_labelled } else { 1.0 });
+            s.precision = Some(if flagged_labelled > 0.0 {
+                tp / flagged_labelled
+            } else {
+                1.0
+            });
             s.recall = Some(if attackers > 0.0 { tp / attackers } else { 1.0 });
         }
         if !delays.is_empty() {
             delays.sort_by(f64::total_cmp);
             let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
-            s.detection_delay_seconds = Some(Delays { p50: at(0.5), p90: at(0.9), max: at(1.0) });
+            s.detection_delay_seconds = Some(Delays {
+                p50: at(0.5),
+                p90: at(0.9),
+                max: at(1.0),
+            });
         }
-        r.flagged.sort_by(|a, b| (a.first_flagged_ts, &a.client).cmp(&(b.first_flagged_ts, &b.client)));
+        r.flagged
+            .sort_by(|a, b| (a.first_flagged_ts, &a.client).cmp(&(b.first_flagged_ts, &b.client)));
         self.report
     }
 }

@@ -16,7 +16,14 @@ use rand::{Rng, SeedableRng};
 
 use crate::core::rules::Tier;
 
-pub const SCENARIOS: [&str; 6] = ["normal", "ddos", "credential-stuffing", "scraper", "flash-crowd", "mix"];
+pub const SCENARIOS: [&str; 6] = [
+    "normal",
+    "ddos",
+    "credential-stuffing",
+    "scraper",
+    "flash-crowd",
+    "mix",
+];
 
 /// 2026-01-01T00:00:00Z.
 pub const START_MS: i64 = 1_767_225_600_000;
@@ -29,7 +36,12 @@ const BROWSERS: [&str; 6] = [
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
 ];
-const TOOLS: [&str; 4] = ["python-requests/2.32.3", "curl/8.5.0", "PostmanRuntime/7.43.0", "Go-http-client/1.1"];
+const TOOLS: [&str; 4] = [
+    "python-requests/2.32.3",
+    "curl/8.5.0",
+    "PostmanRuntime/7.43.0",
+    "Go-http-client/1.1",
+];
 
 /// One generated request.
 #[derive(Clone, Debug)]
@@ -65,13 +77,31 @@ struct Plan {
 }
 
 fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
-    let none = Plan { minutes: 30, ddos: None, stuffing: None, scraper: None, flash: None };
+    let none = Plan {
+        minutes: 30,
+        ddos: None,
+        stuffing: None,
+        scraper: None,
+        flash: None,
+    };
     let p = match scenario {
         "normal" => none,
-        "ddos" => Plan { ddos: Some((15, 25)), ..none },
-        "credential-stuffing" => Plan { stuffing: Some((15, 28)), ..none },
-        "scraper" => Plan { scraper: Some((15, 28)), ..none },
-        "flash-crowd" => Plan { flash: Some((15, 22)), ..none },
+        "ddos" => Plan {
+            ddos: Some((15, 25)),
+            ..none
+        },
+        "credential-stuffing" => Plan {
+            stuffing: Some((15, 28)),
+            ..none
+        },
+        "scraper" => Plan {
+            scraper: Some((15, 28)),
+            ..none
+        },
+        "flash-crowd" => Plan {
+            flash: Some((15, 22)),
+            ..none
+        },
         "mix" => Plan {
             minutes: 60,
             flash: Some((14, 20)),
@@ -79,9 +109,17 @@ fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
             stuffing: Some((30, 45)),
             scraper: Some((40, 55)),
         },
-        other => return Err(format!("unknown scenario {other:?}; expected one of {}", SCENARIOS.join(", "))),
+        other => {
+            return Err(format!(
+                "unknown scenario {other:?}; expected one of {}",
+                SCENARIOS.join(", ")
+            ));
+        }
     };
-    Ok(Plan { minutes: minutes.unwrap_or(p.minutes), ..p })
+    Ok(Plan {
+        minutes: minutes.unwrap_or(p.minutes),
+        ..p
+    })
 }
 
 struct Gen {
@@ -111,14 +149,32 @@ impl Gen {
     }
 
     /// A human browsing: sessions of page views separated by think time.
-    fn browser(&mut self, client: String, user: String, tier: Tier, from: i64, to: i64, focus: Option<&str>) {
+    fn browser(
+        &mut self,
+        client: String,
+        user: String,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        focus: Option<&str>,
+    ) {
         let ua = BROWSERS[self.rng.random_range(0..BROWSERS.len())];
         let mut t = from + self.exp(30_000.0) as i64;
         while t < to {
             let views = self.rng.random_range(3..25);
             if !user.is_empty() && self.rng.random_bool(0.3) {
                 let status = if self.rng.random_bool(0.05) { 401 } else { 200 };
-                self.push(req(t, &client, &user, tier, "/api/login".into(), "POST", ua, status, "benign"));
+                self.push(req(
+                    t,
+                    &client,
+                    &user,
+                    tier,
+                    "/api/login".into(),
+                    "POST",
+                    ua,
+                    status,
+                    "benign",
+                ));
                 t += self.exp(4_000.0) as i64 + 300;
             }
             for _ in 0..views {
@@ -132,15 +188,25 @@ impl Gen {
                     _ if user.is_empty() => "/api/browse".into(),
                     _ => "/api/payment".into(),
                 };
-                let method = if endpoint == "/api/cart" || endpoint == "/api/payment" { "POST" } else { "GET" };
+                let method = if endpoint == "/api/cart" || endpoint == "/api/payment" {
+                    "POST"
+                } else {
+                    "GET"
+                };
                 let status = match self.rng.random_range(0..1000) {
                     0..=11 => 404,
                     12..=13 => 500,
                     _ => 200,
                 };
-                self.push(req(t, &client, &user, tier, endpoint, method, ua, status, "benign"));
+                self.push(req(
+                    t, &client, &user, tier, endpoint, method, ua, status, "benign",
+                ));
                 // Page loads come in quick pairs (page + XHR), then think time.
-                t += if self.rng.random_bool(0.35) { self.rng.random_range(100..900) } else { self.exp(7_000.0) as i64 + 500 };
+                t += if self.rng.random_bool(0.35) {
+                    self.rng.random_range(100..900)
+                } else {
+                    self.exp(7_000.0) as i64 + 500
+                };
             }
             t += self.exp(240_000.0) as i64;
         }
@@ -152,17 +218,51 @@ impl Gen {
         let period = self.rng.random_range(3_000..20_000) as f64;
         let mut t = from + self.rng.random_range(0..period as i64);
         while t < to {
-            let endpoint = if self.rng.random_bool(0.5) { "/api/browse".to_string() } else { self.product() };
+            let endpoint = if self.rng.random_bool(0.5) {
+                "/api/browse".to_string()
+            } else {
+                self.product()
+            };
             let status = if self.rng.random_bool(0.01) { 404 } else { 200 };
-            self.push(req(t, &client, &user, Tier::Std, endpoint, "GET", ua, status, "benign"));
+            self.push(req(
+                t,
+                &client,
+                &user,
+                Tier::Std,
+                endpoint,
+                "GET",
+                ua,
+                status,
+                "benign",
+            ));
             t += (period * self.rng.random_range(0.8..1.2)) as i64;
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn req(ts_ms: i64, client: &str, user: &str, tier: Tier, endpoint: String, method: &'static str, ua: &'static str, status: u16, label: &'static str) -> Request {
-    Request { ts_ms, client: client.into(), user: user.into(), tier, endpoint, method, user_agent: ua, status, label }
+fn req(
+    ts_ms: i64,
+    client: &str,
+    user: &str,
+    tier: Tier,
+    endpoint: String,
+    method: &'static str,
+    ua: &'static str,
+    status: u16,
+    label: &'static str,
+) -> Request {
+    Request {
+        ts_ms,
+        client: client.into(),
+        user: user.into(),
+        tier,
+        endpoint,
+        method,
+        user_agent: ua,
+        status,
+        label,
+    }
 }
 
 fn ip(prefix: &str, n: usize) -> String {
@@ -177,7 +277,11 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
     let plan = plan(&p.scenario, p.minutes)?;
     let at = |m: u32| START_MS + m as i64 * MINUTE_MS;
     let end = at(plan.minutes);
-    let mut g = Gen { rng: StdRng::seed_from_u64(p.seed), out: Vec::new(), end_ms: end };
+    let mut g = Gen {
+        rng: StdRng::seed_from_u64(p.seed),
+        out: Vec::new(),
+        end_ms: end,
+    };
     let n = |base: f64| ((base * p.scale).round() as usize).max(1);
 
     // Benign population: users arrive over the whole trace and browse for a while.
@@ -189,7 +293,14 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
         };
         let from = g.rng.random_range(START_MS - 10 * MINUTE_MS..end);
         let stay = g.exp(25.0 * MINUTE_MS as f64) as i64 + 2 * MINUTE_MS;
-        g.browser(ip("10.1", i), user, tier, from.max(START_MS), (from + stay).min(end), None);
+        g.browser(
+            ip("10.1", i),
+            user,
+            tier,
+            from.max(START_MS),
+            (from + stay).min(end),
+            None,
+        );
     }
     for i in 0..n(12.0) {
         let from = START_MS + g.rng.random_range(0..10 * MINUTE_MS);
@@ -199,9 +310,22 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
         // A launch: many new visitors within minutes, mostly on the launch page.
         for i in 0..n(500.0) {
             let from = at(a) + g.rng.random_range(0..3 * MINUTE_MS);
-            let to = from + g.rng.random_range(3 * MINUTE_MS..(at(b) - at(a)).max(4 * MINUTE_MS));
-            let user = if g.rng.random_bool(0.5) { format!("f{i}") } else { String::new() };
-            g.browser(ip("10.77", i), user, Tier::Std, from - 30_000, to, Some("/api/products/launch"));
+            let to = from
+                + g.rng
+                    .random_range(3 * MINUTE_MS..(at(b) - at(a)).max(4 * MINUTE_MS));
+            let user = if g.rng.random_bool(0.5) {
+                format!("f{i}")
+            } else {
+                String::new()
+            };
+            g.browser(
+                ip("10.77", i),
+                user,
+                Tier::Std,
+                from - 30_000,
+                to,
+                Some("/api/products/launch"),
+            );
         }
     }
     if let Some((a, b)) = plan.ddos {
@@ -212,9 +336,23 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
             let mut t = at(a) + g.rng.random_range(0..20_000);
             let gap = g.rng.random_range(150.0..400.0);
             while t < at(b) {
-                let endpoint = if g.rng.random_bool(0.7) { "/" } else { "/api/search" };
+                let endpoint = if g.rng.random_bool(0.7) {
+                    "/"
+                } else {
+                    "/api/search"
+                };
                 let status = if g.rng.random_bool(0.2) { 503 } else { 200 };
-                g.push(req(t, &client, "", Tier::Std, endpoint.into(), "GET", ua, status, "attack:ddos"));
+                g.push(req(
+                    t,
+                    &client,
+                    "",
+                    Tier::Std,
+                    endpoint.into(),
+                    "GET",
+                    ua,
+                    status,
+                    "attack:ddos",
+                ));
                 t += g.exp(gap) as i64 + 1;
             }
         }
@@ -228,7 +366,17 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
             let gap = g.rng.random_range(900.0..2_500.0);
             while t < at(b) {
                 let status = if g.rng.random_bool(0.03) { 200 } else { 401 };
-                g.push(req(t, &client, "", Tier::Std, "/api/login".into(), "POST", ua, status, "attack:credential_stuffing"));
+                g.push(req(
+                    t,
+                    &client,
+                    "",
+                    Tier::Std,
+                    "/api/login".into(),
+                    "POST",
+                    ua,
+                    status,
+                    "attack:credential_stuffing",
+                ));
                 t += g.exp(gap) as i64 + 1;
             }
         }
@@ -237,12 +385,26 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
         // Scrapers walk the catalogue in order, on a steady clock.
         for i in 0..n(8.0) {
             let client = ip("192.0", i);
-            let ua = if i % 2 == 0 { BROWSERS[0] } else { "Mozilla/5.0 (compatible; DataHarvester/2.1)" };
+            let ua = if i % 2 == 0 {
+                BROWSERS[0]
+            } else {
+                "Mozilla/5.0 (compatible; DataHarvester/2.1)"
+            };
             let mut t = at(a) + g.rng.random_range(0..30_000);
             let mut product = g.rng.random_range(1..500);
             while t < at(b) {
                 let status = if g.rng.random_bool(0.04) { 404 } else { 200 };
-                g.push(req(t, &client, "", Tier::Std, format!("/api/products/{product}"), "GET", ua, status, "attack:scraper"));
+                g.push(req(
+                    t,
+                    &client,
+                    "",
+                    Tier::Std,
+                    format!("/api/products/{product}"),
+                    "GET",
+                    ua,
+                    status,
+                    "attack:scraper",
+                ));
                 product += 1;
                 t += g.rng.random_range(900..1_300);
             }
@@ -256,7 +418,17 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
 /// Writes requests as a trace CSV (the format `sluice replay` reads).
 pub fn write_csv(out: impl Write, requests: &[Request]) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
-    w.write_record(["ts", "client", "user", "tier", "endpoint", "method", "user_agent", "status", "label"])?;
+    w.write_record([
+        "ts",
+        "client",
+        "user",
+        "tier",
+        "endpoint",
+        "method",
+        "user_agent",
+        "status",
+        "label",
+    ])?;
     for r in requests {
         w.write_record([
             r.ts_ms.to_string().as_str(),

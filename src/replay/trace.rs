@@ -36,7 +36,10 @@ pub struct TraceError {
 }
 
 fn err(line: u64, message: impl Into<String>) -> TraceError {
-    TraceError { line, message: message.into() }
+    TraceError {
+        line,
+        message: message.into(),
+    }
 }
 
 /// Parses a `ts`: integer epoch milliseconds or RFC 3339.
@@ -45,7 +48,9 @@ pub fn parse_ts(text: &str) -> Option<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Some(ms);
     }
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,12 +129,18 @@ struct Header {
 
 impl Header {
     fn parse(line: &str) -> Result<Header, TraceError> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_bytes());
         let mut record = csv::StringRecord::new();
         reader
             .read_record(&mut record)
             .map_err(|e| err(1, format!("header is not valid CSV: {e}")))?;
-        let find = |name: &str| record.iter().position(|c| c.trim().trim_start_matches('\u{feff}') == name);
+        let find = |name: &str| {
+            record
+                .iter()
+                .position(|c| c.trim().trim_start_matches('\u{feff}') == name)
+        };
         let need = |name: &str| {
             find(name).ok_or_else(|| {
                 err(1, format!("header has no `{name}` column (a trace needs ts, client and endpoint; got {:?})", line.trim()))
@@ -153,7 +164,10 @@ impl Header {
         let opt = |i: Option<usize>| i.map_or("", get);
         let ts_text = get(self.ts);
         let ts_ms = parse_ts(ts_text).ok_or_else(|| {
-            err(line, format!("ts {ts_text:?} is neither epoch milliseconds nor RFC 3339"))
+            err(
+                line,
+                format!("ts {ts_text:?} is neither epoch milliseconds nor RFC 3339"),
+            )
         })?;
         let client = get(self.client);
         if client.is_empty() {
@@ -165,7 +179,8 @@ impl Header {
         }
         let tier = match opt(self.tier) {
             "" => Tier::Std,
-            t => Tier::parse(t).ok_or_else(|| err(line, format!("tier {t:?} must be STD, PRM or empty")))?,
+            t => Tier::parse(t)
+                .ok_or_else(|| err(line, format!("tier {t:?} must be STD, PRM or empty")))?,
         };
         let status = match opt(self.status) {
             "" => None,
@@ -177,8 +192,15 @@ impl Header {
             ),
         };
         let label = opt(self.label);
-        if !(label.is_empty() || label == "benign" || label == "attack" || label.starts_with("attack:")) {
-            return Err(err(line, format!("label {label:?} must be benign, attack or attack:<kind>")));
+        if !(label.is_empty()
+            || label == "benign"
+            || label == "attack"
+            || label.starts_with("attack:"))
+        {
+            return Err(err(
+                line,
+                format!("label {label:?} must be benign, attack or attack:<kind>"),
+            ));
         }
         Ok(Row {
             ts_ms,
@@ -205,14 +227,24 @@ fn looks_like_combined(line: &str) -> bool {
 
 /// `host ident user [time] "METHOD path proto" status bytes "referer" "user agent"`.
 fn parse_combined(line: &str, n: u64) -> Result<Row<'_>, TraceError> {
-    let bad = |what: &str| err(n, format!("not a combined log line ({what}): {:?}", truncate(line)));
+    let bad = |what: &str| {
+        err(
+            n,
+            format!("not a combined log line ({what}): {:?}", truncate(line)),
+        )
+    };
     let line = line.trim_end_matches(['\n', '\r']);
     let (client, rest) = line.split_once(' ').ok_or_else(|| bad("no host"))?;
     let open = rest.find('[').ok_or_else(|| bad("no [time]"))?;
     let close = rest[open..].find(']').ok_or_else(|| bad("no [time]"))? + open;
     let time = &rest[open + 1..close];
     let ts_ms = DateTime::parse_from_str(time, "%d/%b/%Y:%H:%M:%S %z")
-        .map_err(|_| err(n, format!("time {time:?} is not dd/Mon/yyyy:HH:MM:SS +zzzz")))?
+        .map_err(|_| {
+            err(
+                n,
+                format!("time {time:?} is not dd/Mon/yyyy:HH:MM:SS +zzzz"),
+            )
+        })?
         .timestamp_millis();
     let rest = rest[close + 1..].trim_start();
     let (request, rest) = quoted(rest).ok_or_else(|| bad("no quoted request"))?;

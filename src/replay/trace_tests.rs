@@ -3,7 +3,17 @@ use super::*;
 fn rows(text: &str) -> Result<Vec<String>, TraceError> {
     let mut out = Vec::new();
     read::<_, TraceError>(text.as_bytes(), |r| {
-        out.push(format!("{}|{}|{}|{}|{}|{}|{:?}|{}", r.ts_ms, r.client, r.user, r.tier.as_str(), r.endpoint, r.user_agent, r.status, r.label));
+        out.push(format!(
+            "{}|{}|{}|{}|{}|{}|{:?}|{}",
+            r.ts_ms,
+            r.client,
+            r.user,
+            r.tier.as_str(),
+            r.endpoint,
+            r.user_agent,
+            r.status,
+            r.label
+        ));
         Ok(())
     })?;
     Ok(out)
@@ -42,12 +52,22 @@ fn bad_traces_name_the_line() {
     let cases = [
         ("empty file", String::new(), 1, "empty"),
         ("not a trace", "hello,world\n1,2\n".to_string(), 1, "`ts`"),
-        ("bad ts", format!("{header}1,a,/x,,,\nyesterday,a,/x,,,\n"), 3, "yesterday"),
+        (
+            "bad ts",
+            format!("{header}1,a,/x,,,\nyesterday,a,/x,,,\n"),
+            3,
+            "yesterday",
+        ),
         ("bad tier", format!("{header}1,a,/x,GOLD,,\n"), 2, "GOLD"),
         ("bad status", format!("{header}1,a,/x,,999,\n"), 2, "999"),
         ("bad label", format!("{header}1,a,/x,,,evil\n"), 2, "evil"),
         ("empty client", format!("{header}1,,/x,,,\n"), 2, "client"),
-        ("bad combined time", "1.2.3.4 - - [yesterday] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"\n".to_string(), 1, "yesterday"),
+        (
+            "bad combined time",
+            "1.2.3.4 - - [yesterday] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"\n".to_string(),
+            1,
+            "yesterday",
+        ),
     ];
     for (what, text, line, words) in cases {
         let e = rows(&text).expect_err(what);
@@ -59,7 +79,9 @@ fn bad_traces_name_the_line() {
 #[test]
 fn the_shared_apache_log_parses_when_present() {
     // Reference data beside the repository; a user's clone does not have it.
-    let Ok(text) = std::fs::read_to_string("../shared/data/apache-combined-2015.log") else { return };
+    let Ok(text) = std::fs::read_to_string("../shared/data/apache-combined-2015.log") else {
+        return;
+    };
     let parsed = rows(&text).expect("the real combined log parses");
     assert_eq!(parsed.len(), 10_000);
 }

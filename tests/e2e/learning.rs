@@ -8,11 +8,11 @@ use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
 use envoy_types::pb::envoy::data::accesslog::v3::{
     AccessLogCommon, HttpAccessLogEntry, HttpRequestProperties, HttpResponseProperties,
 };
+use envoy_types::pb::envoy::service::accesslog::v3::StreamAccessLogsMessage;
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_client::AccessLogServiceClient;
 use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::{
     HttpAccessLogEntries, LogEntries,
 };
-use envoy_types::pb::envoy::service::accesslog::v3::StreamAccessLogsMessage;
 use sluice::config::Config;
 use sluice::proto::sluice::v1 as pb;
 use tonic::Code;
@@ -45,18 +45,35 @@ async fn ask(server: &TestServer, ip: &str) -> pb::ShouldAllowResponse {
     server
         .api()
         .await
-        .should_allow(pb::ShouldAllowRequest { subject: Some(subject(ip)), ..Default::default() })
+        .should_allow(pb::ShouldAllowRequest {
+            subject: Some(subject(ip)),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
 }
 
 async fn flagged(server: &TestServer) -> Vec<pb::FlaggedClient> {
-    server.api().await.list_flagged(admin(pb::ListFlaggedRequest::default())).await.unwrap().into_inner().clients
+    server
+        .api()
+        .await
+        .list_flagged(admin(pb::ListFlaggedRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .clients
 }
 
 async fn model_version(server: &TestServer) -> u64 {
-    server.api().await.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner().version
+    server
+        .api()
+        .await
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .version
 }
 
 const CLIENTS: [&str; 3] = ["192.0.2.1", "192.0.2.2", "192.0.2.3"];
@@ -82,7 +99,13 @@ async fn model_and_actions_survive_a_restart(backend: Backend) {
     let version = model_version(&server).await;
     assert!(version >= 1);
     let before = flagged(&server).await;
-    assert!(before.iter().all(|f| f.reason == pb::Reason::ThrottledAnomaly as i32 && f.limit_per_minute == 10 && !f.shadow));
+    assert!(
+        before
+            .iter()
+            .all(|f| f.reason == pb::Reason::ThrottledAnomaly as i32
+                && f.limit_per_minute == 10
+                && !f.shadow)
+    );
 
     // A throttled client gets its 10 a minute, then is denied with the anomaly's reason.
     let mut last = ask(&server, CLIENTS[0]).await;
@@ -108,7 +131,10 @@ async fn model_and_actions_survive_a_restart(backend: Backend) {
     let after = flagged(&server).await;
     let names = |v: &[pb::FlaggedClient]| v.iter().map(|f| f.client.clone()).collect::<Vec<_>>();
     assert_eq!(names(&after), names(&before));
-    assert_eq!(after[0].since_ms, before[0].since_ms, "the original flag time is kept");
+    assert_eq!(
+        after[0].since_ms, before[0].since_ms,
+        "the original flag time is kept"
+    );
     server.stop().await;
 }
 
@@ -129,13 +155,18 @@ async fn shadow_mode_denies_nothing_and_records_everything() {
         assert_eq!(r.reason, pb::Reason::WithinLimit as i32);
     }
     let r = ask(&server, CLIENTS[1]).await;
-    assert!(r.shadow, "a request past the shadow throttle says it would have been denied");
+    assert!(
+        r.shadow,
+        "a request past the shadow throttle says it would have been denied"
+    );
     let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
     eventually("shadow adjustments recorded", async || {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM limit_adjustments WHERE shadow AND cause = 'flagged'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM limit_adjustments WHERE shadow AND cause = 'flagged'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         n == CLIENTS.len() as i64
     })
     .await;
@@ -171,12 +202,22 @@ async fn features_of(db_url: &str, client: &str) -> Vec<serde_json::Value> {
     let sql = "SELECT features FROM anomaly_scores WHERE client = $1";
     let rows: Vec<String> = if db_url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(db_url).await.unwrap();
-        sqlx::query_scalar(sql).bind(client).fetch_all(&pool).await.unwrap()
+        sqlx::query_scalar(sql)
+            .bind(client)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
     } else {
         let pool = sqlx::PgPool::connect(db_url).await.unwrap();
-        sqlx::query_scalar(sql).bind(client).fetch_all(&pool).await.unwrap()
+        sqlx::query_scalar(sql)
+            .bind(client)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
     };
-    rows.iter().map(|r| serde_json::from_str(r).unwrap()).collect()
+    rows.iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
 }
 
 async fn outcomes_feed_error_features(backend: Backend) {
@@ -189,22 +230,40 @@ async fn outcomes_feed_error_features(backend: Backend) {
     for _ in 0..6 {
         ask(&server, "198.51.100.7").await;
     }
-    api.report(pb::ReportRequest { subject: Some(subject("198.51.100.7")), status: 401, count: 6 })
-        .await
-        .unwrap();
+    api.report(pb::ReportRequest {
+        subject: Some(subject("198.51.100.7")),
+        status: 401,
+        count: 6,
+    })
+    .await
+    .unwrap();
     // …and a client Envoy only logs (no decision asked): its outcomes are its requests.
     let mut als = AccessLogServiceClient::new(server.channel().await);
-    let entries = (0..8).map(|i| log_entry("198.51.100.8", "/api/search?q=x", if i < 6 { 500 } else { 200 })).collect();
+    let entries = (0..8)
+        .map(|i| {
+            log_entry(
+                "198.51.100.8",
+                "/api/search?q=x",
+                if i < 6 { 500 } else { 200 },
+            )
+        })
+        .collect();
     let message = StreamAccessLogsMessage {
         identifier: None,
-        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries { log_entry: entries })),
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+            log_entry: entries,
+        })),
     };
-    als.stream_access_logs(futures::stream::iter(vec![message])).await.unwrap();
+    als.stream_access_logs(futures::stream::iter(vec![message]))
+        .await
+        .unwrap();
 
     eventually("both clients scored with their errors", async || {
         let reported = features_of(&db.url, "198.51.100.7").await;
         let logged = features_of(&db.url, "198.51.100.8").await;
-        let rate = |v: &[serde_json::Value], f: &str| v.iter().map(|x| x[f].as_f64().unwrap()).fold(0.0, f64::max);
+        let rate = |v: &[serde_json::Value], f: &str| {
+            v.iter().map(|x| x[f].as_f64().unwrap()).fold(0.0, f64::max)
+        };
         // 6 of 6 failing, shrunk by the prior of 4: 0.6; 6 of 8 failing: 0.5.
         (rate(&reported, "error_rate") - 0.6).abs() < 1e-3
             && (rate(&reported, "auth_failure_rate") - 0.6).abs() < 1e-3
@@ -215,10 +274,38 @@ async fn outcomes_feed_error_features(backend: Backend) {
 
     // Bad reports are refused, naming the field.
     for (request, field) in [
-        (pb::ReportRequest { subject: Some(subject("198.51.100.7")), status: 999, count: 1 }, "status"),
-        (pb::ReportRequest { subject: Some(subject("")), status: 200, count: 1 }, "subject.client_ip"),
-        (pb::ReportRequest { subject: Some(subject("198.51.100.7")), status: 200, count: 1_000_000 }, "count"),
-        (pb::ReportRequest { subject: None, status: 200, count: 1 }, "subject"),
+        (
+            pb::ReportRequest {
+                subject: Some(subject("198.51.100.7")),
+                status: 999,
+                count: 1,
+            },
+            "status",
+        ),
+        (
+            pb::ReportRequest {
+                subject: Some(subject("")),
+                status: 200,
+                count: 1,
+            },
+            "subject.client_ip",
+        ),
+        (
+            pb::ReportRequest {
+                subject: Some(subject("198.51.100.7")),
+                status: 200,
+                count: 1_000_000,
+            },
+            "count",
+        ),
+        (
+            pb::ReportRequest {
+                subject: None,
+                status: 200,
+                count: 1,
+            },
+            "subject",
+        ),
     ] {
         let e = api.report(request).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
@@ -237,7 +324,10 @@ async fn history_outlives_a_database_outage() {
     cfg.learn_tick_secs = 1;
     let server = TestServer::start_with(cfg).await;
     ask(&server, "203.0.113.1").await;
-    eventually("history written", async || !features_of(&url, "203.0.113.1").await.is_empty()).await;
+    eventually("history written", async || {
+        !features_of(&url, "203.0.113.1").await.is_empty()
+    })
+    .await;
 
     cluster.down();
     // Decisions continue, and this minute's history waits in memory.
@@ -247,12 +337,23 @@ async fn history_outlives_a_database_outage() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     cluster.up();
-    eventually_within(30, "buffered history written after the outage", async || {
-        !features_of(&url, "203.0.113.99").await.is_empty()
-    })
+    eventually_within(
+        30,
+        "buffered history written after the outage",
+        async || !features_of(&url, "203.0.113.99").await.is_empty(),
+    )
     .await;
-    let info = server.api().await.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner();
-    assert_eq!(info.history_dropped, 0, "nothing dropped: the buffer was big enough");
+    let info = server
+        .api()
+        .await
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        info.history_dropped, 0,
+        "nothing dropped: the buffer was big enough"
+    );
     server.stop().await;
 }
 
@@ -262,12 +363,25 @@ async fn train_now_needs_an_admin_and_enough_data() {
     let mut api = server.api().await;
     let e = api.train_now(pb::TrainNowRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let e = api.train_now(admin(pb::TrainNowRequest {})).await.unwrap_err();
+    let e = api
+        .train_now(admin(pb::TrainNowRequest {}))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("client-minutes"), "{}", e.message());
-    let e = api.list_flagged(pb::ListFlaggedRequest::default()).await.unwrap_err();
+    let e = api
+        .list_flagged(pb::ListFlaggedRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let info = api.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner();
-    assert_eq!((info.version, info.adaptive, info.features.len()), (0, true, 11));
+    let info = api
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.version, info.adaptive, info.features.len()),
+        (0, true, 11)
+    );
     server.stop().await;
 }

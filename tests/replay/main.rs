@@ -2,8 +2,8 @@
 //! learning loop in virtual time, and the quality floors of the learning loop are asserted with
 //! a margin. No network, no database: a replay needs neither.
 
-use sluice::core::engine::EngineConfig;
 use sluice::core::buckets::StoreKind;
+use sluice::core::engine::EngineConfig;
 use sluice::core::learn::learner::LearnerConfig;
 use sluice::core::validate::InputLimits;
 use sluice::replay::report::Report;
@@ -34,7 +34,10 @@ fn options(shadow: bool) -> ReplayOptions {
     learner.policy.shadow = shadow;
     ReplayOptions {
         rules,
-        engine: EngineConfig { bucket_store: StoreKind::Sharded, ..EngineConfig::default() },
+        engine: EngineConfig {
+            bucket_store: StoreKind::Sharded,
+            ..EngineConfig::default()
+        },
         learner,
         ..ReplayOptions::default()
     }
@@ -46,7 +49,11 @@ fn replay(trace: &[u8], shadow: bool) -> Report {
 
 fn flash_crowd_flagged(r: &Report) -> Vec<&str> {
     // The generator gives flash-crowd visitors addresses in 10.77.0.0/16.
-    r.flagged.iter().filter(|f| f.client.starts_with("10.77.")).map(|f| f.client.as_str()).collect()
+    r.flagged
+        .iter()
+        .filter(|f| f.client.starts_with("10.77."))
+        .map(|f| f.client.as_str())
+        .collect()
 }
 
 /// The floors from the issue, asserted with a margin: precision and recall ≥ 0.97 (floor 0.95),
@@ -55,13 +62,35 @@ fn flash_crowd_flagged(r: &Report) -> Vec<&str> {
 fn check_quality(what: &str, r: &Report) {
     let c = &r.clients;
     let (p, rc) = (c.precision.unwrap(), c.recall.unwrap());
-    assert!(p >= 0.97, "{what}: precision {p} ({:?})", r.flagged.iter().filter(|f| f.label == "benign").collect::<Vec<_>>());
-    assert!(rc >= 0.97, "{what}: recall {rc}, {} attackers missed", c.false_negatives);
-    let delay = c.detection_delay_seconds.as_ref().expect("attacks detected").p50;
+    assert!(
+        p >= 0.97,
+        "{what}: precision {p} ({:?})",
+        r.flagged
+            .iter()
+            .filter(|f| f.label == "benign")
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        rc >= 0.97,
+        "{what}: recall {rc}, {} attackers missed",
+        c.false_negatives
+    );
+    let delay = c
+        .detection_delay_seconds
+        .as_ref()
+        .expect("attacks detected")
+        .p50;
     assert!(delay <= 75.0, "{what}: median detection delay {delay} s");
     let benign = r.benign_denied_ratio.unwrap();
-    assert!(benign <= 0.003, "{what}: {benign} of benign requests denied");
-    assert_eq!(flash_crowd_flagged(r), Vec::<&str>::new(), "{what}: flash-crowd clients flagged");
+    assert!(
+        benign <= 0.003,
+        "{what}: {benign} of benign requests denied"
+    );
+    assert_eq!(
+        flash_crowd_flagged(r),
+        Vec::<&str>::new(),
+        "{what}: flash-crowd clients flagged"
+    );
 }
 
 #[test]
@@ -70,7 +99,10 @@ fn mixed_scenario_meets_the_quality_floors() {
     check_quality("mix", &r);
     assert!(r.denied_anomaly > 0, "attackers were actually limited");
     let ddos = &r.by_label["attack:ddos"];
-    assert!(ddos.denied * 2 > ddos.requests, "most DDoS requests denied: {ddos:?}");
+    assert!(
+        ddos.denied * 2 > ddos.requests,
+        "most DDoS requests denied: {ddos:?}"
+    );
 }
 
 #[test]
@@ -82,7 +114,10 @@ fn each_attack_alone_is_caught_and_a_flash_crowd_is_left_alone() {
     for scenario in ["flash-crowd", "normal"] {
         let r = replay(&trace(scenario, 13, 0.5), false);
         assert_eq!(r.clients.flagged, 0, "{scenario}: {:?}", r.flagged);
-        assert_eq!(r.denied, 0, "{scenario}: benign traffic under the static rules");
+        assert_eq!(
+            r.denied, 0,
+            "{scenario}: benign traffic under the static rules"
+        );
     }
 }
 
@@ -96,7 +131,10 @@ fn shadow_mode_denies_nothing_and_records_everything() {
     assert!(enforced.denied_anomaly > 0);
     // The same clients are flagged (features exclude anomaly denials, so enforcement does not
     // change what is learnt about a client's own behaviour much); at least every attacker.
-    assert_eq!(shadow.clients.true_positives, enforced.clients.true_positives);
+    assert_eq!(
+        shadow.clients.true_positives,
+        enforced.clients.true_positives
+    );
     assert!(shadow.clients.recall.unwrap() >= 0.97);
 }
 
@@ -116,9 +154,15 @@ fn decisions_file_has_a_row_per_request() {
     let r = run(&t[..], options(false), Some(&mut out)).unwrap();
     let text = String::from_utf8(out).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("ts,client,endpoint,allowed,reason,score,rule,label"));
+    assert_eq!(
+        lines.next(),
+        Some("ts,client,endpoint,allowed,reason,score,rule,label")
+    );
     assert_eq!(lines.clone().count() as u64, r.requests);
-    assert!(lines.any(|l| l.contains(",0,blocked_anomaly,")), "some request blocked as an anomaly");
+    assert!(
+        lines.any(|l| l.contains(",0,blocked_anomaly,")),
+        "some request blocked as an anomaly"
+    );
 }
 
 #[test]
@@ -126,8 +170,14 @@ fn a_trace_out_of_order_is_rejected_naming_the_line() {
     let text = "ts,client,endpoint\n1767225700000,a,/x\n1767225600000,a,/x\n";
     let e = run(text.as_bytes(), options(false), None).unwrap_err();
     let message = e.to_string();
-    assert!(message.starts_with("line 3:") && message.contains("time order"), "{message}");
+    assert!(
+        message.starts_with("line 3:") && message.contains("time order"),
+        "{message}"
+    );
     // A few seconds of disorder are fine.
     let text = "ts,client,endpoint\n1767225700000,a,/x\n1767225695000,a,/x\n";
-    assert_eq!(run(text.as_bytes(), options(false), None).unwrap().requests, 2);
+    assert_eq!(
+        run(text.as_bytes(), options(false), None).unwrap().requests,
+        2
+    );
 }

@@ -25,7 +25,9 @@ impl ActionKind {
         match (self, other) {
             (ActionKind::Block, _) | (_, ActionKind::Block) => ActionKind::Block,
             (ActionKind::Throttle { per_minute: a }, ActionKind::Throttle { per_minute: b }) => {
-                ActionKind::Throttle { per_minute: a.min(b) }
+                ActionKind::Throttle {
+                    per_minute: a.min(b),
+                }
             }
         }
     }
@@ -34,10 +36,12 @@ impl ActionKind {
     pub fn within_floor(self, floor_per_minute: u64) -> ActionKind {
         match self {
             _ if floor_per_minute == 0 => self,
-            ActionKind::Block => ActionKind::Throttle { per_minute: floor_per_minute },
-            ActionKind::Throttle { per_minute } => {
-                ActionKind::Throttle { per_minute: per_minute.max(floor_per_minute) }
-            }
+            ActionKind::Block => ActionKind::Throttle {
+                per_minute: floor_per_minute,
+            },
+            ActionKind::Throttle { per_minute } => ActionKind::Throttle {
+                per_minute: per_minute.max(floor_per_minute),
+            },
         }
     }
 

@@ -27,7 +27,11 @@ pub const NAMES: [&str; DIM] = [
 pub type Features = [f64; DIM];
 
 fn ratio(part: u32, whole: u32) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 /// Pseudo-count added to the denominator of error and deny rates: two 404s out of six requests
@@ -47,7 +51,11 @@ pub fn extract(m: &ClientMinute) -> Features {
     let decided = m.allowed + m.denied;
     let (ia_mean, ia_cv) = if m.inter_arrival.n >= 2 {
         let mean = m.inter_arrival.mean;
-        let cv = if mean > 0.0 { m.inter_arrival.variance().sqrt() / mean } else { 0.0 };
+        let cv = if mean > 0.0 {
+            m.inter_arrival.variance().sqrt() / mean
+        } else {
+            0.0
+        };
         (mean, cv.min(10.0))
     } else {
         // One or two requests: no rhythm to speak of. Treat as a slow, irregular caller.

@@ -29,7 +29,13 @@ struct Node {
 
 impl Node {
     fn leaf(points: usize) -> Node {
-        Node { feature: LEAF, value: points as f64, left: 0, lo: 0.0, hi: 0.0 }
+        Node {
+            feature: LEAF,
+            value: points as f64,
+            left: 0,
+            lo: 0.0,
+            hi: 0.0,
+        }
     }
 }
 
@@ -104,13 +110,19 @@ impl Forest {
                 let mut sample = indexes[..psi].to_vec();
                 let mut spread = [0.0; DIM];
                 for (f, w) in spread.iter_mut().enumerate() {
-                    let (lo, hi) = sample.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
-                        let v = points[i as usize][f];
-                        (lo.min(v), hi.max(v))
-                    });
+                    let (lo, hi) =
+                        sample
+                            .iter()
+                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
+                                let v = points[i as usize][f];
+                                (lo.min(v), hi.max(v))
+                            });
                     *w = hi - lo;
                 }
-                let mut tree = Tree { nodes: vec![Node::leaf(0)], spread };
+                let mut tree = Tree {
+                    nodes: vec![Node::leaf(0)],
+                    spread,
+                };
                 grow(&mut tree, 0, &mut sample, points, 0, height_limit, &mut rng);
                 tree
             })
@@ -194,7 +206,13 @@ fn grow(
     let left = tree.nodes.len();
     tree.nodes.push(Node::leaf(0));
     tree.nodes.push(Node::leaf(0));
-    tree.nodes[at] = Node { feature: feature as u8, value: threshold, left: left as u32, lo, hi };
+    tree.nodes[at] = Node {
+        feature: feature as u8,
+        value: threshold,
+        left: left as u32,
+        lo,
+        hi,
+    };
     let (below, above) = sample.split_at_mut(split);
     grow(tree, left, below, points, depth + 1, height_limit, rng);
     grow(tree, left + 1, above, points, depth + 1, height_limit, rng);

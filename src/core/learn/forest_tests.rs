@@ -29,7 +29,10 @@ fn outliers_score_higher_than_the_population() {
     };
     let s_far = forest.score(&far);
     assert!(inside < 0.5, "centre scores {inside}");
-    assert!(s_far > 0.7, "a point far outside the training range scores {s_far}");
+    assert!(
+        s_far > 0.7,
+        "a point far outside the training range scores {s_far}"
+    );
     assert!(forest.score(&edge) < s_far, "further out is more anomalous");
 }
 
@@ -39,13 +42,27 @@ fn same_seed_same_forest_different_seed_different_forest() {
     let a = Forest::fit(&points, ForestParams::default()).unwrap();
     let b = Forest::fit(&points, ForestParams::default()).unwrap();
     assert_eq!(a, b);
-    let c = Forest::fit(&points, ForestParams { seed: 99, ..ForestParams::default() }).unwrap();
+    let c = Forest::fit(
+        &points,
+        ForestParams {
+            seed: 99,
+            ..ForestParams::default()
+        },
+    )
+    .unwrap();
     assert_ne!(a, c);
 }
 
 #[test]
 fn survives_a_json_round_trip_and_checks_what_it_loads() {
-    let forest = Forest::fit(&cloud(300, 3), ForestParams { trees: 10, ..ForestParams::default() }).unwrap();
+    let forest = Forest::fit(
+        &cloud(300, 3),
+        ForestParams {
+            trees: 10,
+            ..ForestParams::default()
+        },
+    )
+    .unwrap();
     let text = serde_json::to_string(&forest).unwrap();
     let back: Forest = serde_json::from_str(&text).unwrap();
     back.check().expect("a forest we wrote is valid");
@@ -62,6 +79,13 @@ fn too_few_points_grow_nothing() {
     assert!(Forest::fit(&cloud(1, 4), ForestParams::default()).is_none());
     // Identical points: every tree is a single leaf; scoring still works.
     let same = vec![[0.2; DIM]; 50];
-    let f = Forest::fit(&same, ForestParams { trees: 5, ..ForestParams::default() }).unwrap();
+    let f = Forest::fit(
+        &same,
+        ForestParams {
+            trees: 5,
+            ..ForestParams::default()
+        },
+    )
+    .unwrap();
     assert!(f.score(&[0.2; DIM]).is_finite());
 }

@@ -165,7 +165,11 @@ impl Learner {
 
     /// Restores a saved model and the actions that were in force (expired ones are dropped at the
     /// next tick, and recorded then).
-    pub fn restore(&mut self, snapshot: Option<Snapshot>, actions: Vec<Action>) -> Result<(), String> {
+    pub fn restore(
+        &mut self,
+        snapshot: Option<Snapshot>,
+        actions: Vec<Action>,
+    ) -> Result<(), String> {
         if let Some(s) = snapshot {
             s.forest.check()?;
             self.forest = Some(s.forest);
@@ -191,11 +195,14 @@ impl Learner {
     /// One minute: `minute` is when it started, `now` when it closed.
     pub fn tick(&mut self, minute: Nanos, data: MinuteData, now: Nanos) -> Tick {
         self.started.get_or_insert(minute);
-        let measured: Vec<(ClientMinute, Features)> =
-            data.clients.into_iter().map(|c| {
+        let measured: Vec<(ClientMinute, Features)> = data
+            .clients
+            .into_iter()
+            .map(|c| {
                 let x = features::extract(&c);
                 (c, x)
-            }).collect();
+            })
+            .collect();
         let risks: Vec<f64> = measured.iter().map(|(c, x)| self.risk(c, x)).collect();
         let assessments: Vec<Assessment<'_>> = measured
             .iter()
@@ -209,7 +216,9 @@ impl Learner {
             .collect();
         let acting = self.forest.is_some();
         let (table, adjustments) =
-            self.config.policy.step(now, &assessments, &self.actions, acting, self.version);
+            self.config
+                .policy
+                .step(now, &assessments, &self.actions, acting, self.version);
         drop(assessments);
         let table = Arc::new(table);
         let scores = measured
@@ -243,18 +252,31 @@ impl Learner {
     /// Only client-minutes with at least `min_requests` requests are learnt from: the policy never
     /// acts on fewer, and their features (a rate from two requests) are mostly noise that would
     /// widen what the forest takes for normal.
-    fn remember(&mut self, minute: Nanos, measured: &[(ClientMinute, Features)], table: &ActionTable) {
+    fn remember(
+        &mut self,
+        minute: Nanos,
+        measured: &[(ClientMinute, Features)],
+        table: &ActionTable,
+    ) {
         let per_minute = (self.config.sample_cap / self.config.sample_minutes.max(1)).max(1);
         let mut fresh: Vec<(u64, &Features)> = measured
             .iter()
-            .filter(|(c, _)| c.requests >= self.config.policy.min_requests && table.get(&c.client).is_none())
-            .map(|(c, x)| (xxhash_rust::xxh3::xxh3_64_with_seed(c.client.as_bytes(), minute), x))
+            .filter(|(c, _)| {
+                c.requests >= self.config.policy.min_requests && table.get(&c.client).is_none()
+            })
+            .map(|(c, x)| {
+                (
+                    xxhash_rust::xxh3::xxh3_64_with_seed(c.client.as_bytes(), minute),
+                    x,
+                )
+            })
             .collect();
         if fresh.len() > per_minute {
             fresh.sort_unstable_by_key(|e| e.0);
             fresh.truncate(per_minute);
         }
-        self.sample.extend(fresh.into_iter().map(|(_, x)| (minute, *x)));
+        self.sample
+            .extend(fresh.into_iter().map(|(_, x)| (minute, *x)));
         let window = self.config.sample_minutes as u64 * 60 * crate::core::time::NANOS_PER_SEC;
         while let Some(&(m, _)) = self.sample.front() {
             if minute.saturating_sub(m) >= window || self.sample.len() > self.config.sample_cap {
@@ -270,7 +292,9 @@ impl Learner {
         let every = self.config.retrain_every.as_nanos() as u64;
         let due = match (self.last_train_attempt, self.started) {
             (Some(t), _) => now.saturating_sub(t) >= every,
-            (None, Some(start)) => now.saturating_sub(start) >= self.config.cold_start.as_nanos() as u64,
+            (None, Some(start)) => {
+                now.saturating_sub(start) >= self.config.cold_start.as_nanos() as u64
+            }
             (None, None) => false,
         };
         if !(force || due) || self.sample.len() < self.config.min_train.max(2) {

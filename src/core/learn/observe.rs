@@ -64,8 +64,21 @@ impl Default for Classifier {
                 "login", "signin", "sign-in", "auth", "password", "token", "payment", "checkout",
             ]),
             tool_agents: list(&[
-                "curl", "wget", "python", "postman", "go-http-client", "java/", "okhttp", "libwww",
-                "httpclient", "scrapy", "bot", "spider", "crawler", "headless", "node-fetch",
+                "curl",
+                "wget",
+                "python",
+                "postman",
+                "go-http-client",
+                "java/",
+                "okhttp",
+                "libwww",
+                "httpclient",
+                "scrapy",
+                "bot",
+                "spider",
+                "crawler",
+                "headless",
+                "node-fetch",
                 "axios",
             ]),
         }
@@ -74,7 +87,9 @@ impl Default for Classifier {
 
 impl Classifier {
     pub fn is_sensitive(&self, endpoint: &str) -> bool {
-        self.sensitive_endpoints.iter().any(|n| contains_ci(endpoint, n))
+        self.sensitive_endpoints
+            .iter()
+            .any(|n| contains_ci(endpoint, n))
     }
 
     pub fn is_tool(&self, user_agent: &str) -> bool {
@@ -87,7 +102,8 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
     !n.is_empty()
         && h.len() >= n.len()
-        && h.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+        && h.windows(n.len())
+            .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
 /// Welford's running mean and variance.
@@ -108,7 +124,11 @@ impl Welford {
 
     /// Population variance; 0 with fewer than two values.
     pub fn variance(&self) -> f64 {
-        if self.n < 2 { 0.0 } else { self.m2 / self.n as f64 }
+        if self.n < 2 {
+            0.0
+        } else {
+            self.m2 / self.n as f64
+        }
     }
 }
 
@@ -217,7 +237,9 @@ impl ClientMinute {
     /// without asking), so a request decided and reported is counted once.
     fn record(&mut self, o: &Observation<'_>, h: &Hashes, classifier: &Classifier) {
         if !o.user_agent.is_empty() {
-            self.last_agent_tool = self.agents.visit(h.agent, || classifier.is_tool(o.user_agent));
+            self.last_agent_tool = self
+                .agents
+                .visit(h.agent, || classifier.is_tool(o.user_agent));
         }
         if !o.user.is_empty() {
             self.users.visit(h.user, || false);
@@ -420,7 +442,9 @@ impl Aggregator {
 
     fn reserve(&self, counter: &AtomicUsize, cap: usize) -> bool {
         counter
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -455,7 +479,8 @@ impl Aggregator {
         self.endpoints.store(0, Ordering::Relaxed);
         out.overflow = self.overflow.swap(0, Ordering::Relaxed);
         out.clients.sort_unstable_by(|a, b| a.client.cmp(&b.client));
-        out.endpoints.sort_unstable_by(|a, b| (&a.endpoint, a.tier as u8).cmp(&(&b.endpoint, b.tier as u8)));
+        out.endpoints
+            .sort_unstable_by(|a, b| (&a.endpoint, a.tier as u8).cmp(&(&b.endpoint, b.tier as u8)));
         out
     }
 }

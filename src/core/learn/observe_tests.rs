@@ -12,7 +12,10 @@ fn obs<'a>(client: &'a str, endpoint: &'a str, event: Event, sec: u64) -> Observ
     }
 }
 
-const OK: Event = Event::Decision { allowed: true, anomaly: false };
+const OK: Event = Event::Decision {
+    allowed: true,
+    anomaly: false,
+};
 
 #[test]
 fn welford_matches_the_textbook() {
@@ -26,7 +29,10 @@ fn welford_matches_the_textbook() {
 
 #[test]
 fn caps_count_the_overflow_and_drain_starts_afresh() {
-    let agg = Aggregator::new(ObserveConfig { max_clients: 3, ..ObserveConfig::default() });
+    let agg = Aggregator::new(ObserveConfig {
+        max_clients: 3,
+        ..ObserveConfig::default()
+    });
     let names: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
     for name in &names {
         agg.record(&obs(name, "/a", OK, 1));
@@ -46,20 +52,49 @@ fn decisions_count_requests_and_outcomes_count_errors() {
     let agg = Aggregator::new(ObserveConfig::default());
     agg.record(&obs("a", "/login", OK, 1));
     agg.record(&obs("a", "/login", Event::Outcome { status: 401 }, 1));
-    agg.record(&obs("a", "/login", Event::Decision { allowed: false, anomaly: false }, 2));
-    agg.record(&obs("a", "/x", Event::Decision { allowed: false, anomaly: true }, 3));
+    agg.record(&obs(
+        "a",
+        "/login",
+        Event::Decision {
+            allowed: false,
+            anomaly: false,
+        },
+        2,
+    ));
+    agg.record(&obs(
+        "a",
+        "/x",
+        Event::Decision {
+            allowed: false,
+            anomaly: true,
+        },
+        3,
+    ));
     // A client only reported (no decision): each outcome is a request.
     agg.record(&obs("b", "/x", Event::Outcome { status: 500 }, 1));
     agg.record(&obs("b", "/x", Event::Outcome { status: 200 }, 2));
     let m = agg.drain();
     let a = &m.clients[0];
-    assert_eq!((a.requests, a.allowed, a.denied, a.denied_anomaly), (3, 1, 1, 1));
-    assert_eq!((a.outcomes, a.errors, a.auth_failures, a.sensitive), (1, 1, 1, 2));
+    assert_eq!(
+        (a.requests, a.allowed, a.denied, a.denied_anomaly),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(
+        (a.outcomes, a.errors, a.auth_failures, a.sensitive),
+        (1, 1, 1, 2)
+    );
     let b = &m.clients[1];
     assert_eq!((b.requests, b.outcomes, b.errors), (2, 2, 1));
     // Endpoint × tier traffic merged across shards.
-    let login = m.endpoints.iter().find(|e| &*e.endpoint == "/login").unwrap();
-    assert_eq!((login.requests, login.allowed, login.denied, login.errors), (2, 1, 1, 1));
+    let login = m
+        .endpoints
+        .iter()
+        .find(|e| &*e.endpoint == "/login")
+        .unwrap();
+    assert_eq!(
+        (login.requests, login.allowed, login.denied, login.errors),
+        (2, 1, 1, 1)
+    );
 }
 
 #[test]

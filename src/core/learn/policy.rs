@@ -33,18 +33,19 @@ impl Allowlist {
     /// Parses comma- or whitespace-separated entries: `10.0.0.0/8`, `192.0.2.7`, `ops-user`.
     pub fn parse(text: &str) -> Result<Allowlist, String> {
         let mut list = Allowlist::default();
-        for entry in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|e| !e.is_empty()) {
+        for entry in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty())
+        {
             match entry.split_once('/') {
                 Some((ip, bits)) => {
                     let ip: IpAddr = ip
                         .parse()
                         .map_err(|_| format!("allowlist entry {entry:?}: not an IP network"))?;
                     let max = if ip.is_ipv4() { 32 } else { 128 };
-                    let bits: u8 = bits
-                        .parse()
-                        .ok()
-                        .filter(|b| *b <= max)
-                        .ok_or_else(|| format!("allowlist entry {entry:?}: prefix must be 0..={max}"))?;
+                    let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| {
+                        format!("allowlist entry {entry:?}: prefix must be 0..={max}")
+                    })?;
                     list.networks.push((ip, bits));
                 }
                 None => list.exact.push(entry.to_string()),
@@ -57,14 +58,22 @@ impl Allowlist {
         if self.exact.iter().any(|e| e == client) {
             return true;
         }
-        let Ok(ip) = client.parse::<IpAddr>() else { return false };
-        self.networks.iter().any(|&(net, bits)| in_network(ip, net, bits))
+        let Ok(ip) = client.parse::<IpAddr>() else {
+            return false;
+        };
+        self.networks
+            .iter()
+            .any(|&(net, bits)| in_network(ip, net, bits))
     }
 }
 
 fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     let mask = |len: u32, bits: u8| -> u128 {
-        if bits == 0 { 0 } else { (!0u128) << (len - bits as u32) }
+        if bits == 0 {
+            0
+        } else {
+            (!0u128) << (len - bits as u32)
+        }
     };
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
@@ -141,15 +150,19 @@ impl PolicyConfig {
         let kind = if a.risk >= self.block_at {
             ActionKind::Block
         } else if a.risk >= self.throttle_at {
-            ActionKind::Throttle { per_minute: self.throttle_per_minute }
+            ActionKind::Throttle {
+                per_minute: self.throttle_per_minute,
+            }
         } else {
             return None;
         };
         Some(match kind {
-            ActionKind::Block if a.prm => ActionKind::Throttle { per_minute: self.prm_floor_per_minute },
-            ActionKind::Throttle { per_minute } if a.prm => {
-                ActionKind::Throttle { per_minute: per_minute.max(self.prm_floor_per_minute) }
-            }
+            ActionKind::Block if a.prm => ActionKind::Throttle {
+                per_minute: self.prm_floor_per_minute,
+            },
+            ActionKind::Throttle { per_minute } if a.prm => ActionKind::Throttle {
+                per_minute: per_minute.max(self.prm_floor_per_minute),
+            },
             other => other,
         })
     }
@@ -174,7 +187,11 @@ impl PolicyConfig {
             let (kind, cause) = match old {
                 Some(old) if old.expires_at > now => {
                     let stronger = old.kind.stronger(kind);
-                    let cause = if stronger == old.kind { "renewed" } else { "escalated" };
+                    let cause = if stronger == old.kind {
+                        "renewed"
+                    } else {
+                        "escalated"
+                    };
                     (stronger, cause)
                 }
                 _ => (kind, "flagged"),

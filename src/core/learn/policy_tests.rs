@@ -4,7 +4,12 @@ use crate::core::time::NANOS_PER_SEC;
 const MIN: Nanos = 60 * NANOS_PER_SEC;
 
 fn assess(client: &str, risk: f64, requests: u32, prm: bool) -> Assessment<'_> {
-    Assessment { client, risk, requests, prm }
+    Assessment {
+        client,
+        risk,
+        requests,
+        prm,
+    }
 }
 
 #[test]
@@ -19,23 +24,66 @@ fn risk_to_action_table() {
     let cases = [
         ("ordinary", "192.0.2.1", 0.5, 100, false, None),
         ("throttle band", "192.0.2.1", 0.75, 100, false, throttle),
-        ("block", "192.0.2.1", 0.85, 100, false, Some(ActionKind::Block)),
+        (
+            "block",
+            "192.0.2.1",
+            0.85,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
         ("too little evidence", "192.0.2.1", 0.95, 9, false, None),
-        ("PRM is never blocked", "192.0.2.1", 0.95, 100, true, prm_floor),
-        ("PRM throttle stays at its floor", "192.0.2.1", 0.75, 100, true, prm_floor),
+        (
+            "PRM is never blocked",
+            "192.0.2.1",
+            0.95,
+            100,
+            true,
+            prm_floor,
+        ),
+        (
+            "PRM throttle stays at its floor",
+            "192.0.2.1",
+            0.75,
+            100,
+            true,
+            prm_floor,
+        ),
         ("allowlisted network", "10.4.5.6", 0.99, 100, false, None),
         ("allowlisted id", "ops", 0.99, 100, false, None),
-        ("allowlisted v6 network", "2001:db8::7", 0.99, 100, false, None),
-        ("outside the v6 network", "2001:db9::7", 0.99, 100, false, Some(ActionKind::Block)),
+        (
+            "allowlisted v6 network",
+            "2001:db8::7",
+            0.99,
+            100,
+            false,
+            None,
+        ),
+        (
+            "outside the v6 network",
+            "2001:db9::7",
+            0.99,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
     ];
     for (what, client, risk, requests, prm, expected) in cases {
-        assert_eq!(policy.action_for(&assess(client, risk, requests, prm)), expected, "{what}");
+        assert_eq!(
+            policy.action_for(&assess(client, risk, requests, prm)),
+            expected,
+            "{what}"
+        );
     }
 }
 
 #[test]
 fn allowlist_errors_name_the_entry() {
-    for (text, needle) in [("10.0.0.0/33", "10.0.0.0/33"), ("nonsense/8", "nonsense/8"), ("::/129", "::/129")] {
+    for (text, needle) in [
+        ("10.0.0.0/33", "10.0.0.0/33"),
+        ("nonsense/8", "nonsense/8"),
+        ("::/129", "::/129"),
+    ] {
         let e = Allowlist::parse(text).unwrap_err();
         assert!(e.contains(needle), "{text}: {e}");
     }
@@ -63,7 +111,13 @@ fn actions_renew_escalate_expire_and_wait_for_a_model() {
     assert_eq!(table.get("a").unwrap().since, t0);
 
     // A milder score while blocked renews the block (the stronger kind wins until expiry).
-    let (table, changes) = policy.step(t0 + 2 * MIN, &[assess("a", 0.75, 100, false)], &table, true, 1);
+    let (table, changes) = policy.step(
+        t0 + 2 * MIN,
+        &[assess("a", 0.75, 100, false)],
+        &table,
+        true,
+        1,
+    );
     assert!(changes.is_empty(), "a renewal is not a change: {changes:?}");
     assert_eq!(table.get("a").unwrap().kind, ActionKind::Block);
     let expires = table.get("a").unwrap().expires_at;
@@ -79,8 +133,17 @@ fn actions_renew_escalate_expire_and_wait_for_a_model() {
 
 #[test]
 fn shadow_policy_marks_its_actions() {
-    let policy = PolicyConfig { shadow: true, ..PolicyConfig::default() };
-    let (table, changes) = policy.step(MIN, &[assess("a", 0.9, 100, false)], &ActionTable::default(), true, 1);
+    let policy = PolicyConfig {
+        shadow: true,
+        ..PolicyConfig::default()
+    };
+    let (table, changes) = policy.step(
+        MIN,
+        &[assess("a", 0.9, 100, false)],
+        &ActionTable::default(),
+        true,
+        1,
+    );
     assert!(table.get("a").unwrap().shadow);
     assert!(changes[0].shadow);
 }
@@ -88,7 +151,16 @@ fn shadow_policy_marks_its_actions() {
 #[test]
 fn floors_turn_blocks_into_throttles() {
     assert_eq!(ActionKind::Block.within_floor(0), ActionKind::Block);
-    assert_eq!(ActionKind::Block.within_floor(30), ActionKind::Throttle { per_minute: 30 });
-    assert_eq!(ActionKind::Throttle { per_minute: 10 }.within_floor(30), ActionKind::Throttle { per_minute: 30 });
-    assert_eq!(ActionKind::Throttle { per_minute: 50 }.within_floor(30), ActionKind::Throttle { per_minute: 50 });
+    assert_eq!(
+        ActionKind::Block.within_floor(30),
+        ActionKind::Throttle { per_minute: 30 }
+    );
+    assert_eq!(
+        ActionKind::Throttle { per_minute: 10 }.within_floor(30),
+        ActionKind::Throttle { per_minute: 30 }
+    );
+    assert_eq!(
+        ActionKind::Throttle { per_minute: 50 }.within_floor(30),
+        ActionKind::Throttle { per_minute: 50 }
+    );
 }
