@@ -68,22 +68,16 @@ impl Learning {
 
     /// Closes the minute that started at `start`.
     pub fn tick(&self, start: Nanos, now: Nanos) {
-        let data = self.engine.observer().drain();
-        let tick = {
-            let mut learner = self.learner.lock();
-            if self.adaptive {
-                learner.tick(start, data, now)
-            } else {
-                // Static rules only: keep the traffic history, score nobody.
-                Tick {
-                    traffic: data.endpoints,
-                    ..Tick::default()
-                }
+        let tick = if self.adaptive {
+            self.learner.lock().tick_engine(&self.engine, start, now)
+        } else {
+            // Static rules only: keep the traffic history, score nobody.
+            let data = self.engine.observer().drain();
+            Tick {
+                traffic: data.endpoints,
+                ..Tick::default()
             }
         };
-        if self.adaptive {
-            self.engine.set_actions(tick.actions.clone());
-        }
         let model = tick.trained.as_ref().and_then(|_| self.model_row());
         self.history
             .submit(batch(start, &tick, model, self.adaptive));
@@ -91,24 +85,23 @@ impl Learning {
 
     /// Retrains now; `Err` when the sample is too small.
     pub fn train_now(&self, now: Nanos) -> Result<ModelInfo, String> {
-        let info = self.learner.lock().maybe_train(now, true);
-        match info {
-            Some(info) => {
-                let model = self.model_row();
-                self.history.submit(HistoryBatch {
-                    model,
-                    ..HistoryBatch::default()
-                });
-                Ok(info)
-            }
-            None => {
-                let have = self.learner.lock().model_info().pending_sample;
-                let need = self.learner.lock().config().min_train;
-                Err(format!(
-                    "the training sample holds {have} client-minutes; at least {need} are needed"
-                ))
-            }
-        }
+        let mut learner = self.learner.lock();
+        let Some(info) = learner.maybe_train(now, true) else {
+            let (have, need) = (
+                learner.model_info().pending_sample,
+                learner.config().min_train,
+            );
+            return Err(format!(
+                "the training sample holds {have} client-minutes; at least {need} are needed"
+            ));
+        };
+        drop(learner);
+        let model = self.model_row();
+        self.history.submit(HistoryBatch {
+            model,
+            ..HistoryBatch::default()
+        });
+        Ok(info)
     }
 
     fn model_row(&self) -> Option<ModelRow> {

@@ -7,6 +7,7 @@ pub mod bucket;
 pub mod buckets;
 pub mod engine;
 pub mod headers;
+pub mod keys;
 pub mod learn;
 pub mod limit;
 pub mod matcher;

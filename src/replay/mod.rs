@@ -166,14 +166,13 @@ impl Replay<'_> {
     }
 
     fn tick(&mut self, start: Nanos, end: Nanos) {
-        let data = self.engine.observer().drain();
         self.minutes += 1;
-        self.overflow += data.overflow;
         if !self.adaptive {
+            self.overflow += self.engine.observer().drain().overflow;
             return;
         }
-        let tick = self.learner.tick(start, data, end);
-        self.engine.set_actions(tick.actions.clone());
+        let tick = self.learner.tick_engine(&self.engine, start, end);
+        self.overflow += tick.overflow;
         self.report
             .actions(&tick.actions, (end / NANOS_PER_MILLI) as i64);
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::core::learn::actions::ActionTable;
+use crate::core::learn::actions::{ActionKind, ActionTable};
 use crate::core::time::NANOS_PER_MILLI;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl ReportBuilder {
             let since_ms = (action.since / NANOS_PER_MILLI) as i64;
             track.first_flagged_ms.get_or_insert(since_ms.min(at_ms));
             track.max_score = track.max_score.max(action.score);
-            track.blocked |= action.kind.name() == "block";
+            track.blocked |= action.kind == ActionKind::Block;
         }
     }
 

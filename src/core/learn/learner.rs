@@ -23,6 +23,7 @@ use super::features::{self, DIM, Features};
 use super::forest::{Forest, ForestParams};
 use super::observe::{ClientMinute, EndpointMinute, MinuteData};
 use super::policy::{Adjustment, Assessment, PolicyConfig};
+use crate::core::engine::Engine;
 use crate::core::time::Nanos;
 
 #[derive(Clone, Debug)]
@@ -136,10 +137,6 @@ impl Learner {
         &self.config
     }
 
-    pub fn set_shadow(&mut self, on: bool) {
-        self.config.policy.shadow = on;
-    }
-
     pub fn actions(&self) -> Arc<ActionTable> {
         self.actions.clone()
     }
@@ -245,6 +242,14 @@ impl Learner {
             overflow: data.overflow,
             trained,
         }
+    }
+
+    /// One minute of a running engine: closes its observation, learns, installs the new actions.
+    /// The live server and `sluice replay` both call this, so both run one code path.
+    pub fn tick_engine(&mut self, engine: &Engine, minute: Nanos, now: Nanos) -> Tick {
+        let tick = self.tick(minute, engine.observer().drain(), now);
+        engine.set_actions(tick.actions.clone());
+        tick
     }
 
     /// Adds this minute's clients that are under no action to the rolling sample, at most an even

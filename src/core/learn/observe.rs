@@ -189,7 +189,7 @@ pub struct ClientMinute {
     /// The user agent of the latest request: a tool agent counts per request.
     last_agent_tool: bool,
     pub inter_arrival: Welford,
-    pub first_seen: Nanos,
+
     last_seen: Nanos,
     decided: bool,
 }
@@ -295,9 +295,7 @@ impl ClientMinute {
         if sensitive {
             self.sensitive += 1;
         }
-        if self.requests == 1 {
-            self.first_seen = o.now;
-        } else {
+        if self.requests > 1 {
             // Mild disorder (replays accept a few seconds) counts as a zero gap.
             let gap = o.now.saturating_sub(self.last_seen);
             self.inter_arrival.push(gap as f64 / NANOS_PER_SEC as f64);
@@ -382,10 +380,6 @@ impl Aggregator {
     /// Observations dropped at the caps since start.
     pub fn overflow_total(&self) -> u64 {
         self.overflow_total.load(Ordering::Relaxed)
-    }
-
-    pub fn classifier(&self) -> &Classifier {
-        &self.config.classifier
     }
 
     pub fn record(&self, o: &Observation<'_>) {
