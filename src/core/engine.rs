@@ -25,7 +25,7 @@ use super::buckets::{BucketStore, StoreKind};
 use super::keys::{bucket_key, caller_from_descriptors, subject_key, synthetic_seed};
 use super::learn::actions::{ActionKind, ActionTable};
 use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
-use super::limit::{Algorithm, Quota, Rate};
+use super::limit::{Algorithm, Quota, Rate, Unit};
 use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
 use super::rules::{Tier, subject_keys};
 use super::time::{NANOS_PER_SEC, Nanos};
@@ -407,12 +407,7 @@ impl Engine {
         algorithm: Algorithm,
         label: &'s Arc<LimitLabel>,
     ) -> Applied<'s> {
-        let quota = Quota {
-            limit: rate.requests_per_unit,
-            unit: rate.unit,
-            capacity: rate.requests_per_unit,
-            algorithm,
-        };
+        let quota = Quota::without_burst(rate, algorithm);
         let seed = synthetic_seed(&label.name, domain, &input.entries, rate);
         Applied {
             slot,
@@ -497,12 +492,11 @@ impl Engine {
                     }
                 }
                 ActionKind::Throttle { per_minute } => {
-                    let quota = Quota {
-                        limit: per_minute,
-                        unit: super::limit::Unit::Minute,
-                        capacity: per_minute,
-                        algorithm: Algorithm::TokenBucket,
+                    let rate = Rate {
+                        requests_per_unit: per_minute,
+                        unit: Unit::Minute,
                     };
+                    let quota = Quota::without_burst(rate, Algorithm::TokenBucket);
                     applied.push(Applied {
                         slot: 0,
                         label: &self.throttle_label,
@@ -596,12 +590,13 @@ impl Engine {
             shadow_over: false,
             limit: Some(ReportedLimit {
                 label: self.block_label.clone(),
-                quota: Quota {
-                    limit: 0,
-                    unit: super::limit::Unit::Minute,
-                    capacity: 0,
-                    algorithm: Algorithm::FixedWindow,
-                },
+                quota: Quota::without_burst(
+                    Rate {
+                        requests_per_unit: 0,
+                        unit: Unit::Minute,
+                    },
+                    Algorithm::FixedWindow,
+                ),
             }),
             remaining: 0,
             reset_after: wait,

@@ -158,6 +158,16 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// `rate` with no burst: capacity equals the limit.
+    pub fn without_burst(rate: Rate, algorithm: Algorithm) -> Quota {
+        Quota {
+            limit: rate.requests_per_unit,
+            unit: rate.unit,
+            capacity: rate.requests_per_unit,
+            algorithm,
+        }
+    }
+
     pub fn window_nanos(&self) -> u64 {
         self.unit.nanos()
     }
