@@ -190,3 +190,113 @@ async fn prune(rules: &RulesService, before_ms: i64) {
         Err(e) => tracing::warn!(error = %e, "could not prune history"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::history::{ModelRow, TrafficRow};
+
+    /// A batch of `rows` traffic rows, with a model of `model` version and an action set named
+    /// `actions` when given.
+    fn batch(rows: usize, model: Option<i64>, actions: Option<&str>) -> HistoryBatch {
+        HistoryBatch {
+            traffic: (0..rows)
+                .map(|i| TrafficRow {
+                    minute_ms: i as i64,
+                    endpoint: "/x".into(),
+                    tier: "STD",
+                    requests: 1,
+                    allowed: 1,
+                    denied: 0,
+                    errors: 0,
+                })
+                .collect(),
+            model: model.map(|version| ModelRow {
+                version,
+                trained_at_ms: 0,
+                trained_on: 0,
+                body: String::new(),
+            }),
+            actions: actions.map(|name| vec![(name.to_string(), String::new())]),
+            ..HistoryBatch::default()
+        }
+    }
+
+    /// What is left after trimming: (rows, model version, action set) per batch, and the rows
+    /// counted as dropped.
+    type Kept = Vec<(usize, Option<i64>, Option<String>)>;
+
+    fn check(what: &str, batches: Vec<HistoryBatch>, cap: usize, kept: Kept, dropped: u64) {
+        let stats = HistoryStats::default();
+        let mut pending: VecDeque<HistoryBatch> = batches.into();
+        trim(&mut pending, cap, &stats);
+        let got: Kept = pending
+            .iter()
+            .map(|b| {
+                (
+                    b.rows(),
+                    b.model.as_ref().map(|m| m.version),
+                    b.actions.as_ref().map(|a| a[0].0.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(got, kept, "{what}: kept");
+        assert_eq!(
+            stats.dropped_rows.load(Ordering::Relaxed),
+            dropped,
+            "{what}: dropped"
+        );
+    }
+
+    #[test]
+    fn trim_drops_the_oldest_rows_but_never_the_state_a_restart_needs() {
+        let s = |x: &str| Some(x.to_string());
+        check(
+            "under the cap: nothing dropped",
+            vec![batch(3, Some(1), None), batch(3, None, None)],
+            6,
+            vec![(3, Some(1), None), (3, None, None)],
+            0,
+        );
+        check(
+            "the oldest batch goes, its model and actions move forward",
+            vec![
+                batch(4, Some(1), Some("a1")),
+                batch(3, None, None),
+                batch(3, None, None),
+            ],
+            6,
+            vec![(3, Some(1), s("a1")), (3, None, None)],
+            4,
+        );
+        check(
+            "a newer model and action set win over the carried ones",
+            vec![
+                batch(4, Some(1), Some("a1")),
+                batch(4, Some(2), Some("a2")),
+                batch(2, None, None),
+            ],
+            6,
+            vec![(4, Some(2), s("a2")), (2, None, None)],
+            4,
+        );
+        check(
+            "one batch bigger than the buffer keeps only its state",
+            vec![batch(9, Some(3), Some("a3"))],
+            5,
+            vec![(0, Some(3), s("a3"))],
+            9,
+        );
+        check(
+            "several dropped down to one oversized batch",
+            vec![
+                batch(2, Some(1), None),
+                batch(2, None, Some("a1")),
+                batch(8, None, None),
+            ],
+            5,
+            vec![(0, Some(1), s("a1"))],
+            12,
+        );
+    }
+}

@@ -469,7 +469,7 @@ impl Engine {
             ..Verdict::default()
         };
         let actions = self.actions.load();
-        if let Some(action) = actions.active(caller.remote_address, now) {
+        if let Some(action) = actions.active_for(caller.remote_address, caller.user_id, now) {
             let floor = applied
                 .iter()
                 .map(|a| a.floor_per_minute)
@@ -503,10 +503,8 @@ impl Engine {
                         quota,
                         keep_for: quota.full_recovery(),
                         shadow,
-                        key: bucket_key(
-                            THROTTLE_SEED ^ per_minute,
-                            [caller.remote_address].into_iter(),
-                        ),
+                        // Per action key: a throttled user shares one bucket across addresses.
+                        key: bucket_key(THROTTLE_SEED ^ per_minute, [&*action.client].into_iter()),
                         floor_per_minute: 0,
                         anomaly: true,
                     });

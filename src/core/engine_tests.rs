@@ -52,6 +52,7 @@ store_tests!(
     unknown_domains_allow_or_take_the_default,
     should_allow_and_reset_client,
     concurrent_hammering_of_one_key_never_over_admits,
+    a_users_action_follows_it_from_address_to_address,
 );
 
 fn desc<'a>(entries: &[(&'a str, &'a str)], hits: u64) -> DescriptorInput<'a> {
@@ -429,3 +430,53 @@ fn idle_ttl_is_a_minimum(store: StoreKind) {
 }
 
 store_tests!(idle_ttl_is_a_minimum);
+
+fn a_users_action_follows_it_from_address_to_address(store: StoreKind) {
+    use crate::core::learn::actions::{Action, ActionKind, ActionTable};
+    let e = engine(store, vec![]);
+    let action = |client: &str, kind| Action {
+        client: client.into(),
+        kind,
+        score: 0.85,
+        since: T0,
+        expires_at: T0 + 300 * S,
+        shadow: false,
+        model_version: 1,
+    };
+    e.set_actions(Arc::new(ActionTable::from_actions([
+        action("user:mallory", ActionKind::Throttle { per_minute: 2 }),
+        action("user:trudy", ActionKind::Block),
+    ])));
+    let from = |ip, user| Subject {
+        remote_address: ip,
+        user_id: user,
+        endpoint: "/api/products/1",
+        ..Subject::default()
+    };
+    let anomaly = |v: &Verdict| v.anomaly.map(|h| (h.kind.name(), h.denied));
+    // mallory's throttle is one bucket, whichever proxy she comes through.
+    let mallory: Vec<_> = ["100.64.0.1", "100.64.0.2", "100.64.0.3"]
+        .into_iter()
+        .map(|ip| {
+            let v = e.should_allow("sluice", &from(ip, "mallory"), 1, T0);
+            (v.over_limit, anomaly(&v))
+        })
+        .collect();
+    assert_eq!(
+        mallory,
+        [
+            (false, Some(("throttle", false))),
+            (false, Some(("throttle", false))),
+            (true, Some(("throttle", true))),
+        ]
+    );
+    let trudy = e.should_allow("sluice", &from("100.64.9.9", "trudy"), 1, T0);
+    assert_eq!(
+        (trudy.over_limit, anomaly(&trudy)),
+        (true, Some(("block", true)))
+    );
+    // The same addresses without those users are untouched.
+    let anonymous = e.should_allow("sluice", &from("100.64.0.1", ""), 1, T0);
+    assert_eq!((anonymous.over_limit, anomaly(&anonymous)), (false, None));
+    assert_eq!(e.stats().anomaly_denied.load(Ordering::Relaxed), 2);
+}

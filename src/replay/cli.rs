@@ -79,15 +79,19 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         None => println!("{json}"),
     }
     eprintln!(
-        "replayed {} requests in {:.2} s ({:.0} requests/s); {} clients flagged",
-        report.requests, report.replay_seconds, report.requests_per_second, report.clients.flagged
+        "replayed {} requests in {:.2} s ({:.0} requests/s); {} clients and {} users flagged",
+        report.requests,
+        report.replay_seconds,
+        report.requests_per_second,
+        report.clients.flagged,
+        report.users.flagged
     );
     Ok(())
 }
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenTraceArgs {
-    /// normal, ddos, credential-stuffing, scraper, flash-crowd or mix.
+    /// normal, ddos, credential-stuffing, scraper, account-scraper, flash-crowd or mix.
     #[arg(long)]
     pub scenario: String,
     /// Output file (default: standard output).

@@ -117,8 +117,9 @@ impl Replay<'_> {
             self.engine.report_outcome(&subject, status, now);
         }
         let by_anomaly = !allowed && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
-        self.report
-            .request(row.client, row.label, row.ts_ms, allowed, by_anomaly);
+        self.report.request(
+            row.client, row.user, row.label, row.ts_ms, allowed, by_anomaly,
+        );
         if let Some(w) = self.decisions.as_mut() {
             let reason = match (allowed, by_anomaly, verdict.anomaly) {
                 (true, _, _) => "allowed",

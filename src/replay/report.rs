@@ -1,5 +1,6 @@
 //! The replay report (format in `docs/trace-format.md`): totals, per label, per client, the
-//! flagged clients and detection quality against the trace's labels.
+//! flagged clients and detection quality against the trace's labels, for network identities and
+//! for signed-in users apart.
 //!
 //! Built incrementally while the replay runs: one small record per client, nothing per request.
 
@@ -9,6 +10,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::core::learn::actions::{ActionKind, ActionTable};
+use crate::core::learn::observe::{user_key, user_of_key};
 use crate::core::time::NANOS_PER_MILLI;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -68,7 +70,12 @@ pub struct Report {
     /// Denied by an anomaly action (the rest by static rules).
     pub denied_anomaly: u64,
     pub by_label: BTreeMap<String, Counts>,
+    /// Network identities (the trace's `client`).
     pub clients: ClientSummary,
+    /// Signed-in users (the trace's `user`), acted on as `user:<id>` across addresses; a user's
+    /// label is the label of most of its requests.
+    pub users: ClientSummary,
+    /// Flagged network identities and users (`user:<id>`).
     pub flagged: Vec<Flagged>,
     /// Actions were recorded, not enforced.
     pub shadow: bool,
@@ -123,13 +130,103 @@ fn is_attack(label: &str) -> bool {
 #[derive(Default)]
 pub struct ReportBuilder {
     report: Report,
-    clients: FxHashMap<Box<str>, ClientTrack>,
+    clients: Tracks,
+    /// By user id (without the `user:` prefix).
+    users: Tracks,
+}
+
+#[derive(Default)]
+struct Tracks(FxHashMap<Box<str>, ClientTrack>);
+
+impl Tracks {
+    fn get(&mut self, key: &str) -> &mut ClientTrack {
+        // Look up before inserting: the key is only allocated once per client.
+        if !self.0.contains_key(key) {
+            self.0.insert(key.into(), ClientTrack::default());
+        }
+        self.0.get_mut(key).expect("inserted above")
+    }
+
+    fn request(&mut self, key: &str, label: &str, ts_ms: i64) {
+        let track = self.get(key);
+        track.requests += 1;
+        if !label.is_empty() {
+            track.labels.add(label);
+        }
+        if is_attack(label) && track.first_attack_ms.is_none() {
+            track.first_attack_ms = Some(ts_ms);
+        }
+    }
+
+    /// Totals, confusion counts and delays of these tracks; flagged ones are added to `flagged`
+    /// under `name(key)`.
+    fn summarize(self, name: impl Fn(&str) -> String, flagged: &mut Vec<Flagged>) -> ClientSummary {
+        let mut s = ClientSummary::default();
+        let mut delays = Vec::new();
+        let mut tracks: Vec<_> = self.0.into_iter().collect();
+        tracks.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, t) in tracks {
+            if t.requests == 0 {
+                continue; // Flagged from a restored action but silent in this trace.
+            }
+            s.total += 1;
+            let label = t.labels.majority().to_string();
+            let attack = is_attack(&label);
+            if !label.is_empty() {
+                *s.labelled
+                    .entry(if attack { "attack" } else { "benign" })
+                    .or_default() += 1;
+            }
+            match (t.first_flagged_ms, attack) {
+                (Some(_), true) => s.true_positives += 1,
+                (Some(_), false) if !label.is_empty() => s.false_positives += 1,
+                (None, true) => s.false_negatives += 1,
+                _ => {}
+            }
+            if let (Some(f), true, Some(a)) = (t.first_flagged_ms, attack, t.first_attack_ms) {
+                delays.push(((f - a).max(0)) as f64 / 1000.0);
+            }
+            if let Some(first) = t.first_flagged_ms {
+                s.flagged += 1;
+                flagged.push(Flagged {
+                    client: name(&key),
+                    first_flagged_ts: first,
+                    max_score: (t.max_score * 1000.0).round() / 1000.0,
+                    action: if t.blocked { "block" } else { "throttle" },
+                    label,
+                    requests: t.requests,
+                });
+            }
+        }
+        if s.labelled.values().sum::<u64>() > 0 {
+            let tp = s.true_positives as f64;
+            let flagged_labelled = tp + s.false_positives as f64;
+            let attackers = tp + s.false_negatives as f64;
+            s.precision = Some(if flagged_labelled > 0.0 {
+                tp / flagged_labelled
+            } else {
+                1.0
+            });
+            s.recall = Some(if attackers > 0.0 { tp / attackers } else { 1.0 });
+        }
+        if !delays.is_empty() {
+            delays.sort_by(f64::total_cmp);
+            let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+            s.detection_delay_seconds = Some(Delays {
+                p50: at(0.5),
+                p90: at(0.9),
+                max: at(1.0),
+            });
+        }
+        s
+    }
 }
 
 impl ReportBuilder {
     pub fn request(
         &mut self,
         client: &str,
+        user: &str,
         label: &str,
         ts_ms: i64,
         allowed: bool,
@@ -155,16 +252,9 @@ impl ReportBuilder {
                     .add(allowed),
             }
         }
-        let track = match self.clients.get_mut(client) {
-            Some(t) => t,
-            None => self.clients.entry(client.into()).or_default(),
-        };
-        track.requests += 1;
-        if !label.is_empty() {
-            track.labels.add(label);
-        }
-        if is_attack(label) && track.first_attack_ms.is_none() {
-            track.first_attack_ms = Some(ts_ms);
+        self.clients.request(client, label, ts_ms);
+        if !user.is_empty() {
+            self.users.request(user, label, ts_ms);
         }
     }
 
@@ -174,9 +264,9 @@ impl ReportBuilder {
             if action.shadow {
                 self.report.shadow = true;
             }
-            let track = match self.clients.get_mut(&*action.client) {
-                Some(t) => t,
-                None => self.clients.entry((&*action.client).into()).or_default(),
+            let track = match user_of_key(&action.client) {
+                Some(user) => self.users.get(user),
+                None => self.clients.get(&action.client),
             };
             let since_ms = (action.since / NANOS_PER_MILLI) as i64;
             track.first_flagged_ms.get_or_insert(since_ms.min(at_ms));
@@ -206,63 +296,8 @@ impl ReportBuilder {
         r.benign_denied_ratio = benign
             .filter(|c| c.requests > 0)
             .map(|c| c.denied as f64 / c.requests as f64);
-        let mut delays = Vec::new();
-        let s = &mut r.clients;
-        let mut clients: Vec<_> = self.clients.into_iter().collect();
-        clients.sort_by(|a, b| a.0.cmp(&b.0));
-        for (client, t) in clients {
-            if t.requests == 0 {
-                continue; // Flagged from a restored action but silent in this trace.
-            }
-            s.total += 1;
-            let label = t.labels.majority().to_string();
-            let attack = is_attack(&label);
-            if !label.is_empty() {
-                *s.labelled
-                    .entry(if attack { "attack" } else { "benign" })
-                    .or_default() += 1;
-            }
-            match (t.first_flagged_ms, attack) {
-                (Some(_), true) => s.true_positives += 1,
-                (Some(_), false) if !label.is_empty() => s.false_positives += 1,
-                (None, true) => s.false_negatives += 1,
-                _ => {}
-            }
-            if let (Some(f), true, Some(a)) = (t.first_flagged_ms, attack, t.first_attack_ms) {
-                delays.push(((f - a).max(0)) as f64 / 1000.0);
-            }
-            if let Some(first) = t.first_flagged_ms {
-                s.flagged += 1;
-                r.flagged.push(Flagged {
-                    client: client.to_string(),
-                    first_flagged_ts: first,
-                    max_score: (t.max_score * 1000.0).round() / 1000.0,
-                    action: if t.blocked { "block" } else { "throttle" },
-                    label,
-                    requests: t.requests,
-                });
-            }
-        }
-        if s.labelled.values().sum::<u64>() > 0 {
-            let tp = s.true_positives as f64;
-            let flagged_labelled = tp + s.false_positives as f64;
-            let attackers = tp + s.false_negatives as f64;
-            s.precision = Some(if flagged_labelled > 0.0 {
-                tp / flagged_labelled
-            } else {
-                1.0
-            });
-            s.recall = Some(if attackers > 0.0 { tp / attackers } else { 1.0 });
-        }
-        if !delays.is_empty() {
-            delays.sort_by(f64::total_cmp);
-            let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
-            s.detection_delay_seconds = Some(Delays {
-                p50: at(0.5),
-                p90: at(0.9),
-                max: at(1.0),
-            });
-        }
+        r.clients = self.clients.summarize(|k| k.to_string(), &mut r.flagged);
+        r.users = self.users.summarize(user_key, &mut r.flagged);
         r.flagged
             .sort_by(|a, b| (a.first_flagged_ts, &a.client).cmp(&(b.first_flagged_ts, &b.client)));
         self.report

@@ -91,6 +91,16 @@ fn check_quality(what: &str, r: &Report) {
         Vec::<&str>::new(),
         "{what}: flash-crowd clients flagged"
     );
+    // Signed-in users are scored too; no benign one may be acted on.
+    let benign_users: Vec<_> = r
+        .flagged
+        .iter()
+        .filter(|f| f.client.starts_with("user:") && f.label == "benign")
+        .collect();
+    assert!(
+        benign_users.is_empty(),
+        "{what}: benign users flagged {benign_users:?}"
+    );
 }
 
 #[test]
@@ -119,6 +129,31 @@ fn each_attack_alone_is_caught_and_a_flash_crowd_is_left_alone() {
             "{scenario}: benign traffic under the static rules"
         );
     }
+}
+
+#[test]
+fn an_account_spread_over_proxies_is_caught_by_its_user_key() {
+    let r = replay(&trace("account-scraper", 17, 1.0), false);
+    // No proxy address is busy enough to act on; each account is.
+    assert_eq!(r.clients.flagged, 0, "{:?}", r.flagged);
+    let u = &r.users;
+    assert_eq!(
+        (u.true_positives, u.false_negatives, u.false_positives),
+        (3, 0, 0),
+        "{:?}",
+        r.flagged
+    );
+    assert!(u.detection_delay_seconds.as_ref().unwrap().p50 <= 75.0);
+    let mut accounts: Vec<&str> = r.flagged.iter().map(|f| f.client.as_str()).collect();
+    accounts.sort();
+    assert_eq!(accounts, ["user:acct0", "user:acct1", "user:acct2"]);
+    // The action follows the account from address to address.
+    let attack = &r.by_label["attack:account_scraper"];
+    assert!(
+        attack.denied * 2 > attack.requests,
+        "most of the accounts' requests denied: {attack:?}"
+    );
+    assert!(r.benign_denied_ratio.unwrap() <= 0.003);
 }
 
 #[test]

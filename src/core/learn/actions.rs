@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::observe::user_of_key;
 use crate::core::time::Nanos;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,21 +68,26 @@ pub struct Action {
     pub model_version: u64,
 }
 
-/// The actions in force, by client.
+/// The actions in force, by client key (a network identity or `user:<id>`).
 #[derive(Clone, Debug, Default)]
 pub struct ActionTable {
     by_client: FxHashMap<Arc<str>, Action>,
+    /// User id → its key in `by_client`, so a decision finds a user's action without building
+    /// the `user:` key.
+    users: FxHashMap<Box<str>, Arc<str>>,
 }
 
 impl ActionTable {
     pub fn from_map(by_client: FxHashMap<Arc<str>, Action>) -> ActionTable {
-        ActionTable { by_client }
+        let users = by_client
+            .keys()
+            .filter_map(|k| user_of_key(k).map(|u| (u.into(), k.clone())))
+            .collect();
+        ActionTable { by_client, users }
     }
 
     pub fn from_actions(actions: impl IntoIterator<Item = Action>) -> ActionTable {
-        ActionTable {
-            by_client: actions.into_iter().map(|a| (a.client.clone(), a)).collect(),
-        }
+        ActionTable::from_map(actions.into_iter().map(|a| (a.client.clone(), a)).collect())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,6 +111,28 @@ impl ActionTable {
         self.by_client.get(client).filter(|a| a.expires_at > now)
     }
 
+    /// The action in force for a request from `address` by `user` (either may be empty): the
+    /// stronger of the address's and the user's, the address's on a tie.
+    pub fn active_for(&self, address: &str, user: &str, now: Nanos) -> Option<&Action> {
+        if self.by_client.is_empty() {
+            return None;
+        }
+        let by_address = self.active(address, now);
+        let by_user = match self.users.is_empty() || user.is_empty() {
+            true => None,
+            false => self
+                .users
+                .get(user)
+                .and_then(|key| self.by_client.get(key))
+                .filter(|a| a.expires_at > now),
+        };
+        match (by_address, by_user) {
+            (Some(a), Some(u)) if u.kind.stronger(a.kind) != a.kind => Some(u),
+            (Some(a), _) => Some(a),
+            (None, u) => u,
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Action> {
         self.by_client.values()
     }
@@ -116,3 +144,7 @@ impl ActionTable {
         all
     }
 }
+
+#[cfg(test)]
+#[path = "actions_tests.rs"]
+mod tests;

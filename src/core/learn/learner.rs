@@ -9,6 +9,8 @@
 //! Invariants:
 //! - clients under any anomaly action (shadow ones included) never enter the training sample, so
 //!   an ongoing attack does not teach the forest that attacks are normal;
+//! - the forest learns from network keys only and scores both kinds (user keys are mostly
+//!   the same requests again; see `observe`);
 //! - the sample is bounded (`sample_cap` points over `sample_minutes` minutes);
 //! - no new action is taken before a model exists (cold start runs on static rules only).
 
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::actions::{Action, ActionTable};
 use super::features::{self, DIM, Features};
 use super::forest::{Forest, ForestParams};
-use super::observe::{ClientMinute, EndpointMinute, MinuteData};
+use super::observe::{ClientKind, ClientMinute, EndpointMinute, MinuteData};
 use super::policy::{Adjustment, Assessment, PolicyConfig};
 use crate::core::engine::Engine;
 use crate::core::time::Nanos;
@@ -267,7 +269,11 @@ impl Learner {
         let mut fresh: Vec<(u64, &Features)> = measured
             .iter()
             .filter(|(c, _)| {
-                c.requests >= self.config.policy.min_requests && table.get(&c.client).is_none()
+                // Network keys only: a signed-in user's minute is usually the same requests as
+                // its address's, and learning both would count them twice.
+                c.kind == ClientKind::Network
+                    && c.requests >= self.config.policy.min_requests
+                    && table.get(&c.client).is_none()
             })
             .map(|(c, x)| {
                 (

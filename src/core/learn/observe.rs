@@ -9,6 +9,12 @@
 //! - at most `max_clients` clients and `max_endpoints` (shard, endpoint × tier) entries are
 //!   tracked per minute; observations beyond the cap are counted in `overflow`, never stored.
 //!
+//! Two kinds of client key are aggregated: the network identity (IP address or session id, as
+//! given) and, for requests that carry an authenticated user id, the user as `user:<id>`
+//! ([`user_key`]). A request with a user is folded into both, each in its own shard; so an
+//! account spread over many proxies is seen whole under its user key, and an address trying many
+//! accounts under its network key. Endpoint × tier traffic is counted once per request.
+//!
 //! It does not decide anything and does not know the forest: `drain` hands the closed minute to the
 //! learner (`learner`), which turns it into features.
 
@@ -22,10 +28,36 @@ use crate::core::rules::Tier;
 use crate::core::time::{NANOS_PER_SEC, Nanos};
 
 const SHARDS: usize = 64;
+/// Seed of user keys' hashes, so a user id equal to some address is still another client.
+const USER_KEY_SEED: u64 = 0x05E2_1D5E_ED00_0001;
 /// Distinct endpoints (and user agents, users) remembered exactly per client-minute; past this
 /// every new one is still counted as distinct, so the count stays right and only the histogram's
 /// tail is approximate.
 const EXACT_DISTINCT: usize = 32;
+
+/// Prefix of user client keys: `user:alice`. Network identities never start with it (an IPv6
+/// address has no `u`), so the two kinds cannot collide.
+pub const USER_KEY_PREFIX: &str = "user:";
+
+/// The client key under which a user's requests are aggregated and acted on.
+pub fn user_key(user_id: &str) -> String {
+    format!("{USER_KEY_PREFIX}{user_id}")
+}
+
+/// The user id of a user client key, `None` for a network identity.
+pub fn user_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix(USER_KEY_PREFIX)
+}
+
+/// What a client key names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientKind {
+    /// An IP address or session id (the trace's `client`, Envoy's `remote_address`).
+    #[default]
+    Network,
+    /// An authenticated user id, across every address it came from.
+    User,
+}
 
 /// What happened to one request, as far as the learning loop cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +197,7 @@ impl Distinct {
 #[derive(Clone, Debug, Default)]
 pub struct ClientMinute {
     pub client: Box<str>,
+    pub kind: ClientKind,
     /// Requests seen: decisions, or outcomes for a client the engine was not asked about.
     pub requests: u32,
     pub allowed: u32,
@@ -185,7 +218,8 @@ pub struct ClientMinute {
     endpoints: SmallVec<[(u64, u32, bool); 4]>,
     endpoints_beyond: u32,
     agents: Distinct,
-    users: Distinct,
+    /// The other kind of identity: users seen on a network key, addresses seen for a user key.
+    partners: Distinct,
     /// The user agent of the latest request: a tool agent counts per request.
     last_agent_tool: bool,
     pub inter_arrival: Welford,
@@ -228,8 +262,9 @@ impl ClientMinute {
         self.agents.count()
     }
 
-    pub fn distinct_users(&self) -> u32 {
-        self.users.count()
+    /// Distinct users behind a network key, or distinct addresses a user key came from.
+    pub fn distinct_partners(&self) -> u32 {
+        self.partners.count()
     }
 
     /// Folds one observation in. Decisions count requests; outcomes count errors, and count as
@@ -241,8 +276,14 @@ impl ClientMinute {
                 .agents
                 .visit(h.agent, || classifier.is_tool(o.user_agent));
         }
-        if !o.user.is_empty() {
-            self.users.visit(h.user, || false);
+        match self.kind {
+            ClientKind::Network if !o.user.is_empty() => {
+                self.partners.visit(h.user, || false);
+            }
+            ClientKind::User => {
+                self.partners.visit(h.client, || false);
+            }
+            ClientKind::Network => {}
         }
         if o.tier == Tier::Prm {
             self.prm = true;
@@ -393,22 +434,17 @@ impl Aggregator {
             agent: hash(o.user_agent),
             user: hash(o.user),
         };
+        if !o.user.is_empty() {
+            // The user's own key, in the shard of its (seeded, so distinct) hash; only the
+            // per-client part is recorded there, so endpoint traffic counts each request once.
+            let key = xxhash_rust::xxh3::xxh3_64_with_seed(o.user.as_bytes(), USER_KEY_SEED);
+            let mut shard = self.shards[(key as usize) % SHARDS].lock();
+            self.record_client(&mut shard, key, ClientKind::User, o, &h);
+        }
         let endpoint_key = h.endpoint ^ (o.tier as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut shard = self.shards[(h.client as usize) % SHARDS].lock();
         let shard = &mut *shard;
-        let client = match shard.clients.get_mut(&h.client) {
-            Some(c) => Some(c),
-            None if self.reserve(&self.clients, self.config.max_clients) => {
-                let c = shard.clients.entry(h.client).or_default();
-                c.client = o.client.into();
-                Some(c)
-            }
-            None => None,
-        };
-        match client {
-            Some(c) => c.record(o, &h, &self.config.classifier),
-            None => self.overflowed(),
-        }
+        self.record_client(shard, h.client, ClientKind::Network, o, &h);
         let endpoint = match shard.endpoints.get_mut(&endpoint_key) {
             Some(e) => Some(e),
             None if self.reserve(&self.endpoints, self.config.max_endpoints) => {
@@ -431,6 +467,34 @@ impl Aggregator {
             (Some(e), Event::Outcome { status }) if status >= 400 => e.errors += 1,
             (Some(_), Event::Outcome { .. }) => {}
             (None, _) => self.overflowed(),
+        }
+    }
+
+    /// Folds `o` into the client `key` of `shard`, creating it if the cap allows.
+    fn record_client(
+        &self,
+        shard: &mut Shard,
+        key: u64,
+        kind: ClientKind,
+        o: &Observation<'_>,
+        h: &Hashes,
+    ) {
+        let client = match shard.clients.get_mut(&key) {
+            Some(c) => Some(c),
+            None if self.reserve(&self.clients, self.config.max_clients) => {
+                let c = shard.clients.entry(key).or_default();
+                c.kind = kind;
+                c.client = match kind {
+                    ClientKind::Network => o.client.into(),
+                    ClientKind::User => user_key(o.user).into(),
+                };
+                Some(c)
+            }
+            None => None,
+        };
+        match client {
+            Some(c) => c.record(o, h, &self.config.classifier),
+            None => self.overflowed(),
         }
     }
 

@@ -106,3 +106,42 @@ fn classifier_is_case_insensitive() {
     assert!(c.is_sensitive("/API/Login"));
     assert!(!c.is_sensitive("/api/products/7"));
 }
+
+#[test]
+fn a_signed_in_request_counts_for_its_address_and_its_user() {
+    let agg = Aggregator::new(ObserveConfig::default());
+    let by = |client, user, sec| Observation {
+        user,
+        ..obs(client, "/api/cart", OK, sec)
+    };
+    // alice from two addresses; bob and carol share one; an anonymous visitor.
+    agg.record(&by("10.0.0.1", "alice", 1));
+    agg.record(&by("10.0.0.2", "alice", 2));
+    agg.record(&by("10.0.0.3", "bob", 3));
+    agg.record(&by("10.0.0.3", "carol", 4));
+    agg.record(&by("10.0.0.4", "", 5));
+    let m = agg.drain();
+    let summary: Vec<(&str, ClientKind, u32, u32)> = m
+        .clients
+        .iter()
+        .map(|c| (&*c.client, c.kind, c.requests, c.distinct_partners()))
+        .collect();
+    use ClientKind::{Network, User};
+    assert_eq!(
+        summary,
+        [
+            ("10.0.0.1", Network, 1, 1),
+            ("10.0.0.2", Network, 1, 1),
+            ("10.0.0.3", Network, 2, 2),
+            ("10.0.0.4", Network, 1, 0),
+            ("user:alice", User, 2, 2),
+            ("user:bob", User, 1, 1),
+            ("user:carol", User, 1, 1),
+        ]
+    );
+    // Endpoint traffic counts each request once, not once per key.
+    assert_eq!(m.endpoints.len(), 1);
+    assert_eq!(m.endpoints[0].requests, 5);
+    assert_eq!(user_of_key("user:alice"), Some("alice"));
+    assert_eq!(user_of_key("10.0.0.1"), None);
+}

@@ -54,8 +54,15 @@ impl Allowlist {
         Ok(list)
     }
 
+    /// Whether a client key is allowlisted. A user key `user:alice` matches the entry `alice`
+    /// (or `user:alice`); a network identity matches its exact entry or a network holding it.
     pub fn contains(&self, client: &str) -> bool {
-        if self.exact.iter().any(|e| e == client) {
+        let user = super::observe::user_of_key(client);
+        if self
+            .exact
+            .iter()
+            .any(|e| e == client || user == Some(e.as_str()))
+        {
             return true;
         }
         let Ok(ip) = client.parse::<IpAddr>() else {

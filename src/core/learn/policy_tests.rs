@@ -51,6 +51,23 @@ fn risk_to_action_table() {
         ),
         ("allowlisted network", "10.4.5.6", 0.99, 100, false, None),
         ("allowlisted id", "ops", 0.99, 100, false, None),
+        ("allowlisted user's key", "user:ops", 0.99, 100, false, None),
+        (
+            "a user named like a network is not in it",
+            "user:10.1.1.1",
+            0.85,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
+        (
+            "other users are not allowlisted",
+            "user:opsx",
+            0.85,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
         (
             "allowlisted v6 network",
             "2001:db8::7",
