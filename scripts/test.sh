@@ -49,6 +49,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
-cargo build --locked --bin sluice
+# `cargo test` built the binary for the integration tests; a separate `cargo build` would
+# rebuild the dependency tree without dev-dependency features (minutes on a cold CI machine).
+[ -x target/debug/sluice ] || cargo build --locked --bin sluice
 SLUICE_BIN="$PWD/target/debug/sluice" "$VENV/bin/python" -m pytest -q tests/python
 log "all tests passed"
