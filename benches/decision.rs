@@ -1,5 +1,6 @@
 //! The in-process decision path: one rule (per client address), over 1 and 1,000,000 distinct
-//! keys, for each bucket store. Run: `cargo bench --bench decision`.
+//! keys, for each bucket store; and observation alone (`observe/*`), the learning loop's cost per
+//! decision. Run: `cargo bench --bench decision`.
 
 use std::hint::black_box;
 
@@ -64,5 +65,66 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// What observation (the learning loop's only part on the decision path) costs per decision: a
+/// request by address only, and one that also carries a user id (folded into two keys).
+fn observe(c: &mut Criterion) {
+    use sluice::core::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
+    use sluice::core::rules::Tier;
+    let mut group = c.benchmark_group("observe");
+    group.throughput(Throughput::Elements(1));
+    // (name, distinct clients per minute, with a user id): "first" has every observation be a
+    // client's first in its minute (the dearest case), "repeat" cycles over 100 clients.
+    let cases = [
+        ("address/first", 10_000, false),
+        ("address_and_user/first", 10_000, true),
+        ("address/repeat", 100, false),
+        ("address_and_user/repeat", 100, true),
+    ];
+    for (name, n, with_user) in cases {
+        group.bench_function(name, |b| {
+            let clients: Vec<String> = (0..n)
+                .map(|k| format!("10.{}.{}.{}", k >> 16, (k >> 8) & 0xff, k & 0xff))
+                .collect();
+            let users: Vec<String> = (0..n).map(|i| format!("user-{i}")).collect();
+            let agg = Aggregator::new(ObserveConfig::default());
+            let mut i = 0usize;
+            let mut seen = 0usize;
+            let mut now = 1_700_000_000_000_000_000u64;
+            // Timed: the observations only; closing the minute happens off the decision path.
+            b.iter_custom(|iters| {
+                let mut draining = std::time::Duration::ZERO;
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    i = (i + 1) % clients.len();
+                    seen += 1;
+                    now += 1_000;
+                    agg.record(black_box(&Observation {
+                        now,
+                        client: &clients[i],
+                        user: if with_user { &users[i] } else { "" },
+                        tier: Tier::Std,
+                        endpoint: "/api/products/17",
+                        user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Firefox/133.0",
+                        event: Event::Decision {
+                            allowed: true,
+                            anomaly: false,
+                        },
+                    }));
+                    // Close the minute as the server does: every client seen once (`first`),
+                    // or after 10,000 observations (`repeat`).
+                    if seen == n.max(10_000) {
+                        seen = 0;
+                        let t = std::time::Instant::now();
+                        black_box(agg.drain());
+                        draining += t.elapsed();
+                    }
+                }
+                start.elapsed() - draining
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, observe);
 criterion_main!(benches);

@@ -270,11 +270,11 @@ impl ClientMinute {
     /// Folds one observation in. Decisions count requests; outcomes count errors, and count as
     /// requests only for a client no decision was seen for this minute (a gateway that reports
     /// without asking), so a request decided and reported is counted once.
-    fn record(&mut self, o: &Observation<'_>, h: &Hashes, classifier: &Classifier) {
+    fn record(&mut self, o: &Observation<'_>, h: &Hashes, classes: &mut Classes<'_>) {
         if !o.user_agent.is_empty() {
             self.last_agent_tool = self
                 .agents
-                .visit(h.agent, || classifier.is_tool(o.user_agent));
+                .visit(h.agent, || classes.tool(h.agent, o.user_agent));
         }
         match self.kind {
             ClientKind::Network if !o.user.is_empty() => {
@@ -324,7 +324,7 @@ impl ClientMinute {
                 e.2
             }
             None => {
-                let sensitive = classifier.is_sensitive(o.endpoint);
+                let sensitive = classes.sensitive(h.endpoint, o.endpoint);
                 if self.endpoints.len() < EXACT_DISTINCT {
                     self.endpoints.push((h.endpoint, 1, sensitive));
                 } else {
@@ -367,6 +367,50 @@ struct Hashes {
 struct Shard {
     clients: FxHashMap<u64, ClientMinute>,
     endpoints: FxHashMap<u64, EndpointMinute>,
+    /// Classes of user agents and endpoints by hash, kept across minutes: classifying is a
+    /// substring search over every pattern, far dearer than the rest of an observation, and the
+    /// same few hundred agents and routes come back every minute.
+    agent_class: FxHashMap<u64, bool>,
+    endpoint_class: FxHashMap<u64, bool>,
+}
+
+/// Entries per shard in each class cache; past it the cache starts afresh (bounded memory
+/// against a flood of made-up user agents).
+const CLASS_CACHE: usize = 4096;
+
+/// The classifier with one shard's caches.
+struct Classes<'a> {
+    classifier: &'a Classifier,
+    agents: &'a mut FxHashMap<u64, bool>,
+    endpoints: &'a mut FxHashMap<u64, bool>,
+}
+
+impl Classes<'_> {
+    fn cached(
+        cache: &mut FxHashMap<u64, bool>,
+        hash: u64,
+        classify: impl FnOnce() -> bool,
+    ) -> bool {
+        if let Some(&class) = cache.get(&hash) {
+            return class;
+        }
+        if cache.len() >= CLASS_CACHE {
+            cache.clear();
+        }
+        let class = classify();
+        cache.insert(hash, class);
+        class
+    }
+
+    fn tool(&mut self, hash: u64, user_agent: &str) -> bool {
+        let classifier = self.classifier;
+        Classes::cached(self.agents, hash, || classifier.is_tool(user_agent))
+    }
+
+    fn sensitive(&mut self, hash: u64, endpoint: &str) -> bool {
+        let classifier = self.classifier;
+        Classes::cached(self.endpoints, hash, || classifier.is_sensitive(endpoint))
+    }
 }
 
 /// Bounds and classes for the aggregator.
@@ -493,7 +537,15 @@ impl Aggregator {
             None => None,
         };
         match client {
-            Some(c) => c.record(o, h, &self.config.classifier),
+            Some(c) => c.record(
+                o,
+                h,
+                &mut Classes {
+                    classifier: &self.config.classifier,
+                    agents: &mut shard.agent_class,
+                    endpoints: &mut shard.endpoint_class,
+                },
+            ),
             None => self.overflowed(),
         }
     }
@@ -518,9 +570,20 @@ impl Aggregator {
         // The same endpoint is counted in every shard its clients hash to: merge.
         let mut endpoints: FxHashMap<u64, EndpointMinute> = FxHashMap::default();
         for shard in self.shards.iter() {
-            let taken = std::mem::take(&mut *shard.lock());
-            out.clients.extend(taken.clients.into_values());
-            for (key, e) in taken.endpoints {
+            let (clients, taken_endpoints) = {
+                let mut shard = shard.lock();
+                // The class caches stay: they are not about this minute.
+                // Next minute likely sees as many clients: size for them now, so the decision
+                // path does not pay for growing the table again.
+                let clients =
+                    FxHashMap::with_capacity_and_hasher(shard.clients.len(), Default::default());
+                (
+                    std::mem::replace(&mut shard.clients, clients),
+                    std::mem::take(&mut shard.endpoints),
+                )
+            };
+            out.clients.extend(clients.into_values());
+            for (key, e) in taken_endpoints {
                 let merged = endpoints.entry(key).or_insert_with(|| EndpointMinute {
                     endpoint: e.endpoint.clone(),
                     tier: e.tier,
