@@ -2,6 +2,7 @@
 # The whole test suite, on a fresh Debian 12 machine with Rust and Python 3:
 #   - installs PostgreSQL's server if it is missing (Debian's `postgresql` package);
 #   - starts a throwaway PostgreSQL cluster in a temp dir (stopped and removed on exit);
+#   - fetches ONNX Runtime's library (PyPI wheel, cached) for the forecaster's tests;
 #   - runs every Rust test (unit, property, end-to-end against SQLite and PostgreSQL);
 #   - runs the Python grpcio client test in a virtualenv under target/.
 # Usage: scripts/test.sh [extra cargo test args]
@@ -39,6 +40,13 @@ pg pg_ctl -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
 pg pg_ctl -D "$PG_DIR/data" status >/dev/null
 export SLUICE_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+# ONNX Runtime for the forecaster's tests: fetched from PyPI into a cache when missing.
+if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+  log "ONNX Runtime library"
+  ORT_DYLIB_PATH="$(./scripts/fetch-onnxruntime.sh)"
+fi
+export ORT_DYLIB_PATH
 
 log "cargo test"
 cargo test --locked "$@"

@@ -39,6 +39,10 @@ enum Command {
     GenTrace(sluice::replay::cli::GenTraceArgs),
     /// Drive a running server live over gRPC with synthetic traffic; prints a JSON summary.
     Simulate(sluice::simulate::SimulateArgs),
+    /// Write the forecaster's training tensors (the model's exact input encoding).
+    ExportFeatures(sluice::forecast::cli::ExportFeaturesArgs),
+    /// Score the shipped forecaster against the baselines on a series (MAE, sMAPE at 1/5/15 min).
+    EvalForecast(sluice::forecast::cli::EvalForecastArgs),
     /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
     NoopServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -130,6 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = sluice::simulate::run(&args).await?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
+        Command::ExportFeatures(args) => sluice::forecast::cli::export_features(&args).await?,
+        Command::EvalForecast(args) => sluice::forecast::cli::eval_forecast(&args)?,
         Command::NoopServer { listen } => {
             init_logging(false);
             loadgen::noop_server(listen, shutdown_signal()).await?;

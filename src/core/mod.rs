@@ -6,6 +6,7 @@
 pub mod bucket;
 pub mod buckets;
 pub mod engine;
+pub mod forecast;
 pub mod headers;
 pub mod keys;
 pub mod learn;

@@ -172,6 +172,30 @@ macro_rules! history_backend {
                 Ok((model, actions))
             }
 
+            /// Per-minute traffic, every endpoint and tier, ordered by endpoint then minute.
+            pub async fn traffic(pool: &$pool) -> Result<Vec<TrafficRow>> {
+                let rows: Vec<(i64, String, String, i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT minute_ms, endpoint, tier, requests, allowed, denied, errors \
+                     FROM endpoint_traffic ORDER BY endpoint, minute_ms",
+                )
+                .fetch_all(pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(minute_ms, endpoint, tier, requests, allowed, denied, errors)| {
+                        TrafficRow {
+                            minute_ms,
+                            endpoint,
+                            tier: if tier == "PRM" { "PRM" } else { "STD" },
+                            requests,
+                            allowed,
+                            denied,
+                            errors,
+                        }
+                    })
+                    .collect())
+            }
+
             /// Deletes history older than `before_ms` (and all but the newest few models).
             pub async fn prune(pool: &$pool, before_ms: i64, keep_models: i64) -> Result<u64> {
                 let mut deleted = 0;

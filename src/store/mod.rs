@@ -216,6 +216,14 @@ impl Store {
         }
     }
 
+    /// The stored per-minute endpoint × tier traffic (what the forecaster trains on).
+    pub async fn traffic_history(&self) -> Result<Vec<history::TrafficRow>> {
+        match self {
+            Store::Sqlite(p) => history::sqlite::traffic(p).await,
+            Store::Postgres(p) => history::postgres::traffic(p).await,
+        }
+    }
+
     /// Deletes history older than `before_ms`, keeping the newest `keep_models` models.
     pub async fn prune_history(&self, before_ms: i64, keep_models: i64) -> Result<u64> {
         match self {

@@ -1,0 +1,153 @@
+//! Scoring forecasts against what happened: MAE and sMAPE per horizon for a forecaster and the
+//! baselines, over the same minutes (`sluice eval-forecast`, the replay report's `forecast`).
+//!
+//! sMAPE is the mean of |y − ŷ| / ((|y| + |ŷ|) / 2), 0 when both are 0.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::baseline::Baseline;
+use super::{Forecast, Forecaster, HORIZON, MinutePoint, WINDOW};
+
+/// Horizons reported, in minutes.
+pub const REPORTED: [usize; 3] = [1, 5, 15];
+
+/// Running MAE and sMAPE.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorSum {
+    pub n: u64,
+    abs: f64,
+    smape: f64,
+}
+
+impl ErrorSum {
+    pub fn add(&mut self, actual: f64, predicted: f64) {
+        let diff = (actual - predicted).abs();
+        let denom = (actual.abs() + predicted.abs()) / 2.0;
+        self.n += 1;
+        self.abs += diff;
+        if denom > 0.0 {
+            self.smape += diff / denom;
+        }
+    }
+
+    pub fn score(&self) -> Score {
+        let n = self.n.max(1) as f64;
+        Score {
+            mae: self.abs / n,
+            smape: self.smape / n,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Score {
+    pub mae: f64,
+    pub smape: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// The forecaster that produced the `model` scores (`lstm`, or the fallback's name).
+    pub forecaster: String,
+    pub minutes_evaluated: u64,
+    /// Horizon (minutes) → method (`model`, `last`, `mean5`, `day`, `week`) → score.
+    pub horizons: BTreeMap<u32, BTreeMap<&'static str, Score>>,
+}
+
+/// Forecasts are made this many origins at a time (one model call).
+const BATCH: usize = 512;
+
+/// Evaluates `forecaster` and the baselines on `series` (contiguous minutes). Minutes evaluated:
+/// every minute after the longest warm-up any method needs (a week of history for `week`), and
+/// with `from`, only minutes at or after it (earlier ones are history only).
+pub fn evaluate(
+    series: &[MinutePoint],
+    forecaster: &mut dyn Forecaster,
+    from: Option<i64>,
+) -> Result<Evaluation, String> {
+    let max_h = *REPORTED.iter().max().expect("horizons");
+    let warm_up = Baseline::ALL
+        .iter()
+        .map(|b| b.warm_up(max_h))
+        .chain([WINDOW - 1 + max_h])
+        .max()
+        .expect("methods");
+    let first = series
+        .iter()
+        .position(|p| from.is_none_or(|f| p.minute >= f))
+        .unwrap_or(series.len())
+        .max(warm_up);
+    let counts: Vec<f64> = series.iter().map(|p| p.requests).collect();
+    let mut model = [ErrorSum::default(); HORIZON];
+    let mut base = [[ErrorSum::default(); 4]; HORIZON];
+    // Origin o sees minutes o-WINDOW+1..=o and forecasts o+1..=o+HORIZON.
+    let origins: Vec<usize> =
+        (first.saturating_sub(HORIZON).max(WINDOW - 1)..series.len().saturating_sub(1)).collect();
+    // Forecasts by origin; `None` where the window touches an unknown minute.
+    let mut forecasts: Vec<Option<Forecast>> = vec![None; series.len()];
+    let runnable: Vec<usize> = origins
+        .into_iter()
+        .filter(|&o| series[o + 1 - WINDOW..=o].iter().all(MinutePoint::is_known))
+        .collect();
+    for chunk in runnable.chunks(BATCH) {
+        let windows: Vec<&[MinutePoint]> =
+            chunk.iter().map(|&o| &series[o + 1 - WINDOW..=o]).collect();
+        let got = forecaster.forecast(&windows)?;
+        if got.len() != chunk.len() {
+            return Err(format!(
+                "forecaster returned {} forecasts for {} windows",
+                got.len(),
+                chunk.len()
+            ));
+        }
+        for (&o, f) in chunk.iter().zip(got) {
+            forecasts[o] = Some(f);
+        }
+    }
+    // A minute counts at horizon h only when it is known and every method could forecast it, so
+    // all methods are scored on the same minutes.
+    for m in first..series.len() {
+        if !counts[m].is_finite() {
+            continue;
+        }
+        for h in 1..=HORIZON {
+            let Some(model_says) = forecasts[m - h].map(|f| f[h - 1]) else {
+                continue;
+            };
+            let mut says = [0.0; 4];
+            let all = Baseline::ALL.iter().zip(&mut says).all(|(b, slot)| {
+                match b.predict(&counts, m, h).filter(|p| p.is_finite()) {
+                    Some(p) => {
+                        *slot = p;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if !all {
+                continue;
+            }
+            model[h - 1].add(counts[m], model_says);
+            for (i, p) in says.iter().enumerate() {
+                base[h - 1][i].add(counts[m], *p);
+            }
+        }
+    }
+    let mut horizons = BTreeMap::new();
+    for h in REPORTED {
+        let mut methods = BTreeMap::new();
+        methods.insert("model", model[h - 1].score());
+        for (i, b) in Baseline::ALL.iter().enumerate() {
+            methods.insert(b.name(), base[h - 1][i].score());
+        }
+        horizons.insert(h as u32, methods);
+    }
+    Ok(Evaluation {
+        forecaster: forecaster.name().to_string(),
+        // At horizon 1; longer horizons may lose a few more minutes next to gaps.
+        minutes_evaluated: model[0].n,
+        horizons,
+    })
+}
