@@ -19,7 +19,8 @@
 //!
 //! Envoy's fields (`key`, `value`, `rate_limit {unit, requests_per_unit, unlimited, name,
 //! replaces}`, `shadow_mode`, `detailed_metric`, nested `descriptors`) load as is. Sluice adds
-//! `limits` (more limits on the same descriptor), `priority`, and per limit `algorithm`,
+//! `limits` (more limits on the same descriptor), `priority`, `capacity` (requests per minute the
+//! endpoint can take), and per limit `algorithm`,
 //! `burst`, `floor`, `ceiling`. Unknown fields are errors, so typos do not pass silently.
 //! This module parses and validates; it changes nothing.
 
@@ -79,6 +80,9 @@ struct DescriptorDoc {
     detailed_metric: bool,
     #[serde(default)]
     priority: Option<Priority>,
+    /// Requests per minute the endpoint can take (Sluice extension).
+    #[serde(default)]
+    capacity: Option<u64>,
     #[serde(default)]
     descriptors: Vec<DescriptorDoc>,
 }
@@ -205,14 +209,15 @@ fn flatten(
             shadow_mode: doc.shadow_mode,
             priority: doc.priority.unwrap_or_default(),
             replaces,
+            capacity_per_minute: doc.capacity,
         };
         // Re-label the core's `rules[..]`-style field names with the YAML position.
         check_rule(at, &rule, caps)?;
         out.push(rule);
-    } else if doc.priority.is_some() || doc.shadow_mode {
+    } else if doc.priority.is_some() || doc.shadow_mode || doc.capacity.is_some() {
         return Err(ValidationError::new(
             at,
-            "priority and shadow_mode need a rate_limit (or limits) on the same descriptor",
+            "priority, capacity and shadow_mode need a rate_limit (or limits) on the same descriptor",
         ));
     }
     for (i, child) in doc.descriptors.iter().enumerate() {

@@ -22,12 +22,13 @@ use smallvec::SmallVec;
 
 use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::{BucketStore, StoreKind};
+use super::forecast::pressure::cut_limit;
 use super::keys::{bucket_key, caller_from_descriptors, subject_key, synthetic_seed};
 use super::learn::actions::{ActionKind, ActionTable};
 use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
 use super::limit::{Algorithm, Quota, Rate, Unit};
 use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
-use super::rules::{Tier, subject_keys};
+use super::rules::{Priority, Tier, subject_keys};
 use super::time::{NANOS_PER_SEC, Nanos};
 
 /// Engine settings fixed at start-up (the global shadow switch can also flip at run time).
@@ -138,6 +139,8 @@ pub struct Verdict {
     pub shadow_over: bool,
     /// An anomaly action applied to the caller (enforced or in shadow).
     pub anomaly: Option<AnomalyHit>,
+    /// A limit cut under pressure (forecast or backend load) denied this request.
+    pub forecast_cut: bool,
 }
 
 /// An anomaly action met by a decision.
@@ -195,6 +198,8 @@ pub struct Engine {
     block_label: Arc<LimitLabel>,
     actions: ArcSwap<ActionTable>,
     observer: Aggregator,
+    /// The pressure cut in force, as f64 bits (1.0: none). See `set_pressure`.
+    pressure: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -220,6 +225,8 @@ struct Applied<'r> {
     floor_per_minute: u64,
     /// This is an anomaly throttle, not a rule.
     anomaly: bool,
+    /// The quota is cut under pressure (a low-priority endpoint's limit for an STD subject).
+    cut: bool,
 }
 
 /// A rule floor in requests per minute, rounded up.
@@ -252,7 +259,45 @@ impl Engine {
             block_label: Arc::new(LimitLabel::new("anomaly", "block")),
             actions: ArcSwap::from_pointee(ActionTable::default()),
             observer: Aggregator::new(observe),
+            pressure: AtomicU64::new(1.0f64.to_bits()),
         }
+    }
+
+    /// Cuts STD subjects' limits on low-priority endpoints to `factor` of their rate (never below
+    /// a limit's floor); 1.0 lifts the cut. Decisions in flight finish on the old factor.
+    pub fn set_pressure(&self, factor: f64) {
+        let factor = if factor.is_finite() {
+            factor.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.pressure.store(factor.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn pressure(&self) -> f64 {
+        f64::from_bits(self.pressure.load(Ordering::Relaxed))
+    }
+
+    /// The quota a rule's limit enforces for this caller: cut under pressure when the rule is a
+    /// low-priority one and the caller is STD. PRM and other priorities keep theirs.
+    fn pressured(
+        &self,
+        quota: Quota,
+        limit: &CompiledLimit,
+        priority: Priority,
+        tier: Tier,
+    ) -> (Quota, bool) {
+        let factor = self.pressure();
+        if factor >= 1.0 || priority != Priority::Low || tier != Tier::Std {
+            return (quota, false);
+        }
+        let floor = limit.spec.floor;
+        let cut = Quota {
+            limit: cut_limit(quota.limit, factor, floor),
+            capacity: cut_limit(quota.capacity, factor, floor),
+            ..quota
+        };
+        (cut, cut != quota)
     }
 
     pub fn rules(&self) -> Arc<RuleSet> {
@@ -330,6 +375,7 @@ impl Engine {
     ) -> Verdict {
         let rules = self.rules.load();
         let global_shadow = self.shadow();
+        let caller = caller_from_descriptors(inputs);
         let mut applied: SmallVec<[Applied<'_>; 4]> = SmallVec::new();
         let mut matched: SmallVec<[Option<&Arc<super::matcher::CompiledRule>>; 4]> =
             SmallVec::new();
@@ -378,6 +424,7 @@ impl Engine {
                     continue;
                 }
                 if let Some(quota) = limit.quota {
+                    let (quota, cut) = self.pressured(quota, limit, rule.priority(), caller.tier);
                     applied.push(Applied {
                         slot,
                         label: &limit.label,
@@ -387,12 +434,12 @@ impl Engine {
                         key: bucket_key(limit.seed, inputs[slot].entries.iter().map(|(_, v)| *v)),
                         floor_per_minute: floor_per_minute(limit, &quota),
                         anomaly: false,
+                        cut,
                     });
                 }
             }
         }
         let ops = |slot: usize| (inputs[slot].hits, inputs[slot].op);
-        let caller = caller_from_descriptors(inputs);
         self.decide(&caller, inputs.len(), applied, ops, now)
     }
 
@@ -418,6 +465,7 @@ impl Engine {
             key: bucket_key(seed, input.entries.iter().map(|(_, v)| *v)),
             floor_per_minute: 0,
             anomaly: false,
+            cut: false,
         }
     }
 
@@ -438,6 +486,8 @@ impl Engine {
         for m in &matches {
             for limit in &m.rule.limits {
                 if let Some(quota) = limit.quota {
+                    let (quota, cut) =
+                        self.pressured(quota, limit, m.rule.priority(), subject.tier);
                     applied.push(Applied {
                         slot: 0,
                         label: &limit.label,
@@ -447,6 +497,7 @@ impl Engine {
                         key: subject_key(limit, &fields, &m.order),
                         floor_per_minute: floor_per_minute(limit, &quota),
                         anomaly: false,
+                        cut,
                     });
                 }
             }
@@ -507,6 +558,7 @@ impl Engine {
                         key: bucket_key(THROTTLE_SEED ^ per_minute, [&*action.client].into_iter()),
                         floor_per_minute: 0,
                         anomaly: true,
+                        cut: false,
                     });
                 }
             }
@@ -525,6 +577,9 @@ impl Engine {
                 && let Some(hit) = verdict.anomaly.as_mut()
             {
                 hit.denied = true;
+            }
+            if a.cut && !outcome.allowed && !a.shadow {
+                verdict.forecast_cut = true;
             }
             if op == Op::Consume && outcome.allowed && hits > 0 {
                 taken.push(i as u16);

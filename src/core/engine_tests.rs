@@ -53,6 +53,7 @@ store_tests!(
     should_allow_and_reset_client,
     concurrent_hammering_of_one_key_never_over_admits,
     a_users_action_follows_it_from_address_to_address,
+    pressure_cuts_std_on_low_priority_endpoints_only,
 );
 
 fn desc<'a>(entries: &[(&'a str, &'a str)], hits: u64) -> DescriptorInput<'a> {
@@ -479,4 +480,74 @@ fn a_users_action_follows_it_from_address_to_address(store: StoreKind) {
     let anonymous = e.should_allow("sluice", &from("100.64.0.1", ""), 1, T0);
     assert_eq!((anonymous.over_limit, anomaly(&anonymous)), (false, None));
     assert_eq!(e.stats().anomaly_denied.load(Ordering::Relaxed), 2);
+}
+
+fn pressure_cuts_std_on_low_priority_endpoints_only(store: StoreKind) {
+    let endpoint_rule = |endpoint: &str, priority, floor| Rule {
+        domain: "sluice".into(),
+        priority,
+        ..rule(
+            &[("endpoint", endpoint)],
+            vec![LimitSpec {
+                floor,
+                ..limit("per-endpoint", 10, Unit::Minute)
+            }],
+        )
+    };
+    let e = engine(store, vec![]);
+    e.replace_rules(RuleSet::build(
+        1,
+        [
+            endpoint_rule("/api/browse", Priority::Low, None),
+            endpoint_rule("/api/search", Priority::Low, Some(8)),
+            endpoint_rule("/api/payment", Priority::High, None),
+        ],
+    ));
+    e.set_pressure(0.5);
+    let admitted = |endpoint: &'static str, tier: Tier, user: &'static str| {
+        let subject = Subject {
+            user_id: user,
+            tier,
+            endpoint,
+            ..Subject::default()
+        };
+        let verdicts: Vec<Verdict> = (0..12)
+            .map(|_| e.should_allow("sluice", &subject, 1, T0))
+            .collect();
+        let allowed = verdicts.iter().filter(|v| !v.over_limit).count();
+        let cut = verdicts.iter().any(|v| v.forecast_cut);
+        (allowed, cut)
+    };
+    // (endpoint, tier, admitted of 12 in the minute, a denial said "forecast cut")
+    let cases = [
+        ("/api/browse", Tier::Std, "s1", (5, true)),
+        ("/api/search", Tier::Std, "s2", (8, true)), // the floor holds
+        ("/api/payment", Tier::Std, "s3", (10, false)), // high priority: untouched
+    ];
+    for (endpoint, tier, user, expected) in cases {
+        assert_eq!(
+            admitted(endpoint, tier, user),
+            expected,
+            "{endpoint} {tier:?}"
+        );
+    }
+    // The endpoint rules are per endpoint (one bucket for everyone): PRM on a fresh engine.
+    let e2 = engine(store, vec![]);
+    e2.replace_rules(RuleSet::build(
+        1,
+        [endpoint_rule("/api/browse", Priority::Low, None)],
+    ));
+    e2.set_pressure(0.5);
+    let prm = Subject {
+        tier: Tier::Prm,
+        endpoint: "/api/browse",
+        ..Subject::default()
+    };
+    let allowed = (0..12)
+        .filter(|_| !e2.should_allow("sluice", &prm, 1, T0).over_limit)
+        .count();
+    assert_eq!(allowed, 10, "PRM keeps its limit");
+    // Lifting the cut restores the rule's rate.
+    e2.set_pressure(1.0);
+    assert_eq!(e2.pressure(), 1.0);
 }

@@ -131,6 +131,10 @@ pub struct Rule {
     /// Names of limits this rule's limits replace when both match (Envoy's `replaces`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaces: Vec<String>,
+    /// Requests per minute the endpoint this rule names can take. When its forecast (or measured)
+    /// traffic goes over it, the adaptive loop cuts STD limits on low-priority endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_per_minute: Option<u64>,
 }
 
 impl Rule {
@@ -144,7 +148,16 @@ impl Rule {
             shadow_mode: false,
             priority: Priority::Normal,
             replaces: Vec::new(),
+            capacity_per_minute: None,
         }
+    }
+
+    /// The endpoint this rule names: the exact value of its `endpoint` entry, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.path.iter().find_map(|e| match &e.value {
+            ValueMatch::Exact(v) if e.key == subject_keys::ENDPOINT => Some(v.as_str()),
+            _ => None,
+        })
     }
 
     /// The canonical id: `domain|key=value|key` — `|`, `=` and `\` inside names are escaped with

@@ -93,6 +93,18 @@ pub fn check_rule(field: &str, rule: &Rule, caps: &InputLimits) -> Result {
             ),
         ));
     }
+    if rule.capacity_per_minute == Some(0) {
+        return Err(ValidationError::new(
+            format!("{field}.capacity_per_minute"),
+            "must be at least 1 (leave it unset for no capacity)",
+        ));
+    }
+    if rule.capacity_per_minute.is_some() && rule.endpoint().is_none() {
+        return Err(ValidationError::new(
+            format!("{field}.capacity_per_minute"),
+            "needs a rule that names one endpoint (an `endpoint` entry with an exact value)",
+        ));
+    }
     for (i, entry) in rule.path.iter().enumerate() {
         let at = format!("{field}.descriptors[{i}]");
         if entry.key.is_empty() {

@@ -150,6 +150,7 @@ pub fn rule_from_proto(field: &str, rule: &pb::Rule) -> Result<Rule, ValidationE
         shadow_mode: rule.shadow_mode,
         priority: priority_from_proto(&format!("{field}.priority"), rule.priority)?,
         replaces: rule.replaces.clone(),
+        capacity_per_minute: rule.capacity_per_minute,
     })
 }
 
@@ -185,6 +186,7 @@ pub fn rule_to_proto(rule: &Rule) -> pb::Rule {
         shadow_mode: rule.shadow_mode,
         priority: priority_to_proto(rule.priority) as i32,
         replaces: rule.replaces.clone(),
+        capacity_per_minute: rule.capacity_per_minute,
     }
 }
 

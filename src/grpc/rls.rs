@@ -164,6 +164,20 @@ impl RateLimitService for Rls {
             rendered.push(("x-sluice-anomaly-score", format!("{:.3}", hit.score)));
             dynamic_metadata = Some(anomaly_metadata(reason, &hit));
         }
+        // Denied by a limit cut under pressure (forecast spike or backend load): say so, so
+        // dashboards can tell adaptive throttling from ordinary limits.
+        if verdict.forecast_cut {
+            rendered.push(("x-sluice-throttled", "forecast".to_string()));
+            let fields = dynamic_metadata.get_or_insert_with(Default::default);
+            fields.fields.insert(
+                "sluice_throttled".to_string(),
+                envoy_types::pb::google::protobuf::Value {
+                    kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                        "forecast".to_string(),
+                    )),
+                },
+            );
+        }
         let response_headers_to_add = rendered
             .into_iter()
             .map(|(key, value)| HeaderValue {

@@ -98,6 +98,7 @@ impl Sluice for SluiceApi {
             reason: match verdict.anomaly {
                 _ if allowed => pb::Reason::WithinLimit,
                 Some(hit) if hit.denied && !hit.shadow => super::learning_api::reason(hit.kind),
+                _ if verdict.forecast_cut => pb::Reason::ThrottledForecast,
                 _ => pb::Reason::OverLimit,
             } as i32,
             shadow: verdict.shadow_over,

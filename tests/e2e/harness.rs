@@ -330,26 +330,41 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Starts the cluster, retrying a few times: a restart right after `down` can find the port
+    /// still held for a moment, and a fresh port picked by binding to :0 can be taken by a
+    /// parallel test before PostgreSQL binds it. The last failure quotes the server's log.
     pub fn up(&self) {
         let data = self.dir.path().join("data");
-        let out = pg_command("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .arg("-o")
-            .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1",
-                self.port,
-                self.dir.path().display()
-            ))
-            .args(["-l"])
-            .arg(self.dir.path().join("log"))
-            .args(["-w", "start"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let log = self.dir.path().join("log");
+        let mut last = String::new();
+        for attempt in 0..5 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let out = pg_command("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-o")
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1",
+                    self.port,
+                    self.dir.path().display()
+                ))
+                .args(["-l"])
+                .arg(&log)
+                .args(["-w", "start"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+        panic!(
+            "pg_ctl start failed 5 times: {last}\nserver log (newest first):\n{}",
+            tail.join("\n")
         );
     }
 
