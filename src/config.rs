@@ -10,6 +10,7 @@ use clap::Parser;
 
 use crate::core::buckets::StoreKind;
 use crate::core::engine::EngineConfig;
+use crate::core::forecast::pressure::PressureConfig;
 use crate::core::headers::HeaderStyle;
 use crate::core::learn::forest::ForestParams;
 use crate::core::learn::learner::LearnerConfig;
@@ -196,6 +197,17 @@ pub struct LearnArgs {
     /// Most clients observed per minute; observations past it are counted, not stored.
     #[arg(long, env = "SLUICE_MAX_CLIENTS_PER_MINUTE", default_value_t = ObserveConfig::default().max_clients)]
     pub max_clients_per_minute: usize,
+    #[command(flatten)]
+    pub model: crate::forecast::cli::ModelArgs,
+    /// Under pressure, STD limits on low-priority endpoints are multiplied by this.
+    #[arg(long, env = "SLUICE_PRESSURE_CUT_FACTOR", default_value_t = PressureConfig::default().cut_factor)]
+    pub pressure_cut_factor: f64,
+    /// Backend utilisation (ReportLoad, 0..1) at or above which low-priority endpoints are cut.
+    #[arg(long, env = "SLUICE_LOAD_THRESHOLD", default_value_t = PressureConfig::default().load_threshold)]
+    pub load_threshold: f64,
+    /// Seconds a cut holds after its last trigger before it may be lifted.
+    #[arg(long, env = "SLUICE_PRESSURE_HOLD_SECS", default_value_t = PressureConfig::default().hold.as_secs())]
+    pub pressure_hold_secs: u64,
 }
 
 impl LearnArgs {
@@ -226,6 +238,16 @@ impl LearnArgs {
         }
     }
 
+    pub fn pressure(&self) -> PressureConfig {
+        PressureConfig {
+            cut_factor: self.pressure_cut_factor,
+            load_threshold: self.load_threshold,
+            hold: Duration::from_secs(self.pressure_hold_secs),
+            shadow: self.adaptive_shadow,
+            ..PressureConfig::default()
+        }
+    }
+
     pub fn observe(&self) -> ObserveConfig {
         ObserveConfig {
             max_clients: self.max_clients_per_minute,
@@ -247,6 +269,12 @@ impl LearnArgs {
         }
         if self.forest_trees == 0 || self.forest_sample < 2 {
             return Err("--forest-trees must be at least 1 and --forest-sample at least 2".into());
+        }
+        if !(self.pressure_cut_factor > 0.0 && self.pressure_cut_factor <= 1.0) {
+            return Err("--pressure-cut-factor must be in (0, 1]".into());
+        }
+        if !(self.load_threshold > 0.0 && self.load_threshold <= 1.0) {
+            return Err("--load-threshold must be in (0, 1]".into());
         }
         if self.sample_minutes == 0 || self.sample_cap == 0 || self.retrain_secs == 0 {
             return Err(

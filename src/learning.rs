@@ -12,10 +12,12 @@ use tokio::sync::watch;
 
 use crate::clock::LiveClock;
 use crate::core::engine::Engine;
+use crate::core::forecast::pressure::PressureChange;
 use crate::core::learn::actions::Action;
 use crate::core::learn::features::NAMES;
 use crate::core::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot, Tick};
 use crate::core::time::{NANOS_PER_MILLI, Nanos};
+use crate::forecasting::Forecasting;
 use crate::history::History;
 use crate::rules_service::RulesService;
 use crate::store::history::{AdjustmentRow, HistoryBatch, ModelRow, ScoreRow, TrafficRow};
@@ -23,6 +25,8 @@ use crate::store::history::{AdjustmentRow, HistoryBatch, ModelRow, ScoreRow, Tra
 pub struct Learning {
     engine: Arc<Engine>,
     learner: Mutex<Learner>,
+    /// The forecaster and the pressure policy (cuts of low-priority STD limits).
+    pub forecasting: Forecasting,
     pub history: History,
     /// Off: observe and record traffic, never act.
     pub adaptive: bool,
@@ -37,12 +41,14 @@ impl Learning {
     pub fn new(
         engine: Arc<Engine>,
         config: LearnerConfig,
+        forecasting: Forecasting,
         history: History,
         adaptive: bool,
     ) -> Learning {
         Learning {
             engine,
             learner: Mutex::new(Learner::new(config)),
+            forecasting,
             history,
             adaptive,
             restored: false.into(),
@@ -79,8 +85,15 @@ impl Learning {
             }
         };
         let model = tick.trained.as_ref().and_then(|_| self.model_row());
-        self.history
-            .submit(batch(start, &tick, model, self.adaptive));
+        let mut batch = batch(start, &tick, model, self.adaptive);
+        if self.adaptive
+            && let Some(change) = self
+                .forecasting
+                .tick(&self.engine, start, now, &tick.traffic)
+        {
+            batch.adjustments.push(pressure_row(&change));
+        }
+        self.history.submit(batch);
     }
 
     /// Retrains now; `Err` when the sample is too small.
@@ -156,6 +169,35 @@ impl Learning {
     }
 }
 
+/// A change of the pressure cut as an adjustment row: its subject is every STD subject of the
+/// low-priority endpoints.
+fn pressure_row(c: &PressureChange) -> AdjustmentRow {
+    let cut = |factor: f64| serde_json::json!({"kind": "cut", "factor": factor}).to_string();
+    let (from, to) = match c.what {
+        "tightened" => (None, Some(cut(c.factor))),
+        // Restored: the cut is lifted, back to the rules' own limits.
+        _ => (Some(r#"{"kind":"cut"}"#.to_string()), None),
+    };
+    AdjustmentRow {
+        at_ms: ms(c.at),
+        client: PRESSURE_SUBJECT.into(),
+        from_action: from,
+        to_action: to,
+        score: 0.0,
+        cause: match (c.what, c.kind) {
+            ("restored", _) => "pressure_restored",
+            (_, "forecast") => "pressure_forecast",
+            (_, "measured") => "pressure_measured",
+            _ => "pressure_load",
+        },
+        shadow: c.shadow,
+        expires_at_ms: None,
+    }
+}
+
+/// The subject pressure adjustments are recorded under.
+pub const PRESSURE_SUBJECT: &str = "priority=low,tier=STD";
+
 fn batch(start: Nanos, tick: &Tick, model: Option<ModelRow>, adaptive: bool) -> HistoryBatch {
     let minute_ms = ms(start);
     let features = |x: &[f64]| {
@@ -225,17 +267,42 @@ fn batch(start: Nanos, tick: &Tick, model: Option<ModelRow>, adaptive: bool) -> 
     }
 }
 
-/// Ticks every `period` until `stop`; restores saved state as soon as the database allows.
+/// The health service name that reports the forecaster: SERVING with the LSTM, NOT_SERVING
+/// while the statistical baseline stands in (decisions are unaffected either way).
+pub const FORECASTER_HEALTH: &str = "sluice.v1.Forecaster";
+
+/// Ticks every `period` until `stop`; restores saved state as soon as the database allows, and
+/// picks up a changed model file within a second.
 pub async fn run_loop(
     learning: Arc<Learning>,
     rules: Arc<RulesService>,
     clock: LiveClock,
     period: Duration,
+    health: tonic_health::server::HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut start = clock.now();
     let mut next = tokio::time::Instant::now() + period;
+    let mut reported: Option<bool> = None;
     loop {
+        let loaded = {
+            let learning = learning.clone();
+            tokio::task::spawn_blocking(move || {
+                learning.forecasting.reload_if_changed();
+                learning.forecasting.model_loaded()
+            })
+            .await
+            .unwrap_or(false)
+        };
+        if reported != Some(loaded) {
+            let status = if loaded {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status(FORECASTER_HEALTH, status).await;
+            reported = Some(loaded);
+        }
         // Poll for the database every second until the saved state is back.
         let wake = next.min(tokio::time::Instant::now() + Duration::from_secs(1));
         tokio::select! {

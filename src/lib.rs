@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod forecast;
+pub mod forecasting;
 pub mod grpc;
 pub mod history;
 pub mod learning;

@@ -20,6 +20,7 @@ use crate::clock::LiveClock;
 use crate::config::Config;
 use crate::core::engine::Engine;
 use crate::core::rules::RuleChange;
+use crate::forecasting::Forecasting;
 use crate::grpc::AppState;
 use crate::grpc::access_log::AccessLogs;
 use crate::grpc::auth::AdminToken;
@@ -99,9 +100,18 @@ pub async fn run(
     let engine = Arc::new(Engine::new(config.engine()));
     let rules = Arc::new(RulesService::new(engine.clone(), config.input_limits()));
     let (history, history_rx) = History::new();
+    // Loading the model (and ONNX Runtime) takes a moment and may fail: off the async workers,
+    // and never fatal (the baseline forecasts instead).
+    let forecasting = {
+        let (model, pressure) = (config.learn.model.clone(), config.learn.pressure());
+        tokio::task::spawn_blocking(move || Forecasting::new(model, pressure))
+            .await
+            .expect("loading the forecaster does not panic")
+    };
     let learning = Arc::new(Learning::new(
         engine.clone(),
         config.learn.learner(),
+        forecasting,
         history.clone(),
         !config.learn.no_adaptive,
     ));
@@ -150,6 +160,7 @@ pub async fn run(
         rules.clone(),
         state.clock,
         Duration::from_secs(config.learn_tick_secs.max(1)),
+        health.clone(),
         stop_tx.subscribe(),
     ));
     let history_writer = tokio::spawn(history::run_writer(

@@ -88,6 +88,7 @@ pub fn list_flagged(state: &AppState, req: &pb::ListFlaggedRequest) -> pb::ListF
 pub fn model_info(state: &AppState) -> pb::ModelInfo {
     let learning = &state.learning;
     let info = learning.model_info();
+    let forecast = learning.forecasting.status();
     let config = learning.config();
     pb::ModelInfo {
         version: info.version,
@@ -110,5 +111,48 @@ pub fn model_info(state: &AppState) -> pb::ModelInfo {
             .dropped_rows
             .load(std::sync::atomic::Ordering::Relaxed),
         observation_overflow: learning.observation_overflow(),
+        forecaster: forecast.forecaster,
+        forecast_model_path: forecast.model_path,
+        forecast_model_version: forecast.model_version,
+        forecast_problem: forecast.problem.unwrap_or_default(),
+        pressure_factor: forecast.cut.as_ref().map_or(1.0, |c| c.factor),
+        pressure_cause: forecast
+            .cut
+            .as_ref()
+            .map_or_else(String::new, |c| c.cause.describe()),
+        pressure_shadow: forecast.cut.as_ref().is_some_and(|c| c.shadow),
+        forecasts: forecast
+            .forecasts
+            .into_iter()
+            .map(|(endpoint, f)| pb::EndpointForecast {
+                endpoint,
+                requests: f.to_vec(),
+            })
+            .collect(),
     }
+}
+
+/// `ReportLoad`: validated, then remembered for the next minute's pressure step.
+pub fn report_load(
+    state: &AppState,
+    req: &pb::ReportLoadRequest,
+) -> Result<pb::ReportLoadResponse, ApiError> {
+    if req.backend.is_empty() {
+        return Err(ValidationError::new("backend", "is required").into());
+    }
+    crate::core::validate::check_len("backend", &req.backend, state.caps.max_value_len)?;
+    if !(0.0..=1.0).contains(&req.utilisation) {
+        return Err(ValidationError::new(
+            "utilisation",
+            format!("{} is not a share between 0 and 1", req.utilisation),
+        )
+        .into());
+    }
+    let forecasting = &state.learning.forecasting;
+    forecasting.report_load(&req.backend, req.utilisation, state.clock.now());
+    let cut = forecasting.status().cut;
+    Ok(pb::ReportLoadResponse {
+        factor: cut.as_ref().map_or(1.0, |c| c.factor),
+        cause: cut.map_or_else(String::new, |c| c.cause.describe()),
+    })
 }

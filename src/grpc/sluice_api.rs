@@ -142,6 +142,29 @@ impl Sluice for SluiceApi {
         Ok(Response::new(super::learning_api::model_info(&self.state)))
     }
 
+    async fn report_load(
+        &self,
+        request: Request<pb::ReportLoadRequest>,
+    ) -> RpcResult<pb::ReportLoadResponse> {
+        self.state.admin.check(&request)?;
+        let reply = super::learning_api::report_load(&self.state, request.get_ref())?;
+        Ok(Response::new(reply))
+    }
+
+    async fn reload_models(
+        &self,
+        request: Request<pb::ReloadModelsRequest>,
+    ) -> RpcResult<pb::ModelInfo> {
+        self.state.admin.check(&request)?;
+        let learning = self.state.learning.clone();
+        // Loading a model runs ONNX Runtime: off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || learning.forecasting.reload())
+            .await
+            .map_err(|e| Status::internal(format!("reload failed: {e}")))?;
+        loaded.map_err(ApiError::NotReady)?;
+        Ok(Response::new(super::learning_api::model_info(&self.state)))
+    }
+
     async fn update_rules(
         &self,
         request: Request<pb::UpdateRulesRequest>,

@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod eval;
 pub mod features;
+pub mod live;
 pub mod pressure;
 pub mod series;
 

@@ -67,6 +67,14 @@ pub enum Cause {
 }
 
 impl Cause {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::Forecast { .. } => "forecast",
+            Cause::Measured { .. } => "measured",
+            Cause::Load { .. } => "load",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Cause::Forecast {
@@ -107,6 +115,8 @@ pub struct PressureChange {
     pub at: Nanos,
     /// `tightened` or `restored`.
     pub what: &'static str,
+    /// What triggered it: `forecast`, `measured` or `load` (for `restored`: what had).
+    pub kind: &'static str,
     pub factor: f64,
     pub cause: String,
     pub shadow: bool,
@@ -201,6 +211,7 @@ impl PressureConfig {
                 let change = PressureChange {
                     at: now,
                     what: "tightened",
+                    kind: cause.kind(),
                     factor: self.cut_factor,
                     cause: cause.describe(),
                     shadow: self.shadow,
@@ -228,6 +239,7 @@ impl PressureConfig {
                     let change = PressureChange {
                         at: now,
                         what: "restored",
+                        kind: cut.cause.kind(),
                         factor: 1.0,
                         cause: format!(
                             "calm for {} s after {}",
