@@ -45,6 +45,10 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         Some(path) => rulesfile::load(path, &InputLimits::default())?.rules,
         None => Vec::new(),
     };
+    let (forecaster, fallback) = crate::forecast::cli::load_forecaster(&args.learn.model);
+    if let Some(reason) = fallback {
+        eprintln!("warning: forecasting with the statistical baseline: {reason}");
+    }
     let options = ReplayOptions {
         rules,
         engine: EngineConfig {
@@ -53,6 +57,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             ..EngineConfig::default()
         },
         learner: args.learn.learner(),
+        pressure: args.learn.pressure(),
+        forecaster: Some(forecaster),
         adaptive: !args.learn.no_adaptive,
         domain: args.domain.clone(),
     };

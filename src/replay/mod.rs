@@ -15,6 +15,10 @@ use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use crate::core::engine::{Engine, EngineConfig, Subject};
+use crate::core::forecast::Forecaster;
+use crate::core::forecast::eval::ErrorSum;
+use crate::core::forecast::live::{self, Pipeline};
+use crate::core::forecast::pressure::PressureConfig;
 use crate::core::learn::learner::{Learner, LearnerConfig};
 use crate::core::matcher::RuleSet;
 use crate::core::rules::Rule;
@@ -43,6 +47,10 @@ pub struct ReplayOptions {
     pub rules: Vec<Rule>,
     pub engine: EngineConfig,
     pub learner: LearnerConfig,
+    /// The pressure policy (forecast and measured load → cut of low-priority STD limits).
+    pub pressure: PressureConfig,
+    /// The forecaster; `None`: the statistical baseline.
+    pub forecaster: Option<Box<dyn Forecaster + Send>>,
     /// Run the learning loop (off: static rules only).
     pub adaptive: bool,
     /// Domain the requests are decided in (`ShouldAllow`'s default).
@@ -55,6 +63,8 @@ impl Default for ReplayOptions {
             rules: Vec::new(),
             engine: EngineConfig::default(),
             learner: LearnerConfig::default(),
+            pressure: PressureConfig::default(),
+            forecaster: None,
             adaptive: true,
             domain: "sluice".into(),
         }
@@ -64,6 +74,11 @@ impl Default for ReplayOptions {
 struct Replay<'w> {
     engine: Engine,
     learner: Learner,
+    pipeline: Pipeline,
+    forecaster: Box<dyn Forecaster + Send>,
+    /// The forecast of the next minute's total requests, scored when that minute closes.
+    pending_total: Option<f64>,
+    forecast_error: ErrorSum,
     adaptive: bool,
     domain: String,
     report: ReportBuilder,
@@ -117,6 +132,9 @@ impl Replay<'_> {
             self.engine.report_outcome(&subject, status, now);
         }
         let by_anomaly = !allowed && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
+        if !allowed && !by_anomaly && verdict.forecast_cut {
+            self.report.forecast_cut();
+        }
         self.report.request(
             row.client, row.user, row.label, row.ts_ms, allowed, by_anomaly,
         );
@@ -125,6 +143,7 @@ impl Replay<'_> {
                 (true, _, _) => "allowed",
                 (false, true, Some(h)) if h.kind.name() == "block" => "blocked_anomaly",
                 (false, true, _) => "throttled_anomaly",
+                (false, false, _) if verdict.forecast_cut => "throttled_forecast",
                 (false, false, _) => "over_limit",
             };
             let score = verdict
@@ -143,6 +162,7 @@ impl Replay<'_> {
                 &score,
                 rule,
                 row.label,
+                row.tier.as_str(),
             ])
             .map_err(csv_io)?;
         }
@@ -168,14 +188,43 @@ impl Replay<'_> {
 
     fn tick(&mut self, start: Nanos, end: Nanos) {
         self.minutes += 1;
-        if !self.adaptive {
-            self.overflow += self.engine.observer().drain().overflow;
-            return;
+        let traffic = if self.adaptive {
+            let tick = self.learner.tick_engine(&self.engine, start, end);
+            self.overflow += tick.overflow;
+            self.report
+                .actions(&tick.actions, (end / NANOS_PER_MILLI) as i64);
+            tick.traffic
+        } else {
+            let data = self.engine.observer().drain();
+            self.overflow += data.overflow;
+            data.endpoints
+        };
+        // Forecasting runs in static replays too (the report scores it); only an adaptive
+        // replay enforces the cut, as the server does.
+        let total: f64 = traffic.iter().map(|e| e.requests as f64).sum();
+        if let Some(predicted) = self.pending_total.take() {
+            self.forecast_error.add(total, predicted);
         }
-        let tick = self.learner.tick_engine(&self.engine, start, end);
-        self.overflow += tick.overflow;
-        self.report
-            .actions(&tick.actions, (end / NANOS_PER_MILLI) as i64);
+        let capacities = live::capacities(&self.engine.rules());
+        let step = self.pipeline.step(
+            start,
+            end,
+            &traffic,
+            &capacities,
+            &[],
+            self.forecaster.as_mut(),
+        );
+        self.pending_total = step
+            .forecasts
+            .iter()
+            .find(|(k, _)| k == live::TOTAL)
+            .map(|(_, f)| f[0]);
+        if self.adaptive {
+            if let Some(change) = &step.change {
+                self.report.pressure(change);
+            }
+            self.engine.set_pressure(self.pipeline.enforced_factor());
+        }
     }
 }
 
@@ -192,9 +241,17 @@ pub fn run(
     let started = Instant::now();
     let engine = Engine::new(options.engine);
     engine.replace_rules(RuleSet::build(0, options.rules));
+    let forecaster = options
+        .forecaster
+        .unwrap_or_else(|| Box::new(crate::core::forecast::baseline::Fallback));
+    let forecaster_name = forecaster.name().to_string();
     let mut replay = Replay {
         engine,
         learner: Learner::new(options.learner),
+        pipeline: Pipeline::new(options.pressure),
+        forecaster,
+        pending_total: None,
+        forecast_error: ErrorSum::default(),
         adaptive: options.adaptive,
         domain: options.domain,
         report: ReportBuilder::default(),
@@ -206,7 +263,7 @@ pub fn run(
     };
     if let Some(w) = replay.decisions.as_mut() {
         w.write_record([
-            "ts", "client", "endpoint", "allowed", "reason", "score", "rule", "label",
+            "ts", "client", "endpoint", "allowed", "reason", "score", "rule", "label", "tier",
         ])
         .map_err(csv_io)?;
     }
@@ -219,6 +276,9 @@ pub fn run(
         w.flush()?;
     }
     let versions = replay.learner.model_info().version;
+    replay
+        .report
+        .forecast(&forecaster_name, &replay.forecast_error);
     Ok(replay.report.finish(
         replay.minutes,
         versions,

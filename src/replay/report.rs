@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use crate::core::forecast::eval::ErrorSum;
+use crate::core::forecast::pressure::PressureChange;
 use crate::core::learn::actions::{ActionKind, ActionTable};
 use crate::core::learn::observe::{user_key, user_of_key};
 use crate::core::time::NANOS_PER_MILLI;
@@ -79,6 +81,13 @@ pub struct Report {
     pub flagged: Vec<Flagged>,
     /// Actions were recorded, not enforced.
     pub shadow: bool,
+    /// The forecaster's one-step-ahead error on the trace's total requests per minute, after its
+    /// warm-up (a 60-minute window).
+    pub forecast: Option<ForecastSummary>,
+    /// Cuts of STD limits on low-priority endpoints, and their lifting, in order.
+    pub pressure: Vec<PressureEvent>,
+    /// Requests denied by a limit cut under pressure (included in `denied`).
+    pub denied_forecast: u64,
     /// Benign requests denied, as a share of benign requests.
     pub benign_denied_ratio: Option<f64>,
     pub minutes: u64,
@@ -87,6 +96,24 @@ pub struct Report {
     pub observation_overflow: u64,
     pub replay_seconds: f64,
     pub requests_per_second: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ForecastSummary {
+    pub forecaster: String,
+    pub minutes: u64,
+    pub mae: f64,
+    pub smape: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PressureEvent {
+    pub ts: i64,
+    /// `tightened` or `restored`.
+    pub what: &'static str,
+    pub factor: f64,
+    pub cause: String,
+    pub shadow: bool,
 }
 
 #[derive(Default)]
@@ -256,6 +283,33 @@ impl ReportBuilder {
         if !user.is_empty() {
             self.users.request(user, label, ts_ms);
         }
+    }
+
+    pub fn pressure(&mut self, c: &PressureChange) {
+        self.report.pressure.push(PressureEvent {
+            ts: (c.at / NANOS_PER_MILLI) as i64,
+            what: c.what,
+            factor: c.factor,
+            cause: c.cause.clone(),
+            shadow: c.shadow,
+        });
+    }
+
+    pub fn forecast_cut(&mut self) {
+        self.report.denied_forecast += 1;
+    }
+
+    pub fn forecast(&mut self, forecaster: &str, errors: &ErrorSum) {
+        if errors.n == 0 {
+            return;
+        }
+        let s = errors.score();
+        self.report.forecast = Some(ForecastSummary {
+            forecaster: forecaster.to_string(),
+            minutes: errors.n,
+            mae: (s.mae * 1000.0).round() / 1000.0,
+            smape: (s.smape * 10_000.0).round() / 10_000.0,
+        });
     }
 
     /// After each learning tick: every client under an action counts as flagged from then.

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::core::rules::Tier;
 
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "normal",
     "ddos",
     "credential-stuffing",
@@ -24,6 +24,7 @@ pub const SCENARIOS: [&str; 7] = [
     "account-scraper",
     "flash-crowd",
     "mix",
+    "payment-spike",
 ];
 
 /// 2026-01-01T00:00:00Z.
@@ -76,6 +77,10 @@ struct Plan {
     scraper: Option<(u32, u32)>,
     account_scraper: Option<(u32, u32)>,
     flash: Option<(u32, u32)>,
+    /// A sale: payment traffic ramps to twice its usual rate and back (start, peak, end).
+    payment_spike: Option<(u32, u32, u32)>,
+    /// Browsing population per 30 minutes of trace (1.0: the documented 900).
+    population: f64,
 }
 
 fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
@@ -86,6 +91,8 @@ fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
         scraper: None,
         account_scraper: None,
         flash: None,
+        payment_spike: None,
+        population: 1.0,
     };
     let p = match scenario {
         "normal" => none,
@@ -99,6 +106,13 @@ fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
         },
         "scraper" => Plan {
             scraper: Some((15, 28)),
+            ..none
+        },
+        "payment-spike" => Plan {
+            // Two hours, so the forecaster has its hour of history before the sale.
+            minutes: 120,
+            payment_spike: Some((70, 82, 100)),
+            population: 4.0,
             ..none
         },
         "account-scraper" => Plan {
@@ -118,6 +132,7 @@ fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
             // Not here: its proxies are attack-labelled network clients that only the account's
             // key can catch, which would count as misses in the network-identity figures.
             account_scraper: None,
+            ..none
         },
         other => {
             return Err(format!(
@@ -295,7 +310,7 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
     let n = |base: f64| ((base * p.scale).round() as usize).max(1);
 
     // Benign population: users arrive over the whole trace and browse for a while.
-    for i in 0..n(900.0) {
+    for i in 0..n(900.0 * plan.population) {
         let (user, tier) = match g.rng.random_range(0..100) {
             0..=39 => (String::new(), Tier::Std),
             40..=84 => (format!("u{i}"), Tier::Std),
@@ -446,6 +461,58 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
                 ));
                 product += 1;
                 t += g.rng.random_range(350..650);
+            }
+        }
+    }
+    if let Some((a, peak, b)) = plan.payment_spike {
+        // A sale: extra shoppers pay (40% PRM) and browse (STD ones feel the cut). Extra payments
+        // ramp linearly from 0 at `a` to `PEAK_EXTRA` a minute at `peak`, hold 6 minutes, and
+        // fall back to 0 at `b`: on top of the population's own ~70 a minute, twice the usual.
+        const PEAK_EXTRA: f64 = 70.0;
+        let shoppers = 400;
+        for m in a..b {
+            let level = if m < peak {
+                (m - a) as f64 / (peak - a) as f64
+            } else if m < peak + 6 {
+                1.0
+            } else {
+                1.0 - (m - peak - 6) as f64 / (b - peak - 6).max(1) as f64
+            };
+            let count = (PEAK_EXTRA * p.scale * level).round() as usize;
+            for _ in 0..count {
+                let k = g.rng.random_range(0..shoppers);
+                let (user, tier) = if k % 5 < 2 {
+                    (format!("sale-p{k}"), Tier::Prm)
+                } else {
+                    (format!("sale-s{k}"), Tier::Std)
+                };
+                let client = ip("10.88", k);
+                let ua = BROWSERS[k % BROWSERS.len()];
+                let t = at(m) + g.rng.random_range(0..MINUTE_MS);
+                g.push(req(
+                    t,
+                    &client,
+                    &user,
+                    tier,
+                    "/api/payment".into(),
+                    "POST",
+                    ua,
+                    200,
+                    "benign",
+                ));
+                for j in 1..=2 {
+                    g.push(req(
+                        t - j * 4_000,
+                        &client,
+                        &user,
+                        tier,
+                        "/api/browse".into(),
+                        "GET",
+                        ua,
+                        200,
+                        "benign",
+                    ));
+                }
             }
         }
     }

@@ -191,7 +191,7 @@ fn decisions_file_has_a_row_per_request() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("ts,client,endpoint,allowed,reason,score,rule,label")
+        Some("ts,client,endpoint,allowed,reason,score,rule,label,tier")
     );
     assert_eq!(lines.clone().count() as u64, r.requests);
     assert!(
@@ -215,4 +215,118 @@ fn a_trace_out_of_order_is_rejected_naming_the_line() {
         run(text.as_bytes(), options(false), None).unwrap().requests,
         2
     );
+}
+
+/// The shipped LSTM on the real ONNX Runtime (scripts/test.sh sets ORT_DYLIB_PATH).
+fn lstm() -> Box<dyn sluice::core::forecast::Forecaster + Send> {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lstm.onnx");
+    Box::new(
+        sluice::forecast::onnx::OnnxForecaster::load(&model, None).expect(
+            "the shipped model loads (ORT_DYLIB_PATH must name ONNX Runtime: run scripts/test.sh)",
+        ),
+    )
+}
+
+/// Decisions of a replay: (endpoint, tier, allowed, reason) per request.
+fn decisions(
+    trace: &[u8],
+    options: ReplayOptions,
+) -> (Report, Vec<(String, String, bool, String)>) {
+    let mut out = Vec::new();
+    let report = run(trace, options, Some(&mut out)).unwrap();
+    let mut reader = csv::Reader::from_reader(&out[..]);
+    let rows = reader
+        .deserialize::<std::collections::HashMap<String, String>>()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r["endpoint"].clone(),
+                r["tier"].clone(),
+                r["allowed"] == "1",
+                r["reason"].clone(),
+            )
+        })
+        .collect();
+    (report, rows)
+}
+
+#[test]
+fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
+    let t = trace("payment-spike", 21, 1.0);
+    let spike_rules = || {
+        sluice::rulesfile::load(
+            std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/payment-spike.yaml"
+            )),
+            &InputLimits::default(),
+        )
+        .unwrap()
+        .rules
+    };
+    let with = |adaptive: bool| ReplayOptions {
+        rules: spike_rules(),
+        forecaster: Some(lstm()),
+        adaptive,
+        ..options(false)
+    };
+    let (adaptive, rows) = decisions(&t, with(true));
+    let (fixed, fixed_rows) = decisions(&t, with(false));
+
+    // The cut comes before the peak (minute 82 of the scenario) and is lifted after the sale.
+    let minute = |ts: i64| (ts - scenario::START_MS) / 60_000;
+    let tightened = adaptive
+        .pressure
+        .iter()
+        .find(|p| p.what == "tightened")
+        .expect("a cut");
+    assert!(
+        minute(tightened.ts) < 82,
+        "cut at minute {}: {tightened:?}",
+        minute(tightened.ts)
+    );
+    assert_eq!(tightened.factor, 0.5);
+    let restored = adaptive
+        .pressure
+        .iter()
+        .find(|p| p.what == "restored")
+        .expect("lifted");
+    assert!(
+        minute(restored.ts) >= 100,
+        "lifted at minute {}",
+        minute(restored.ts)
+    );
+    assert!(fixed.pressure.is_empty(), "static limits never change");
+
+    // The cut fell on STD browsing only; PRM payments went through in both replays.
+    for (what, rows) in [("adaptive", &rows), ("static", &fixed_rows)] {
+        let prm_payments: Vec<_> = rows
+            .iter()
+            .filter(|r| r.0 == "/api/payment" && r.1 == "PRM")
+            .collect();
+        let allowed = prm_payments.iter().filter(|r| r.2).count();
+        assert!(
+            allowed as f64 >= 0.999 * prm_payments.len() as f64,
+            "{what}: {allowed} of {} PRM payments allowed",
+            prm_payments.len()
+        );
+    }
+    let cut: Vec<_> = rows
+        .iter()
+        .filter(|r| r.3 == "throttled_forecast")
+        .collect();
+    assert!(!cut.is_empty(), "some STD browsing was cut");
+    assert!(
+        cut.iter().all(|r| r.0 == "/api/browse" && r.1 == "STD"),
+        "{:?}",
+        &cut[..3.min(cut.len())]
+    );
+    assert_eq!(adaptive.denied_forecast as usize, cut.len());
+    assert!(fixed_rows.iter().all(|r| r.3 != "throttled_forecast"));
+
+    // The forecaster scored itself on the total traffic once its hour of history was there.
+    let f = adaptive.forecast.as_ref().expect("forecast block");
+    assert_eq!(f.forecaster, "lstm");
+    assert!(f.minutes >= 55, "{f:?}");
+    assert!(f.smape < 0.15, "{f:?}");
 }
