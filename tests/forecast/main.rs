@@ -320,3 +320,86 @@ fn a_bad_series_is_refused_naming_the_line() {
     assert_eq!(s[0].minute, 807_235_200 / 60);
     assert!(!s[1].is_known() && !s[2].is_known() && s[3].requests == 7.0);
 }
+
+#[tokio::test]
+async fn export_features_reads_the_services_stored_traffic() {
+    use sluice::store::history::{HistoryBatch, TrafficRow};
+    use sluice::store::{Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("sluice.db").display());
+    let store = Store::connect(&StoreOptions::new(&url)).await.unwrap();
+    // 90 minutes of /api/payment: 30 STD and 10 PRM requests a minute, 4 errors, 2 denied;
+    // and a quiet endpoint the export skips (mean below --min-mean).
+    let start_ms = 1_767_225_600_000i64;
+    let mut traffic = Vec::new();
+    for m in 0..90i64 {
+        let minute_ms = start_ms + m * 60_000;
+        for (tier, requests, denied, errors) in [("STD", 30, 2, 4), ("PRM", 10, 0, 0)] {
+            traffic.push(TrafficRow {
+                minute_ms,
+                endpoint: "/api/payment".into(),
+                tier,
+                requests,
+                allowed: requests - denied,
+                denied,
+                errors,
+            });
+        }
+        if m % 30 == 0 {
+            traffic.push(TrafficRow {
+                minute_ms,
+                endpoint: "/rare".into(),
+                tier: "STD",
+                requests: 1,
+                allowed: 1,
+                denied: 0,
+                errors: 0,
+            });
+        }
+    }
+    store
+        .write_history(&HistoryBatch {
+            traffic,
+            ..HistoryBatch::default()
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let out = dir.path().join("tensors");
+    let status = sluice()
+        .args(["export-features", "--database", &url, "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["samples"], 90 - WINDOW as u64 - HORIZON as u64 + 1);
+    let series: Vec<(&str, u64)> = meta["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["series"].as_str().unwrap(),
+                s["samples"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        series,
+        [("database#/api/payment", 16), ("database#/rare", 0)]
+    );
+    // The first minute's features: flat traffic (relative 0), shares from the two tiers.
+    let bytes = std::fs::read(out.join("x.npy")).unwrap();
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let first: Vec<f32> = bytes[10 + len..10 + len + 4 * DIM]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let at = |name: &str| first[NAMES.iter().position(|n| *n == name).unwrap()];
+    assert!(at("log_requests_rel").abs() < 1e-6);
+    assert!((at("prm_share") - 0.25).abs() < 1e-6);
+    assert!((at("error_rate") - 0.1).abs() < 1e-6);
+    assert!((at("denied_share") - 0.05).abs() < 1e-6);
+}
