@@ -80,10 +80,17 @@ descriptors:
         rate_limit: {unit: minute, requests_per_unit: 100, name: burst, algorithm: sliding_window, floor: 10, ceiling: 200}
         limits:
           - {unit: day, requests_per_unit: 10000, name: daily}
+  - key: endpoint
+    value: /api/payment
+    priority: high
+    capacity: 600
+    rate_limit: {unit: second, requests_per_unit: 50}
 "#;
     let file = parse("x", text, &InputLimits::default()).unwrap();
     let rule = &file.rules[0];
     assert_eq!(rule.priority, Priority::Low);
+    assert_eq!(file.rules[1].capacity_per_minute, Some(600));
+    assert_eq!(file.rules[1].endpoint(), Some("/api/payment"));
     assert_eq!(rule.limits.len(), 2);
     assert_eq!(rule.limits[0].algorithm, Algorithm::SlidingWindow);
     assert_eq!(
@@ -99,6 +106,18 @@ fn bad_files_name_the_field_or_line() {
         (
             "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
             "line 4",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: endpoint\n    value: /pay\n    capacity: 0\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+            "descriptors[0].capacity_per_minute",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: user_id\n    capacity: 100\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+            "needs a rule that names one endpoint",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: endpoint\n    value: /pay\n    capacity: 100\n",
+            "priority, capacity and shadow_mode need a rate_limit",
         ),
         (
             "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: -1}\n",
