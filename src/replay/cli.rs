@@ -97,7 +97,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenTraceArgs {
-    /// normal, ddos, credential-stuffing, scraper, account-scraper, flash-crowd or mix.
+    /// normal, ddos, credential-stuffing, scraper, account-scraper, flash-crowd, mix or
+    /// payment-spike.
     #[arg(long)]
     pub scenario: String,
     /// Output file (default: standard output).
@@ -111,6 +112,9 @@ pub struct GenTraceArgs {
     /// Length in minutes (default: the scenario's own).
     #[arg(long)]
     pub minutes: Option<u32>,
+    /// Start time, RFC 3339 or epoch milliseconds (default 2026-01-01T00:00:00Z).
+    #[arg(long)]
+    pub start: Option<String>,
 }
 
 pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
@@ -119,6 +123,15 @@ pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
         seed: args.seed,
         scale: args.scale,
         minutes: args.minutes,
+        start_ms: args
+            .start
+            .as_deref()
+            .map(|t| {
+                super::trace::parse_ts(t).with_context(|| {
+                    format!("--start {t:?} is not an RFC 3339 time or epoch milliseconds")
+                })
+            })
+            .transpose()?,
     })
     .map_err(anyhow::Error::msg)?;
     match &args.out {

@@ -67,6 +67,8 @@ pub struct Params {
     pub scale: f64,
     /// Length in minutes; `None`: the scenario's own.
     pub minutes: Option<u32>,
+    /// When the trace starts (epoch ms); `None`: [`START_MS`].
+    pub start_ms: Option<i64>,
 }
 
 /// What happens when, in minutes from the start.
@@ -300,7 +302,8 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
         return Err(format!("scale {} must be in (0, 100]", p.scale));
     }
     let plan = plan(&p.scenario, p.minutes)?;
-    let at = |m: u32| START_MS + m as i64 * MINUTE_MS;
+    let start = p.start_ms.unwrap_or(START_MS);
+    let at = |m: u32| start + m as i64 * MINUTE_MS;
     let end = at(plan.minutes);
     let mut g = Gen {
         rng: StdRng::seed_from_u64(p.seed),
@@ -316,19 +319,19 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
             40..=84 => (format!("u{i}"), Tier::Std),
             _ => (format!("p{i}"), Tier::Prm),
         };
-        let from = g.rng.random_range(START_MS - 10 * MINUTE_MS..end);
+        let from = g.rng.random_range(start - 10 * MINUTE_MS..end);
         let stay = g.exp(25.0 * MINUTE_MS as f64) as i64 + 2 * MINUTE_MS;
         g.browser(
             ip("10.1", i),
             user,
             tier,
-            from.max(START_MS),
+            from.max(start),
             (from + stay).min(end),
             None,
         );
     }
     for i in 0..n(12.0) {
-        let from = START_MS + g.rng.random_range(0..10 * MINUTE_MS);
+        let from = start + g.rng.random_range(0..10 * MINUTE_MS);
         g.api_script(ip("10.9", i), format!("svc{i}"), from, end);
     }
     if let Some((a, b)) = plan.flash {

@@ -16,6 +16,7 @@ fn trace(scenario: &str, seed: u64, scale: f64) -> Vec<u8> {
         seed,
         scale,
         minutes: None,
+        start_ms: None,
     })
     .unwrap();
     let mut out = Vec::new();
