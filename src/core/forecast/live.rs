@@ -199,3 +199,7 @@ impl Pipeline {
         &self.last
     }
 }
+
+#[cfg(test)]
+#[path = "live_tests.rs"]
+mod tests;
