@@ -115,6 +115,9 @@ pub struct GenTraceArgs {
     /// Start time, RFC 3339 or epoch milliseconds (default 2026-01-01T00:00:00Z).
     #[arg(long)]
     pub start: Option<String>,
+    /// Move every event (attack, crowd, sale) this many minutes later; the trace grows as much.
+    #[arg(long, default_value_t = 0)]
+    pub delay: u32,
 }
 
 pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
@@ -123,6 +126,7 @@ pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
         seed: args.seed,
         scale: args.scale,
         minutes: args.minutes,
+        delay: args.delay,
         start_ms: args
             .start
             .as_deref()

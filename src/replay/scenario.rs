@@ -69,6 +69,8 @@ pub struct Params {
     pub minutes: Option<u32>,
     /// When the trace starts (epoch ms); `None`: [`START_MS`].
     pub start_ms: Option<i64>,
+    /// Minutes every event (attack, crowd, sale) is moved later by; the trace grows as much.
+    pub delay: u32,
 }
 
 /// What happens when, in minutes from the start.
@@ -147,6 +149,22 @@ fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
         minutes: minutes.unwrap_or(p.minutes),
         ..p
     })
+}
+
+impl Plan {
+    fn delayed(self, d: u32) -> Plan {
+        let two = |w: Option<(u32, u32)>| w.map(|(a, b)| (a + d, b + d));
+        Plan {
+            minutes: self.minutes + d,
+            ddos: two(self.ddos),
+            stuffing: two(self.stuffing),
+            scraper: two(self.scraper),
+            account_scraper: two(self.account_scraper),
+            flash: two(self.flash),
+            payment_spike: self.payment_spike.map(|(a, p, b)| (a + d, p + d, b + d)),
+            population: self.population,
+        }
+    }
 }
 
 struct Gen {
@@ -301,7 +319,7 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
     if !(p.scale > 0.0 && p.scale <= 100.0) {
         return Err(format!("scale {} must be in (0, 100]", p.scale));
     }
-    let plan = plan(&p.scenario, p.minutes)?;
+    let plan = plan(&p.scenario, p.minutes)?.delayed(p.delay);
     let start = p.start_ms.unwrap_or(START_MS);
     let at = |m: u32| start + m as i64 * MINUTE_MS;
     let end = at(plan.minutes);

@@ -17,6 +17,7 @@ fn trace(scenario: &str, seed: u64, scale: f64) -> Vec<u8> {
         scale,
         minutes: None,
         start_ms: None,
+        delay: 0,
     })
     .unwrap();
     let mut out = Vec::new();
