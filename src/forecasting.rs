@@ -151,7 +151,7 @@ impl Forecasting {
         now: Nanos,
         traffic: &[EndpointMinute],
     ) -> Option<PressureChange> {
-        self.reload_if_changed();
+        // (A changed model file is picked up by the learning loop's one-second poll.)
         let capacities = live::capacities(&engine.rules());
         let loads: Vec<(String, f64, Nanos)> = self
             .loads

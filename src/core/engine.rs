@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::{BucketStore, StoreKind};
-use super::forecast::pressure::cut_limit;
+use super::forecast::pressure::cut_quota;
 use super::keys::{bucket_key, caller_from_descriptors, subject_key, synthetic_seed};
 use super::learn::actions::{ActionKind, ActionTable};
 use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
@@ -291,12 +291,7 @@ impl Engine {
         if factor >= 1.0 || priority != Priority::Low || tier != Tier::Std {
             return (quota, false);
         }
-        let floor = limit.spec.floor;
-        let cut = Quota {
-            limit: cut_limit(quota.limit, factor, floor),
-            capacity: cut_limit(quota.capacity, factor, floor),
-            ..quota
-        };
+        let cut = cut_quota(quota, factor, limit.spec.floor);
         (cut, cut != quota)
     }
 

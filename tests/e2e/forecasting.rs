@@ -20,13 +20,7 @@ fn fast(config: &mut Config) {
 }
 
 async fn info(server: &TestServer) -> pb::ModelInfo {
-    server
-        .api()
-        .await
-        .get_model_info(pb::GetModelInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner()
+    server.model_info().await
 }
 
 async fn report_load(

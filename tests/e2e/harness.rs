@@ -163,6 +163,16 @@ impl TestServer {
         RateLimitServiceClient::new(self.channel().await)
     }
 
+    /// `GetModelInfo`: the forest, the forecaster and the pressure cut in force.
+    pub async fn model_info(&self) -> pb::ModelInfo {
+        self.api()
+            .await
+            .get_model_info(pb::GetModelInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn health(&self, service: &str) -> i32 {
         let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
         client

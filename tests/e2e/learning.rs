@@ -66,14 +66,7 @@ async fn flagged(server: &TestServer) -> Vec<pb::FlaggedClient> {
 }
 
 async fn model_version(server: &TestServer) -> u64 {
-    server
-        .api()
-        .await
-        .get_model_info(pb::GetModelInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .version
+    server.model_info().await.version
 }
 
 const CLIENTS: [&str; 3] = ["192.0.2.1", "192.0.2.2", "192.0.2.3"];

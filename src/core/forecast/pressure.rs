@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Forecast;
+use crate::core::limit::Quota;
 use crate::core::time::{NANOS_PER_SEC, Nanos};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -254,6 +255,15 @@ impl PressureConfig {
                 }
             }
         }
+    }
+}
+
+/// A quota under a cut: its rate and its burst capacity each cut by `cut_limit`.
+pub fn cut_quota(quota: Quota, factor: f64, floor: Option<u64>) -> Quota {
+    Quota {
+        limit: cut_limit(quota.limit, factor, floor),
+        capacity: cut_limit(quota.capacity, factor, floor),
+        ..quota
     }
 }
 
