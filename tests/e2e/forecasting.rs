@@ -123,6 +123,38 @@ async fn backend_load_cuts_low_priority_std_limits_until_it_subsides() {
             .all(|r| *r == pb::Reason::ThrottledForecast as i32),
         "{reasons:?}"
     );
+    // Envoy callers (no tier descriptor: STD) are told why, in a header and in metadata.
+    let mut rls = server.rls().await;
+    let mut last = None;
+    for _ in 0..3 {
+        let descriptors = vec![crate::rls::desc(&[
+            ("endpoint", "/api/browse"),
+            ("user_id", "envoy-user"),
+        ])];
+        last = Some(
+            rls.should_rate_limit(crate::rls::request("sluice", descriptors))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let denied = last.unwrap();
+    assert_eq!(denied.overall_code, 2, "OVER_LIMIT on the third request");
+    assert!(
+        denied
+            .response_headers_to_add
+            .iter()
+            .any(|h| h.key == "x-sluice-throttled" && h.value == "forecast"),
+        "{:?}",
+        denied.response_headers_to_add
+    );
+    assert!(
+        denied
+            .dynamic_metadata
+            .unwrap()
+            .fields
+            .contains_key("sluice_throttled")
+    );
     let (allowed, reasons) = browse(&server, "prm-user", pb::Tier::Prm).await;
     assert_eq!(allowed, 4, "PRM keeps its limit");
     assert!(reasons.iter().all(|r| *r == pb::Reason::OverLimit as i32));
