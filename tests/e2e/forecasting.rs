@@ -311,3 +311,43 @@ async fn without_a_model_the_baseline_forecasts_and_decisions_go_on() {
     assert_eq!(info(&server).await.forecaster, "baseline:mean5");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_shadow_mode_a_cut_is_recorded_but_nothing_is_denied() {
+    let (db, server) = TestServer::sqlite_with(|c| {
+        fast(c);
+        c.learn.adaptive_shadow = true;
+    })
+    .await;
+    let browse_rule = pb::Rule {
+        priority: pb::Priority::Low as i32,
+        ..rule(
+            "sluice",
+            &[("endpoint", "/api/browse"), ("user_id", "")],
+            4,
+            pb::Unit::Minute,
+        )
+    };
+    put_rules(&server, vec![browse_rule]).await;
+    report_load(&server, 0.95).await.unwrap();
+    eventually("the shadow cut is recorded", async || {
+        let i = info(&server).await;
+        i.pressure_shadow && i.pressure_factor == 0.5
+    })
+    .await;
+    let (allowed, reasons) = browse(&server, "std-user", pb::Tier::Std).await;
+    assert_eq!(allowed, 4, "the rule's own limit, not the cut");
+    assert!(reasons.iter().all(|r| *r == pb::Reason::OverLimit as i32));
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    eventually("a shadow adjustment written", async || {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM limit_adjustments WHERE shadow AND cause = 'pressure_load'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        n == 1
+    })
+    .await;
+    server.stop().await;
+}
