@@ -67,11 +67,9 @@ async fn browse(server: &TestServer, user: &str, tier: pb::Tier) -> (usize, Vec<
     (allowed, reasons)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_load_cuts_low_priority_std_limits_until_it_subsides() {
-    let (db, server) = TestServer::sqlite_with(fast).await;
-    // Browsing is low priority, 4 a minute per user; payment is high priority.
-    let browse_rule = pb::Rule {
+/// Browsing is low priority: 4 requests a minute per user.
+fn browse_rule() -> pb::Rule {
+    pb::Rule {
         priority: pb::Priority::Low as i32,
         ..rule(
             "sluice",
@@ -79,7 +77,14 @@ async fn backend_load_cuts_low_priority_std_limits_until_it_subsides() {
             4,
             pb::Unit::Minute,
         )
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_load_cuts_low_priority_std_limits_until_it_subsides() {
+    let (db, server) = TestServer::sqlite_with(fast).await;
+    // Payment is high priority, with a capacity.
+    let browse_rule = browse_rule();
     let payment_rule = pb::Rule {
         priority: pb::Priority::High as i32,
         capacity_per_minute: Some(1_000),
@@ -319,15 +324,7 @@ async fn in_shadow_mode_a_cut_is_recorded_but_nothing_is_denied() {
         c.learn.adaptive_shadow = true;
     })
     .await;
-    let browse_rule = pb::Rule {
-        priority: pb::Priority::Low as i32,
-        ..rule(
-            "sluice",
-            &[("endpoint", "/api/browse"), ("user_id", "")],
-            4,
-            pb::Unit::Minute,
-        )
-    };
+    let browse_rule = browse_rule();
     put_rules(&server, vec![browse_rule]).await;
     report_load(&server, 0.95).await.unwrap();
     eventually("the shadow cut is recorded", async || {
