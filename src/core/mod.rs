@@ -16,3 +16,4 @@ pub mod probe_table;
 pub mod rules;
 pub mod time;
 pub mod validate;
+pub mod verdict;
