@@ -53,6 +53,11 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--version", type=int, default=1)
+    ap.add_argument("--log-l1", type=float, default=0.1, help="weight of the L1 term in log space")
+    ap.add_argument("--h1-weight", type=float, default=1.0,
+                    help="weight of the one-minute horizon in the loss (the others weigh 1)")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="also feed the last N minutes' log_requests_rel straight to the head (0: none)")
     ap.add_argument("--notes", default="", help="free text recorded in the metadata (training data, purpose)")
     args = ap.parse_args()
 
@@ -88,6 +93,10 @@ def main():
         "Wd": uniform(k3, (H, horizon), H),
         "bd": jnp.zeros((horizon,)),
     }
+    SKIP = args.skip
+    if SKIP:
+        params["Ws"] = jnp.zeros((SKIP, horizon))
+    req = features.index("log_requests_rel")
 
     def forward(p, xb):
         b = xb.shape[0]
@@ -106,11 +115,17 @@ def main():
 
         h0 = jnp.zeros((b, H))
         (h, _), _ = jax.lax.scan(cell, (h0, h0), jnp.transpose(xb, (1, 0, 2)))
-        return h @ p["Wd"] + p["bd"]
+        out = h @ p["Wd"] + p["bd"]
+        if SKIP:
+            out = out + xb[:, -SKIP:, req] @ p["Ws"]
+        return out
 
     def decode(out, s):
         base = jnp.log1p(s)[:, None]
         return jnp.maximum(jnp.expm1(jnp.minimum(out, 20.0) + base), 0.0)
+
+    hw = jnp.ones((horizon,)).at[0].set(args.h1_weight)
+    hw = hw * horizon / hw.sum()
 
     def loss_fn(p, xb, yb, sb):
         out = forward(p, xb)
@@ -119,7 +134,7 @@ def main():
         both_zero = (yb == 0) & (pred < 1e-3)
         smape = jnp.where(both_zero, 0.0, smape)
         log_l1 = jnp.abs(out - (jnp.log1p(yb) - jnp.log1p(sb)[:, None]))
-        return smape.mean() + 0.1 * log_l1.mean()
+        return (smape * hw).mean() + args.log_l1 * log_l1.mean()
 
     steps_per_epoch = max(1, len(idx_train) // args.batch)
     schedule = optax.cosine_decay_schedule(args.lr, steps_per_epoch * args.epochs, alpha=0.05)
@@ -168,7 +183,7 @@ def main():
     }
     print(json.dumps(metrics), file=sys.stderr)
 
-    export(params, H, window, dim, horizon, args.out)
+    export(params, H, window, dim, horizon, args.out, SKIP, req)
 
     # Test vectors: the service must reproduce these outputs from these inputs.
     pick = idx_val[np.linspace(0, len(idx_val) - 1, 3).astype(int)]
@@ -206,7 +221,7 @@ def main():
     print(f"wrote {args.out} and {meta_path}", file=sys.stderr)
 
 
-def export(params, H, window, dim, horizon, path):
+def export(params, H, window, dim, horizon, path, skip, req):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -228,8 +243,23 @@ def export(params, H, window, dim, horizon, path):
         helper.make_node("LSTM", ["time_major", "W", "R", "B"], ["Y", "Y_h"], hidden_size=H),
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["last_hidden"]),
         helper.make_node("MatMul", ["last_hidden", "Wd"], ["dense"]),
-        helper.make_node("Add", ["dense", "bd"], ["forecast"]),
+        helper.make_node("Add", ["dense", "bd"], ["forecast" if not skip else "recurrent"]),
     ]
+    if skip:
+        # The skip path: the last `skip` minutes of the request feature, straight to the head.
+        inits += [
+            numpy_helper.from_array(np.asarray(params["Ws"], np.float32), "Ws"),
+            numpy_helper.from_array(np.array([window - skip, req], np.int64), "skip_starts"),
+            numpy_helper.from_array(np.array([window, req + 1], np.int64), "skip_ends"),
+            numpy_helper.from_array(np.array([1, 2], np.int64), "skip_axes"),
+            numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+        ]
+        nodes += [
+            helper.make_node("Slice", ["window", "skip_starts", "skip_ends", "skip_axes"], ["recent3"]),
+            helper.make_node("Squeeze", ["recent3", "axis2"], ["recent"]),
+            helper.make_node("MatMul", ["recent", "Ws"], ["skip_out"]),
+            helper.make_node("Add", ["recurrent", "skip_out"], ["forecast"]),
+        ]
     graph = helper.make_graph(
         nodes, "sluice_forecast",
         [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", window, dim])],
