@@ -135,6 +135,20 @@ pub struct Config {
     /// are dropped (and counted).
     #[arg(long, env = "SLUICE_HISTORY_BUFFER", default_value_t = 200_000)]
     pub history_buffer: usize,
+
+    /// OpenTelemetry collector to push metrics and spans to over OTLP/gRPC, e.g.
+    /// `http://otel-collector:4317`. Nothing is exported when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = crate::telemetry::parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// Milliseconds between metric exports to the collector.
+    #[arg(
+        long,
+        env = "SLUICE_OTLP_INTERVAL_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..)
+    )]
+    pub otlp_interval_ms: u64,
 }
 
 /// The learning loop's settings: shared by `serve`, `replay` and `simulate`'s server.
@@ -315,6 +329,18 @@ fn parse_unknown_domain(text: &str) -> Result<UnknownDomain, String> {
         requests_per_unit,
         unit,
     }))
+}
+
+impl Config {
+    /// Where to export telemetry, if anywhere.
+    pub fn telemetry(&self) -> Option<crate::telemetry::TelemetryConfig> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|endpoint| crate::telemetry::TelemetryConfig {
+                endpoint: endpoint.clone(),
+                interval: Duration::from_millis(self.otlp_interval_ms),
+            })
+    }
 }
 
 impl Default for Config {

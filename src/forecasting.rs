@@ -80,6 +80,7 @@ impl Forecasting {
 
     /// Loads the model file now. On failure an already loaded model keeps serving (a broken
     /// new file does not take forecasting down); without one, the baseline forecasts.
+    #[tracing::instrument(name = "reload_forecast_model", skip_all)]
     pub fn reload(&self) -> Result<u64, String> {
         let (model, meta) = self.paths();
         let stamps = modified(&model).zip(modified(&meta));

@@ -74,6 +74,13 @@ impl Learning {
 
     /// Closes the minute that started at `start`.
     pub fn tick(&self, start: Nanos, now: Nanos) {
+        let span = tracing::info_span!(
+            "learning_tick",
+            minute_ms = ms(start),
+            clients = tracing::field::Empty,
+            actions = tracing::field::Empty
+        );
+        let _entered = span.enter();
         let tick = if self.adaptive {
             self.learner.lock().tick_engine(&self.engine, start, now)
         } else {
@@ -84,6 +91,8 @@ impl Learning {
                 ..Tick::default()
             }
         };
+        span.record("clients", tick.scores.len());
+        span.record("actions", self.engine.actions().len());
         let model = tick.trained.as_ref().and_then(|_| self.model_row());
         let mut batch = batch(start, &tick, model, self.adaptive);
         if self.adaptive
@@ -97,6 +106,7 @@ impl Learning {
     }
 
     /// Retrains now; `Err` when the sample is too small.
+    #[tracing::instrument(name = "train_now", skip_all)]
     pub fn train_now(&self, now: Nanos) -> Result<ModelInfo, String> {
         let mut learner = self.learner.lock();
         let Some(info) = learner.maybe_train(now, true) else {

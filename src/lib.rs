@@ -19,3 +19,4 @@ pub mod rulesfile;
 pub mod server;
 pub mod simulate;
 pub mod store;
+pub mod telemetry;

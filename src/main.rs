@@ -74,16 +74,20 @@ enum RulesCommand {
     },
 }
 
-fn init_logging(json: bool) {
+/// Logs to stderr; with `spans`, `tracing` spans are also exported as OpenTelemetry spans.
+fn init_logging(json: bool, spans: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(spans.map(sluice::telemetry::tracing_layer));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
 }
 
@@ -117,11 +121,25 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
-            init_logging(config.log_format == sluice::config::LogFormat::Json);
+            let spans = match config.telemetry() {
+                Some(t) => Some(sluice::telemetry::tracer_provider(&t)?),
+                None => None,
+            };
+            init_logging(
+                config.log_format == sluice::config::LogFormat::Json,
+                spans.as_ref(),
+            );
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            sluice::server::run(*config, listener, shutdown_signal()).await?;
+            let served = sluice::server::run(*config, listener, shutdown_signal()).await;
+            if let Some(spans) = spans {
+                // Flushes the last spans: blocking, so off the async workers.
+                let _ =
+                    tokio::task::spawn_blocking(move || sluice::telemetry::shutdown_tracer(spans))
+                        .await;
+            }
+            served?;
         }
         Command::Rules { command } => rules(command).await?,
         Command::Load(args) => {
@@ -137,7 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ExportFeatures(args) => sluice::forecast::cli::export_features(&args).await?,
         Command::EvalForecast(args) => sluice::forecast::cli::eval_forecast(&args)?,
         Command::NoopServer { listen } => {
-            init_logging(false);
+            init_logging(false, None);
             loadgen::noop_server(listen, shutdown_signal()).await?;
         }
     }

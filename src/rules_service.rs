@@ -79,6 +79,11 @@ impl RulesService {
     }
 
     /// Validates, stores and applies a change; returns the new revision.
+    #[tracing::instrument(
+        name = "update_rules",
+        skip_all,
+        fields(actor = %actor, upserts = change.upserts.len(), deletes = change.deletes.len())
+    )]
     pub async fn update(
         &self,
         change: RuleChange,

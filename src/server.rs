@@ -32,6 +32,7 @@ use crate::proto::sluice::v1::sluice_server::SluiceServer;
 use crate::rules_service::RulesService;
 use crate::rulesfile::{self, RulesFile};
 use crate::store::{Store, redact};
+use crate::telemetry::{Metrics, Sources};
 
 /// Service names health reports on, besides the overall `""`.
 pub const HEALTH_SERVICES: [&str; 3] = [
@@ -52,6 +53,8 @@ pub enum StartError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -115,6 +118,17 @@ pub async fn run(
         history.clone(),
         !config.learn.no_adaptive,
     ));
+    let metrics = match config.telemetry() {
+        Some(telemetry) => Some(Metrics::start(
+            &telemetry,
+            Sources {
+                engine: engine.clone(),
+                learning: learning.clone(),
+                history: history.stats.clone(),
+            },
+        )?),
+        None => None,
+    };
     let state = AppState {
         engine: engine.clone(),
         rules: rules.clone(),
@@ -208,6 +222,10 @@ pub async fn run(
     }
     if let Some(store) = rules.store() {
         store.close().await;
+    }
+    if let Some(metrics) = metrics {
+        // The final export: blocking (the exporter's own thread), so off the async workers.
+        let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     }
     tracing::info!("stopped");
     Ok(served?)

@@ -496,6 +496,9 @@ impl Engine {
         if by_anomaly {
             self.stats.anomaly_denied.fetch_add(1, Ordering::Relaxed);
         }
+        if verdict.forecast_cut {
+            self.stats.forecast_denied.fetch_add(1, Ordering::Relaxed);
+        }
         let event = Event::Decision {
             allowed: !verdict.over_limit,
             anomaly: by_anomaly,

@@ -137,4 +137,6 @@ pub struct EngineStats {
     pub shadow_denied: AtomicU64,
     /// Denied by an anomaly action (included in `denied`).
     pub anomaly_denied: AtomicU64,
+    /// Denied by a limit cut under pressure (included in `denied`).
+    pub forecast_denied: AtomicU64,
 }

@@ -10,3 +10,4 @@ mod learning;
 mod outage;
 mod rls;
 mod service;
+mod telemetry;

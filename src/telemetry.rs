@@ -1,0 +1,312 @@
+//! OpenTelemetry export: the service's metrics and its tracing spans, pushed over OTLP/gRPC to a
+//! collector (`--otlp-endpoint`). Off unless an endpoint is configured. The only module that
+//! knows `opentelemetry`.
+//!
+//! Metrics are *observed*: each instrument is a callback that reads a counter the service keeps
+//! anyway (engine statistics, bucket store, observation overflow, history writer, forecaster),
+//! run on the exporter's own thread at each export. Nothing is added to the decision path.
+//!
+//! Spans: every `tracing` span the service opens at `info` (learning ticks, rule changes, model
+//! reloads and trainings — not individual decisions, which are too many to trace) becomes an
+//! OpenTelemetry span through `tracing-opentelemetry`.
+//!
+//! Export failures (collector down, slow) are the SDK's to retry or drop; they never reach a
+//! decision or stop the service.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use crate::core::engine::Engine;
+use crate::core::learn::actions::ActionKind;
+use crate::history::HistoryStats;
+use crate::learning::Learning;
+
+/// Longest wait for the collector per export: a dead collector must not hold up shutdown long.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where and how often to export.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// `http://host:4317` (validated by [`parse_endpoint`]).
+    pub endpoint: String,
+    /// Between metric exports.
+    pub interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot set up the OTLP exporter for {endpoint}: {reason}")]
+    Exporter { endpoint: String, reason: String },
+}
+
+/// Checks an `--otlp-endpoint` value: an `http://` or `https://` URL with a host. Used as the
+/// flag's parser, so a bad value fails at start-up with the flag named.
+pub fn parse_endpoint(value: &str) -> Result<String, String> {
+    let uri: tonic::codegen::http::Uri = value
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); expected e.g. http://otel-collector:4317"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err("the scheme must be http or https, e.g. http://otel-collector:4317".into());
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("no host; expected e.g. http://otel-collector:4317".into());
+    }
+    Ok(value.to_string())
+}
+
+fn resource() -> Resource {
+    Resource::builder()
+        .with_service_name("sluice")
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The span exporter, for the `tracing` subscriber. Must be called inside the tokio runtime
+/// (the gRPC channel is created there). Keep the provider and [`shutdown_tracer`] it on exit,
+/// or the last spans are lost.
+pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(config.endpoint.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .map_err(|e| TelemetryError::Exporter {
+            endpoint: config.endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource())
+        .build())
+}
+
+/// The `tracing` layer that turns spans into OpenTelemetry spans.
+pub fn tracing_layer<S>(
+    provider: &SdkTracerProvider,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("sluice"))
+}
+
+/// Flushes and stops span export; blocking, so run it off the async workers.
+pub fn shutdown_tracer(provider: SdkTracerProvider) {
+    if let Err(e) = provider.shutdown() {
+        eprintln!("telemetry: span export did not shut down cleanly: {e}");
+    }
+}
+
+/// What the metrics read.
+pub struct Sources {
+    pub engine: Arc<Engine>,
+    pub learning: Arc<Learning>,
+    pub history: Arc<HistoryStats>,
+}
+
+/// Metric export, running until [`Metrics::shutdown`].
+pub struct Metrics {
+    provider: SdkMeterProvider,
+}
+
+impl Metrics {
+    /// Starts exporting every `config.interval`. Must be called inside the tokio runtime.
+    pub fn start(config: &TelemetryConfig, sources: Sources) -> Result<Metrics, TelemetryError> {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+            .map_err(|e| TelemetryError::Exporter {
+                endpoint: config.endpoint.clone(),
+                reason: e.to_string(),
+            })?;
+        let reader = PeriodicReader::builder(exporter)
+            .with_interval(config.interval)
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader)
+            .with_resource(resource())
+            .build();
+        register(&provider.meter("sluice"), sources);
+        Ok(Metrics { provider })
+    }
+
+    /// Exports what is left and stops; blocking, so run it off the async workers.
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!(error = %e, "metric export did not shut down cleanly");
+        }
+    }
+}
+
+/// Whether an instrument is a monotonic count (decisions, denials…) or a current value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One instrument reading a `u64` off a source of type `T`.
+type Reading<T> = (&'static str, Kind, &'static str, fn(&T) -> u64);
+
+fn stat(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Names are documented in README.md ("Metrics and traces"): keep both in step.
+const ENGINE: &[Reading<Engine>] = &[
+    (
+        "sluice.decisions",
+        Kind::Counter,
+        "Decisions taken (RLS requests and ShouldAllow calls)",
+        |e| stat(&e.stats().decisions),
+    ),
+    (
+        "sluice.decisions.denied",
+        Kind::Counter,
+        "Decisions that denied (all causes)",
+        |e| stat(&e.stats().denied),
+    ),
+    (
+        "sluice.decisions.shadow_denied",
+        Kind::Counter,
+        "Decisions a shadow-mode limit would have denied",
+        |e| stat(&e.stats().shadow_denied),
+    ),
+    (
+        "sluice.decisions.anomaly_denied",
+        Kind::Counter,
+        "Denials by an anomaly action (throttle or block)",
+        |e| stat(&e.stats().anomaly_denied),
+    ),
+    (
+        "sluice.decisions.forecast_denied",
+        Kind::Counter,
+        "Denials by a limit cut under pressure (forecast or backend load)",
+        |e| stat(&e.stats().forecast_denied),
+    ),
+    (
+        "sluice.buckets",
+        Kind::Gauge,
+        "Bucket states held in memory",
+        |e| e.tracked_buckets(),
+    ),
+    (
+        "sluice.buckets.lossy_evictions",
+        Kind::Counter,
+        "Buckets evicted at capacity before their limit had recovered",
+        |e| e.lossy_evictions(),
+    ),
+    (
+        "sluice.observe.overflow",
+        Kind::Counter,
+        "Observations dropped at the per-minute caps",
+        |e| e.observer().overflow_total(),
+    ),
+    (
+        "sluice.rules.revision",
+        Kind::Gauge,
+        "Revision of the rule set in force",
+        |e| e.rules().revision(),
+    ),
+];
+
+const LEARNING: &[Reading<Learning>] = &[
+    (
+        "sluice.forecaster.lstm",
+        Kind::Gauge,
+        "1 while the LSTM forecasts, 0 while the baseline does",
+        |l| u64::from(l.forecasting.model_loaded()),
+    ),
+    (
+        "sluice.learner.model_version",
+        Kind::Gauge,
+        "Version of the isolation forest scoring clients (0: none yet)",
+        |l| l.model_info().version,
+    ),
+];
+
+const HISTORY: &[Reading<HistoryStats>] = &[
+    (
+        "sluice.history.rows_written",
+        Kind::Counter,
+        "History rows written to the database",
+        |h| stat(&h.written_rows),
+    ),
+    (
+        "sluice.history.rows_dropped",
+        Kind::Counter,
+        "History rows dropped (buffer full while the database was down)",
+        |h| stat(&h.dropped_rows),
+    ),
+    (
+        "sluice.history.rows_buffered",
+        Kind::Gauge,
+        "History rows waiting for the database",
+        |h| stat(&h.buffered_rows),
+    ),
+];
+
+fn observe<T: Send + Sync + 'static>(meter: &Meter, source: &Arc<T>, readings: &[Reading<T>]) {
+    for &(name, kind, description, read) in readings {
+        let source = source.clone();
+        let callback = move |o: &dyn AsyncInstrument<u64>| o.observe(read(&source), &[]);
+        match kind {
+            Kind::Counter => {
+                meter
+                    .u64_observable_counter(name)
+                    .with_description(description)
+                    .with_callback(callback)
+                    .build();
+            }
+            Kind::Gauge => {
+                meter
+                    .u64_observable_gauge(name)
+                    .with_description(description)
+                    .with_callback(callback)
+                    .build();
+            }
+        }
+    }
+}
+
+/// Every instrument: the tables above, and two that do not fit them.
+fn register(meter: &Meter, sources: Sources) {
+    observe(meter, &sources.engine, ENGINE);
+    observe(meter, &sources.learning, LEARNING);
+    observe(meter, &sources.history, HISTORY);
+    let e = sources.engine.clone();
+    meter
+        .u64_observable_gauge("sluice.anomaly.actions")
+        .with_description("Anomaly actions in force, by kind")
+        .with_callback(move |o| {
+            let actions = e.actions().sorted();
+            let blocks = actions
+                .iter()
+                .filter(|a| a.kind == ActionKind::Block)
+                .count() as u64;
+            let throttles = actions.len() as u64 - blocks;
+            o.observe(throttles, &[KeyValue::new("kind", "throttle")]);
+            o.observe(blocks, &[KeyValue::new("kind", "block")]);
+        })
+        .build();
+    let e = sources.engine;
+    meter
+        .f64_observable_gauge("sluice.pressure.factor")
+        .with_description("Factor applied to STD limits on low-priority endpoints (1: no cut)")
+        .with_callback(move |o| o.observe(e.pressure(), &[]))
+        .build();
+}

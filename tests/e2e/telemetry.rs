@@ -1,0 +1,329 @@
+//! OpenTelemetry export over real sockets: an OTLP/gRPC collector (opentelemetry-proto's
+//! generated services, served in this process) receives what a `sluice serve` process pushes.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+use sluice::proto::sluice::v1 as pb;
+use sluice::proto::sluice::v1::sluice_client::SluiceClient;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::harness::{TOKEN, TestServer, admin, eventually, rule};
+
+/// What the collector has received.
+#[derive(Clone, Default)]
+struct Received {
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Received {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        self.metrics.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.traces.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Received {
+    /// The newest exported value of metric `name` with all of `attributes`, as f64.
+    fn latest(&self, name: &str, attributes: &[(&str, &str)]) -> Option<f64> {
+        let exports = self.metrics.lock().unwrap();
+        let mut latest = None;
+        for export in exports.iter() {
+            for metric in export
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .filter(|m| m.name == name)
+            {
+                let points = match &metric.data {
+                    Some(Data::Sum(s)) => &s.data_points,
+                    Some(Data::Gauge(g)) => &g.data_points,
+                    _ => continue,
+                };
+                for point in points {
+                    let matches = attributes.iter().all(|(k, v)| {
+                        point.attributes.iter().any(|kv| {
+                            kv.key == *k && format!("{:?}", kv.value).contains(&format!("{v:?}"))
+                        })
+                    });
+                    if !matches {
+                        continue;
+                    }
+                    latest = match point.value {
+                        Some(Value::AsInt(i)) => Some(i as f64),
+                        Some(Value::AsDouble(d)) => Some(d),
+                        None => latest,
+                    };
+                }
+            }
+        }
+        latest
+    }
+
+    fn span_names(&self) -> Vec<String> {
+        self.traces
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|t| &t.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// `service.name` of the first export of either kind.
+    fn service_name(&self) -> Option<String> {
+        let exports = self.metrics.lock().unwrap();
+        let resource = exports
+            .first()?
+            .resource_metrics
+            .first()?
+            .resource
+            .as_ref()?;
+        resource
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| format!("{:?}", kv.value))
+    }
+}
+
+/// Serves a collector on a free port until the test ends.
+async fn collector() -> (SocketAddr, Received) {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = received.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(served.clone()))
+            .add_service(TraceServiceServer::new(served))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+    });
+    (addr, received)
+}
+
+/// A `sluice serve` process, killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn connect(port: u16) -> Channel {
+    for _ in 0..500 {
+        if let Ok(ch) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return ch;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("sluice serve never listened on {port}");
+}
+
+fn ask(client_ip: &str) -> pb::ShouldAllowRequest {
+    pb::ShouldAllowRequest {
+        subject: Some(pb::Subject {
+            client_ip: client_ip.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_spans_reach_an_otlp_collector() {
+    let (collector_addr, received) = collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _process = Process(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(dir.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", "sqlite:sluice.db"])
+            .args(["--admin-token", TOKEN])
+            .args(["--otlp-endpoint", &format!("http://{collector_addr}")])
+            .args(["--otlp-interval-ms", "200"])
+            .args(["--learn-tick-secs", "1"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let channel = connect(port).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    eventually("sluice serve reports SERVING", async || {
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
+    })
+    .await;
+    let mut api = SluiceClient::new(channel);
+    // Two requests a minute per client address, then five asks: two allowed, three denied.
+    api.update_rules(admin(pb::UpdateRulesRequest {
+        rules: vec![rule(
+            "sluice",
+            &[("remote_address", "")],
+            2,
+            pb::Unit::Minute,
+        )],
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let mut allowed = 0;
+    for _ in 0..5 {
+        let reply = api
+            .should_allow(ask("10.0.0.7"))
+            .await
+            .unwrap()
+            .into_inner();
+        allowed += usize::from(reply.allowed);
+    }
+    assert_eq!(allowed, 2);
+
+    eventually("the decision counters reach the collector", async || {
+        received.latest("sluice.decisions", &[]) == Some(5.0)
+            && received.latest("sluice.decisions.denied", &[]) == Some(3.0)
+    })
+    .await;
+    assert_eq!(received.latest("sluice.rules.revision", &[]), Some(1.0));
+    assert_eq!(received.latest("sluice.buckets", &[]), Some(1.0));
+    assert_eq!(received.latest("sluice.pressure.factor", &[]), Some(1.0));
+    assert_eq!(
+        received.latest("sluice.anomaly.actions", &[("kind", "block")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        received.latest("sluice.decisions.anomaly_denied", &[]),
+        Some(0.0)
+    );
+    assert!(
+        received
+            .service_name()
+            .is_some_and(|name| name.contains("sluice")),
+        "resource names the service: {:?}",
+        received.service_name()
+    );
+    // The rule change and the learning loop's ticks (one a second here) are traced.
+    eventually("spans reach the collector", async || {
+        let names = received.span_names();
+        names.iter().any(|n| n == "update_rules") && names.iter().any(|n| n == "learning_tick")
+    })
+    .await;
+    // The learning loop wrote that minute's traffic: history counters move too.
+    eventually("history rows are counted", async || {
+        received
+            .latest("sluice.history.rows_written", &[])
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+}
+
+/// A collector that is down costs nothing but the metrics: decisions go on, and the server
+/// still stops promptly (the final export gives up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_changes_no_decision() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (_db, server) = TestServer::sqlite_with(|c| {
+        c.otlp_endpoint = Some(dead);
+        c.otlp_interval_ms = 100;
+    })
+    .await;
+    crate::harness::put_rules(
+        &server,
+        vec![rule(
+            "sluice",
+            &[("remote_address", "")],
+            1,
+            pb::Unit::Minute,
+        )],
+    )
+    .await;
+    let mut api = server.api().await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few failed exports
+    let first = api
+        .should_allow(ask("10.0.0.9"))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = api
+        .should_allow(ask("10.0.0.9"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.allowed && !second.allowed);
+    server.stop().await;
+}
+
+#[test]
+fn a_bad_endpoint_is_refused_at_start_naming_the_flag() {
+    for bad in [
+        "otel-collector:4317",
+        "ftp://collector:4317",
+        "http://",
+        "not a url",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--otlp-endpoint", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(stderr.contains("--otlp-endpoint"), "{bad}: {stderr}");
+    }
+}
