@@ -139,6 +139,7 @@ pub async fn run(
         allow_domain: config.allow_domain.clone(),
         admin,
         learning: learning.clone(),
+        rpc: metrics.as_ref().map(Metrics::rpc).unwrap_or_default(),
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();

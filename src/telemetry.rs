@@ -4,7 +4,11 @@
 //!
 //! Metrics are *observed*: each instrument is a callback that reads a counter the service keeps
 //! anyway (engine statistics, bucket store, observation overflow, history writer, forecaster),
-//! run on the exporter's own thread at each export. Nothing is added to the decision path.
+//! run on the exporter's own thread at each export. Nothing is added to the engine's decision.
+//!
+//! One instrument is recorded rather than observed: `sluice.rpc.duration`, timed at the gRPC
+//! edge around each decision RPC (two clock reads and one histogram update per call, and only
+//! when export is on).
 //!
 //! Spans: every `tracing` span the service opens at `info` (learning ticks, rule changes, model
 //! reloads and trainings — not individual decisions, which are too many to trace) becomes an
@@ -15,10 +19,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
+use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -119,6 +123,62 @@ pub struct Sources {
 /// Metric export, running until [`Metrics::shutdown`].
 pub struct Metrics {
     provider: SdkMeterProvider,
+    rpc: RpcMetrics,
+}
+
+/// Upper bounds (seconds) of the call-duration buckets: a decision takes microseconds, so the
+/// SDK's default buckets (0–10,000, meant for milliseconds) would put every call in the first.
+const RPC_DURATION_BOUNDS: [f64; 14] = [
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3,
+    1.0,
+];
+
+/// How long the decision RPCs take inside the server (from the handler's start to its reply;
+/// the transport's own time is not included). A no-op without an OTLP endpoint: no clock read.
+#[derive(Clone, Default)]
+pub struct RpcMetrics {
+    duration: Option<Histogram<f64>>,
+}
+
+impl RpcMetrics {
+    /// Timers recording into `meter` (the bench uses its own).
+    pub fn new(meter: &Meter) -> RpcMetrics {
+        RpcMetrics {
+            duration: Some(
+                meter
+                    .f64_histogram("sluice.rpc.duration")
+                    .with_unit("s")
+                    .with_description("Time to answer a decision RPC inside the server")
+                    .with_boundaries(RPC_DURATION_BOUNDS.to_vec())
+                    .build(),
+            ),
+        }
+    }
+
+    /// Starts timing one call of `method`; the time is recorded when the guard is dropped.
+    pub fn time(&self, method: &'static str) -> RpcTimer<'_> {
+        RpcTimer {
+            running: self.duration.as_ref().map(|h| (h, Instant::now())),
+            method,
+        }
+    }
+}
+
+/// Records a call's duration when dropped, whatever way the handler returned.
+pub struct RpcTimer<'a> {
+    running: Option<(&'a Histogram<f64>, Instant)>,
+    method: &'static str,
+}
+
+impl Drop for RpcTimer<'_> {
+    fn drop(&mut self) {
+        if let Some((histogram, started)) = self.running {
+            histogram.record(
+                started.elapsed().as_secs_f64(),
+                &[KeyValue::new("rpc.method", self.method)],
+            );
+        }
+    }
 }
 
 impl Metrics {
@@ -140,8 +200,15 @@ impl Metrics {
             .with_reader(reader)
             .with_resource(resource())
             .build();
-        register(&provider.meter("sluice"), sources);
-        Ok(Metrics { provider })
+        let meter = provider.meter("sluice");
+        register(&meter, sources);
+        let rpc = RpcMetrics::new(&meter);
+        Ok(Metrics { provider, rpc })
+    }
+
+    /// The call timers for the gRPC edge.
+    pub fn rpc(&self) -> RpcMetrics {
+        self.rpc.clone()
     }
 
     /// Exports what is left and stops; blocking, so run it off the async workers.

@@ -90,4 +90,6 @@ pub struct AppState {
     pub allow_domain: String,
     pub admin: auth::AdminToken,
     pub learning: Arc<crate::learning::Learning>,
+    /// Decision-RPC durations, exported with the metrics (a no-op when export is off).
+    pub rpc: crate::telemetry::RpcMetrics,
 }

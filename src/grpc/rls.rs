@@ -120,6 +120,7 @@ impl RateLimitService for Rls {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let _timer = self.state.rpc.time("ShouldRateLimit");
         let req = request.get_ref();
         let inputs = inputs(&self.state, req).map_err(ApiError::from)?;
         let verdict =

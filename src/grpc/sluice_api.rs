@@ -64,6 +64,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ShouldAllowRequest>,
     ) -> RpcResult<pb::ShouldAllowResponse> {
+        let _timer = self.state.rpc.time("ShouldAllow");
         let req = request.get_ref();
         let subject = subject_from_proto("subject", req.subject.as_ref(), &self.state.caps)
             .map_err(ApiError::from)?;

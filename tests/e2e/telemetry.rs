@@ -28,6 +28,8 @@ use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::harness::{TOKEN, TestServer, admin, eventually, rule};
+use crate::rls::{desc, request as rls_request};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 
 /// What the collector has received.
 #[derive(Clone, Default)]
@@ -90,6 +92,37 @@ impl Received {
                         Some(Value::AsDouble(d)) => Some(d),
                         None => latest,
                     };
+                }
+            }
+        }
+        latest
+    }
+
+    /// The newest exported data point of histogram `name` whose `rpc.method` is `method`:
+    /// (count, bucket counts, bounds).
+    fn histogram(&self, name: &str, method: &str) -> Option<(u64, Vec<u64>, Vec<f64>)> {
+        let exports = self.metrics.lock().unwrap();
+        let mut latest = None;
+        for metric in exports
+            .iter()
+            .flat_map(|e| &e.resource_metrics)
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == name)
+        {
+            let Some(Data::Histogram(h)) = &metric.data else {
+                continue;
+            };
+            for point in &h.data_points {
+                if point.attributes.iter().any(|kv| {
+                    kv.key == "rpc.method"
+                        && format!("{:?}", kv.value).contains(&format!("{method:?}"))
+                }) {
+                    latest = Some((
+                        point.count,
+                        point.bucket_counts.clone(),
+                        point.explicit_bounds.clone(),
+                    ));
                 }
             }
         }
@@ -212,7 +245,7 @@ async fn metrics_and_spans_reach_an_otlp_collector() {
             .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
     })
     .await;
-    let mut api = SluiceClient::new(channel);
+    let mut api = SluiceClient::new(channel.clone());
     // Two requests a minute per client address, then five asks: two allowed, three denied.
     api.update_rules(admin(pb::UpdateRulesRequest {
         rules: vec![rule(
@@ -252,6 +285,36 @@ async fn metrics_and_spans_reach_an_otlp_collector() {
         received.latest("sluice.decisions.anomaly_denied", &[]),
         Some(0.0)
     );
+    // Every ShouldAllow call was timed, in buckets sized for microseconds: the calls land below
+    // the last bound (1 s), and not all in the top bucket.
+    let (count, buckets, bounds) = received
+        .histogram("sluice.rpc.duration", "ShouldAllow")
+        .expect("ShouldAllow durations exported");
+    assert_eq!(count, 5);
+    assert_eq!(bounds.first(), Some(&5e-6));
+    assert_eq!(buckets.iter().sum::<u64>(), 5);
+    assert_eq!(
+        buckets.last(),
+        Some(&0),
+        "no call took a second: {buckets:?}"
+    );
+    // Envoy's RLS calls are timed under their own method.
+    let mut rls = RateLimitServiceClient::new(channel);
+    rls.should_rate_limit(rls_request(
+        "sluice",
+        vec![desc(&[("remote_address", "10.0.0.8")])],
+    ))
+    .await
+    .unwrap();
+    eventually(
+        "the RLS call's duration reaches the collector",
+        async || {
+            received
+                .histogram("sluice.rpc.duration", "ShouldRateLimit")
+                .is_some_and(|(count, _, _)| count == 1)
+        },
+    )
+    .await;
     assert!(
         received
             .service_name()
