@@ -136,6 +136,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_HISTORY_BUFFER", default_value_t = 200_000)]
     pub history_buffer: usize,
 
+    /// This instance's name where several share one database (its anomaly actions are stored
+    /// under it). Default: the host name.
+    #[arg(long, env = "SLUICE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// OpenTelemetry collector to push metrics and spans to over OTLP/gRPC, e.g.
     /// `http://otel-collector:4317`. Nothing is exported when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = crate::telemetry::parse_endpoint)]
@@ -332,6 +337,20 @@ fn parse_unknown_domain(text: &str) -> Result<UnknownDomain, String> {
 }
 
 impl Config {
+    /// `--instance-id`, else the host name, else `sluice`.
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "sluice".to_string())
+    }
+
     /// Where to export telemetry, if anywhere.
     pub fn telemetry(&self) -> Option<crate::telemetry::TelemetryConfig> {
         self.otlp_endpoint

@@ -194,7 +194,7 @@ async fn prune(rules: &RulesService, before_ms: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::history::{ModelRow, TrafficRow};
+    use crate::store::history::{ActionSet, ModelRow, TrafficRow};
 
     /// A batch of `rows` traffic rows, with a model of `model` version and an action set named
     /// `actions` when given.
@@ -217,7 +217,10 @@ mod tests {
                 trained_on: 0,
                 body: String::new(),
             }),
-            actions: actions.map(|name| vec![(name.to_string(), String::new())]),
+            actions: actions.map(|name| ActionSet {
+                instance: name.to_string(),
+                ..ActionSet::default()
+            }),
             ..HistoryBatch::default()
         }
     }
@@ -236,7 +239,7 @@ mod tests {
                 (
                     b.rows(),
                     b.model.as_ref().map(|m| m.version),
-                    b.actions.as_ref().map(|a| a[0].0.clone()),
+                    b.actions.as_ref().map(|a| a.instance.clone()),
                 )
             })
             .collect();

@@ -20,7 +20,9 @@ use crate::core::time::{NANOS_PER_MILLI, Nanos};
 use crate::forecasting::Forecasting;
 use crate::history::History;
 use crate::rules_service::RulesService;
-use crate::store::history::{AdjustmentRow, HistoryBatch, ModelRow, ScoreRow, TrafficRow};
+use crate::store::history::{
+    ActionRow, ActionSet, AdjustmentRow, HistoryBatch, ModelRow, ScoreRow, TrafficRow,
+};
 
 pub struct Learning {
     engine: Arc<Engine>,
@@ -30,6 +32,8 @@ pub struct Learning {
     pub history: History,
     /// Off: observe and record traffic, never act.
     pub adaptive: bool,
+    /// This instance's name in the shared `anomaly_actions` table (`--instance-id`).
+    instance: String,
     restored: std::sync::atomic::AtomicBool,
 }
 
@@ -44,6 +48,7 @@ impl Learning {
         forecasting: Forecasting,
         history: History,
         adaptive: bool,
+        instance: String,
     ) -> Learning {
         Learning {
             engine,
@@ -51,6 +56,7 @@ impl Learning {
             forecasting,
             history,
             adaptive,
+            instance,
             restored: false.into(),
         }
     }
@@ -94,7 +100,13 @@ impl Learning {
         span.record("clients", tick.scores.len());
         span.record("actions", self.engine.actions().len());
         let model = tick.trained.as_ref().and_then(|_| self.model_row());
-        let mut batch = batch(start, &tick, model, self.adaptive);
+        let mut batch = batch(
+            start,
+            now,
+            &tick,
+            model,
+            self.adaptive.then_some(&*self.instance),
+        );
         if self.adaptive
             && let Some(change) = self
                 .forecasting
@@ -208,7 +220,14 @@ fn pressure_row(c: &PressureChange) -> AdjustmentRow {
 /// The subject pressure adjustments are recorded under.
 pub const PRESSURE_SUBJECT: &str = "priority=low,tier=STD";
 
-fn batch(start: Nanos, tick: &Tick, model: Option<ModelRow>, adaptive: bool) -> HistoryBatch {
+/// The history of one tick; with `instance` (adaptive mode), also the actions it has in force.
+fn batch(
+    start: Nanos,
+    now: Nanos,
+    tick: &Tick,
+    model: Option<ModelRow>,
+    instance: Option<&str>,
+) -> HistoryBatch {
     let minute_ms = ms(start);
     let features = |x: &[f64]| {
         let map: serde_json::Map<String, serde_json::Value> = NAMES
@@ -266,12 +285,21 @@ fn batch(start: Nanos, tick: &Tick, model: Option<ModelRow>, adaptive: bool) -> 
                 expires_at_ms: a.expires_at.map(ms),
             })
             .collect(),
-        actions: adaptive.then(|| {
-            tick.actions
+        actions: instance.map(|instance| ActionSet {
+            instance: instance.to_string(),
+            at_ms: ms(now),
+            actions: tick
+                .actions
                 .sorted()
                 .into_iter()
-                .filter_map(|a| Some((a.client.to_string(), serde_json::to_string(&a).ok()?)))
-                .collect()
+                .filter_map(|a| {
+                    Some(ActionRow {
+                        client: a.client.to_string(),
+                        body: serde_json::to_string(&a).ok()?,
+                        expires_at_ms: ms(a.expires_at),
+                    })
+                })
+                .collect(),
         }),
         model,
     }

@@ -117,6 +117,7 @@ pub async fn run(
         forecasting,
         history.clone(),
         !config.learn.no_adaptive,
+        config.instance_id(),
     ));
     let metrics = match config.telemetry() {
         Some(telemetry) => Some(Metrics::start(

@@ -46,14 +46,32 @@ pub struct ModelRow {
     pub body: String,
 }
 
+/// The anomaly actions one instance has in force at `at_ms`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ActionSet {
+    /// Which instance (`--instance-id`): its earlier rows are replaced, other instances' kept.
+    pub instance: String,
+    /// When written: any instance's rows expired by then are pruned.
+    pub at_ms: i64,
+    pub actions: Vec<ActionRow>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionRow {
+    pub client: String,
+    /// The action as JSON (`core::learn::actions::Action`).
+    pub body: String,
+    pub expires_at_ms: i64,
+}
+
 /// What one learning tick (or training) leaves behind; written in one transaction.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistoryBatch {
     pub scores: Vec<ScoreRow>,
     pub traffic: Vec<TrafficRow>,
     pub adjustments: Vec<AdjustmentRow>,
-    /// The actions in force, (client, JSON body): replaces the table when present.
-    pub actions: Option<Vec<(String, String)>>,
+    /// The actions one instance has in force: replaces that instance's rows when present.
+    pub actions: Option<ActionSet>,
     pub model: Option<ModelRow>,
 }
 
@@ -131,13 +149,29 @@ macro_rules! history_backend {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                if let Some(actions) = &batch.actions {
-                    sqlx::query("DELETE FROM anomaly_actions").execute(&mut *tx).await?;
-                    for chunk in actions.chunks(CHUNK) {
-                        let mut q = Builder::new("INSERT INTO anomaly_actions (client, body) ");
-                        q.push_values(chunk, |mut b, (client, body)| {
-                            b.push_bind(client.as_str()).push_bind(body.as_str());
+                if let Some(set) = &batch.actions {
+                    sqlx::query(
+                        "DELETE FROM anomaly_actions WHERE instance = $1 OR expires_at_ms <= $2",
+                    )
+                    .bind(set.instance.as_str())
+                    .bind(set.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    for chunk in set.actions.chunks(CHUNK) {
+                        let mut q = Builder::new(
+                            "INSERT INTO anomaly_actions (client, body, instance, expires_at_ms) ",
+                        );
+                        q.push_values(chunk, |mut b, r| {
+                            b.push_bind(r.client.as_str())
+                                .push_bind(r.body.as_str())
+                                .push_bind(set.instance.as_str())
+                                .push_bind(r.expires_at_ms);
                         });
+                        // Two instances acting on one client: the latest write speaks for it.
+                        q.push(
+                            " ON CONFLICT (client) DO UPDATE SET body = excluded.body, \
+                             instance = excluded.instance, expires_at_ms = excluded.expires_at_ms",
+                        );
                         q.build().execute(&mut *tx).await?;
                     }
                 }
@@ -158,7 +192,7 @@ macro_rules! history_backend {
                 Ok(())
             }
 
-            /// The newest model's body and the actions that were in force.
+            /// The newest model's body and the actions in force, every instance's.
             pub async fn load(pool: &$pool) -> Result<(Option<String>, Vec<String>)> {
                 let model: Option<String> = sqlx::query_scalar(
                     "SELECT body FROM learner_models ORDER BY version DESC LIMIT 1",

@@ -384,3 +384,52 @@ async fn train_now_needs_an_admin_and_enough_data() {
     );
     server.stop().await;
 }
+
+/// Several instances on one database: each replaces only its own saved actions, expired rows go,
+/// and a restarting instance would restore everyone's. Steps: (instance, written at, its actions
+/// as (client, expires at)) and the saved bodies ("instance:client") after the step.
+async fn instances_sharing_a_database_keep_each_others_actions(backend: Backend) {
+    use sluice::store::history::{ActionRow, ActionSet, HistoryBatch};
+    use sluice::store::{Store, StoreOptions};
+    type Step<'a> = (&'a str, i64, &'a [(&'a str, i64)], &'a [&'a str]);
+    let steps: &[Step] = &[
+        ("a", 1000, &[("x", 5000)], &["a:x"]),
+        ("b", 1100, &[("y", 5000)], &["a:x", "b:y"]),
+        ("a", 1200, &[], &["b:y"]),
+        ("a", 1300, &[("z", 2000)], &["a:z", "b:y"]),
+        // z expired at 2000: whoever writes next prunes it.
+        ("b", 2500, &[("y", 9000)], &["b:y"]),
+        // Both act on y: the latest write speaks for it.
+        ("a", 2600, &[("y", 9500)], &["a:y"]),
+        ("b", 2700, &[], &["a:y"]),
+    ];
+    let db = Db::new(backend).await;
+    let store = Store::connect(&StoreOptions::new(&db.url)).await.unwrap();
+    for (i, &(instance, at_ms, actions, expected)) in steps.iter().enumerate() {
+        let set = ActionSet {
+            instance: instance.into(),
+            at_ms,
+            actions: actions
+                .iter()
+                .map(|&(client, expires_at_ms)| ActionRow {
+                    client: client.into(),
+                    body: format!("{instance}:{client}"),
+                    expires_at_ms,
+                })
+                .collect(),
+        };
+        store
+            .write_history(&HistoryBatch {
+                actions: Some(set),
+                ..HistoryBatch::default()
+            })
+            .await
+            .unwrap();
+        let (_, mut saved) = store.load_learning().await.unwrap();
+        saved.sort();
+        assert_eq!(saved, expected, "after step {i} ({instance} at {at_ms})");
+    }
+    store.close().await;
+}
+
+store_tests!(instances_sharing_a_database_keep_each_others_actions);
