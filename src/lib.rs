@@ -16,6 +16,7 @@ pub mod proto;
 pub mod replay;
 pub mod rules_service;
 pub mod rulesfile;
+pub mod rulesfile_watch;
 pub mod server;
 pub mod simulate;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::clock::LiveClock;
 use crate::config::Config;
 use crate::core::engine::Engine;
 use crate::core::rules::RuleChange;
+use crate::core::validate::InputLimits;
 use crate::forecasting::Forecasting;
 use crate::grpc::AppState;
 use crate::grpc::access_log::AccessLogs;
@@ -30,7 +31,8 @@ use crate::history::{self, History, HistoryConfig};
 use crate::learning::{self, Learning};
 use crate::proto::sluice::v1::sluice_server::SluiceServer;
 use crate::rules_service::RulesService;
-use crate::rulesfile::{self, RulesFile};
+use crate::rulesfile;
+use crate::rulesfile_watch::{Change, RulesFileWatch};
 use crate::store::{Store, redact};
 use crate::telemetry::{Metrics, Sources};
 
@@ -91,11 +93,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     // Fail before serving if the rules file is bad: running on the wrong rules is worse than not running.
-    let rules_file = match &config.rules {
-        Some(path) => Some((
-            path.display().to_string(),
-            rulesfile::load(path, &config.input_limits())?,
-        )),
+    let mut rules_watch = config.rules.as_deref().map(RulesFileWatch::new);
+    let rules_file = match rules_watch.as_mut() {
+        Some(watch) => match watch.poll(&config.input_limits()) {
+            Some(first) => Some(first?),
+            None => None,
+        },
         None => None,
     };
     let admin = admin_token(&config)?;
@@ -165,7 +168,10 @@ pub async fn run(
         config.clone(),
         rules.clone(),
         health.clone(),
-        rules_file,
+        RulesFiles {
+            watch: rules_watch,
+            pending: rules_file,
+        },
         state.clock,
         stop_rx,
     ));
@@ -253,17 +259,77 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Connects (retrying), applies the start-up rules file once, loads the rules, then keeps them in
-/// step with the database. Reports SERVING once rules are loaded. Decisions never wait on this.
+/// The `--rules` file: followed for changes, and the version waiting to be applied (the
+/// database may be down when it changes).
+struct RulesFiles {
+    watch: Option<RulesFileWatch>,
+    pending: Option<Change>,
+}
+
+impl RulesFiles {
+    /// Looks for a new version unless one is still waiting.
+    fn poll(&mut self, caps: &InputLimits) {
+        let Some(watch) = self.watch.as_mut().filter(|_| self.pending.is_none()) else {
+            return;
+        };
+        match watch.poll(caps) {
+            None => {}
+            Some(Ok(change)) => {
+                tracing::info!(origin = watch.origin(), "rules file changed; applying it");
+                self.pending = Some(change);
+            }
+            Some(Err(e)) => tracing::error!(
+                error = %e,
+                "rules file changed but cannot be used; the rules in force stay"
+            ),
+        }
+    }
+
+    /// Applies the waiting version, if any; it stays waiting if the database refuses.
+    async fn apply(
+        &mut self,
+        rules: &RulesService,
+        now_ms: i64,
+    ) -> Result<(), crate::rules_service::ManageError> {
+        let (Some(change), Some(watch)) = (self.pending.take(), self.watch.as_ref()) else {
+            return Ok(());
+        };
+        let origin = watch.origin();
+        let update = RuleChange {
+            upserts: change.file.rules.clone(),
+            deletes: Vec::new(),
+            replace_domains: change.replace_domains.clone(),
+        };
+        let count = update.upserts.len();
+        match rules
+            .update(update, None, &format!("rules-file:{origin}"), now_ms)
+            .await
+        {
+            Ok(revision) => {
+                tracing::info!(origin, rules = count, revision, "applied rules file");
+                Ok(())
+            }
+            Err(e) => {
+                self.pending = Some(change);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Connects (retrying), applies the rules file (at start-up, then whenever it changes), loads
+/// the rules, then keeps them in step with the database. Reports SERVING once rules are loaded.
+/// Decisions never wait on this.
 async fn supervise_store(
     config: Config,
     rules: Arc<RulesService>,
     health: HealthReporter,
-    mut rules_file: Option<(String, RulesFile)>,
+    mut files: RulesFiles,
     clock: LiveClock,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = Duration::from_millis(config.resync_interval_ms.max(10));
+    let caps = config.input_limits();
     let mut healthy = false;
     let mut reported_down = false;
     loop {
@@ -273,37 +339,8 @@ async fn supervise_store(
                 tracing::info!(backend = store.backend(), "connected to the rules database");
                 rules.set_store(store);
             }
-            if let Some((origin, file)) = rules_file.take() {
-                let change = RuleChange {
-                    upserts: file.rules,
-                    deletes: Vec::new(),
-                    replace_domains: file.domains,
-                };
-                let count = change.upserts.len();
-                match rules
-                    .update(
-                        change.clone(),
-                        None,
-                        &format!("rules-file:{origin}"),
-                        clock.now_millis(),
-                    )
-                    .await
-                {
-                    Ok(revision) => {
-                        tracing::info!(origin, rules = count, revision, "applied rules file")
-                    }
-                    Err(e) => {
-                        rules_file = Some((
-                            origin,
-                            RulesFile {
-                                domains: change.replace_domains,
-                                rules: change.upserts,
-                            },
-                        ));
-                        return Err(e);
-                    }
-                }
-            }
+            files.poll(&caps);
+            files.apply(&rules, clock.now_millis()).await?;
             rules.sync().await
         };
         // A connect can take up to the acquire timeout; shutdown does not wait for it.

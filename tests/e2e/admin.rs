@@ -247,11 +247,84 @@ async fn rules_file_at_start_up(backend: Backend) {
     server.stop().await;
 }
 
+/// A file-managed deployment (ConfigMap, config management): edits to the rules file reach the
+/// running server; an edit that does not parse changes nothing; a domain dropped from the file
+/// loses its rules.
+async fn rules_file_changes_are_followed(backend: Backend) {
+    let limit = |domain: &str, n: u64| {
+        format!(
+            "domain: {domain}\ndescriptors:\n  - key: user_id\n    rate_limit: {{unit: minute, requests_per_unit: {n}}}\n"
+        )
+    };
+    // (file content, the rules expected after it as (domain, requests per minute))
+    let steps: Vec<(String, Vec<(&str, u64)>)> = vec![
+        (limit("sluice", 7), vec![("sluice", 7)]),
+        (limit("sluice", 9), vec![("sluice", 9)]),
+        (
+            "domain: sluice\ndescriptors:\n  - key: user_id\n    rate_limit: {unit: fortnight, requests_per_unit: 3}\n".into(),
+            vec![("sluice", 9)],
+        ),
+        (limit("other", 4), vec![("other", 4)]),
+    ];
+    let db = Db::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, &steps[0].0).unwrap();
+    let mut config = config(&db.url);
+    config.rules = Some(file.clone());
+    let server = TestServer::start_with(config).await;
+    let rules = async || {
+        let mut got: Vec<(String, u64)> = list(&server)
+            .await
+            .rules
+            .into_iter()
+            .map(|r| (r.domain, r.limits[0].requests_per_unit))
+            .collect();
+        got.sort();
+        got
+    };
+    for (i, (content, expected)) in steps.iter().enumerate() {
+        std::fs::write(&file, content).unwrap();
+        let expected: Vec<(String, u64)> =
+            expected.iter().map(|(d, n)| (d.to_string(), *n)).collect();
+        if i == 2 {
+            // Invalid: give the server several resyncs (100 ms here) to get it wrong.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            assert_eq!(
+                rules().await,
+                expected,
+                "step {i}: a bad file changed the rules"
+            );
+        } else {
+            eventually(&format!("step {i}: rules {expected:?}"), async || {
+                rules().await == expected
+            })
+            .await;
+        }
+    }
+    // Each applied version is in the audit log under the file's name.
+    let store = Store::connect(&StoreOptions::new(&db.url)).await.unwrap();
+    let actors: Vec<String> = store
+        .audit_log(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.actor)
+        .collect();
+    assert!(
+        actors.iter().all(|a| a.starts_with("rules-file:")) && actors.len() >= 4,
+        "{actors:?}"
+    );
+    store.close().await;
+    server.stop().await;
+}
+
 store_tests!(
     rules_survive_a_restart,
     optimistic_concurrency_and_audit,
     rules_apply_replaces_the_files_domains,
     rules_file_at_start_up,
+    rules_file_changes_are_followed,
 );
 
 #[tokio::test]
