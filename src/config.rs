@@ -26,6 +26,18 @@ pub struct Config {
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// PEM certificate (chain): serve gRPC over TLS. Needs --tls-key.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): every client must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// `sqlite:PATH` (embedded, created if missing) or `postgres://user:pass@host/db`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite:sluice.db")]
     pub database_url: String,
@@ -337,6 +349,15 @@ fn parse_unknown_domain(text: &str) -> Result<UnknownDomain, String> {
 }
 
 impl Config {
+    /// The listener's TLS files, as configured (checked by `ServerTlsFiles::load`).
+    pub fn tls(&self) -> crate::tls::ServerTlsFiles {
+        crate::tls::ServerTlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        }
+    }
+
     /// `--instance-id`, else the host name, else `sluice`.
     pub fn instance_id(&self) -> String {
         self.instance_id

@@ -57,6 +57,8 @@ pub enum StartError {
     Config(String),
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -101,6 +103,7 @@ pub async fn run(
         },
         None => None,
     };
+    let tls = config.tls().load()?;
     let admin = admin_token(&config)?;
     config.learn.validate().map_err(StartError::Config)?;
     let engine = Arc::new(Engine::new(config.engine()));
@@ -199,7 +202,14 @@ pub async fn run(
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        // rustls parses the certificate and key here: a bad one fails the start.
+        server = server
+            .tls_config(tls)
+            .map_err(|e| StartError::Config(format!("--tls-cert / --tls-key: {e}")))?;
+    }
+    let served = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -11,3 +11,4 @@ mod outage;
 mod rls;
 mod service;
 mod telemetry;
+mod tls;

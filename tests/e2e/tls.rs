@@ -1,0 +1,248 @@
+//! TLS and mutual TLS on the gRPC listener, with certificates made for the test (rcgen): who
+//! gets an answer and who does not, `sluice rules apply` over TLS, and start-up refusals.
+
+use std::path::PathBuf;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use sluice::proto::sluice::v1 as pb;
+use sluice::proto::sluice::v1::sluice_client::SluiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::harness::*;
+
+/// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "sluice test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        write("ca.pem", ca.pem());
+        for (name, sans) in [
+            (
+                "server",
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ),
+            ("client", vec!["envoy.internal".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(sans)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+
+    /// A client trusting the CA, presenting the client certificate when `identity`.
+    async fn client(
+        &self,
+        server: &TestServer,
+        identity: bool,
+    ) -> Result<SluiceClient<Channel>, String> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
+            .domain_name("localhost");
+        if identity {
+            tls = tls.identity(Identity::from_pem(
+                self.read("client.pem"),
+                self.read("client.key"),
+            ));
+        }
+        let channel = Channel::from_shared(format!("https://{}", server.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(SluiceClient::new(channel))
+    }
+}
+
+async fn ask(client: &mut SluiceClient<Channel>) -> Result<bool, tonic::Status> {
+    client
+        .should_allow(pb::ShouldAllowRequest {
+            subject: Some(pb::Subject {
+                client_ip: "10.1.2.3".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().allowed)
+}
+
+/// A server with TLS (and mutual TLS when `client_ca`), on a fresh SQLite database. Health over
+/// plaintext cannot be asked, so it is not waited for: decisions are answered before rules load.
+async fn tls_server(pki: &Pki, client_ca: bool) -> (Db, TestServer) {
+    let db = Db::new(Backend::Sqlite).await;
+    let mut config = config(&db.url);
+    config.tls_cert = Some(pki.path("server.pem"));
+    config.tls_key = Some(pki.path("server.key"));
+    config.tls_client_ca = client_ca.then(|| pki.path("ca.pem"));
+    (db, TestServer::spawn(config).await)
+}
+
+/// A plaintext client gets no answer from a TLS server.
+async fn plaintext_fails(server: &TestServer) {
+    let outcome = async {
+        let channel = Channel::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await?;
+        ask(&mut SluiceClient::new(channel))
+            .await
+            .map_err(|s| Box::new(s) as Box<dyn std::error::Error + Send + Sync>)
+    };
+    let result = tokio::time::timeout(std::time::Duration::from_secs(5), outcome).await;
+    assert!(
+        !matches!(result, Ok(Ok(_))),
+        "a plaintext call was answered by a TLS server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_clients_that_trust_its_ca_and_no_plaintext() {
+    let pki = Pki::new();
+    let (_db, server) = tls_server(&pki, false).await;
+    let mut client = pki.client(&server, false).await.unwrap();
+    eventually("an answer over TLS", async || {
+        ask(&mut client).await.is_ok()
+    })
+    .await;
+    plaintext_fails(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_answers_only_clients_with_a_certificate() {
+    let pki = Pki::new();
+    let (_db, server) = tls_server(&pki, true).await;
+    let mut with_cert = pki.client(&server, true).await.unwrap();
+    eventually("an answer with a client certificate", async || {
+        ask(&mut with_cert).await.is_ok()
+    })
+    .await;
+    // Without one, the handshake or the first call fails, depending on when rustls reports it.
+    if let Ok(mut without) = pki.client(&server, false).await {
+        assert!(
+            ask(&mut without).await.is_err(),
+            "answered without a client certificate"
+        );
+    }
+    plaintext_fails(&server).await;
+
+    // The CLI over mutual TLS: applies a rules file.
+    let file = pki.path("rules.yaml");
+    std::fs::write(
+        &file,
+        "domain: sluice\ndescriptors:\n  - key: remote_address\n    rate_limit: {unit: minute, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rules", "apply"])
+        .arg(&file)
+        .args([
+            "--server",
+            &format!("https://localhost:{}", server.addr.port()),
+        ])
+        .args(["--token", TOKEN])
+        .arg("--tls-ca")
+        .arg(pki.path("ca.pem"))
+        .arg("--tls-client-cert")
+        .arg(pki.path("client.pem"))
+        .arg("--tls-client-key")
+        .arg(pki.path("client.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The rule is in force: one request a minute.
+    assert!(ask(&mut with_cert).await.unwrap());
+    assert!(!ask(&mut with_cert).await.unwrap());
+    server.stop().await;
+}
+
+/// Bad TLS settings stop the start, naming the flag (and the file when there is one).
+#[tokio::test]
+async fn bad_tls_settings_are_refused_at_start() {
+    let pki = Pki::new();
+    let missing = pki.path("missing.pem");
+    let not_pem = pki.path("rules.txt");
+    std::fs::write(&not_pem, "domain: sluice\n").unwrap();
+    let p = |name: &str| Some(pki.path(name));
+    type Case = (
+        Option<PathBuf>,
+        Option<PathBuf>,
+        Option<PathBuf>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (p("server.pem"), None, None, "--tls-cert needs --tls-key"),
+        (None, p("server.key"), None, "--tls-key needs --tls-cert"),
+        (None, None, p("ca.pem"), "--tls-client-ca needs"),
+        (Some(missing.clone()), p("server.key"), None, "--tls-cert"),
+        (p("server.pem"), Some(not_pem.clone()), None, "--tls-key"),
+        (
+            p("server.pem"),
+            p("server.key"),
+            Some(not_pem.clone()),
+            "--tls-client-ca",
+        ),
+        // A key that is not the certificate's: rustls refuses the pair.
+        (
+            p("server.pem"),
+            p("client.key"),
+            None,
+            "--tls-cert / --tls-key",
+        ),
+    ];
+    for (i, (cert, key, ca, needle)) in cases.into_iter().enumerate() {
+        let db = Db::new(Backend::Sqlite).await;
+        let mut config = config(&db.url);
+        config.tls_cert = cert;
+        config.tls_key = key;
+        config.tls_client_ca = ca;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let token_dir = tempfile::tempdir().unwrap();
+        config.admin_token_file = token_dir.path().join("token");
+        let error = sluice::server::run(config, listener, std::future::pending())
+            .await
+            .expect_err("bad TLS settings were accepted");
+        let message = error.to_string();
+        assert!(message.contains(needle), "case {i}: {message}");
+        if let Some(path) = [&missing, &not_pem]
+            .into_iter()
+            .find(|p| message.contains(&*p.file_name().unwrap().to_string_lossy()))
+        {
+            assert!(
+                message.contains(&*path.display().to_string()),
+                "case {i}: {message}"
+            );
+        }
+    }
+}
