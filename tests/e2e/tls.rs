@@ -60,6 +60,26 @@ impl Pki {
         server: &TestServer,
         identity: bool,
     ) -> Result<SluiceClient<Channel>, String> {
+        Ok(SluiceClient::new(self.channel(server, identity).await?))
+    }
+
+    /// Waits for SERVING (rules loaded), asked over TLS with the client certificate.
+    async fn wait_serving(&self, server: &TestServer) {
+        let channel = self.channel(server, true).await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        eventually("SERVING over TLS", async || {
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_ok_and(|r| {
+                    r.get_ref().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                })
+        })
+        .await;
+    }
+
+    async fn channel(&self, server: &TestServer, identity: bool) -> Result<Channel, String> {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
             .domain_name("localhost");
@@ -76,7 +96,7 @@ impl Pki {
             .connect()
             .await
             .map_err(|e| format!("{e:?}"))?;
-        Ok(SluiceClient::new(channel))
+        Ok(channel)
     }
 }
 
@@ -93,15 +113,16 @@ async fn ask(client: &mut SluiceClient<Channel>) -> Result<bool, tonic::Status> 
         .map(|r| r.into_inner().allowed)
 }
 
-/// A server with TLS (and mutual TLS when `client_ca`), on a fresh SQLite database. Health over
-/// plaintext cannot be asked, so it is not waited for: decisions are answered before rules load.
+/// A server with TLS (and mutual TLS when `client_ca`), on a fresh SQLite database, SERVING.
 async fn tls_server(pki: &Pki, client_ca: bool) -> (Db, TestServer) {
     let db = Db::new(Backend::Sqlite).await;
     let mut config = config(&db.url);
     config.tls_cert = Some(pki.path("server.pem"));
     config.tls_key = Some(pki.path("server.key"));
     config.tls_client_ca = client_ca.then(|| pki.path("ca.pem"));
-    (db, TestServer::spawn(config).await)
+    let server = TestServer::spawn(config).await;
+    pki.wait_serving(&server).await;
+    (db, server)
 }
 
 /// A plaintext client gets no answer from a TLS server.
