@@ -73,7 +73,7 @@ impl RulesService {
         *self.last_error.lock() = error.to_string();
     }
 
-    fn connected(&self) -> Result<Arc<Store>, ManageError> {
+    pub(crate) fn connected(&self) -> Result<Arc<Store>, ManageError> {
         self.store()
             .ok_or_else(|| ManageError::NotConnected(self.last_error.lock().clone()))
     }

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod convert;
+pub mod history_api;
 pub mod learning_api;
 pub mod rls;
 pub mod sluice_api;

@@ -123,6 +123,26 @@ impl Sluice for SluiceApi {
         )))
     }
 
+    async fn list_adjustments(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> RpcResult<pb::ListAdjustmentsResponse> {
+        self.state.admin.check(&request)?;
+        Ok(Response::new(
+            super::history_api::list_adjustments(&self.state, request.get_ref()).await?,
+        ))
+    }
+
+    async fn list_scores(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> RpcResult<pb::ListScoresResponse> {
+        self.state.admin.check(&request)?;
+        Ok(Response::new(
+            super::history_api::list_scores(&self.state, request.get_ref()).await?,
+        ))
+    }
+
     async fn get_model_info(
         &self,
         _request: Request<pb::GetModelInfoRequest>,

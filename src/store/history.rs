@@ -46,6 +46,43 @@ pub struct ModelRow {
     pub body: String,
 }
 
+/// Which history rows to read: newest first, at most `limit`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryQuery {
+    /// Only this client key.
+    pub client: Option<String>,
+    /// From (inclusive) and until (exclusive), ms since the epoch.
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub limit: u32,
+}
+
+/// A stored limit adjustment, as read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredAdjustment {
+    pub at_ms: i64,
+    pub client: String,
+    pub from_action: Option<String>,
+    pub to_action: Option<String>,
+    pub score: f64,
+    pub cause: String,
+    pub shadow: bool,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// A stored client-minute score, as read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredScore {
+    pub minute_ms: i64,
+    pub client: String,
+    pub score: f64,
+    pub requests: i64,
+    /// JSON object, feature name → value.
+    pub features: String,
+    pub action: Option<String>,
+    pub model_version: i64,
+}
+
 /// The anomaly actions one instance has in force at `at_ms`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ActionSet {
@@ -204,6 +241,64 @@ macro_rules! history_backend {
                         .fetch_all(pool)
                         .await?;
                 Ok((model, actions))
+            }
+
+            /// `FROM table WHERE time column in range [AND client = …]`, newest first, limited.
+            fn history_select(
+                columns: &str,
+                table: &str,
+                time: &str,
+                q: &HistoryQuery,
+            ) -> Builder {
+                let mut b = Builder::new(format!("SELECT {columns} FROM {table} WHERE {time} >= "));
+                b.push_bind(q.since_ms).push(format!(" AND {time} < ")).push_bind(q.until_ms);
+                if let Some(client) = &q.client {
+                    b.push(" AND client = ").push_bind(client.as_str());
+                }
+                b.push(format!(" ORDER BY {time} DESC, client LIMIT "))
+                    .push_bind(i64::from(q.limit));
+                b
+            }
+
+            pub async fn adjustments(
+                pool: &$pool,
+                q: &HistoryQuery,
+            ) -> Result<Vec<StoredAdjustment>> {
+                type Row = (i64, String, Option<String>, Option<String>, f64, String, bool, Option<i64>);
+                let rows: Vec<Row> = history_select(
+                    "at_ms, client, from_action, to_action, score, cause, shadow, expires_at_ms",
+                    "limit_adjustments",
+                    "at_ms",
+                    q,
+                )
+                .build_query_as()
+                .fetch_all(pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(at_ms, client, from_action, to_action, score, cause, shadow, expires_at_ms)| {
+                        StoredAdjustment { at_ms, client, from_action, to_action, score, cause, shadow, expires_at_ms }
+                    })
+                    .collect())
+            }
+
+            pub async fn scores(pool: &$pool, q: &HistoryQuery) -> Result<Vec<StoredScore>> {
+                type Row = (i64, String, f64, i64, String, Option<String>, i64);
+                let rows: Vec<Row> = history_select(
+                    "minute_ms, client, score, requests, features, action, model_version",
+                    "anomaly_scores",
+                    "minute_ms",
+                    q,
+                )
+                .build_query_as()
+                .fetch_all(pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(minute_ms, client, score, requests, features, action, model_version)| {
+                        StoredScore { minute_ms, client, score, requests, features, action, model_version }
+                    })
+                    .collect())
             }
 
             /// Per-minute traffic, every endpoint and tier, ordered by endpoint then minute.

@@ -216,6 +216,25 @@ impl Store {
         }
     }
 
+    /// Stored limit adjustments, newest first.
+    pub async fn adjustments(
+        &self,
+        q: &history::HistoryQuery,
+    ) -> Result<Vec<history::StoredAdjustment>> {
+        match self {
+            Store::Sqlite(p) => history::sqlite::adjustments(p, q).await,
+            Store::Postgres(p) => history::postgres::adjustments(p, q).await,
+        }
+    }
+
+    /// Stored client-minute scores, newest first.
+    pub async fn scores(&self, q: &history::HistoryQuery) -> Result<Vec<history::StoredScore>> {
+        match self {
+            Store::Sqlite(p) => history::sqlite::scores(p, q).await,
+            Store::Postgres(p) => history::postgres::scores(p, q).await,
+        }
+    }
+
     /// The stored per-minute endpoint × tier traffic (what the forecaster trains on).
     pub async fn traffic_history(&self) -> Result<Vec<history::TrafficRow>> {
         match self {

@@ -385,6 +385,98 @@ async fn train_now_needs_an_admin_and_enough_data() {
     server.stop().await;
 }
 
+/// Why was a client throttled? `ListAdjustments` and `ListScores` read the history back, per
+/// client or for everyone, and refuse bad requests naming the field.
+async fn history_can_be_read_back_per_client(backend: Backend) {
+    let db = Db::new(backend).await;
+    let mut cfg = config(&db.url);
+    eager(&mut cfg);
+    let server = TestServer::start_with(cfg).await;
+    until_all_flagged(&server).await;
+    let mut api = server.api().await;
+    let history = |client: &str, limit: u32| pb::ListHistoryRequest {
+        client: client.into(),
+        limit,
+        ..Default::default()
+    };
+    // The writer is a tick behind the actions: wait for the rows.
+    let mut adjustments = Vec::new();
+    eventually("adjustments written", async || {
+        adjustments = api
+            .list_adjustments(admin(history(CLIENTS[0], 0)))
+            .await
+            .unwrap()
+            .into_inner()
+            .adjustments;
+        !adjustments.is_empty()
+    })
+    .await;
+    let first = adjustments.last().unwrap();
+    assert_eq!(
+        (first.client.as_str(), first.cause.as_str(), first.shadow),
+        (CLIENTS[0], "flagged", false)
+    );
+    assert!(first.from_action.is_empty() && first.to_action.contains("throttle"));
+    assert!(first.expires_at_ms > first.at_ms);
+    assert!(
+        adjustments.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+        "newest first"
+    );
+
+    let mut scores = Vec::new();
+    eventually("scores written", async || {
+        scores = api
+            .list_scores(admin(history(CLIENTS[1], 0)))
+            .await
+            .unwrap()
+            .into_inner()
+            .scores;
+        !scores.is_empty()
+    })
+    .await;
+    assert!(
+        scores
+            .iter()
+            .all(|s| s.client == CLIENTS[1] && s.requests >= 1)
+    );
+    let features = server.model_info().await.features;
+    assert_eq!(scores[0].features.len(), features.len());
+    assert!(features.iter().all(|f| scores[0].features.contains_key(f)));
+
+    // Everyone, at most 2 rows.
+    let all = api
+        .list_scores(admin(history("", 2)))
+        .await
+        .unwrap()
+        .into_inner()
+        .scores;
+    assert_eq!(all.len(), 2);
+
+    for (request, field) in [
+        (history("", 5_000), "limit"),
+        (
+            pb::ListHistoryRequest {
+                since_ms: 10,
+                until_ms: 5,
+                ..Default::default()
+            },
+            "until_ms",
+        ),
+    ] {
+        let e = api.list_adjustments(admin(request)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(field), "{}", e.message());
+    }
+    let e = api
+        .list_scores(tonic::Request::new(history("", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    server.stop().await;
+}
+
+store_tests!(history_can_be_read_back_per_client);
+
 /// Several instances on one database: each replaces only its own saved actions, expired rows go,
 /// and a restarting instance would restore everyone's. Steps: (instance, written at, its actions
 /// as (client, expires at)) and the saved bodies ("instance:client") after the step.
