@@ -52,17 +52,21 @@ pub enum TelemetryError {
     Exporter { endpoint: String, reason: String },
 }
 
-/// Checks an `--otlp-endpoint` value: an `http://` or `https://` URL with a host. Used as the
-/// flag's parser, so a bad value fails at start-up with the flag named.
+/// Checks an `--otlp-endpoint` value: an `http://` URL with a host. Used as the flag's parser,
+/// so a bad value fails at start-up with the flag named. Plaintext only: collectors usually run
+/// beside the service (agent or sidecar); `https://` is refused rather than failing every export.
 pub fn parse_endpoint(value: &str) -> Result<String, String> {
     let uri: tonic::codegen::http::Uri = value
         .parse()
         .map_err(|e| format!("not a URL ({e}); expected e.g. http://otel-collector:4317"))?;
     match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => {
-            return Err("the scheme must be http or https, e.g. http://otel-collector:4317".into());
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "TLS to the collector is not supported: use a local collector over http://".into(),
+            );
         }
+        _ => return Err("the scheme must be http, e.g. http://otel-collector:4317".into()),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("no host; expected e.g. http://otel-collector:4317".into());

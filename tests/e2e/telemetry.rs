@@ -378,6 +378,7 @@ fn a_bad_endpoint_is_refused_at_start_naming_the_flag() {
     for bad in [
         "otel-collector:4317",
         "ftp://collector:4317",
+        "https://collector:4317",
         "http://",
         "not a url",
     ] {
