@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
@@ -14,7 +15,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::proto::sluice::v1 as pb;
 use crate::proto::sluice::v1::sluice_client::SluiceClient;
@@ -49,6 +50,8 @@ pub struct LoadArgs {
     /// RLS domain (ShouldAllow uses the server's default domain).
     #[arg(long, default_value = "sluice")]
     pub domain: String,
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -67,9 +70,11 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         channels.push(
-            Endpoint::from_shared(args.target.clone())?
+            args.tls
+                .endpoint(&args.target)?
                 .connect()
-                .await?,
+                .await
+                .with_context(|| format!("cannot connect to {}", args.target))?,
         );
     }
     let warmup = Duration::from_secs(1);

@@ -71,15 +71,8 @@ enum RulesCommand {
         /// Fail unless the server's rules are at this revision.
         #[arg(long)]
         expected_revision: Option<u64>,
-        /// PEM CA certificate to trust for an `https://` server.
-        #[arg(long, env = "SLUICE_TLS_CA")]
-        tls_ca: Option<PathBuf>,
-        /// PEM client certificate, for a server that requires one (mutual TLS).
-        #[arg(long, env = "SLUICE_TLS_CLIENT_CERT")]
-        tls_client_cert: Option<PathBuf>,
-        /// PEM private key of --tls-client-cert.
-        #[arg(long, env = "SLUICE_TLS_CLIENT_KEY")]
-        tls_client_key: Option<PathBuf>,
+        #[command(flatten)]
+        tls: sluice::tls::ClientTlsArgs,
     },
 }
 
@@ -191,9 +184,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<()> {
             token,
             token_file,
             expected_revision,
-            tls_ca,
-            tls_client_cert,
-            tls_client_key,
+            tls,
         } => {
             let parsed = rulesfile::load(&file, &InputLimits::default())?;
             let token = match token {
@@ -208,15 +199,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<()> {
                     .trim()
                     .to_string(),
             };
-            let mut endpoint = tonic::transport::Channel::from_shared(server.clone())
-                .with_context(|| format!("--server {server} is not a URL"))?;
-            if let Some(tls) = sluice::tls::client_config(
-                tls_ca.as_deref(),
-                tls_client_cert.as_deref(),
-                tls_client_key.as_deref(),
-            )? {
-                endpoint = endpoint.tls_config(tls).context("TLS settings")?;
-            }
+            let endpoint = tls.endpoint(&server)?;
             let mut client = pb::sluice_client::SluiceClient::new(
                 endpoint
                     .connect()

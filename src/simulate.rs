@@ -32,6 +32,8 @@ pub struct SimulateArgs {
     /// Domain to ask in (default: the server's ShouldAllow domain).
     #[arg(long, default_value = "")]
     pub domain: String,
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -56,9 +58,13 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Summary> {
     if !(args.rate > 0.0 && args.rate <= 100_000.0) {
         anyhow::bail!("--rate must be in (0, 100000]");
     }
-    let mut client = SluiceClient::connect(args.target.clone())
-        .await
-        .with_context(|| format!("cannot connect to {}", args.target))?;
+    let mut client = SluiceClient::new(
+        args.tls
+            .endpoint(&args.target)?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", args.target))?,
+    );
     let started = Instant::now();
     let total = Duration::from_secs(args.duration);
     let mut summary = Summary::default();

@@ -1,13 +1,13 @@
 //! TLS for the gRPC listener (`--tls-cert`, `--tls-key`, optionally `--tls-client-ca` for mutual
 //! TLS, as Envoy's rate-limit cluster can be set to present a client certificate) and for the
-//! `sluice rules apply` client. rustls with ring; PEM files only.
+//! commands that call a server (`rules apply`, `load`, `simulate`). rustls with ring; PEM only.
 //!
 //! Files are read and checked at start-up: a missing file or one that is not PEM of the
 //! expected kind fails the start with the flag and path named, before anything is served.
 
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -26,6 +26,42 @@ pub enum TlsError {
     },
     #[error("{0} needs {1} as well")]
     Incomplete(&'static str, &'static str),
+    #[error("{url} is not a server URL: {reason}")]
+    BadUrl { url: String, reason: String },
+}
+
+/// Client-side TLS flags, shared by the commands that call a server (`rules apply`, `load`,
+/// `simulate`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// PEM CA certificate to trust for an `https://` server.
+    #[arg(long, env = "SLUICE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (mutual TLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CERT")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_KEY")]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// An endpoint for `url`, with these TLS settings when a CA is given.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, TlsError> {
+        let bad = |e: tonic::transport::Error| TlsError::BadUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
+        let endpoint = Endpoint::from_shared(url.to_string()).map_err(bad)?;
+        match client_config(
+            self.tls_ca.as_deref(),
+            self.tls_client_cert.as_deref(),
+            self.tls_client_key.as_deref(),
+        )? {
+            Some(tls) => endpoint.tls_config(tls).map_err(bad),
+            None => Ok(endpoint),
+        }
+    }
 }
 
 /// The listener's TLS settings, as configured.
@@ -89,7 +125,7 @@ impl ServerTlsFiles {
     }
 }
 
-/// The `rules apply` client's TLS: trust `ca` (else nothing: plaintext `http://` only), and
+/// A client's TLS: trust `ca` (else nothing: plaintext `http://` only), and
 /// present `cert`/`key` when the server asks for a client certificate.
 pub fn client_config(
     ca: Option<&Path>,

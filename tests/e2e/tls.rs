@@ -205,6 +205,31 @@ async fn mutual_tls_answers_only_clients_with_a_certificate() {
     // The rule is in force: one request a minute.
     assert!(ask(&mut with_cert).await.unwrap());
     assert!(!ask(&mut with_cert).await.unwrap());
+
+    // The load generator over mutual TLS: every call answered, none failed.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["load", "--api", "allow", "--duration", "0.5"])
+        .args(["--concurrency", "2", "--connections", "1"])
+        .args([
+            "--target",
+            &format!("https://localhost:{}", server.addr.port()),
+        ])
+        .arg("--tls-ca")
+        .arg(pki.path("ca.pem"))
+        .arg("--tls-client-cert")
+        .arg(pki.path("client.pem"))
+        .arg("--tls-client-key")
+        .arg(pki.path("client.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
     server.stop().await;
 }
 
