@@ -43,6 +43,20 @@ enum Command {
     ExportFeatures(sluice::forecast::cli::ExportFeaturesArgs),
     /// Score the shipped forecaster against the baselines on a series (MAE, sMAPE at 1/5/15 min).
     EvalForecast(sluice::forecast::cli::EvalForecastArgs),
+    /// Ask a running server's health (exit 0 when SERVING): an exec probe that also speaks TLS.
+    Health {
+        #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// The service to ask about ("" is the server as a whole; `sluice.v1.Forecaster` says
+        /// whether the LSTM is forecasting).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        #[command(flatten)]
+        tls: sluice::tls::ClientTlsArgs,
+    },
     /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
     NoopServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -156,10 +170,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ExportFeatures(args) => sluice::forecast::cli::export_features(&args).await?,
         Command::EvalForecast(args) => sluice::forecast::cli::eval_forecast(&args)?,
+        Command::Health {
+            server,
+            service,
+            timeout,
+            tls,
+        } => health(&server, &service, timeout, &tls).await?,
         Command::NoopServer { listen } => {
             init_logging(false, None);
             loadgen::noop_server(listen, shutdown_signal()).await?;
         }
+    }
+    Ok(())
+}
+
+/// Prints the status; an error (non-zero exit) unless it is SERVING.
+async fn health(
+    server: &str,
+    service: &str,
+    timeout: f64,
+    tls: &sluice::tls::ClientTlsArgs,
+) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    if !(timeout > 0.0 && timeout <= 3600.0) {
+        anyhow::bail!("--timeout must be in (0, 3600] seconds");
+    }
+    let ask = async {
+        let channel = tls
+            .endpoint(server)?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {server}"))?;
+        let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+        anyhow::Ok(reply.into_inner().status)
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_secs_f64(timeout), ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {server} within {timeout} s"))??;
+    let name = ServingStatus::try_from(status).map_or("UNKNOWN", |s| s.as_str_name());
+    println!("{name}");
+    if status != ServingStatus::Serving as i32 {
+        anyhow::bail!("{server} is {name}");
     }
     Ok(())
 }

@@ -255,7 +255,7 @@ pub fn run(
         adaptive: options.adaptive,
         domain: options.domain,
         report: ReportBuilder::default(),
-        decisions: decisions.map(|w| csv::Writer::from_writer(w)),
+        decisions: decisions.map(csv::Writer::from_writer),
         minute_start: None,
         latest_ms: 0,
         minutes: 0,

@@ -1,4 +1,4 @@
-//! Operability: reflection, graceful shutdown.
+//! Operability: reflection, graceful shutdown, the health probe command.
 
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -48,4 +48,30 @@ async fn shutdown_stops_every_task_and_frees_the_port() {
     tokio::net::TcpListener::bind(addr)
         .await
         .expect("port is free again");
+}
+
+/// `sluice health` as an exec probe: exit 0 and SERVING from a healthy server, an error naming
+/// the server when nothing answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_is_a_probe() {
+    let db = Db::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db.url).await;
+    let probe = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["health", "--timeout", "3", "--server", &url])
+            .output()
+            .unwrap()
+    };
+    let up = probe(server.url());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), "SERVING");
+    let url = server.url();
+    server.stop().await;
+    let down = probe(url.clone());
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains(&url));
 }

@@ -206,6 +206,39 @@ async fn mutual_tls_answers_only_clients_with_a_certificate() {
     assert!(ask(&mut with_cert).await.unwrap());
     assert!(!ask(&mut with_cert).await.unwrap());
 
+    // The exec probe over mutual TLS: SERVING, exit 0; without the client certificate, or
+    // over plaintext, it fails.
+    let probe = |tls_args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.args(["health", "--timeout", "5", "--server"]);
+        let scheme = if tls_args.is_empty() { "http" } else { "https" };
+        c.arg(format!("{scheme}://localhost:{}", server.addr.port()));
+        for a in tls_args {
+            c.arg(if a.starts_with("--") {
+                a.to_string()
+            } else {
+                pki.path(a).display().to_string()
+            });
+        }
+        c.output().unwrap()
+    };
+    let ok = probe(&[
+        "--tls-ca",
+        "ca.pem",
+        "--tls-client-cert",
+        "client.pem",
+        "--tls-client-key",
+        "client.key",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "SERVING");
+    assert!(!probe(&["--tls-ca", "ca.pem"]).status.success());
+    assert!(!probe(&[]).status.success());
+
     // The load generator over mutual TLS: every call answered, none failed.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["load", "--api", "allow", "--duration", "0.5"])

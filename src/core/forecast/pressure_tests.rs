@@ -44,7 +44,8 @@ fn tightens_ahead_of_a_forecast_spike_and_restores_with_hysteresis() {
         ..PressureConfig::default()
     };
     // (what, minutes of (forecast, measured, load), factors expected after each minute)
-    let cases: Vec<(&str, Vec<(f64, f64, Option<f64>)>, Vec<f64>)> = vec![
+    type Minute = (f64, f64, Option<f64>);
+    let cases: Vec<(&str, Vec<Minute>, Vec<f64>)> = vec![
         ("calm", vec![(50.0, 50.0, None); 3], vec![1.0; 3]),
         (
             "forecast over capacity tightens before traffic gets there",

@@ -62,7 +62,8 @@ fn each_feature_on_hand_made_minutes() {
         (2, "/a", FF, None),
         (50, "/a", FF, None),
     ];
-    let cases: Vec<(&str, &[Req], &[usize], &str, f64, f64)> = vec![
+    type Case<'a> = (&'a str, &'a [Req], &'a [usize], &'a str, f64, f64);
+    let cases: Vec<Case> = vec![
         (
             "ten requests",
             &even,

@@ -137,6 +137,8 @@ impl Forest {
 
     /// Checks a forest that came from outside (a saved model): every split names a real feature
     /// and points forward to children that exist, so scoring cannot index out of range or loop.
+    // `!(x > 0.0)` on purpose: NaN must fail the check too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn check(&self) -> Result<(), String> {
         if self.trees.is_empty() || !(self.norm > 0.0) {
             return Err("forest has no trees or a bad normaliser".into());
@@ -248,7 +250,9 @@ fn path_length(tree: &Tree, x: &Features) -> f64 {
             still_here *= 1.0 - p;
         }
         // NaN (never produced by `features`, but a loaded sample could hold one) goes right.
-        at = node.left as usize + usize::from(!(v < node.value));
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let right = !(v < node.value);
+        at = node.left as usize + usize::from(right);
         depth += 1.0;
     }
 }
