@@ -14,8 +14,9 @@
 //! reloads and trainings — not individual decisions, which are too many to trace) becomes an
 //! OpenTelemetry span through `tracing-opentelemetry`.
 //!
-//! Export failures (collector down, slow) are the SDK's to retry or drop; they never reach a
-//! decision or stop the service.
+//! Export failures (collector down, slow) are the SDK's to retry or drop, and it logs them
+//! through `tracing` (its `internal-logs` feature); they never reach a decision or stop the
+//! service.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -177,6 +177,48 @@ async fn collector() -> (SocketAddr, Received) {
 /// A `sluice serve` process, killed when dropped.
 struct Process(Child);
 
+impl Process {
+    /// `sluice serve` in `dir` on `port`, a fresh SQLite database, exporting to `collector`
+    /// every `interval_ms`, with `extra` flags; stderr is kept when `keep_log`.
+    fn serve(
+        dir: &std::path::Path,
+        port: u16,
+        collector: &str,
+        interval_ms: u32,
+        extra: &[&str],
+        keep_log: bool,
+    ) -> Process {
+        Process(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .current_dir(dir)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--database-url", "sqlite:sluice.db", "--admin-token", TOKEN])
+                .args(["--otlp-endpoint", collector])
+                .args(["--otlp-interval-ms", &interval_ms.to_string()])
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(if keep_log {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn stderr_after_exit(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.0.wait();
+        let mut text = String::new();
+        if let Some(mut stderr) = self.0.stderr.take() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -221,20 +263,13 @@ async fn metrics_and_spans_reach_an_otlp_collector() {
     let (collector_addr, received) = collector().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _process = Process(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .current_dir(dir.path())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", "sqlite:sluice.db"])
-            .args(["--admin-token", TOKEN])
-            .args(["--otlp-endpoint", &format!("http://{collector_addr}")])
-            .args(["--otlp-interval-ms", "200"])
-            .args(["--learn-tick-secs", "1"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _process = Process::serve(
+        dir.path(),
+        port,
+        &format!("http://{collector_addr}"),
+        200,
+        &["--learn-tick-secs", "1"],
+        false,
     );
     let channel = connect(port).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -371,6 +406,33 @@ async fn an_unreachable_collector_changes_no_decision() {
         .into_inner();
     assert!(first.allowed && !second.allowed);
     server.stop().await;
+}
+
+/// Operators learn that telemetry is being lost: failed exports are logged (the SDK's own
+/// errors, through the service's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_exports_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut process = Process::serve(dir.path(), port, &dead, 100, &[], true);
+    // Serving despite the dead collector.
+    let channel = connect(port).await;
+    let mut api = SluiceClient::new(channel);
+    assert!(
+        api.should_allow(ask("10.0.0.5"))
+            .await
+            .unwrap()
+            .into_inner()
+            .allowed
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = process.0.kill();
+    let output = process.stderr_after_exit();
+    assert!(
+        output.contains("PeriodicReader.ExportError"),
+        "no export failure in the log:\n{output}"
+    );
 }
 
 #[test]
