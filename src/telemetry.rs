@@ -47,6 +47,15 @@ pub struct TelemetryConfig {
     pub interval: Duration,
 }
 
+impl TelemetryConfig {
+    fn exporter_error(&self, e: impl std::fmt::Display) -> TelemetryError {
+        TelemetryError::Exporter {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("cannot set up the OTLP exporter for {endpoint}: {reason}")]
@@ -91,10 +100,7 @@ pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Te
         .with_endpoint(config.endpoint.clone())
         .with_timeout(EXPORT_TIMEOUT)
         .build()
-        .map_err(|e| TelemetryError::Exporter {
-            endpoint: config.endpoint.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| config.exporter_error(e))?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource())
@@ -194,10 +200,7 @@ impl Metrics {
             .with_endpoint(config.endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
             .build()
-            .map_err(|e| TelemetryError::Exporter {
-                endpoint: config.endpoint.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| config.exporter_error(e))?;
         let reader = PeriodicReader::builder(exporter)
             .with_interval(config.interval)
             .build();

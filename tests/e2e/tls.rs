@@ -15,7 +15,24 @@ struct Pki {
     dir: tempfile::TempDir,
 }
 
+/// The client flags for mutual TLS, as (flag, file in the PKI directory).
+const MTLS: [(&str, &str); 3] = [
+    ("--tls-ca", "ca.pem"),
+    ("--tls-client-cert", "client.pem"),
+    ("--tls-client-key", "client.key"),
+];
+
 impl Pki {
+    /// Runs `sluice ARGS` with the TLS flags `tls` pointing into this PKI's directory.
+    fn sluice(&self, args: &[&str], tls: &[(&str, &str)]) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.args(args);
+        for (flag, file) in tls {
+            command.arg(flag).arg(self.path(file));
+        }
+        command.output().unwrap()
+    }
+
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = KeyPair::generate().unwrap();
@@ -181,22 +198,14 @@ async fn mutual_tls_answers_only_clients_with_a_certificate() {
         "domain: sluice\ndescriptors:\n  - key: remote_address\n    rate_limit: {unit: minute, requests_per_unit: 1}\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["rules", "apply"])
-        .arg(&file)
-        .args([
-            "--server",
-            &format!("https://localhost:{}", server.addr.port()),
-        ])
-        .args(["--token", TOKEN])
-        .arg("--tls-ca")
-        .arg(pki.path("ca.pem"))
-        .arg("--tls-client-cert")
-        .arg(pki.path("client.pem"))
-        .arg("--tls-client-key")
-        .arg(pki.path("client.key"))
-        .output()
-        .unwrap();
+    let https = format!("https://localhost:{}", server.addr.port());
+    let file = file.display().to_string();
+    let out = pki.sluice(
+        &[
+            "rules", "apply", &file, "--server", &https, "--token", TOKEN,
+        ],
+        &MTLS,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -208,53 +217,34 @@ async fn mutual_tls_answers_only_clients_with_a_certificate() {
 
     // The exec probe over mutual TLS: SERVING, exit 0; without the client certificate, or
     // over plaintext, it fails.
-    let probe = |tls_args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-        c.args(["health", "--timeout", "5", "--server"]);
-        let scheme = if tls_args.is_empty() { "http" } else { "https" };
-        c.arg(format!("{scheme}://localhost:{}", server.addr.port()));
-        for a in tls_args {
-            c.arg(if a.starts_with("--") {
-                a.to_string()
-            } else {
-                pki.path(a).display().to_string()
-            });
-        }
-        c.output().unwrap()
-    };
-    let ok = probe(&[
-        "--tls-ca",
-        "ca.pem",
-        "--tls-client-cert",
-        "client.pem",
-        "--tls-client-key",
-        "client.key",
-    ]);
+    let probe = ["health", "--timeout", "5", "--server", &https];
+    let ok = pki.sluice(&probe, &MTLS);
     assert!(
         ok.status.success(),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "SERVING");
-    assert!(!probe(&["--tls-ca", "ca.pem"]).status.success());
-    assert!(!probe(&[]).status.success());
+    assert!(!pki.sluice(&probe, &MTLS[..1]).status.success());
+    let plaintext = format!("http://localhost:{}", server.addr.port());
+    let probe_plain = ["health", "--timeout", "5", "--server", &plaintext];
+    assert!(!pki.sluice(&probe_plain, &[]).status.success());
 
     // The load generator over mutual TLS: every call answered, none failed.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["load", "--api", "allow", "--duration", "0.5"])
-        .args(["--concurrency", "2", "--connections", "1"])
-        .args([
-            "--target",
-            &format!("https://localhost:{}", server.addr.port()),
-        ])
-        .arg("--tls-ca")
-        .arg(pki.path("ca.pem"))
-        .arg("--tls-client-cert")
-        .arg(pki.path("client.pem"))
-        .arg("--tls-client-key")
-        .arg(pki.path("client.key"))
-        .output()
-        .unwrap();
+    let load = [
+        "load",
+        "--api",
+        "allow",
+        "--duration",
+        "0.5",
+        "--concurrency",
+        "2",
+        "--connections",
+        "1",
+        "--target",
+        &https,
+    ];
+    let out = pki.sluice(&load, &MTLS);
     assert!(
         out.status.success(),
         "{}",
