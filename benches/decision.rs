@@ -5,9 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::core::bucket::Op;
-use sluice::core::buckets::StoreKind;
-use sluice::core::engine::{DescriptorInput, Engine};
+use sluice::adapters::moka_store::StoreKind;
+use sluice_core::bucket::Op;
+use sluice_core::engine::{DescriptorInput, Engine};
 
 mod common;
 
@@ -68,8 +68,8 @@ fn bench(c: &mut Criterion) {
 /// What observation (the learning loop's only part on the decision path) costs per decision: a
 /// request by address only, and one that also carries a user id (folded into two keys).
 fn observe(c: &mut Criterion) {
-    use sluice::core::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
-    use sluice::core::rules::Tier;
+    use sluice_core::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
+    use sluice_core::rules::Tier;
     let mut group = c.benchmark_group("observe");
     group.throughput(Throughput::Elements(1));
     // (name, distinct clients per minute, with a user id): "first" has every observation be a

@@ -6,9 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::core::forecast::baseline::Fallback;
-use sluice::core::forecast::{Forecaster, MinutePoint, WINDOW};
-use sluice::forecast::onnx::OnnxForecaster;
+use sluice::adapters::onnx::OnnxForecaster;
+use sluice_core::forecast::baseline::Fallback;
+use sluice_core::forecast::{Forecaster, MinutePoint, WINDOW};
 
 fn windows(n: usize) -> Vec<Vec<MinutePoint>> {
     (0..n)

@@ -1,9 +1,9 @@
 //! Resident memory for N active keys (default 1,000,000): fills the engine's buckets through the
 //! decision path and reports the growth of RSS. Run: `cargo bench --bench memory [-- N] [moka|sharded]`.
 
-use sluice::core::bucket::Op;
-use sluice::core::buckets::StoreKind;
-use sluice::core::engine::DescriptorInput;
+use sluice::adapters::moka_store::StoreKind;
+use sluice_core::bucket::Op;
+use sluice_core::engine::DescriptorInput;
 
 mod common;
 

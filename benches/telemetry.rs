@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use sluice::telemetry::RpcMetrics;
+use sluice::service::telemetry::RpcMetrics;
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("rpc_timer");

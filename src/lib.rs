@@ -1,24 +1,16 @@
 //! Sluice: an adaptive rate-limit decision service.
 //!
-//! `core` is the pure decision logic; everything else adapts it to the outside world (gRPC,
-//! SQL, files, clocks). See ARCHITECTURE.md for the map.
+//! The pure decisions, learning and forecasting are the `sluice-core` crate (`crates/core`). This
+//! crate adapts it to the world and drives it, one directory per role (ARCHITECTURE.md has the map):
+//! - `service`: the live service, which drives the core on the wall clock;
+//! - `grpc`: the gRPC edge; `store`: the SQL store; `adapters`: ONNX Runtime, moka, files;
+//! - `replay`: drives the same core in virtual time from a trace;
+//! - `cli`: the `sluice` subcommands, one module each.
 
-pub mod clock;
-pub mod config;
-pub mod core;
-pub mod forecast;
-pub mod forecasting;
+pub mod adapters;
+pub mod cli;
 pub mod grpc;
-pub mod history;
-pub mod learning;
-pub mod loadgen;
 pub mod proto;
 pub mod replay;
-pub mod rules_service;
-pub mod rulesfile;
-pub mod rulesfile_watch;
-pub mod server;
-pub mod simulate;
+pub mod service;
 pub mod store;
-pub mod telemetry;
-pub mod tls;

@@ -1,16 +1,13 @@
 //! Shared set-up for the benches: an engine with one rule, a limit per client address.
 
-use sluice::core::buckets::StoreKind;
-use sluice::core::engine::{Engine, EngineConfig};
-use sluice::core::limit::{LimitSpec, Unit};
-use sluice::core::matcher::RuleSet;
-use sluice::core::rules::Rule;
+use sluice::adapters::moka_store::{self, StoreKind};
+use sluice_core::engine::{Engine, EngineConfig};
+use sluice_core::limit::{LimitSpec, Unit};
+use sluice_core::matcher::RuleSet;
+use sluice_core::rules::Rule;
 
 pub fn engine(store: StoreKind, requests_per_second: u64) -> Engine {
-    let engine = Engine::new(EngineConfig {
-        bucket_store: store,
-        ..EngineConfig::default()
-    });
+    let engine = moka_store::engine(EngineConfig::default(), store);
     let rule = Rule::new(
         "edge",
         &[("remote_address", "")],

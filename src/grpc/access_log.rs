@@ -12,11 +12,17 @@ use envoy_types::pb::envoy::service::accesslog::v3::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use super::AppState;
-use crate::core::engine::Subject;
+use std::sync::Arc;
 
+use crate::service::clock::LiveClock;
+use sluice_core::engine::{Engine, Subject};
+
+/// Envoy's access-log service: outcomes go to the engine's observation.
 pub struct AccessLogs {
-    pub state: AppState,
+    pub engine: Arc<Engine>,
+    pub clock: LiveClock,
+    /// Longest client, path or user agent kept (longer ones are cut).
+    pub max_value_len: usize,
 }
 
 /// One entry as an outcome: `None` when it has no client address or no status.
@@ -51,12 +57,12 @@ impl AccessLogService for AccessLogs {
         request: Request<Streaming<StreamAccessLogsMessage>>,
     ) -> Result<Response<StreamAccessLogsResponse>, Status> {
         let mut stream = request.into_inner();
-        let max_len = self.state.caps.max_value_len;
+        let max_len = self.max_value_len;
         while let Some(message) = stream.message().await? {
             let Some(LogEntries::HttpLogs(logs)) = message.log_entries else {
                 continue;
             };
-            let now = self.state.clock.now();
+            let now = self.clock.now();
             for entry in &logs.log_entry {
                 let Some((client, endpoint, agent, status)) = outcome(entry, max_len) else {
                     continue;
@@ -67,7 +73,7 @@ impl AccessLogService for AccessLogs {
                     user_agent: &agent,
                     ..Subject::default()
                 };
-                self.state.engine.report_outcome(&subject, status, now);
+                self.engine.report_outcome(&subject, status, now);
             }
         }
         Ok(Response::new(StreamAccessLogsResponse {}))

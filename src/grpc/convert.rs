@@ -3,12 +3,12 @@
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as EnvoyUnit;
 
-use crate::core::engine::Subject;
-use crate::core::limit::{Algorithm, LimitSpec, Rate, Unit};
-use crate::core::rules::{EntryMatch, Priority, Rule, Tier};
-use crate::core::time::Nanos;
-use crate::core::validate::{InputLimits, ValidationError, check_len};
 use crate::proto::sluice::v1 as pb;
+use sluice_core::engine::Subject;
+use sluice_core::limit::{Algorithm, LimitSpec, Rate, Unit};
+use sluice_core::rules::{EntryMatch, Priority, Rule, Tier};
+use sluice_core::time::Nanos;
+use sluice_core::validate::{InputLimits, ValidationError, check_len};
 
 pub fn duration(nanos: Nanos) -> prost_types::Duration {
     prost_types::Duration {

@@ -1,19 +1,25 @@
-//! The gRPC edge: Envoy's RateLimitService and Sluice's own API, translating protobuf to core
-//! types and back. The only place that knows tonic, and the one place errors become `Status`.
+//! The gRPC edge: Envoy's RateLimitService and access-log service and Sluice's own API,
+//! translating protobuf to core types and back (`convert`), the server that serves them with
+//! health and reflection (`server`), and its TLS (`tls`). The one place errors become `Status`.
+//! Each service holds the handles it uses and nothing else.
 
 pub mod access_log;
 pub mod auth;
 pub mod convert;
 pub mod history_api;
 pub mod learning_api;
+pub mod requests;
 pub mod rls;
+pub mod server;
 pub mod sluice_api;
+pub mod tls;
 
 use tonic::Status;
 
-use crate::core::validate::ValidationError;
-use crate::rules_service::ManageError;
+use crate::service::database::HistoryError;
+use crate::service::rules_manager::ManageError;
 use crate::store::StoreError;
+use sluice_core::validate::ValidationError;
 
 /// Every error an RPC can end with.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +36,11 @@ pub enum ApiError {
     /// train on yet).
     #[error("{0}")]
     NotReady(String),
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Manage(ManageError::Store(e))
-    }
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// A task of ours failed (panicked); a bug.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<ApiError> for Status {
@@ -49,6 +54,16 @@ impl From<ApiError> for Status {
             // Retrying later can succeed once more traffic has been seen; retrying now cannot.
             ApiError::NotReady(_) => Status::failed_precondition(message),
             ApiError::Manage(ManageError::Invalid(_)) => Status::invalid_argument(message),
+            // Like a rule change: the database is down or not connected yet, so retry later.
+            ApiError::History(HistoryError::NotConnected(_))
+            | ApiError::History(HistoryError::Store(StoreError::Unavailable(_))) => {
+                Status::unavailable(message)
+            }
+            // A history read has no revision to conflict on and names no rule; anything else
+            // from the store is misconfiguration or a bug.
+            ApiError::History(HistoryError::Store(_)) => Status::internal(message),
+            // Our own bug (a panicked task): nothing the caller can fix.
+            ApiError::Internal(_) => Status::internal(message),
             // The database is down, locked or not connected yet: retryable, and for Envoy's
             // ext-ratelimit filter UNAVAILABLE is what `failure_mode_deny` keys on. Decisions never
             // reach this arm: they do not touch the database.
@@ -69,28 +84,4 @@ impl From<ApiError> for Status {
             )) => Status::internal(message),
         }
     }
-}
-
-use std::sync::Arc;
-
-use crate::clock::LiveClock;
-use crate::core::engine::Engine;
-use crate::core::headers::HeaderStyle;
-use crate::core::validate::InputLimits;
-use crate::rules_service::RulesService;
-
-/// What the RPC handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Arc<Engine>,
-    pub rules: Arc<RulesService>,
-    pub clock: LiveClock,
-    pub caps: InputLimits,
-    pub rls_headers: HeaderStyle,
-    pub allow_headers: HeaderStyle,
-    pub allow_domain: String,
-    pub admin: auth::AdminToken,
-    pub learning: Arc<crate::learning::Learning>,
-    /// Decision-RPC durations, exported with the metrics (a no-op when export is off).
-    pub rpc: crate::telemetry::RpcMetrics,
 }

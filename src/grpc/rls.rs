@@ -15,24 +15,35 @@ use smallvec::SmallVec;
 use tonic::{Request, Response, Status};
 
 use super::convert::{unit_from_envoy_override, unit_to_envoy};
-use super::{ApiError, AppState};
-use crate::core::bucket::Op;
-use crate::core::engine::AnomalyHit;
-use crate::core::engine::DescriptorInput;
-use crate::core::headers;
-use crate::core::limit::Rate;
-use crate::core::validate::{ValidationError, check_domain, check_len};
+use std::sync::Arc;
 
+use super::ApiError;
+use crate::service::clock::LiveClock;
+use crate::service::telemetry::RpcMetrics;
+use sluice_core::bucket::Op;
+use sluice_core::engine::AnomalyHit;
+use sluice_core::engine::DescriptorInput;
+use sluice_core::engine::Engine;
+use sluice_core::headers;
+use sluice_core::headers::HeaderStyle;
+use sluice_core::limit::Rate;
+use sluice_core::validate::InputLimits;
+use sluice_core::validate::{ValidationError, check_domain, check_len};
+
+/// Envoy's rate-limit service: the engine, the clock, the input caps and the header style.
 pub struct Rls {
-    pub state: AppState,
+    pub engine: Arc<Engine>,
+    pub clock: LiveClock,
+    pub caps: InputLimits,
+    pub headers: HeaderStyle,
+    pub rpc: RpcMetrics,
 }
 
 /// Validates a request and borrows it as engine input.
 fn inputs<'r>(
-    state: &AppState,
+    caps: &InputLimits,
     req: &'r RateLimitRequest,
 ) -> Result<SmallVec<[DescriptorInput<'r>; 4]>, ValidationError> {
-    let caps = &state.caps;
     check_domain("domain", &req.domain, caps)?;
     if req.descriptors.len() > caps.max_descriptors {
         return Err(ValidationError::new(
@@ -120,13 +131,12 @@ impl RateLimitService for Rls {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        let _timer = self.state.rpc.time("ShouldRateLimit");
+        let _timer = self.rpc.time("ShouldRateLimit");
         let req = request.get_ref();
-        let inputs = inputs(&self.state, req).map_err(ApiError::from)?;
-        let verdict =
-            self.state
-                .engine
-                .check_descriptors(&req.domain, &inputs, self.state.clock.now());
+        let inputs = inputs(&self.caps, req).map_err(ApiError::from)?;
+        let verdict = self
+            .engine
+            .check_descriptors(&req.domain, &inputs, self.clock.now());
         let statuses = verdict
             .statuses
             .iter()
@@ -151,11 +161,7 @@ impl RateLimitService for Rls {
                 quota: None,
             })
             .collect();
-        let mut rendered = headers::render(
-            self.state.rls_headers,
-            verdict.deciding(),
-            verdict.over_limit,
-        );
+        let mut rendered = headers::render(self.headers, verdict.deciding(), verdict.over_limit);
         // An anomaly action met: say which and with what score, to the client (headers) and to
         // Envoy's other filters and access log (dynamic metadata).
         let mut dynamic_metadata = None;

@@ -2,26 +2,56 @@
 
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use super::ApiError;
+use super::auth::AdminToken;
 use super::convert::{
     algorithm_to_proto, duration, rule_from_proto, rule_to_proto, subject_from_proto, unit_to_proto,
 };
-use super::{ApiError, AppState};
-use crate::core::headers;
-use crate::core::rules::RuleChange;
-use crate::core::validate::{ValidationError, check_domain};
 use crate::proto::sluice::v1 as pb;
 use crate::proto::sluice::v1::sluice_server::Sluice;
+use crate::service::backend_loads::BackendLoads;
+use crate::service::clock::LiveClock;
+use crate::service::database::Database;
+use crate::service::history_writer::HistoryStats;
+use crate::service::minute_loop::MinuteLoop;
+use crate::service::model_slot::ModelSlot;
+use crate::service::rules_manager::RulesManager;
+use crate::service::telemetry::RpcMetrics;
+use sluice_core::engine::Engine;
+use sluice_core::headers;
+use sluice_core::headers::HeaderStyle;
+use sluice_core::rules::RuleChange;
+use sluice_core::validate::InputLimits;
+use sluice_core::validate::{ValidationError, check_domain};
 
+/// Sluice's API, with the handles its RPCs use: the engine (decisions, clients, rules in force),
+/// rule management, the minute loop's status and training, the model slot, backend loads, and
+/// the database for history reads.
 pub struct SluiceApi {
-    pub state: AppState,
+    pub engine: Arc<Engine>,
+    pub clock: LiveClock,
+    pub caps: InputLimits,
+    pub headers: HeaderStyle,
+    /// The domain of requests that name none.
+    pub default_domain: String,
+    pub admin: AdminToken,
+    pub rules: Arc<RulesManager>,
+    pub learning: Arc<MinuteLoop>,
+    pub models: Arc<ModelSlot>,
+    pub loads: Arc<BackendLoads>,
+    pub database: Arc<Database>,
+    pub history_stats: Arc<HistoryStats>,
+    pub rpc: RpcMetrics,
 }
 
 impl SluiceApi {
     fn domain<'a>(&'a self, requested: &'a str) -> std::result::Result<&'a str, ValidationError> {
         if requested.is_empty() {
-            Ok(&self.state.allow_domain)
+            Ok(&self.default_domain)
         } else {
-            check_domain("domain", requested, &self.state.caps)?;
+            check_domain("domain", requested, &self.caps)?;
             Ok(requested)
         }
     }
@@ -37,9 +67,8 @@ impl SluiceApi {
         let actor = Self::actor(request, actor);
         let (upserts, deletes) = (change.upserts.len(), change.deletes.clone());
         let revision = self
-            .state
             .rules
-            .update(change, expected, &actor, self.state.clock.now_millis())
+            .update(change, expected, &actor, self.clock.now_millis())
             .await?;
         tracing::info!(revision, actor, upserts, ?deletes, "rules changed");
         Ok(revision)
@@ -64,19 +93,18 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ShouldAllowRequest>,
     ) -> RpcResult<pb::ShouldAllowResponse> {
-        let _timer = self.state.rpc.time("ShouldAllow");
+        let _timer = self.rpc.time("ShouldAllow");
         let req = request.get_ref();
-        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.state.caps)
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.caps)
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
         let cost = if req.cost == 0 { 1 } else { req.cost as u64 };
-        let verdict =
-            self.state
-                .engine
-                .should_allow(domain, &subject, cost, self.state.clock.now());
+        let verdict = self
+            .engine
+            .should_allow(domain, &subject, cost, self.clock.now());
         let deciding = verdict.deciding();
         let allowed = !verdict.over_limit;
-        let headers = headers::render(self.state.allow_headers, deciding, !allowed)
+        let headers = headers::render(self.headers, deciding, !allowed)
             .into_iter()
             .map(|(name, value)| pb::Header {
                 name: name.to_string(),
@@ -108,7 +136,7 @@ impl Sluice for SluiceApi {
     }
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> RpcResult<pb::ReportResponse> {
-        super::learning_api::report(&self.state, request.get_ref())?;
+        self.report_outcome(request.get_ref())?;
         Ok(Response::new(pb::ReportResponse {}))
     }
 
@@ -116,20 +144,17 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListFlaggedRequest>,
     ) -> RpcResult<pb::ListFlaggedResponse> {
-        self.state.admin.check(&request)?;
-        Ok(Response::new(super::learning_api::list_flagged(
-            &self.state,
-            request.get_ref(),
-        )))
+        self.admin.check(&request)?;
+        Ok(Response::new(self.flagged(request.get_ref())))
     }
 
     async fn list_adjustments(
         &self,
         request: Request<pb::ListHistoryRequest>,
     ) -> RpcResult<pb::ListAdjustmentsResponse> {
-        self.state.admin.check(&request)?;
+        self.admin.check(&request)?;
         Ok(Response::new(
-            super::history_api::list_adjustments(&self.state, request.get_ref()).await?,
+            self.list_adjustments_of(request.get_ref()).await?,
         ))
     }
 
@@ -137,38 +162,36 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListHistoryRequest>,
     ) -> RpcResult<pb::ListScoresResponse> {
-        self.state.admin.check(&request)?;
-        Ok(Response::new(
-            super::history_api::list_scores(&self.state, request.get_ref()).await?,
-        ))
+        self.admin.check(&request)?;
+        Ok(Response::new(self.list_scores_of(request.get_ref()).await?))
     }
 
     async fn get_model_info(
         &self,
         _request: Request<pb::GetModelInfoRequest>,
     ) -> RpcResult<pb::ModelInfo> {
-        Ok(Response::new(super::learning_api::model_info(&self.state)))
+        Ok(Response::new(self.model_info()))
     }
 
     async fn train_now(&self, request: Request<pb::TrainNowRequest>) -> RpcResult<pb::ModelInfo> {
-        self.state.admin.check(&request)?;
-        let learning = self.state.learning.clone();
-        let now = self.state.clock.now();
+        self.admin.check(&request)?;
+        let learning = self.learning.clone();
+        let now = self.clock.now();
         // Growing a forest is CPU work: off the async workers.
         let trained = tokio::task::spawn_blocking(move || learning.train_now(now))
             .await
-            .map_err(|e| Status::internal(format!("training failed: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("training failed: {e}")))?;
         trained.map_err(ApiError::NotReady)?;
         tracing::info!("model retrained on request");
-        Ok(Response::new(super::learning_api::model_info(&self.state)))
+        Ok(Response::new(self.model_info()))
     }
 
     async fn report_load(
         &self,
         request: Request<pb::ReportLoadRequest>,
     ) -> RpcResult<pb::ReportLoadResponse> {
-        self.state.admin.check(&request)?;
-        let reply = super::learning_api::report_load(&self.state, request.get_ref())?;
+        self.admin.check(&request)?;
+        let reply = self.report_load_of(request.get_ref())?;
         Ok(Response::new(reply))
     }
 
@@ -176,21 +199,21 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ReloadModelsRequest>,
     ) -> RpcResult<pb::ModelInfo> {
-        self.state.admin.check(&request)?;
-        let learning = self.state.learning.clone();
+        self.admin.check(&request)?;
+        let models = self.models.clone();
         // Loading a model runs ONNX Runtime: off the async workers.
-        let loaded = tokio::task::spawn_blocking(move || learning.forecasting.reload())
+        let loaded = tokio::task::spawn_blocking(move || models.reload())
             .await
-            .map_err(|e| Status::internal(format!("reload failed: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("reload failed: {e}")))?;
         loaded.map_err(ApiError::NotReady)?;
-        Ok(Response::new(super::learning_api::model_info(&self.state)))
+        Ok(Response::new(self.model_info()))
     }
 
     async fn update_rules(
         &self,
         request: Request<pb::UpdateRulesRequest>,
     ) -> RpcResult<pb::UpdateRulesResponse> {
-        self.state.admin.check(&request)?;
+        self.admin.check(&request)?;
         let req = request.get_ref();
         if req.rules.is_empty() && req.replace_domains.is_empty() {
             let nothing = ValidationError::new(
@@ -226,7 +249,7 @@ impl Sluice for SluiceApi {
         request: Request<pb::ListRulesRequest>,
     ) -> RpcResult<pb::ListRulesResponse> {
         let domain = &request.get_ref().domain;
-        let rules = self.state.engine.rules();
+        let rules = self.engine.rules();
         Ok(Response::new(pb::ListRulesResponse {
             revision: rules.revision(),
             rules: rules
@@ -242,7 +265,7 @@ impl Sluice for SluiceApi {
         if id.is_empty() {
             return Err(ApiError::from(ValidationError::new("id", "must not be empty")).into());
         }
-        let rules = self.state.engine.rules();
+        let rules = self.engine.rules();
         let rule = rules
             .get(id)
             .ok_or_else(|| ApiError::NotFound(format!("no rule with id {id:?}")))?;
@@ -253,7 +276,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::DeleteRulesRequest>,
     ) -> RpcResult<pb::DeleteRulesResponse> {
-        self.state.admin.check(&request)?;
+        self.admin.check(&request)?;
         let req = request.get_ref();
         if req.ids.is_empty() {
             return Err(
@@ -275,13 +298,12 @@ impl Sluice for SluiceApi {
         request: Request<pb::GetClientRequest>,
     ) -> RpcResult<pb::GetClientResponse> {
         let req = request.get_ref();
-        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.state.caps)
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.caps)
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
         let limits = self
-            .state
             .engine
-            .client_state(domain, &subject, self.state.clock.now())
+            .client_state(domain, &subject, self.clock.now())
             .into_iter()
             .map(|s| pb::LimitState {
                 rule_id: s.limit.label.rule_id.clone(),
@@ -296,7 +318,7 @@ impl Sluice for SluiceApi {
             })
             .collect();
         Ok(Response::new(pb::GetClientResponse {
-            revision: self.state.engine.rules().revision(),
+            revision: self.engine.rules().revision(),
             limits,
         }))
     }
@@ -305,12 +327,12 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ResetClientRequest>,
     ) -> RpcResult<pb::ResetClientResponse> {
-        self.state.admin.check(&request)?;
+        self.admin.check(&request)?;
         let req = request.get_ref();
-        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.state.caps)
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.caps)
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
-        let reset = self.state.engine.reset_client(domain, &subject);
+        let reset = self.engine.reset_client(domain, &subject);
         tracing::info!(
             domain,
             user = subject.user_id,

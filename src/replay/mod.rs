@@ -1,31 +1,32 @@
-//! Replay: a recorded trace runs through the live decision engine and learner in virtual time, as
+//! Replay: a recorded trace runs through the decision engine and the minute in virtual time, as
 //! fast as the CPU allows. Time comes from the trace; each time it crosses a minute boundary the
-//! learner ticks, exactly as the server's learning task does on the wall clock. Nothing here
-//! decides anything itself: it reads rows, calls `Engine::should_allow` / `report_outcome` and
-//! `Learner::tick`, and counts.
+//! core's minute (`sluice_core::minute::Minutes::close`) runs, the very function the service's
+//! minute loop runs on the wall clock. Nothing here decides anything itself: it reads rows,
+//! calls `Engine::should_allow` / `report_outcome` and `Minutes::close`, and counts.
 //!
-//! Not here: the server (no sockets, no database) — a replay needs neither.
+//! Not here: the server (no sockets, no database) — a replay needs neither. Reading trace files
+//! is `adapters::trace_file`'s; the `sluice replay` command is `cli::replay`.
 
-pub mod cli;
 pub mod report;
 pub mod scenario;
-pub mod trace;
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use crate::core::engine::{Engine, EngineConfig, Subject};
-use crate::core::forecast::Forecaster;
-use crate::core::forecast::eval::ErrorSum;
-use crate::core::forecast::live::{self, Pipeline};
-use crate::core::forecast::pressure::PressureConfig;
-use crate::core::learn::learner::{Learner, LearnerConfig};
-use crate::core::matcher::RuleSet;
-use crate::core::rules::Rule;
-use crate::core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
+use sluice_core::engine::{Engine, EngineConfig, Subject};
+use sluice_core::forecast::Forecaster;
+use sluice_core::forecast::eval::ErrorSum;
+use sluice_core::forecast::live;
+use sluice_core::forecast::pressure::PressureConfig;
+use sluice_core::learn::learner::LearnerConfig;
+use sluice_core::matcher::RuleSet;
+use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
+use sluice_core::rules::Rule;
+use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
+use crate::adapters::moka_store::{self, StoreKind};
+use crate::adapters::trace_file::{self as trace, Row, TraceError};
 use report::{Report, ReportBuilder};
-use trace::{Row, TraceError};
 
 /// Rows may arrive this much earlier than the latest row seen (a few seconds of disorder is
 /// normal in merged logs); beyond it the file is rejected.
@@ -43,9 +44,11 @@ pub enum ReplayError {
     Output(#[from] std::io::Error),
 }
 
-pub struct ReplayOptions {
+pub struct ReplayOptions<'h> {
     pub rules: Vec<Rule>,
     pub engine: EngineConfig,
+    /// The bucket store (`sharded` expires on the trace's time; decisions are the same).
+    pub bucket_store: StoreKind,
     pub learner: LearnerConfig,
     /// The pressure policy (forecast and measured load → cut of low-priority STD limits).
     pub pressure: PressureConfig,
@@ -55,31 +58,34 @@ pub struct ReplayOptions {
     pub adaptive: bool,
     /// Domain the requests are decided in (`ShouldAllow`'s default).
     pub domain: String,
+    /// Called with every closed minute (tests compare them with the live service's).
+    pub on_minute: Option<&'h mut dyn FnMut(&ClosedMinute)>,
 }
 
-impl Default for ReplayOptions {
+impl Default for ReplayOptions<'_> {
     fn default() -> Self {
         ReplayOptions {
             rules: Vec::new(),
             engine: EngineConfig::default(),
+            bucket_store: StoreKind::Sharded,
             learner: LearnerConfig::default(),
             pressure: PressureConfig::default(),
             forecaster: None,
             adaptive: true,
             domain: "sluice".into(),
+            on_minute: None,
         }
     }
 }
 
-struct Replay<'w> {
+struct Replay<'w, 'h> {
     engine: Engine,
-    learner: Learner,
-    pipeline: Pipeline,
+    minutes_state: Minutes,
     forecaster: Box<dyn Forecaster + Send>,
+    on_minute: Option<&'h mut dyn FnMut(&ClosedMinute)>,
     /// The forecast of the next minute's total requests, scored when that minute closes.
     pending_total: Option<f64>,
     forecast_error: ErrorSum,
-    adaptive: bool,
     domain: String,
     report: ReportBuilder,
     decisions: Option<csv::Writer<&'w mut dyn Write>>,
@@ -89,7 +95,7 @@ struct Replay<'w> {
     overflow: u64,
 }
 
-impl Replay<'_> {
+impl Replay<'_, '_> {
     fn row(&mut self, row: &Row<'_>) -> Result<(), ReplayError> {
         if row.ts_ms < 0 {
             return Err(TraceError {
@@ -186,44 +192,40 @@ impl Replay<'_> {
         }
     }
 
+    /// Closes one minute through the core's minute, exactly as the service's minute loop does;
+    /// a trace has no backend loads.
     fn tick(&mut self, start: Nanos, end: Nanos) {
         self.minutes += 1;
-        let traffic = if self.adaptive {
-            let tick = self.learner.tick_engine(&self.engine, start, end);
-            self.overflow += tick.overflow;
+        let closed = self.minutes_state.close(
+            &self.engine,
+            MinuteInput {
+                start,
+                end,
+                loads: &[],
+                forecaster: self.forecaster.as_mut(),
+            },
+        );
+        self.overflow += closed.tick.overflow;
+        if closed.adaptive {
             self.report
-                .actions(&tick.actions, (end / NANOS_PER_MILLI) as i64);
-            tick.traffic
-        } else {
-            let data = self.engine.observer().drain();
-            self.overflow += data.overflow;
-            data.endpoints
-        };
-        // Forecasting runs in static replays too (the report scores it); only an adaptive
-        // replay enforces the cut, as the server does.
-        let total: f64 = traffic.iter().map(|e| e.requests as f64).sum();
+                .actions(&closed.tick.actions, (end / NANOS_PER_MILLI) as i64);
+        }
+        // The forecast of the total is scored when the minute it forecast closes.
+        let total: f64 = closed.tick.traffic.iter().map(|e| e.requests as f64).sum();
         if let Some(predicted) = self.pending_total.take() {
             self.forecast_error.add(total, predicted);
         }
-        let capacities = live::capacities(&self.engine.rules());
-        let step = self.pipeline.step(
-            start,
-            end,
-            &traffic,
-            &capacities,
-            &[],
-            self.forecaster.as_mut(),
-        );
-        self.pending_total = step
+        self.pending_total = closed
+            .forecast
             .forecasts
             .iter()
             .find(|(k, _)| k == live::TOTAL)
             .map(|(_, f)| f[0]);
-        if self.adaptive {
-            if let Some(change) = &step.change {
-                self.report.pressure(change);
-            }
-            self.engine.set_pressure(self.pipeline.enforced_factor());
+        if let Some(change) = &closed.pressure {
+            self.report.pressure(change);
+        }
+        if let Some(observe) = self.on_minute.as_mut() {
+            observe(&closed);
         }
     }
 }
@@ -235,24 +237,23 @@ fn csv_io(e: csv::Error) -> ReplayError {
 /// Replays a trace; writes one CSV row per decision to `decisions` if given.
 pub fn run(
     input: impl BufRead,
-    options: ReplayOptions,
+    options: ReplayOptions<'_>,
     decisions: Option<&mut dyn Write>,
 ) -> Result<Report, ReplayError> {
     let started = Instant::now();
-    let engine = Engine::new(options.engine);
+    let engine = moka_store::engine(options.engine, options.bucket_store);
     engine.replace_rules(RuleSet::build(0, options.rules));
     let forecaster = options
         .forecaster
-        .unwrap_or_else(|| Box::new(crate::core::forecast::baseline::Fallback));
+        .unwrap_or_else(|| Box::new(sluice_core::forecast::baseline::Fallback));
     let forecaster_name = forecaster.name().to_string();
     let mut replay = Replay {
         engine,
-        learner: Learner::new(options.learner),
-        pipeline: Pipeline::new(options.pressure),
+        minutes_state: Minutes::new(options.learner, options.pressure, options.adaptive),
         forecaster,
+        on_minute: options.on_minute,
         pending_total: None,
         forecast_error: ErrorSum::default(),
-        adaptive: options.adaptive,
         domain: options.domain,
         report: ReportBuilder::default(),
         decisions: decisions.map(csv::Writer::from_writer),
@@ -275,7 +276,7 @@ pub fn run(
     if let Some(w) = replay.decisions.as_mut() {
         w.flush()?;
     }
-    let versions = replay.learner.model_info().version;
+    let versions = replay.minutes_state.learner().model_info().version;
     replay
         .report
         .forecast(&forecaster_name, &replay.forecast_error);

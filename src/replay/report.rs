@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::core::forecast::eval::ErrorSum;
-use crate::core::forecast::pressure::PressureChange;
-use crate::core::learn::actions::{ActionKind, ActionTable};
-use crate::core::learn::observe::{user_key, user_of_key};
-use crate::core::time::NANOS_PER_MILLI;
+use sluice_core::forecast::eval::ErrorSum;
+use sluice_core::forecast::pressure::PressureChange;
+use sluice_core::learn::actions::{ActionKind, ActionTable};
+use sluice_core::learn::observe::{user_key, user_of_key};
+use sluice_core::time::NANOS_PER_MILLI;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Counts {

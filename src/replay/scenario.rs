@@ -14,7 +14,7 @@ use std::io::Write;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::core::rules::Tier;
+use sluice_core::rules::Tier;
 
 pub const SCENARIOS: [&str; 8] = [
     "normal",

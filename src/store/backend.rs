@@ -6,7 +6,7 @@ macro_rules! backend {
         pub mod $module {
             use std::collections::HashSet;
 
-            use crate::core::rules::{Rule, RuleChange};
+            use sluice_core::rules::{Rule, RuleChange};
             use crate::store::{AuditEntry, Result, StoreError};
 
             pub async fn revision(pool: &$pool) -> Result<u64> {

@@ -1,6 +1,6 @@
 //! The learning loop's tables: history (scores, endpoint traffic, limit adjustments) and state
 //! (models, actions in force). Plain row types in, SQL written once for both drivers (as in
-//! `backend`). The writer that batches and buffers around these calls is `crate::history`.
+//! `backend`). The writer that batches and buffers around these calls is `crate::service::history_writer`.
 
 /// One scored client-minute.
 #[derive(Clone, Debug, PartialEq)]

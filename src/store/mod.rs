@@ -7,6 +7,7 @@
 
 mod backend;
 pub mod history;
+pub mod history_rows;
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::core::rules::{Rule, RuleChange};
+use sluice_core::rules::{Rule, RuleChange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

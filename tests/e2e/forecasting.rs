@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice::config::Config;
 use sluice::proto::sluice::v1 as pb;
+use sluice::service::config::Config;
 use tonic::Code;
 
 use crate::harness::*;
@@ -225,7 +225,7 @@ async fn the_model_file_is_hot_reloaded_and_a_broken_one_refused() {
         i.forecast_problem
     );
     eventually("forecaster health", async || {
-        server.health(sluice::learning::FORECASTER_HEALTH).await == SERVING
+        server.health(sluice::grpc::server::FORECASTER_HEALTH).await == SERVING
     })
     .await;
 
@@ -295,7 +295,7 @@ async fn without_a_model_the_baseline_forecasts_and_decisions_go_on() {
         i.forecast_problem
     );
     eventually("forecaster health says so", async || {
-        server.health(sluice::learning::FORECASTER_HEALTH).await == NOT_SERVING
+        server.health(sluice::grpc::server::FORECASTER_HEALTH).await == NOT_SERVING
     })
     .await;
     assert_eq!(server.health("").await, SERVING);

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use sluice::config::Config;
 use sluice::proto::sluice::v1 as pb;
 use sluice::proto::sluice::v1::sluice_client::SluiceClient;
+use sluice::service::config::Config;
 use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -86,7 +86,7 @@ pub async fn fresh_pg_database(base: &str) -> String {
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Result<(), sluice::server::StartError>>>,
+    handle: Option<JoinHandle<Result<(), sluice::service::StartError>>>,
     _token_dir: tempfile::TempDir,
 }
 
@@ -130,7 +130,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(sluice::server::run(config, listener, async {
+        let handle = tokio::spawn(sluice::service::run(config, listener, async {
             let _ = stopped.await;
         }));
         TestServer {

@@ -165,7 +165,7 @@ async fn not_serving_until_rules_are_loaded() {
 
     cluster.up();
     server.wait_serving().await;
-    for name in sluice::server::HEALTH_SERVICES {
+    for name in sluice::grpc::server::HEALTH_SERVICES {
         assert_eq!(server.health(name).await, 1, "{name}");
     }
     update(&server, 5).await.unwrap();

@@ -6,10 +6,10 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descri
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use sluice::config::UnknownDomain;
-use sluice::core::headers::HeaderStyle;
-use sluice::core::limit::{Rate, Unit};
 use sluice::proto::sluice::v1 as pb;
+use sluice::service::config::UnknownDomain;
+use sluice_core::headers::HeaderStyle;
+use sluice_core::limit::{Rate, Unit};
 
 use crate::harness::*;
 use crate::store_tests;
@@ -315,7 +315,7 @@ async fn unknown_domain_can_take_a_default_limit() {
 #[tokio::test]
 async fn the_sharded_bucket_store_serves_the_same_answers() {
     let (_db, server) = TestServer::sqlite_with(|c| {
-        c.bucket_store = sluice::core::buckets::StoreKind::Sharded;
+        c.bucket_store = sluice::adapters::moka_store::StoreKind::Sharded;
     })
     .await;
     put_rules(&server, vec![rule("edge", &[("k", "")], 2, pb::Unit::Hour)]).await;

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sluice::core::forecast::features::{self, DIM, NAMES};
-use sluice::core::forecast::{Forecaster, HORIZON, MinutePoint, WINDOW};
-use sluice::forecast::onnx::{ModelMeta, OnnxForecaster, TEST_VECTOR_TOLERANCE, meta_path};
+use sluice::adapters::onnx::{ModelMeta, OnnxForecaster, TEST_VECTOR_TOLERANCE, meta_path};
+use sluice_core::forecast::features::{self, DIM, NAMES};
+use sluice_core::forecast::{Forecaster, HORIZON, MinutePoint, WINDOW};
 
 fn model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lstm.onnx")
@@ -147,7 +147,7 @@ fn metadata_feature_order_is_what_export_features_writes() {
         assert_eq!(bytes.len(), 10 + len + 4 * elements, "{file}");
     }
     // The first window in x.npy is exactly the encoder's output for the first hour.
-    let points = sluice::forecast::series::read(series_csv(1, 20.0).as_bytes()).unwrap();
+    let points = sluice::adapters::series_file::read(series_csv(1, 20.0).as_bytes()).unwrap();
     let expected = features::encode(&points[..WINDOW]).input;
     let bytes = std::fs::read(out.join("x.npy")).unwrap();
     let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
@@ -307,11 +307,11 @@ fn a_bad_series_is_refused_naming_the_line() {
         ),
     ];
     for (what, text, expected) in cases {
-        let e = sluice::forecast::series::read(text.as_bytes()).unwrap_err();
+        let e = sluice::adapters::series_file::read(text.as_bytes()).unwrap_err();
         assert!(e.starts_with(expected), "{what}: {e}");
     }
     // Dates and gaps: a missing minute is unknown, not zero.
-    let s = sluice::forecast::series::read(
+    let s = sluice::adapters::series_file::read(
         "minute,requests,in_outage\n1995-08-01 00:00:00,5,False\n1995-08-01T00:03:00Z,7,False\n"
             .as_bytes(),
     )

@@ -2,13 +2,13 @@
 //! learning loop in virtual time, and the quality floors of the learning loop are asserted with
 //! a margin. No network, no database: a replay needs neither.
 
-use sluice::core::buckets::StoreKind;
-use sluice::core::engine::EngineConfig;
-use sluice::core::learn::learner::LearnerConfig;
-use sluice::core::validate::InputLimits;
+use sluice::adapters::moka_store::StoreKind;
 use sluice::replay::report::Report;
 use sluice::replay::scenario::{self, Params};
 use sluice::replay::{ReplayOptions, run};
+use sluice_core::engine::EngineConfig;
+use sluice_core::learn::learner::LearnerConfig;
+use sluice_core::validate::InputLimits;
 
 fn trace(scenario: &str, seed: u64, scale: f64) -> Vec<u8> {
     let requests = scenario::generate(&Params {
@@ -25,8 +25,8 @@ fn trace(scenario: &str, seed: u64, scale: f64) -> Vec<u8> {
     out
 }
 
-fn options(shadow: bool) -> ReplayOptions {
-    let rules = sluice::rulesfile::load(
+fn options(shadow: bool) -> ReplayOptions<'static> {
+    let rules = sluice::adapters::rules_file::load(
         std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rules.yaml")),
         &InputLimits::default(),
     )
@@ -36,10 +36,8 @@ fn options(shadow: bool) -> ReplayOptions {
     learner.policy.shadow = shadow;
     ReplayOptions {
         rules,
-        engine: EngineConfig {
-            bucket_store: StoreKind::Sharded,
-            ..EngineConfig::default()
-        },
+        engine: EngineConfig::default(),
+        bucket_store: StoreKind::Sharded,
         learner,
         ..ReplayOptions::default()
     }
@@ -220,10 +218,10 @@ fn a_trace_out_of_order_is_rejected_naming_the_line() {
 }
 
 /// The shipped LSTM on the real ONNX Runtime (scripts/test.sh sets ORT_DYLIB_PATH).
-fn lstm() -> Box<dyn sluice::core::forecast::Forecaster + Send> {
+fn lstm() -> Box<dyn sluice_core::forecast::Forecaster + Send> {
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lstm.onnx");
     Box::new(
-        sluice::forecast::onnx::OnnxForecaster::load(&model, None).expect(
+        sluice::adapters::onnx::OnnxForecaster::load(&model, None).expect(
             "the shipped model loads (ORT_DYLIB_PATH must name ONNX Runtime: run scripts/test.sh)",
         ),
     )
@@ -256,7 +254,7 @@ fn decisions(
 fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
     let t = trace("payment-spike", 21, 1.0);
     let spike_rules = || {
-        sluice::rulesfile::load(
+        sluice::adapters::rules_file::load(
             std::path::Path::new(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/deploy/payment-spike.yaml"

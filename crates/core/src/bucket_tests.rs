@@ -1,0 +1,247 @@
+//! Bucket math on an injected clock: a table of hand-worked cases, then properties over random
+//! arrival schedules.
+
+use super::*;
+use crate::limit::Unit;
+use crate::time::NANOS_PER_SEC as S;
+use proptest::prelude::*;
+
+fn quota(algorithm: Algorithm, limit: u64, unit: Unit, capacity: u64) -> Quota {
+    Quota {
+        limit,
+        unit,
+        capacity,
+        algorithm,
+    }
+}
+
+/// One step of a scenario: at `at` nanoseconds, do `op` with `hits`, expect `allowed` and
+/// `remaining` afterwards.
+struct Step {
+    at: Nanos,
+    hits: u64,
+    op: Op,
+    allowed: bool,
+    remaining: u64,
+}
+
+fn step(at: Nanos, hits: u64, op: Op, allowed: bool, remaining: u64) -> Step {
+    Step {
+        at,
+        hits,
+        op,
+        allowed,
+        remaining,
+    }
+}
+
+fn check(name: &str, q: Quota, steps: &[Step]) {
+    let mut state = BucketState::default();
+    for (i, s) in steps.iter().enumerate() {
+        let out = state.apply(&q, s.at, s.hits, s.op);
+        assert_eq!(
+            (out.allowed, out.remaining),
+            (s.allowed, s.remaining),
+            "{name}: step {i} at {}ns",
+            s.at
+        );
+    }
+}
+
+#[test]
+fn token_bucket_cases() {
+    use Op::*;
+    let t0 = 1_700_000_000 * S;
+    // 10 per second, capacity 10.
+    let q = quota(Algorithm::TokenBucket, 10, Unit::Second, 10);
+    check(
+        "drain then refill",
+        q,
+        &[
+            step(t0, 10, Consume, true, 0),
+            step(t0, 1, Consume, false, 0),
+            step(t0 + S / 10, 1, Consume, true, 0), // 100 ms refills one token
+            step(t0 + S / 10, 1, Consume, false, 0),
+            step(t0 + 10 * S, 0, Check, true, 10), // refill caps at capacity
+        ],
+    );
+    check(
+        "hits larger than capacity never fit",
+        q,
+        &[
+            step(t0, 11, Consume, false, 10),
+            step(t0, 10, Consume, true, 0),
+        ],
+    );
+    check(
+        "check consumes nothing",
+        q,
+        &[
+            step(t0, 5, Check, true, 10),
+            step(t0, 10, Consume, true, 0),
+            step(t0, 0, Check, false, 0),
+        ],
+    );
+    check(
+        "refund gives back, capped at capacity",
+        q,
+        &[
+            step(t0, 4, Consume, true, 6),
+            step(t0, 3, Refund, true, 9),
+            step(t0, 50, Refund, true, 10),
+        ],
+    );
+    check(
+        "time going backwards refills nothing",
+        q,
+        &[
+            step(t0, 10, Consume, true, 0),
+            step(t0 - S, 1, Consume, false, 0),
+        ],
+    );
+    // Burst 3 on 60/minute: at most 3 at once, then one per second.
+    let burst = quota(Algorithm::TokenBucket, 60, Unit::Minute, 3);
+    check(
+        "burst capacity",
+        burst,
+        &[
+            step(t0, 3, Consume, true, 0),
+            step(t0 + S / 2, 1, Consume, false, 0),
+            step(t0 + S, 1, Consume, true, 0),
+        ],
+    );
+}
+
+#[test]
+fn fixed_window_cases() {
+    use Op::*;
+    let t0 = 1_700_000_020 * S; // 40 s into a minute (1_699_999_980 is a minute boundary)
+    let q = quota(Algorithm::FixedWindow, 5, Unit::Minute, 5);
+    check(
+        "window resets on the epoch-aligned boundary",
+        q,
+        &[
+            step(t0, 5, Consume, true, 0),
+            step(t0 + 19 * S, 1, Consume, false, 0),
+            step(t0 + 20 * S, 1, Consume, true, 4),
+            step(t0 + 20 * S, 3, Refund, true, 5),
+        ],
+    );
+    let mut state = BucketState::default();
+    let out = state.apply(&q, t0, 5, Consume);
+    assert_eq!(out.reset_after, 20 * S);
+    let out = state.apply(&q, t0, 1, Consume);
+    assert_eq!(out.retry_after, 20 * S);
+}
+
+#[test]
+fn sliding_window_cases() {
+    use Op::*;
+    let t0 = 1_699_999_980 * S; // a minute boundary
+    let q = quota(Algorithm::SlidingWindow, 10, Unit::Minute, 10);
+    check(
+        "hits stay counted for a whole unit",
+        q,
+        &[
+            step(t0, 10, Consume, true, 0),
+            // A fixed window would reset at t0+60s; the sliding one keeps counting until the
+            // sub-window holding the hits has left the window entirely.
+            step(t0 + 60 * S, 1, Consume, false, 0),
+            step(t0 + 66 * S, 1, Consume, true, 9),
+        ],
+    );
+    let mut state = BucketState::default();
+    state.apply(&q, t0, 10, Consume);
+    let denied = state.apply(&q, t0 + 30 * S, 1, Consume);
+    assert!(!denied.allowed);
+    assert_eq!(
+        denied.retry_after,
+        36 * S,
+        "slot 0 leaves the window at 66 s"
+    );
+}
+
+/// Admitted (time, hits) pairs never exceed `allowance(interval_length)` in any interval.
+fn assert_never_over(admitted: &[(Nanos, u64)], window: Nanos, allowance: impl Fn(Nanos) -> u128) {
+    for (i, &(start, _)) in admitted.iter().enumerate() {
+        let mut sum: u128 = 0;
+        for &(t, h) in &admitted[i..] {
+            if t >= start + window {
+                break;
+            }
+            sum += h as u128;
+            assert!(
+                sum <= allowance(t - start),
+                "admitted {sum} between {start} and {t}, more than allowed"
+            );
+        }
+    }
+}
+
+fn schedule() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    // (gap in ms, hits) pairs: bursts (gap 0) and pauses.
+    prop::collection::vec(
+        (prop_oneof![Just(0u64), 0u64..50, 0u64..3_000], 1u64..4),
+        1..300,
+    )
+}
+
+fn run(q: Quota, schedule: &[(u64, u64)]) -> Vec<(Nanos, u64)> {
+    let mut state = BucketState::default();
+    let mut now = 1_700_000_000 * S + 123;
+    let mut admitted = Vec::new();
+    for &(gap_ms, hits) in schedule {
+        now += gap_ms * 1_000_000;
+        if state.apply(&q, now, hits, Op::Consume).allowed {
+            admitted.push((now, hits));
+        }
+    }
+    admitted
+}
+
+proptest! {
+    #[test]
+    fn token_bucket_never_exceeds_capacity_plus_refill(
+        limit in 1u64..20, capacity in 1u64..20, sched in schedule()
+    ) {
+        let q = quota(Algorithm::TokenBucket, limit, Unit::Second, capacity);
+        let admitted = run(q, &sched);
+        assert_never_over(&admitted, 10 * S, |elapsed| {
+            capacity as u128 + (elapsed as u128 * limit as u128) / S as u128
+        });
+    }
+
+    #[test]
+    fn fixed_window_never_exceeds_limit_per_window(limit in 1u64..20, sched in schedule()) {
+        let q = quota(Algorithm::FixedWindow, limit, Unit::Second, limit);
+        let admitted = run(q, &sched);
+        for (i, &(t, _)) in admitted.iter().enumerate() {
+            let window = t / S;
+            let in_window: u64 = admitted[i..].iter().take_while(|(u, _)| u / S == window).map(|(_, h)| h).sum();
+            prop_assert!(in_window <= limit);
+        }
+    }
+
+    #[test]
+    fn sliding_window_never_exceeds_limit_in_any_unit(limit in 1u64..20, sched in schedule()) {
+        let q = quota(Algorithm::SlidingWindow, limit, Unit::Second, limit);
+        let admitted = run(q, &sched);
+        assert_never_over(&admitted, S, |_| limit as u128);
+    }
+
+    #[test]
+    fn refund_after_consume_restores_remaining(
+        alg in prop_oneof![Just(Algorithm::TokenBucket), Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow)],
+        used in 0u64..10, hits in 1u64..5
+    ) {
+        let q = quota(alg, 20, Unit::Minute, 20);
+        let now = 1_700_000_000 * S;
+        let mut state = BucketState::default();
+        state.apply(&q, now, used, Op::Consume);
+        let before = state.peek(&q, now).remaining;
+        let taken = state.apply(&q, now, hits, Op::Consume);
+        prop_assert!(taken.allowed);
+        let back = state.apply(&q, now, hits, Op::Refund);
+        prop_assert_eq!(back.remaining, before);
+    }
+}

@@ -1,0 +1,48 @@
+use super::*;
+use crate::time::NANOS_PER_SEC;
+
+const NOW: Nanos = 1_000 * NANOS_PER_SEC;
+
+fn action(client: &str, kind: ActionKind, expires_at: Nanos) -> Action {
+    Action {
+        client: client.into(),
+        kind,
+        score: 0.9,
+        since: 0,
+        expires_at,
+        shadow: false,
+        model_version: 1,
+        signal: Default::default(),
+    }
+}
+
+#[test]
+fn a_request_meets_the_stronger_of_its_address_and_user_actions() {
+    let throttle = |n| ActionKind::Throttle { per_minute: n };
+    let later = NOW + 60 * NANOS_PER_SEC;
+    let table = ActionTable::from_actions([
+        action("192.0.2.1", throttle(10), later),
+        action("192.0.2.2", ActionKind::Block, later),
+        action("user:bob", ActionKind::Block, later),
+        action("user:carol", throttle(5), later),
+        action("user:dave", ActionKind::Block, NOW), // expired
+    ]);
+    // (address, user, the key of the action expected)
+    let cases = [
+        ("192.0.2.1", "", Some("192.0.2.1")),
+        ("192.0.2.9", "bob", Some("user:bob")),
+        ("192.0.2.1", "bob", Some("user:bob")),
+        ("192.0.2.2", "carol", Some("192.0.2.2")),
+        ("192.0.2.1", "carol", Some("user:carol")),
+        ("192.0.2.9", "dave", None),
+        ("192.0.2.9", "erin", None),
+        ("", "", None),
+        // A user id is not an address, nor the reverse.
+        ("bob", "", None),
+        ("192.0.2.9", "192.0.2.1", None),
+    ];
+    for (address, user, expected) in cases {
+        let got = table.active_for(address, user, NOW).map(|a| &*a.client);
+        assert_eq!(got, expected, "{address:?} as {user:?}");
+    }
+}

@@ -1,0 +1,322 @@
+//! The learner: once a minute it takes the closed minute from the aggregator, measures every
+//! client, scores them with the current forest, runs the policy, and every `retrain_every` grows a
+//! new forest from a rolling sample of recent client-minutes.
+//!
+//! Pure and single-threaded: time comes in as `now`, randomness from seeds, so a replay of the same
+//! trace makes the same decisions. `crate::minute` calls `tick` once a minute, for the live service
+//! and replays alike; this module does not know the engine.
+//!
+//! Invariants:
+//! - clients under any anomaly action (shadow ones included) never enter the training sample, so
+//!   an ongoing attack does not teach the forest that attacks are normal;
+//! - the forest learns from network keys only and scores both kinds (user keys are mostly
+//!   the same requests again; see `observe`);
+//! - the sample is bounded (`sample_cap` points over `sample_minutes` minutes);
+//! - no new action is taken before a model exists (cold start runs on static rules only).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::actions::{Action, ActionTable, Signal};
+use super::features::{self, DIM, Features};
+use super::forest::{Forest, ForestParams};
+use super::observe::{ClientKind, ClientMinute, EndpointMinute, MinuteData};
+use super::policy::{Adjustment, Assessment, PolicyConfig};
+use crate::time::Nanos;
+
+#[derive(Clone, Debug)]
+pub struct LearnerConfig {
+    pub policy: PolicyConfig,
+    pub forest: ForestParams,
+    pub retrain_every: Duration,
+    /// Static rules only, for at least this long after the first minute seen, while the first
+    /// sample fills (a restored model skips it).
+    pub cold_start: Duration,
+    /// How far back the training sample reaches.
+    pub sample_minutes: usize,
+    /// Most client-minutes kept for training.
+    pub sample_cap: usize,
+    /// Fewest client-minutes a forest is grown from.
+    pub min_train: usize,
+    /// Apply the seeds' explicit heuristic (a tool user agent with mostly failing requests) on
+    /// top of the forest: its risk is `heuristic_risk`.
+    pub heuristics: bool,
+    pub heuristic_risk: f64,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        LearnerConfig {
+            policy: PolicyConfig::default(),
+            forest: ForestParams::default(),
+            retrain_every: Duration::from_secs(300),
+            cold_start: Duration::from_secs(300),
+            sample_minutes: 30,
+            sample_cap: 20_000,
+            min_train: 50,
+            heuristics: true,
+            heuristic_risk: 0.9,
+        }
+    }
+}
+
+/// What the model is, for `GetModelInfo` and the history.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub version: u64,
+    pub trained_at: Option<Nanos>,
+    /// Client-minutes the current forest was grown from.
+    pub trained_on: usize,
+    pub trees: usize,
+    pub sample_size: usize,
+    /// Client-minutes waiting in the rolling sample for the next training.
+    pub pending_sample: usize,
+}
+
+/// One scored client-minute, as kept in history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRecord {
+    pub minute: Nanos,
+    pub client: Box<str>,
+    pub score: f64,
+    pub features: Features,
+    pub requests: u32,
+    /// The action in force after this minute's policy step, if any.
+    pub action: Option<&'static str>,
+    pub model_version: u64,
+}
+
+/// Everything one tick produced; the caller installs `actions` and stores the rest.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub actions: Arc<ActionTable>,
+    pub scores: Vec<ScoreRecord>,
+    pub adjustments: Vec<Adjustment>,
+    pub traffic: Vec<EndpointMinute>,
+    pub overflow: u64,
+    /// Set when this tick grew a new forest.
+    pub trained: Option<ModelInfo>,
+}
+
+/// What survives a restart: the forest and the actions in force.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u64,
+    pub trained_at: Option<Nanos>,
+    pub forest: Forest,
+}
+
+pub struct Learner {
+    config: LearnerConfig,
+    forest: Option<Forest>,
+    version: u64,
+    trained_at: Option<Nanos>,
+    last_train_attempt: Option<Nanos>,
+    started: Option<Nanos>,
+    sample: VecDeque<(Nanos, Features)>,
+    actions: Arc<ActionTable>,
+}
+
+impl Learner {
+    pub fn new(config: LearnerConfig) -> Learner {
+        Learner {
+            config,
+            forest: None,
+            version: 0,
+            trained_at: None,
+            last_train_attempt: None,
+            started: None,
+            sample: VecDeque::new(),
+            actions: Arc::new(ActionTable::default()),
+        }
+    }
+
+    pub fn config(&self) -> &LearnerConfig {
+        &self.config
+    }
+
+    pub fn actions(&self) -> Arc<ActionTable> {
+        self.actions.clone()
+    }
+
+    pub fn model_info(&self) -> ModelInfo {
+        ModelInfo {
+            version: self.version,
+            trained_at: self.trained_at,
+            trained_on: self.forest.as_ref().map_or(0, |f| f.trained_on),
+            trees: self.config.forest.trees,
+            sample_size: self.config.forest.sample_size,
+            pending_sample: self.sample.len(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        Some(Snapshot {
+            version: self.version,
+            trained_at: self.trained_at,
+            forest: self.forest.clone()?,
+        })
+    }
+
+    /// Restores a saved model and the actions that were in force (expired ones are dropped at the
+    /// next tick, and recorded then).
+    pub fn restore(
+        &mut self,
+        snapshot: Option<Snapshot>,
+        actions: Vec<Action>,
+    ) -> Result<(), String> {
+        if let Some(s) = snapshot {
+            s.forest.check()?;
+            self.forest = Some(s.forest);
+            self.version = s.version;
+            self.trained_at = s.trained_at;
+            self.last_train_attempt = s.trained_at;
+        }
+        self.actions = Arc::new(ActionTable::from_actions(actions));
+        Ok(())
+    }
+
+    /// The risk of one client-minute: the forest's score, raised by the explicit heuristic, and
+    /// which of the two set it.
+    pub fn risk(&self, m: &ClientMinute, x: &Features) -> (f64, Signal) {
+        let forest = self.forest.as_ref().map_or(0.0, |f| f.score(x));
+        let tool_failing = x[10] >= 0.5 && m.outcomes >= self.config.policy.min_requests;
+        if self.config.heuristics && tool_failing && self.config.heuristic_risk > forest {
+            (self.config.heuristic_risk, Signal::Heuristic)
+        } else {
+            (forest, Signal::Forest)
+        }
+    }
+
+    /// One minute: `minute` is when it started, `now` when it closed.
+    pub fn tick(&mut self, minute: Nanos, data: MinuteData, now: Nanos) -> Tick {
+        self.started.get_or_insert(minute);
+        let measured: Vec<(ClientMinute, Features)> = data
+            .clients
+            .into_iter()
+            .map(|c| {
+                let x = features::extract(&c);
+                (c, x)
+            })
+            .collect();
+        let risks: Vec<(f64, Signal)> = measured.iter().map(|(c, x)| self.risk(c, x)).collect();
+        let assessments: Vec<Assessment<'_>> = measured
+            .iter()
+            .zip(&risks)
+            .map(|((c, _), &(risk, signal))| Assessment {
+                client: &c.client,
+                risk,
+                signal,
+                requests: c.requests,
+                prm: c.prm,
+            })
+            .collect();
+        let acting = self.forest.is_some();
+        let (table, adjustments) =
+            self.config
+                .policy
+                .step(now, &assessments, &self.actions, acting, self.version);
+        drop(assessments);
+        let table = Arc::new(table);
+        let scores = measured
+            .iter()
+            .zip(&risks)
+            .map(|((c, x), &(score, _))| ScoreRecord {
+                minute,
+                client: c.client.clone(),
+                score,
+                features: *x,
+                requests: c.requests,
+                action: table.get(&c.client).map(|a| a.kind.name()),
+                model_version: self.version,
+            })
+            .collect();
+        self.remember(minute, &measured, &table);
+        self.actions = table.clone();
+        let trained = self.maybe_train(now, false);
+        Tick {
+            actions: table,
+            scores,
+            adjustments,
+            traffic: data.endpoints,
+            overflow: data.overflow,
+            trained,
+        }
+    }
+
+    /// Adds this minute's clients that are under no action to the rolling sample, at most an even
+    /// share of the cap per minute (chosen by a hash, so deterministically and without bias).
+    /// Only client-minutes with at least `min_requests` requests are learnt from: the policy never
+    /// acts on fewer, and their features (a rate from two requests) are mostly noise that would
+    /// widen what the forest takes for normal.
+    fn remember(
+        &mut self,
+        minute: Nanos,
+        measured: &[(ClientMinute, Features)],
+        table: &ActionTable,
+    ) {
+        let per_minute = (self.config.sample_cap / self.config.sample_minutes.max(1)).max(1);
+        let mut fresh: Vec<(u64, &Features)> = measured
+            .iter()
+            .filter(|(c, _)| {
+                // Network keys only: a signed-in user's minute is usually the same requests as
+                // its address's, and learning both would count them twice.
+                c.kind == ClientKind::Network
+                    && c.requests >= self.config.policy.min_requests
+                    && table.get(&c.client).is_none()
+            })
+            .map(|(c, x)| {
+                (
+                    xxhash_rust::xxh3::xxh3_64_with_seed(c.client.as_bytes(), minute),
+                    x,
+                )
+            })
+            .collect();
+        if fresh.len() > per_minute {
+            fresh.sort_unstable_by_key(|e| e.0);
+            fresh.truncate(per_minute);
+        }
+        self.sample
+            .extend(fresh.into_iter().map(|(_, x)| (minute, *x)));
+        let window = self.config.sample_minutes as u64 * 60 * crate::time::NANOS_PER_SEC;
+        while let Some(&(m, _)) = self.sample.front() {
+            if minute.saturating_sub(m) >= window || self.sample.len() > self.config.sample_cap {
+                self.sample.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Grows a new forest when one is due (or `force`d) and the sample is big enough.
+    pub fn maybe_train(&mut self, now: Nanos, force: bool) -> Option<ModelInfo> {
+        let every = self.config.retrain_every.as_nanos() as u64;
+        let due = match (self.last_train_attempt, self.started) {
+            (Some(t), _) => now.saturating_sub(t) >= every,
+            (None, Some(start)) => {
+                now.saturating_sub(start) >= self.config.cold_start.as_nanos() as u64
+            }
+            (None, None) => false,
+        };
+        if !(force || due) || self.sample.len() < self.config.min_train.max(2) {
+            return None;
+        }
+        self.last_train_attempt = Some(now);
+        let points: Vec<Features> = self.sample.iter().map(|(_, x)| *x).collect();
+        let params = ForestParams {
+            // A new seed per version: deterministic, and not the same trees every time.
+            seed: self.config.forest.seed ^ (self.version + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ..self.config.forest
+        };
+        let forest = Forest::fit(&points, params)?;
+        self.forest = Some(forest);
+        self.version += 1;
+        self.trained_at = Some(now);
+        Some(self.model_info())
+    }
+}
+
+const _: () = assert!(DIM == features::NAMES.len());

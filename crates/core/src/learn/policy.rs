@@ -1,0 +1,259 @@
+//! Policy: a risk score becomes an action on a client, and actions expire.
+//!
+//! - risk ≥ `block_at` → block; `throttle_at` ≤ risk < `block_at` → throttle to
+//!   `throttle_per_minute`; below → no new action;
+//! - an action lasts `action_ttl` and is re-evaluated each minute: flagged again renews it (the
+//!   stronger of the old and new kinds while the old is unexpired); not flagged lets it run out;
+//! - nothing is acted on during cold start (no model yet), nor for a client with fewer than
+//!   `min_requests` requests in the minute (too little evidence), nor for an allowlisted client;
+//! - PRM clients are never blocked: their action is at most a throttle to `prm_floor_per_minute`.
+//!
+//! The rest of the safety envelope — no adaptive limit below a rule's `floor` — is applied where the
+//! rules are known, in the engine (`actions::ActionTable::effective`). This module decides what to
+//! do; it does not enforce anything.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::actions::{Action, ActionKind, ActionTable, Signal};
+use crate::time::Nanos;
+
+/// Clients no adaptive action ever touches: exact ids (IP, session or user id) or IP networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    exact: Vec<String>,
+    networks: Vec<(IpAddr, u8)>,
+}
+
+impl Allowlist {
+    /// Parses comma- or whitespace-separated entries: `10.0.0.0/8`, `192.0.2.7`, `ops-user`.
+    pub fn parse(text: &str) -> Result<Allowlist, String> {
+        let mut list = Allowlist::default();
+        for entry in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty())
+        {
+            match entry.split_once('/') {
+                Some((ip, bits)) => {
+                    let ip: IpAddr = ip
+                        .parse()
+                        .map_err(|_| format!("allowlist entry {entry:?}: not an IP network"))?;
+                    let max = if ip.is_ipv4() { 32 } else { 128 };
+                    let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| {
+                        format!("allowlist entry {entry:?}: prefix must be 0..={max}")
+                    })?;
+                    list.networks.push((ip, bits));
+                }
+                None => list.exact.push(entry.to_string()),
+            }
+        }
+        Ok(list)
+    }
+
+    /// Whether a client key is allowlisted. A user key `user:alice` matches the entry `alice`
+    /// (or `user:alice`); a network identity matches its exact entry or a network holding it.
+    pub fn contains(&self, client: &str) -> bool {
+        let user = super::observe::user_of_key(client);
+        if self
+            .exact
+            .iter()
+            .any(|e| e == client || user == Some(e.as_str()))
+        {
+            return true;
+        }
+        let Ok(ip) = client.parse::<IpAddr>() else {
+            return false;
+        };
+        self.networks
+            .iter()
+            .any(|&(net, bits)| in_network(ip, net, bits))
+    }
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    let mask = |len: u32, bits: u8| -> u128 {
+        if bits == 0 {
+            0
+        } else {
+            (!0u128) << (len - bits as u32)
+        }
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let m = mask(32, bits) as u32;
+            u32::from(a) & m == u32::from(b) & m
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let m = mask(128, bits);
+            u128::from(a) & m == u128::from(b) & m
+        }
+        _ => false,
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    pub block_at: f64,
+    pub throttle_at: f64,
+    pub throttle_per_minute: u64,
+    pub prm_floor_per_minute: u64,
+    pub action_ttl: Duration,
+    pub min_requests: u32,
+    pub allowlist: Allowlist,
+    /// Compute and record actions, never enforce them.
+    pub shadow: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            block_at: 0.80,
+            // Calibrated on the generated scenarios (see ARCHITECTURE.md, "Learning loop"):
+            // benign client-minutes stay below ~0.72, attackers' first minutes score 0.73–0.9.
+            throttle_at: 0.73,
+            throttle_per_minute: 10,
+            prm_floor_per_minute: 60,
+            action_ttl: Duration::from_secs(300),
+            min_requests: 10,
+            allowlist: Allowlist::default(),
+            shadow: false,
+        }
+    }
+}
+
+/// One client's evidence this minute.
+#[derive(Clone, Debug)]
+pub struct Assessment<'a> {
+    pub client: &'a str,
+    pub risk: f64,
+    /// What set the risk.
+    pub signal: Signal,
+    pub requests: u32,
+    pub prm: bool,
+}
+
+/// A change to a client's adaptive limit, as kept in history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Adjustment {
+    pub at: Nanos,
+    pub client: String,
+    pub from: Option<ActionKind>,
+    pub to: Option<ActionKind>,
+    pub score: f64,
+    /// `flagged`, `renewed`, `escalated` or `expired`.
+    pub cause: &'static str,
+    pub shadow: bool,
+    pub expires_at: Option<Nanos>,
+}
+
+impl PolicyConfig {
+    /// The action the risk calls for, before any renewal logic.
+    pub fn action_for(&self, a: &Assessment<'_>) -> Option<ActionKind> {
+        if a.requests < self.min_requests || self.allowlist.contains(a.client) {
+            return None;
+        }
+        let kind = if a.risk >= self.block_at {
+            ActionKind::Block
+        } else if a.risk >= self.throttle_at {
+            ActionKind::Throttle {
+                per_minute: self.throttle_per_minute,
+            }
+        } else {
+            return None;
+        };
+        Some(match kind {
+            ActionKind::Block if a.prm => ActionKind::Throttle {
+                per_minute: self.prm_floor_per_minute,
+            },
+            ActionKind::Throttle { per_minute } if a.prm => ActionKind::Throttle {
+                per_minute: per_minute.max(self.prm_floor_per_minute),
+            },
+            other => other,
+        })
+    }
+
+    /// One minute of policy: the next action table and what changed. `acting` is false during
+    /// cold start: existing actions still run out, no new ones are taken.
+    pub fn step(
+        &self,
+        now: Nanos,
+        assessments: &[Assessment<'_>],
+        current: &ActionTable,
+        acting: bool,
+        model_version: u64,
+    ) -> (ActionTable, Vec<Adjustment>) {
+        let ttl = self.action_ttl.as_nanos() as u64;
+        let mut next: FxHashMap<Arc<str>, Action> = FxHashMap::default();
+        let mut changes = Vec::new();
+        for a in assessments {
+            let old = current.get(a.client);
+            let wanted = if acting { self.action_for(a) } else { None };
+            let Some(kind) = wanted else { continue };
+            let (kind, cause, signal) = match old {
+                Some(old) if old.expires_at > now => {
+                    let stronger = old.kind.stronger(kind);
+                    if stronger == old.kind {
+                        // The kind in force is the old one: so is what decided it.
+                        (stronger, "renewed", old.signal)
+                    } else {
+                        (stronger, "escalated", a.signal)
+                    }
+                }
+                _ => (kind, "flagged", a.signal),
+            };
+            let action = Action {
+                client: Arc::from(a.client),
+                kind,
+                score: a.risk,
+                since: old.filter(|o| o.expires_at > now).map_or(now, |o| o.since),
+                expires_at: now + ttl,
+                shadow: self.shadow,
+                model_version,
+                signal,
+            };
+            if cause != "renewed" {
+                changes.push(Adjustment {
+                    at: now,
+                    client: a.client.to_string(),
+                    from: old.map(|o| o.kind),
+                    to: Some(kind),
+                    score: a.risk,
+                    cause,
+                    shadow: self.shadow,
+                    expires_at: Some(action.expires_at),
+                });
+            }
+            next.insert(action.client.clone(), action);
+        }
+        // Unflagged this minute: keep until expiry, then record the expiry.
+        for old in current.iter() {
+            if next.contains_key(&old.client) {
+                continue;
+            }
+            if old.expires_at > now && !self.allowlist.contains(&old.client) {
+                next.insert(old.client.clone(), old.clone());
+            } else {
+                changes.push(Adjustment {
+                    at: now,
+                    client: old.client.to_string(),
+                    from: Some(old.kind),
+                    to: None,
+                    score: old.score,
+                    cause: "expired",
+                    shadow: old.shadow,
+                    expires_at: None,
+                });
+            }
+        }
+        changes.sort_by(|a, b| a.client.cmp(&b.client));
+        (ActionTable::from_map(next), changes)
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,229 @@
+use super::*;
+use crate::time::NANOS_PER_SEC;
+
+const MIN: Nanos = 60 * NANOS_PER_SEC;
+
+fn assess(client: &str, risk: f64, requests: u32, prm: bool) -> Assessment<'_> {
+    Assessment {
+        client,
+        risk,
+        signal: Signal::Forest,
+        requests,
+        prm,
+    }
+}
+
+#[test]
+fn risk_to_action_table() {
+    let policy = PolicyConfig {
+        allowlist: Allowlist::parse("10.0.0.0/8, ops, 2001:db8::/32").unwrap(),
+        ..PolicyConfig::default()
+    };
+    let throttle = Some(ActionKind::Throttle { per_minute: 10 });
+    let prm_floor = Some(ActionKind::Throttle { per_minute: 60 });
+    // (what, client, risk, requests, prm, expected)
+    let cases = [
+        ("ordinary", "192.0.2.1", 0.5, 100, false, None),
+        ("throttle band", "192.0.2.1", 0.75, 100, false, throttle),
+        (
+            "block",
+            "192.0.2.1",
+            0.85,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
+        ("too little evidence", "192.0.2.1", 0.95, 9, false, None),
+        (
+            "PRM is never blocked",
+            "192.0.2.1",
+            0.95,
+            100,
+            true,
+            prm_floor,
+        ),
+        (
+            "PRM throttle stays at its floor",
+            "192.0.2.1",
+            0.75,
+            100,
+            true,
+            prm_floor,
+        ),
+        ("allowlisted network", "10.4.5.6", 0.99, 100, false, None),
+        ("allowlisted id", "ops", 0.99, 100, false, None),
+        ("allowlisted user's key", "user:ops", 0.99, 100, false, None),
+        (
+            "a user named like a network is not in it",
+            "user:10.1.1.1",
+            0.85,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
+        (
+            "other users are not allowlisted",
+            "user:opsx",
+            0.85,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
+        (
+            "allowlisted v6 network",
+            "2001:db8::7",
+            0.99,
+            100,
+            false,
+            None,
+        ),
+        (
+            "outside the v6 network",
+            "2001:db9::7",
+            0.99,
+            100,
+            false,
+            Some(ActionKind::Block),
+        ),
+    ];
+    for (what, client, risk, requests, prm, expected) in cases {
+        assert_eq!(
+            policy.action_for(&assess(client, risk, requests, prm)),
+            expected,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn allowlist_errors_name_the_entry() {
+    for (text, needle) in [
+        ("10.0.0.0/33", "10.0.0.0/33"),
+        ("nonsense/8", "nonsense/8"),
+        ("::/129", "::/129"),
+    ] {
+        let e = Allowlist::parse(text).unwrap_err();
+        assert!(e.contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn actions_renew_escalate_expire_and_wait_for_a_model() {
+    let policy = PolicyConfig::default();
+    let empty = ActionTable::default();
+    let t0 = 100 * MIN;
+    // Cold start: no model yet, nothing is taken.
+    let (table, changes) = policy.step(t0, &[assess("a", 0.99, 100, false)], &empty, false, 0);
+    assert!(table.is_empty() && changes.is_empty());
+
+    let (table, changes) = policy.step(t0, &[assess("a", 0.75, 100, false)], &empty, true, 1);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].cause, "flagged");
+    let a = table.get("a").unwrap().clone();
+    assert_eq!(a.expires_at, t0 + 5 * MIN);
+
+    // Flagged harder a minute later: escalated to a block, first-flagged time kept.
+    let (table, changes) = policy.step(t0 + MIN, &[assess("a", 0.9, 100, false)], &table, true, 1);
+    assert_eq!(changes[0].cause, "escalated");
+    assert_eq!(table.get("a").unwrap().kind, ActionKind::Block);
+    assert_eq!(table.get("a").unwrap().since, t0);
+
+    // A milder score while blocked renews the block (the stronger kind wins until expiry).
+    let (table, changes) = policy.step(
+        t0 + 2 * MIN,
+        &[assess("a", 0.75, 100, false)],
+        &table,
+        true,
+        1,
+    );
+    assert!(changes.is_empty(), "a renewal is not a change: {changes:?}");
+    assert_eq!(table.get("a").unwrap().kind, ActionKind::Block);
+    let expires = table.get("a").unwrap().expires_at;
+    assert_eq!(expires, t0 + 7 * MIN);
+
+    // Quiet: kept until it expires, then dropped and recorded.
+    let (table, _) = policy.step(expires - 1, &[], &table, true, 1);
+    assert!(table.get("a").is_some());
+    let (table, changes) = policy.step(expires, &[], &table, true, 1);
+    assert!(table.is_empty());
+    assert_eq!((changes[0].cause, changes[0].to), ("expired", None));
+}
+
+#[test]
+fn shadow_policy_marks_its_actions() {
+    let policy = PolicyConfig {
+        shadow: true,
+        ..PolicyConfig::default()
+    };
+    let (table, changes) = policy.step(
+        MIN,
+        &[assess("a", 0.9, 100, false)],
+        &ActionTable::default(),
+        true,
+        1,
+    );
+    assert!(table.get("a").unwrap().shadow);
+    assert!(changes[0].shadow);
+}
+
+#[test]
+fn floors_turn_blocks_into_throttles() {
+    assert_eq!(ActionKind::Block.within_floor(0), ActionKind::Block);
+    assert_eq!(
+        ActionKind::Block.within_floor(30),
+        ActionKind::Throttle { per_minute: 30 }
+    );
+    assert_eq!(
+        ActionKind::Throttle { per_minute: 10 }.within_floor(30),
+        ActionKind::Throttle { per_minute: 30 }
+    );
+    assert_eq!(
+        ActionKind::Throttle { per_minute: 50 }.within_floor(30),
+        ActionKind::Throttle { per_minute: 50 }
+    );
+}
+
+#[test]
+fn a_renewal_keeps_the_signal_that_decided_the_kind_in_force() {
+    let policy = PolicyConfig::default();
+    let by = |signal, risk| Assessment {
+        signal,
+        ..assess("198.51.100.7", risk, 50, false)
+    };
+    // Minute 1: the heuristic's 0.9 blocks.
+    let (t1, _) = policy.step(
+        MIN,
+        &[by(Signal::Heuristic, 0.9)],
+        &ActionTable::default(),
+        true,
+        1,
+    );
+    let first = t1.get("198.51.100.7").unwrap().clone();
+    assert_eq!(
+        (first.kind, first.signal),
+        (ActionKind::Block, Signal::Heuristic)
+    );
+    // Minute 2: the forest alone says throttle (0.78 < block_at): the block in force is renewed,
+    // and it is still the heuristic's, whatever score is shown.
+    let (t2, _) = policy.step(2 * MIN, &[by(Signal::Forest, 0.78)], &t1, true, 1);
+    let renewed = t2.get("198.51.100.7").unwrap();
+    assert_eq!(
+        (renewed.kind, renewed.signal),
+        (ActionKind::Block, Signal::Heuristic)
+    );
+    // Minute 3, a fresh client flagged by the forest, escalated later by the heuristic.
+    let (t3, _) = policy.step(
+        3 * MIN,
+        &[by(Signal::Forest, 0.75)],
+        &ActionTable::default(),
+        true,
+        1,
+    );
+    assert_eq!(t3.get("198.51.100.7").unwrap().signal, Signal::Forest);
+    let (t4, _) = policy.step(4 * MIN, &[by(Signal::Heuristic, 0.9)], &t3, true, 1);
+    let escalated = t4.get("198.51.100.7").unwrap();
+    assert_eq!(
+        (escalated.kind, escalated.signal),
+        (ActionKind::Block, Signal::Heuristic)
+    );
+}

@@ -1,0 +1,61 @@
+//! `sluice eval-forecast`: the forecaster against the baselines on a series (MAE and sMAPE at
+//! 1, 5 and 15 minutes), saying which forecaster and which ONNX Runtime library were used.
+
+use std::path::PathBuf;
+
+use crate::adapters::onnx::load_or_baseline;
+use crate::adapters::series_file::{self, minute_arg};
+use crate::service::config::ModelArgs;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct EvalForecastArgs {
+    /// The forecast series (`minute`, `requests`; see docs/trace-format.md).
+    #[arg(long)]
+    pub series: PathBuf,
+    /// Evaluate only minutes at or after this one; earlier rows are history only.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Print one JSON object (the documented format) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
+    let series = series_file::read_path(&args.series)?;
+    let from = minute_arg("from", &args.from)?;
+    let (mut forecaster, fallback) =
+        load_or_baseline(&args.model.forecast_model, args.model.ort_dylib.as_deref());
+    match (&fallback, crate::adapters::onnx::loaded_runtime()) {
+        (Some(reason), _) => eprintln!(
+            "warning: the LSTM is unavailable, scoring the fallback baseline instead: {reason}"
+        ),
+        (None, Some(library)) => eprintln!(
+            "forecasting with the LSTM {} on ONNX Runtime {}",
+            args.model.forecast_model.display(),
+            library.display()
+        ),
+        (None, None) => {}
+    }
+    let report = sluice_core::forecast::eval::evaluate(&series, forecaster.as_mut(), from)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} minutes evaluated; model = {}",
+        report.minutes_evaluated, report.forecaster
+    );
+    println!(
+        "{:>8} {:>8} {:>10} {:>8}",
+        "horizon", "method", "MAE", "sMAPE"
+    );
+    for (h, methods) in &report.horizons {
+        for (name, score) in methods {
+            println!("{h:>8} {name:>8} {:>10.3} {:>8.4}", score.mae, score.smape);
+        }
+    }
+    Ok(())
+}

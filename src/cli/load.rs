@@ -1,0 +1,167 @@
+//! A closed-loop gRPC load client for capacity planning and the overhead benchmark, and a no-op
+//! RLS server to compare against. `concurrency` workers each keep one request in flight over
+//! `connections` HTTP/2 connections; the report gives throughput and latency percentiles.
+
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::proto::sluice::v1 as pb;
+use crate::proto::sluice::v1::sluice_client::SluiceClient;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// Envoy's ShouldRateLimit.
+    Rls,
+    /// Sluice's ShouldAllow.
+    Allow,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Server address, e.g. http://127.0.0.1:50051.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    #[arg(long, value_enum, default_value = "rls")]
+    pub api: Api,
+    /// Requests kept in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// HTTP/2 connections the workers share.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Seconds to measure (after a one-second warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Distinct client keys to spread requests over.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// RLS domain (ShouldAllow uses the server's default domain).
+    #[arg(long, default_value = "sluice")]
+    pub domain: String,
+    #[command(flatten)]
+    pub tls: crate::cli::client_tls::ClientTlsArgs,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadReport {
+    pub requests: u64,
+    pub errors: u64,
+    pub over_limit: u64,
+    pub seconds: f64,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+}
+
+pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(args.tls.connect(&args.target).await?);
+    }
+    let warmup = Duration::from_secs(1);
+    let measure = Duration::from_secs_f64(args.duration);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + measure;
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency.max(1) {
+        let channel = channels[w % channels.len()].clone();
+        let args = args.clone();
+        workers.push(tokio::spawn(async move {
+            worker(w as u64, channel, &args, measure_from, end).await
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut report = LoadReport::default();
+    for w in workers {
+        let (lat, errors, over) = w.await?;
+        report.requests += lat.len() as u64;
+        report.errors += errors;
+        report.over_limit += over;
+        latencies.extend(lat);
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .map_or(0.0, |&ns| ns as f64 / 1_000.0)
+    };
+    report.seconds = measure.as_secs_f64();
+    report.rps = report.requests as f64 / report.seconds;
+    report.p50_us = pct(0.50);
+    report.p90_us = pct(0.90);
+    report.p99_us = pct(0.99);
+    Ok(report)
+}
+
+async fn worker(
+    id: u64,
+    channel: Channel,
+    args: &LoadArgs,
+    measure_from: Instant,
+    end: Instant,
+) -> (Vec<u64>, u64, u64) {
+    let mut rls = RateLimitServiceClient::new(channel.clone());
+    let mut sluice = SluiceClient::new(channel);
+    let mut latencies = Vec::new();
+    let (mut errors, mut over) = (0, 0);
+    let mut n: u64 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let k = (n >> 16) % args.keys.max(1);
+        let key = format!("10.{}.{}.{}", k >> 16 & 0xff, k >> 8 & 0xff, k & 0xff);
+        let denied = match args.api {
+            Api::Rls => rls
+                .should_rate_limit(RateLimitRequest {
+                    domain: args.domain.clone(),
+                    descriptors: vec![RateLimitDescriptor {
+                        entries: vec![Entry {
+                            key: "remote_address".into(),
+                            value: key,
+                        }],
+                        ..Default::default()
+                    }],
+                    hits_addend: 1,
+                })
+                .await
+                .map(|r| r.get_ref().overall_code == Code::OverLimit as i32),
+            Api::Allow => sluice
+                .should_allow(pb::ShouldAllowRequest {
+                    subject: Some(pb::Subject {
+                        client_ip: key,
+                        endpoint: "/api/browse".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| !r.get_ref().allowed),
+        };
+        let took = now.elapsed().as_nanos() as u64;
+        if now < measure_from {
+            continue;
+        }
+        match denied {
+            Ok(d) => {
+                latencies.push(took);
+                over += d as u64;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    (latencies, errors, over)
+}

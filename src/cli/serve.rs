@@ -1,0 +1,33 @@
+//! `sluice serve`: logging (and span export when configured), the listener, the service until
+//! SIGINT or SIGTERM.
+
+use anyhow::Context;
+
+use crate::service::config::{Config, LogFormat};
+use crate::service::telemetry;
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let spans = telemetry::init_logging(config.log_format == LogFormat::Json, config.telemetry())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let served = crate::service::run(config, listener, shutdown_signal()).await;
+    spans.shutdown().await;
+    Ok(served?)
+}

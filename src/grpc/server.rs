@@ -1,0 +1,139 @@
+//! The gRPC server: every service on one listener (Envoy's RLS and access-log services, Sluice's
+//! API, health, reflection), optionally over TLS, until a shutdown future completes, draining the
+//! calls in flight. Also the health reporter the service flips, so nothing outside `grpc` needs
+//! tonic's types to say "serving".
+
+use std::future::Future;
+
+use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use super::access_log::AccessLogs;
+use super::rls::Rls;
+use super::sluice_api::SluiceApi;
+use super::tls::ServerTlsFiles;
+use crate::proto::sluice::v1::sluice_server::SluiceServer;
+
+/// Service names health reports on, besides the overall `""`.
+pub const HEALTH_SERVICES: [&str; 3] = [
+    "envoy.service.ratelimit.v3.RateLimitService",
+    "envoy.service.accesslog.v3.AccessLogService",
+    "sluice.v1.Sluice",
+];
+
+/// The health service name that reports the forecaster: SERVING with the LSTM, NOT_SERVING
+/// while the statistical baseline stands in (decisions are unaffected either way).
+pub const FORECASTER_HEALTH: &str = "sluice.v1.Forecaster";
+
+/// What the standard gRPC health service answers; cheap to clone.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+}
+
+impl Health {
+    /// Sets `""` and every decision service.
+    pub async fn set_serving(&self, serving: bool) {
+        self.set("", serving).await;
+        for name in HEALTH_SERVICES {
+            self.set(name, serving).await;
+        }
+    }
+
+    /// Sets one service name.
+    pub async fn set(&self, service: &str, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status(service, status).await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    #[error("--tls-cert / --tls-key: {0}")]
+    TlsConfig(String),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The services to serve.
+pub struct Services {
+    pub rls: Rls,
+    pub access_logs: AccessLogs,
+    pub api: SluiceApi,
+}
+
+/// A server ready to run: its health reporter exists (NOT_SERVING) before anything is served.
+pub struct Server {
+    health: Health,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+impl Server {
+    /// Reads and checks the TLS files (a bad one fails here, before anything is served).
+    pub async fn new(tls: &ServerTlsFiles) -> Result<Server, ServeError> {
+        let tls = tls.load()?;
+        let health = Health {
+            reporter: HealthReporter::new(),
+        };
+        health.set_serving(false).await;
+        Ok(Server { health, tls })
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains the calls in flight.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        services: Services,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        // v1 for current grpcurl and clients, v1alpha for older ones; both describe the same files.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .expect("the embedded descriptor set is valid");
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .expect("the embedded descriptor set is valid");
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            // rustls parses the certificate and key here: a bad one fails the start.
+            server = server
+                .tls_config(tls)
+                .map_err(|e| ServeError::TlsConfig(e.to_string()))?;
+        }
+        server
+            .add_service(HealthServer::new(HealthService::from_health_reporter(
+                self.health.reporter,
+            )))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(RateLimitServiceServer::new(services.rls))
+            .add_service(AccessLogServiceServer::new(services.access_logs))
+            .add_service(SluiceServer::new(services.api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                shutdown.await;
+                tracing::info!("shutting down: draining in-flight calls");
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,470 @@
+//! Service configuration: command-line flags, each also settable as a `SLUICE_*` environment
+//! variable (and `DATABASE_URL`). The defaults run a working service with no setup: an embedded
+//! SQLite file in the working directory, loopback only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::adapters::moka_store::StoreKind;
+use crate::store::StoreOptions;
+use sluice_core::engine::EngineConfig;
+use sluice_core::forecast::pressure::PressureConfig;
+use sluice_core::headers::HeaderStyle;
+use sluice_core::learn::forest::ForestParams;
+use sluice_core::learn::learner::LearnerConfig;
+use sluice_core::learn::observe::ObserveConfig;
+use sluice_core::learn::policy::{Allowlist, PolicyConfig};
+use sluice_core::limit::{Rate, Unit};
+use sluice_core::validate::InputLimits;
+
+#[derive(Clone, Debug, Parser)]
+pub struct Config {
+    /// Address to serve gRPC on (Envoy RLS, Sluice API, health, reflection).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// PEM certificate (chain): serve gRPC over TLS. Needs --tls-key.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): every client must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// `sqlite:PATH` (embedded, created if missing) or `postgres://user:pass@host/db`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:sluice.db")]
+    pub database_url: String,
+
+    /// A rules file (envoyproxy/ratelimit YAML) applied at start-up; it replaces the rules of the
+    /// domains it defines.
+    #[arg(long, env = "SLUICE_RULES")]
+    pub rules: Option<PathBuf>,
+
+    /// Bearer token the admin RPCs require. When unset, a random token is generated and written
+    /// to --admin-token-file.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Where a generated admin token is written (mode 0600).
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN_FILE",
+        default_value = "sluice-admin.token"
+    )]
+    pub admin_token_file: PathBuf,
+
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Headers added to Envoy RLS responses: `none` (Envoy renders its own from the statuses when
+    /// `enable_x_ratelimit_headers` is on), `draft03` or `ietf`.
+    #[arg(long, env = "SLUICE_RLS_HEADERS", default_value = "none")]
+    pub rls_headers: HeaderStyle,
+
+    /// Headers returned by ShouldAllow: `ietf`, `draft03` or `none` (Retry-After is always sent
+    /// on a denial).
+    #[arg(long, env = "SLUICE_ALLOW_HEADERS", default_value = "ietf")]
+    pub allow_headers: HeaderStyle,
+
+    /// Domain ShouldAllow uses when a request names none.
+    #[arg(long, env = "SLUICE_ALLOW_DOMAIN", default_value = "sluice")]
+    pub allow_domain: String,
+
+    /// What a domain no rule mentions gets: `allow`, or a limit per descriptor such as `100/second`.
+    #[arg(long, env = "SLUICE_UNKNOWN_DOMAIN", default_value = "allow", value_parser = parse_unknown_domain)]
+    pub unknown_domain: UnknownDomain,
+
+    /// Global shadow mode: decide and record, never deny.
+    #[arg(long, env = "SLUICE_SHADOW", default_value_t = false)]
+    pub shadow: bool,
+
+    /// Where bucket states live: `moka` (a moka cache, the default) or `sharded` (Sluice's own
+    /// sharded table: faster and smaller at millions of keys; see ARCHITECTURE.md).
+    #[arg(long, env = "SLUICE_BUCKET_STORE", default_value = "moka")]
+    pub bucket_store: StoreKind,
+
+    /// Most bucket states kept in memory.
+    #[arg(long, env = "SLUICE_CACHE_CAPACITY", default_value_t = 2_000_000)]
+    pub cache_capacity: u64,
+
+    /// Seconds a bucket may sit idle before it is dropped (never before its limit has fully
+    /// recovered, so dropping it changes no decision).
+    #[arg(long, env = "SLUICE_CACHE_IDLE_TTL_SECS", default_value_t = 600)]
+    pub cache_idle_ttl_secs: u64,
+
+    /// Most descriptors in one Envoy request.
+    #[arg(long, env = "SLUICE_MAX_DESCRIPTORS", default_value_t = InputLimits::default().max_descriptors)]
+    pub max_descriptors: usize,
+    /// Most entries in one descriptor (request or rule).
+    #[arg(long, env = "SLUICE_MAX_ENTRIES", default_value_t = InputLimits::default().max_entries)]
+    pub max_entries: usize,
+    /// Longest descriptor key, domain or limit name, in bytes.
+    #[arg(long, env = "SLUICE_MAX_KEY_LEN", default_value_t = InputLimits::default().max_key_len)]
+    pub max_key_len: usize,
+    /// Longest descriptor value or subject field, in bytes.
+    #[arg(long, env = "SLUICE_MAX_VALUE_LEN", default_value_t = InputLimits::default().max_value_len)]
+    pub max_value_len: usize,
+
+    /// How often to check the database for rule changes (made by other instances, or missed
+    /// while it was down), in milliseconds.
+    #[arg(long, env = "SLUICE_RESYNC_INTERVAL_MS", default_value_t = 5_000)]
+    pub resync_interval_ms: u64,
+
+    /// How long a SQLite write waits for a lock before failing as unavailable, in milliseconds.
+    #[arg(long, env = "SLUICE_DB_BUSY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_busy_timeout_ms: u64,
+
+    /// How long to wait for a database connection before failing as unavailable, in milliseconds.
+    #[arg(long, env = "SLUICE_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
+    pub db_acquire_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub learn: LearnArgs,
+
+    /// Seconds between learning-loop ticks. A tick closes the current "minute" of observation;
+    /// the features are calibrated for 60, so change it only for tests and demos.
+    #[arg(
+        long,
+        env = "SLUICE_LEARN_TICK_SECS",
+        default_value_t = 60,
+        hide = true
+    )]
+    pub learn_tick_secs: u64,
+
+    /// Days of score, traffic and adjustment history kept in the database.
+    #[arg(long, env = "SLUICE_HISTORY_RETENTION_DAYS", default_value_t = 14)]
+    pub history_retention_days: u64,
+
+    /// History rows buffered in memory while the database is unreachable; past this the oldest
+    /// are dropped (and counted).
+    #[arg(long, env = "SLUICE_HISTORY_BUFFER", default_value_t = 200_000)]
+    pub history_buffer: usize,
+
+    /// This instance's name where several share one database (its anomaly actions are stored
+    /// under it). Default: the host name.
+    #[arg(long, env = "SLUICE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// OpenTelemetry collector to push metrics and spans to over OTLP/gRPC, e.g.
+    /// `http://otel-collector:4317`. Nothing is exported when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = crate::service::telemetry::parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// Milliseconds between metric exports to the collector.
+    #[arg(
+        long,
+        env = "SLUICE_OTLP_INTERVAL_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..)
+    )]
+    pub otlp_interval_ms: u64,
+}
+
+/// The learning loop's settings: shared by `serve`, `replay` and `simulate`'s server.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LearnArgs {
+    /// Turn the learning loop off: static rules only (decisions are still observed for history).
+    #[arg(long, env = "SLUICE_NO_ADAPTIVE", default_value_t = false)]
+    pub no_adaptive: bool,
+    /// Adaptive shadow mode: compute and record anomaly actions, never enforce them.
+    #[arg(long, env = "SLUICE_ADAPTIVE_SHADOW", default_value_t = false)]
+    pub adaptive_shadow: bool,
+    /// Risk at or above which a client is blocked.
+    #[arg(long, env = "SLUICE_BLOCK_AT", default_value_t = PolicyConfig::default().block_at)]
+    pub block_at: f64,
+    /// Risk at or above which a client is throttled.
+    #[arg(long, env = "SLUICE_THROTTLE_AT", default_value_t = PolicyConfig::default().throttle_at)]
+    pub throttle_at: f64,
+    /// Requests per minute a throttled client keeps.
+    #[arg(long, env = "SLUICE_THROTTLE_PER_MINUTE", default_value_t = PolicyConfig::default().throttle_per_minute)]
+    pub throttle_per_minute: u64,
+    /// A PRM client is never blocked nor throttled below this many requests per minute.
+    #[arg(long, env = "SLUICE_PRM_FLOOR_PER_MINUTE", default_value_t = PolicyConfig::default().prm_floor_per_minute)]
+    pub prm_floor_per_minute: u64,
+    /// Seconds an anomaly action lasts unless renewed.
+    #[arg(long, env = "SLUICE_ACTION_TTL_SECS", default_value_t = 300)]
+    pub action_ttl_secs: u64,
+    /// Fewest requests in a minute before a client can be acted on.
+    #[arg(long, env = "SLUICE_MIN_REQUESTS", default_value_t = PolicyConfig::default().min_requests)]
+    pub min_requests: u32,
+    /// Clients never acted on: IPs, IP networks (CIDR) or ids, comma-separated.
+    #[arg(long, env = "SLUICE_ALLOWLIST", default_value = "", value_parser = Allowlist::parse)]
+    pub allowlist: Allowlist,
+    /// Seconds between retrainings of the isolation forest.
+    #[arg(long, env = "SLUICE_RETRAIN_SECS", default_value_t = 300)]
+    pub retrain_secs: u64,
+    /// Seconds on static rules only before the first model is grown.
+    #[arg(long, env = "SLUICE_COLD_START_SECS", default_value_t = 300)]
+    pub cold_start_secs: u64,
+    /// Minutes of client behaviour the training sample covers.
+    #[arg(long, env = "SLUICE_SAMPLE_MINUTES", default_value_t = LearnerConfig::default().sample_minutes)]
+    pub sample_minutes: usize,
+    /// Most client-minutes in the training sample.
+    #[arg(long, env = "SLUICE_SAMPLE_CAP", default_value_t = LearnerConfig::default().sample_cap)]
+    pub sample_cap: usize,
+    /// Fewest client-minutes a forest is grown from.
+    #[arg(long, env = "SLUICE_MIN_TRAIN", default_value_t = LearnerConfig::default().min_train)]
+    pub min_train: usize,
+    /// Trees in the isolation forest.
+    #[arg(long, env = "SLUICE_FOREST_TREES", default_value_t = ForestParams::default().trees)]
+    pub forest_trees: usize,
+    /// Points each tree is grown from.
+    #[arg(long, env = "SLUICE_FOREST_SAMPLE", default_value_t = ForestParams::default().sample_size)]
+    pub forest_sample: usize,
+    /// Seed of the forest's randomness (replays with the same seed decide the same).
+    #[arg(long, env = "SLUICE_SEED", default_value_t = ForestParams::default().seed)]
+    pub seed: u64,
+    /// Do not apply the explicit "tool user agent with mostly failing requests" heuristic.
+    #[arg(long, env = "SLUICE_NO_HEURISTICS", default_value_t = false)]
+    pub no_heuristics: bool,
+    /// Most clients observed per minute; observations past it are counted, not stored.
+    #[arg(long, env = "SLUICE_MAX_CLIENTS_PER_MINUTE", default_value_t = ObserveConfig::default().max_clients)]
+    pub max_clients_per_minute: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Under pressure, STD limits on low-priority endpoints are multiplied by this.
+    #[arg(long, env = "SLUICE_PRESSURE_CUT_FACTOR", default_value_t = PressureConfig::default().cut_factor)]
+    pub pressure_cut_factor: f64,
+    /// Backend utilisation (ReportLoad, 0..1) at or above which low-priority endpoints are cut.
+    #[arg(long, env = "SLUICE_LOAD_THRESHOLD", default_value_t = PressureConfig::default().load_threshold)]
+    pub load_threshold: f64,
+    /// Seconds a cut holds after its last trigger before it may be lifted.
+    #[arg(long, env = "SLUICE_PRESSURE_HOLD_SECS", default_value_t = PressureConfig::default().hold.as_secs())]
+    pub pressure_hold_secs: u64,
+}
+
+impl LearnArgs {
+    pub fn learner(&self) -> LearnerConfig {
+        LearnerConfig {
+            policy: PolicyConfig {
+                block_at: self.block_at,
+                throttle_at: self.throttle_at,
+                throttle_per_minute: self.throttle_per_minute,
+                prm_floor_per_minute: self.prm_floor_per_minute,
+                action_ttl: Duration::from_secs(self.action_ttl_secs),
+                min_requests: self.min_requests,
+                allowlist: self.allowlist.clone(),
+                shadow: self.adaptive_shadow,
+            },
+            forest: ForestParams {
+                trees: self.forest_trees,
+                sample_size: self.forest_sample,
+                seed: self.seed,
+            },
+            retrain_every: Duration::from_secs(self.retrain_secs),
+            cold_start: Duration::from_secs(self.cold_start_secs),
+            sample_minutes: self.sample_minutes,
+            sample_cap: self.sample_cap,
+            min_train: self.min_train,
+            heuristics: !self.no_heuristics,
+            ..LearnerConfig::default()
+        }
+    }
+
+    pub fn pressure(&self) -> PressureConfig {
+        PressureConfig {
+            cut_factor: self.pressure_cut_factor,
+            load_threshold: self.load_threshold,
+            hold: Duration::from_secs(self.pressure_hold_secs),
+            shadow: self.adaptive_shadow,
+            ..PressureConfig::default()
+        }
+    }
+
+    pub fn observe(&self) -> ObserveConfig {
+        ObserveConfig {
+            max_clients: self.max_clients_per_minute,
+            ..ObserveConfig::default()
+        }
+    }
+
+    /// Checks what clap cannot: ranges and orderings.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        if !unit(self.block_at) || !unit(self.throttle_at) {
+            return Err("--block-at and --throttle-at must be between 0 and 1".into());
+        }
+        if self.throttle_at > self.block_at {
+            return Err("--throttle-at must not be above --block-at".into());
+        }
+        if self.throttle_per_minute == 0 {
+            return Err("--throttle-per-minute must be at least 1 (use blocking for 0)".into());
+        }
+        if self.forest_trees == 0 || self.forest_sample < 2 {
+            return Err("--forest-trees must be at least 1 and --forest-sample at least 2".into());
+        }
+        if !(self.pressure_cut_factor > 0.0 && self.pressure_cut_factor <= 1.0) {
+            return Err("--pressure-cut-factor must be in (0, 1]".into());
+        }
+        if !(self.load_threshold > 0.0 && self.load_threshold <= 1.0) {
+            return Err("--load-threshold must be in (0, 1]".into());
+        }
+        if self.sample_minutes == 0 || self.sample_cap == 0 || self.retrain_secs == 0 {
+            return Err(
+                "--sample-minutes, --sample-cap and --retrain-secs must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownDomain {
+    Allow,
+    Limit(Rate),
+}
+
+fn parse_unknown_domain(text: &str) -> Result<UnknownDomain, String> {
+    if text == "allow" {
+        return Ok(UnknownDomain::Allow);
+    }
+    let (n, unit) = text
+        .split_once('/')
+        .ok_or_else(|| format!("expected `allow` or N/UNIT such as 100/second, got {text:?}"))?;
+    let requests_per_unit: u64 = n
+        .parse()
+        .map_err(|_| format!("{n:?} is not a whole number"))?;
+    if requests_per_unit == 0 {
+        return Err("the limit must be greater than zero".into());
+    }
+    let unit = Unit::parse(unit).ok_or_else(|| format!("unknown unit {unit:?}"))?;
+    Ok(UnknownDomain::Limit(Rate {
+        requests_per_unit,
+        unit,
+    }))
+}
+
+impl Config {
+    /// The listener's TLS files, as configured (checked by `ServerTlsFiles::load`).
+    pub fn tls(&self) -> crate::grpc::tls::ServerTlsFiles {
+        crate::grpc::tls::ServerTlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        }
+    }
+
+    /// `--instance-id`, else the host name, else `sluice`.
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "sluice".to_string())
+    }
+
+    /// Where to export telemetry, if anywhere.
+    pub fn telemetry(&self) -> Option<crate::service::telemetry::TelemetryConfig> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|endpoint| crate::service::telemetry::TelemetryConfig {
+                endpoint: endpoint.clone(),
+                interval: Duration::from_millis(self.otlp_interval_ms),
+            })
+    }
+}
+
+impl Default for Config {
+    /// The built-in defaults, ignoring the environment (for tests and embedding).
+    fn default() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Config::command().mut_args(|arg| arg.env(clap::builder::Resettable::Reset));
+        let matches = command.get_matches_from(["sluice"]);
+        Config::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}
+
+impl Config {
+    pub fn input_limits(&self) -> InputLimits {
+        InputLimits {
+            max_descriptors: self.max_descriptors,
+            max_entries: self.max_entries,
+            max_key_len: self.max_key_len,
+            max_value_len: self.max_value_len,
+            ..InputLimits::default()
+        }
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            bucket_capacity: self.cache_capacity,
+            bucket_idle_ttl: Duration::from_secs(self.cache_idle_ttl_secs),
+            unknown_domain_limit: match self.unknown_domain {
+                UnknownDomain::Allow => None,
+                UnknownDomain::Limit(rate) => Some(rate),
+            },
+            shadow: self.shadow,
+            observe: self.learn.observe(),
+        }
+    }
+
+    /// The engine on the configured bucket store.
+    pub fn build_engine(&self) -> sluice_core::engine::Engine {
+        crate::adapters::moka_store::engine(self.engine(), self.bucket_store)
+    }
+
+    pub fn store(&self) -> StoreOptions {
+        StoreOptions {
+            url: self.database_url.clone(),
+            busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        }
+    }
+}
+
+/// Where the forecasting model and ONNX Runtime are.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ModelArgs {
+    /// The LSTM (its metadata beside it, `.json`).
+    #[arg(
+        long = "forecast-model",
+        env = "SLUICE_FORECAST_MODEL",
+        default_value = DEFAULT_MODEL
+    )]
+    pub forecast_model: PathBuf,
+    /// ONNX Runtime's shared library (default: ORT_DYLIB_PATH, then the cache
+    /// scripts/fetch-onnxruntime.sh fills).
+    #[arg(long, env = "SLUICE_ORT_DYLIB")]
+    pub ort_dylib: Option<PathBuf>,
+}
+
+/// The default `--forecast-model`, relative to the working directory.
+pub const DEFAULT_MODEL: &str = "models/lstm.onnx";
+
+impl ModelArgs {
+    /// The model file to load. A relative path that is not found from the working directory is
+    /// also looked for beside the executable and up to three directories above it (the
+    /// repository for `target/release/sluice`, `/opt/sluice` for `/opt/sluice/bin/sluice`), so a
+    /// server started elsewhere still finds the shipped model.
+    pub fn model_path(&self) -> PathBuf {
+        let given = &self.forecast_model;
+        if given.is_absolute() || given.exists() {
+            return given.clone();
+        }
+        let exe = std::env::current_exe().ok();
+        exe.iter()
+            .flat_map(|exe| exe.ancestors().skip(1).take(4))
+            .map(|dir| dir.join(given))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| given.clone())
+    }
+}

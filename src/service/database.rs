@@ -1,0 +1,82 @@
+//! The database handle the service shares: the store once connected (the supervisor connects it,
+//! retrying), and why it is not while it is not. Rule management, the history writer, restoring
+//! the learning state and history reads each get this handle, not each other.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::store::history::{HistoryQuery, StoredAdjustment, StoredScore};
+use crate::store::{Store, StoreError};
+
+/// The database is not connected (yet, or it could not be reached at start-up).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the database is not connected yet: {0}")]
+pub struct NotConnected(pub String);
+
+pub struct Database {
+    store: ArcSwapOption<Store>,
+    /// Why the store is not connected, while it is not.
+    last_error: parking_lot::Mutex<String>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            store: ArcSwapOption::empty(),
+            last_error: parking_lot::Mutex::new("connecting".into()),
+        }
+    }
+}
+
+impl Database {
+    pub fn set(&self, store: Store) {
+        self.store.store(Some(Arc::new(store)));
+    }
+
+    /// The store, if connected.
+    pub fn get(&self) -> Option<Arc<Store>> {
+        self.store.load_full()
+    }
+
+    /// The store, or why it is not there.
+    pub fn connected(&self) -> Result<Arc<Store>, NotConnected> {
+        self.get()
+            .ok_or_else(|| NotConnected(self.last_error.lock().clone()))
+    }
+
+    pub fn note_error(&self, error: &str) {
+        *self.last_error.lock() = error.to_string();
+    }
+
+    /// Closes the pool at shutdown, if one was opened.
+    pub async fn close(&self) {
+        if let Some(store) = self.get() {
+            store.close().await;
+        }
+    }
+}
+
+/// Why a history read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    NotConnected(#[from] NotConnected),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Database {
+    /// Limit adjustments, newest first (`ListAdjustments`).
+    pub async fn adjustments(
+        &self,
+        query: &HistoryQuery,
+    ) -> Result<Vec<StoredAdjustment>, HistoryError> {
+        Ok(self.connected()?.adjustments(query).await?)
+    }
+
+    /// Client-minute scores, newest first (`ListScores`).
+    pub async fn scores(&self, query: &HistoryQuery) -> Result<Vec<StoredScore>, HistoryError> {
+        Ok(self.connected()?.scores(query).await?)
+    }
+}

@@ -1,0 +1,132 @@
+//! The database supervisor: connects to the database (retrying), applies the `--rules` file (at
+//! start-up, then whenever it changes), loads the rules, then keeps them in step with the
+//! database on an interval. Reports SERVING once rules are loaded. Decisions never wait on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_core::rules::RuleChange;
+use sluice_core::validate::InputLimits;
+
+use crate::grpc::server::Health;
+use crate::service::clock::LiveClock;
+use crate::service::database::Database;
+use crate::service::rules_file_follower::{Change, RulesFileWatch};
+use crate::service::rules_manager::{ManageError, RulesManager};
+use crate::service::shutdown::Shutdown;
+use crate::store::{Store, StoreOptions};
+
+/// What the supervisor needs of the configuration.
+pub struct SupervisorConfig {
+    pub store: StoreOptions,
+    pub resync_interval: Duration,
+    pub caps: InputLimits,
+}
+
+/// The `--rules` file: followed for changes, and the version waiting to be applied (the
+/// database may be down when it changes).
+pub struct RulesFiles {
+    pub watch: Option<RulesFileWatch>,
+    pub pending: Option<Change>,
+}
+
+impl RulesFiles {
+    /// Looks for a new version unless one is still waiting.
+    fn poll(&mut self, caps: &InputLimits) {
+        let Some(watch) = self.watch.as_mut().filter(|_| self.pending.is_none()) else {
+            return;
+        };
+        match watch.poll(caps) {
+            None => {}
+            Some(Ok(change)) => {
+                tracing::info!(origin = watch.origin(), "rules file changed; applying it");
+                self.pending = Some(change);
+            }
+            Some(Err(e)) => tracing::error!(
+                error = %e,
+                "rules file changed but cannot be used; the rules in force stay"
+            ),
+        }
+    }
+
+    /// Applies the waiting version, if any; it stays waiting if the database refuses.
+    async fn apply(&mut self, rules: &RulesManager, now_ms: i64) -> Result<(), ManageError> {
+        let (Some(change), Some(watch)) = (self.pending.take(), self.watch.as_ref()) else {
+            return Ok(());
+        };
+        let origin = watch.origin();
+        let update = RuleChange {
+            upserts: change.file.rules.clone(),
+            deletes: Vec::new(),
+            replace_domains: change.replace_domains.clone(),
+        };
+        let count = update.upserts.len();
+        match rules
+            .update(update, None, &format!("rules-file:{origin}"), now_ms)
+            .await
+        {
+            Ok(revision) => {
+                tracing::info!(origin, rules = count, revision, "applied rules file");
+                Ok(())
+            }
+            Err(e) => {
+                self.pending = Some(change);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs until shutdown (a connect in progress is abandoned: shutdown does not wait for it).
+pub async fn run(
+    config: SupervisorConfig,
+    database: Arc<Database>,
+    rules: Arc<RulesManager>,
+    health: Health,
+    mut files: RulesFiles,
+    clock: LiveClock,
+    mut shutdown: Shutdown,
+) {
+    let (interval, caps) = (config.resync_interval, config.caps);
+    let mut healthy = false;
+    let mut reported_down = false;
+    loop {
+        let step = async {
+            if database.get().is_none() {
+                let store = Store::connect(&config.store).await?;
+                tracing::info!(backend = store.backend(), "connected to the rules database");
+                database.set(store);
+            }
+            files.poll(&caps);
+            files.apply(&rules, clock.now_millis()).await?;
+            rules.sync().await
+        };
+        // A connect can take up to the acquire timeout; shutdown does not wait for it.
+        let outcome = tokio::select! {
+            outcome = step => outcome,
+            _ = shutdown.recv() => return,
+        };
+        match outcome {
+            Ok(_) => {
+                if reported_down {
+                    tracing::info!("rules database is reachable again; rules are in sync");
+                    reported_down = false;
+                }
+                if !healthy && rules.is_loaded() {
+                    health.set_serving(true).await;
+                    healthy = true;
+                }
+            }
+            Err(e) => {
+                database.note_error(&e.to_string());
+                if !reported_down {
+                    tracing::warn!(error = %e, "rules database unavailable; decisions continue on the rules in memory");
+                    reported_down = true;
+                }
+            }
+        }
+        if !shutdown.sleep(interval).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The minute on the wall clock: once per tick it runs the core's minute
+//! (`sluice_core::minute::Minutes::close`) on the blocking pool with this instance's inputs — the
+//! model slot's forecaster and the backend loads reported since — submits its history, publishes
+//! what status reads show, and logs what the learner did. It also restores the saved model and
+//! actions once the database is reachable, and serves `TrainNow`.
+//!
+//! Replays run the very same `close` in virtual time (`crate::replay`); this module adds only the
+//! clock, the thread and the I/O around it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use sluice_core::engine::Engine;
+use sluice_core::forecast::Forecast;
+use sluice_core::forecast::pressure::{Cut, PressureConfig};
+use sluice_core::learn::actions::Action;
+use sluice_core::learn::learner::{LearnerConfig, ModelInfo, Snapshot};
+use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
+use sluice_core::time::{NANOS_PER_MILLI, Nanos};
+
+use crate::grpc::server::{FORECASTER_HEALTH, Health};
+use crate::service::backend_loads::BackendLoads;
+use crate::service::clock::LiveClock;
+use crate::service::database::Database;
+use crate::service::history_writer::History;
+use crate::service::model_slot::ModelSlot;
+use crate::service::shutdown::Shutdown;
+use crate::store::history::HistoryBatch;
+use crate::store::history_rows::{minute_batch, model_row};
+
+/// What the learning loop shows between minutes: published after each minute, training and
+/// restore, so status reads never wait for a running minute (or its inference).
+#[derive(Clone, Debug, Default)]
+pub struct LearningStatus {
+    pub model: ModelInfo,
+    /// The cut in force (shadow cuts included).
+    pub cut: Option<Cut>,
+    /// The last minute's forecasts per watched endpoint (and the total).
+    pub forecasts: Vec<(String, Forecast)>,
+}
+
+/// What the minute loop is given at start-up.
+pub struct MinuteLoopParts {
+    pub engine: Arc<Engine>,
+    pub learner: LearnerConfig,
+    pub pressure: PressureConfig,
+    pub adaptive: bool,
+    pub models: Arc<ModelSlot>,
+    pub loads: Arc<BackendLoads>,
+    pub history: History,
+    pub database: Arc<Database>,
+    /// This instance's name in the shared `anomaly_actions` table (`--instance-id`).
+    pub instance: String,
+}
+
+pub struct MinuteLoop {
+    engine: Arc<Engine>,
+    minutes: Mutex<Minutes>,
+    config: LearnerConfig,
+    pressure: PressureConfig,
+    models: Arc<ModelSlot>,
+    loads: Arc<BackendLoads>,
+    history: History,
+    database: Arc<Database>,
+    instance: String,
+    adaptive: bool,
+    restored: AtomicBool,
+    status: ArcSwap<LearningStatus>,
+}
+
+fn ms(n: Nanos) -> i64 {
+    (n / NANOS_PER_MILLI) as i64
+}
+
+impl MinuteLoop {
+    pub fn new(parts: MinuteLoopParts) -> MinuteLoop {
+        let minutes = Minutes::new(
+            parts.learner.clone(),
+            parts.pressure.clone(),
+            parts.adaptive,
+        );
+        let status = LearningStatus {
+            model: minutes.learner().model_info(),
+            ..LearningStatus::default()
+        };
+        MinuteLoop {
+            engine: parts.engine,
+            minutes: Mutex::new(minutes),
+            config: parts.learner,
+            pressure: parts.pressure,
+            models: parts.models,
+            loads: parts.loads,
+            history: parts.history,
+            database: parts.database,
+            instance: parts.instance,
+            adaptive: parts.adaptive,
+            restored: AtomicBool::new(false),
+            status: ArcSwap::from_pointee(status),
+        }
+    }
+
+    pub fn config(&self) -> &LearnerConfig {
+        &self.config
+    }
+
+    pub fn pressure(&self) -> &PressureConfig {
+        &self.pressure
+    }
+
+    /// Off: observe and record traffic, never act.
+    pub fn adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    /// What the learner and the pressure policy last published; never waits.
+    pub fn status(&self) -> Arc<LearningStatus> {
+        self.status.load_full()
+    }
+
+    fn publish(&self, minutes: &Minutes) {
+        let pipeline = minutes.pipeline();
+        self.status.store(Arc::new(LearningStatus {
+            model: minutes.learner().model_info(),
+            cut: pipeline.cut().cloned(),
+            forecasts: pipeline.last().forecasts.clone(),
+        }));
+    }
+
+    /// Closes the minute that started at `start` (blocking: scoring, training and inference) and
+    /// submits its history; returns the closed minute and the batch submitted.
+    pub fn tick(&self, start: Nanos, now: Nanos) -> (ClosedMinute, HistoryBatch) {
+        let span = tracing::info_span!(
+            "learning_tick",
+            minute_ms = ms(start),
+            clients = tracing::field::Empty,
+            actions = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let loads = self.loads.snapshot();
+        let mut minutes = self.minutes.lock();
+        let closed = self.models.with_forecaster(|forecaster| {
+            minutes.close(
+                &self.engine,
+                MinuteInput {
+                    start,
+                    end: now,
+                    loads: &loads,
+                    forecaster,
+                },
+            )
+        });
+        self.publish(&minutes);
+        drop(minutes);
+        span.record("clients", closed.tick.scores.len());
+        span.record("actions", closed.tick.actions.len());
+        log_minute(&closed);
+        let batch = minute_batch(&closed, &self.instance);
+        self.history.submit(batch.clone());
+        (closed, batch)
+    }
+
+    /// Retrains now (blocking); `Err` when the sample is too small.
+    #[tracing::instrument(name = "train_now", skip_all)]
+    pub fn train_now(&self, now: Nanos) -> Result<ModelInfo, String> {
+        let mut minutes = self.minutes.lock();
+        let (info, snapshot) = minutes.train_now(now)?;
+        self.publish(&minutes);
+        drop(minutes);
+        tracing::info!(
+            version = info.version,
+            trained_on = info.trained_on,
+            "grew a new isolation forest on request"
+        );
+        self.history.submit(HistoryBatch {
+            model: model_row(&snapshot),
+            ..HistoryBatch::default()
+        });
+        Ok(info)
+    }
+
+    /// Loads the saved model and actions once, when the database is first reachable. A model
+    /// grown in the meantime is kept (it is newer).
+    pub async fn restore(&self) {
+        if self.restored.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(store) = self.database.get() else {
+            return;
+        };
+        let (model, actions) = match store.load_learning().await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the saved model yet");
+                return;
+            }
+        };
+        self.restored.store(true, Ordering::Relaxed);
+        let snapshot = model.and_then(|body| match serde_json::from_str::<Snapshot>(&body) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "saved model is unreadable; starting cold");
+                None
+            }
+        });
+        let actions: Vec<Action> = actions
+            .iter()
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect();
+        let mut minutes = self.minutes.lock();
+        let adaptive = self.adaptive;
+        let learner = minutes.learner_mut();
+        let snapshot = snapshot.filter(|_| learner.model_info().version == 0);
+        let (version, count) = (snapshot.as_ref().map(|s| s.version), actions.len());
+        match learner.restore(snapshot, actions) {
+            Ok(()) => {
+                if adaptive {
+                    self.engine.set_actions(learner.actions());
+                }
+                tracing::info!(?version, actions = count, "restored the learning state");
+            }
+            Err(e) => tracing::error!(error = %e, "saved model failed its check; starting cold"),
+        }
+        self.publish(&minutes);
+    }
+}
+
+/// Once a minute at info level: a new forest, and the clients acted on with the top causes.
+fn log_minute(closed: &ClosedMinute) {
+    if let Some(info) = &closed.tick.trained {
+        tracing::info!(
+            version = info.version,
+            trained_on = info.trained_on,
+            trees = info.trees,
+            "grew a new isolation forest"
+        );
+    }
+    let actions = &closed.tick.actions;
+    if actions.is_empty() && closed.tick.adjustments.is_empty() {
+        return;
+    }
+    let (mut blocked, mut throttled) = (0usize, 0usize);
+    for a in actions.sorted() {
+        match a.kind.name() {
+            "block" => blocked += 1,
+            _ => throttled += 1,
+        }
+    }
+    let mut causes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for a in &closed.tick.adjustments {
+        *causes.entry(a.cause).or_default() += 1;
+    }
+    let mut top: Vec<(&str, usize)> = causes.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let top: Vec<String> = top
+        .iter()
+        .take(3)
+        .map(|(c, n)| format!("{c}×{n}"))
+        .collect();
+    tracing::info!(
+        blocked,
+        throttled,
+        changed = closed.tick.adjustments.len(),
+        top_causes = %top.join(", "),
+        "anomaly actions in force"
+    );
+}
+
+/// Ticks every `period` until shutdown; restores saved state as soon as the database allows,
+/// and picks up a changed model file within a second. A minute already running when shutdown
+/// comes is finished and submitted: this task returns only between minutes.
+pub async fn run(
+    minute_loop: Arc<MinuteLoop>,
+    clock: LiveClock,
+    period: Duration,
+    health: Health,
+    mut shutdown: Shutdown,
+) {
+    let mut start = clock.now();
+    let mut next = tokio::time::Instant::now() + period;
+    let mut reported: Option<bool> = None;
+    loop {
+        let models = minute_loop.models.clone();
+        let _ = tokio::task::spawn_blocking(move || models.reload_if_changed()).await;
+        let loaded = minute_loop.models.status().lstm_loaded();
+        if reported != Some(loaded) {
+            health.set(FORECASTER_HEALTH, loaded).await;
+            reported = Some(loaded);
+        }
+        // Poll for the database every second until the saved state is back.
+        let wake = next.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        if !shutdown.sleep_until(wake).await {
+            return;
+        }
+        minute_loop.restore().await;
+        if tokio::time::Instant::now() < next {
+            continue;
+        }
+        next += period;
+        let now = clock.now();
+        let ticking = minute_loop.clone();
+        // Scoring, training and inference take milliseconds of CPU: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || ticking.tick(start, now)).await;
+        start = now;
+    }
+}

@@ -1,0 +1,19 @@
+//! The live service: drives the core on the wall clock. `run` wires everything and stops it in
+//! order; the minute loop, the model slot, the history writer, the database supervisor and the
+//! rule sources are its parts. Nothing here imports a subcommand module (`crate::cli`).
+
+pub mod backend_loads;
+pub mod clock;
+pub mod config;
+pub mod database;
+pub mod db_supervisor;
+pub mod history_writer;
+pub mod minute_loop;
+pub mod model_slot;
+pub mod rules_file_follower;
+pub mod rules_manager;
+pub mod run;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use run::{StartError, run};

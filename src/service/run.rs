@@ -1,0 +1,263 @@
+//! Starts everything and stops it in order: the engine, the database supervisor (connect,
+//! migrate, apply the rules file, then resync on an interval), the minute loop and its history
+//! writer, the bucket sweeper, and the gRPC server. On shutdown the server drains its calls, then
+//! the producers (supervisor, sweeper, minute loop) are told and joined, and only then the history
+//! writer, which therefore drains every batch they submitted (`shutdown::Stages`).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use sluice_core::engine::Engine;
+
+use crate::adapters::rules_file;
+use crate::grpc::access_log::AccessLogs;
+use crate::grpc::auth::AdminToken;
+use crate::grpc::rls::Rls;
+use crate::grpc::server::{ServeError, Server, Services};
+use crate::grpc::sluice_api::SluiceApi;
+use crate::service::backend_loads::BackendLoads;
+use crate::service::clock::LiveClock;
+use crate::service::config::Config;
+use crate::service::database::Database;
+use crate::service::db_supervisor::{self, RulesFiles, SupervisorConfig};
+use crate::service::history_writer::{self, History, HistoryConfig};
+use crate::service::minute_loop::{self, MinuteLoop, MinuteLoopParts};
+use crate::service::model_slot::ModelSlot;
+use crate::service::rules_file_follower::RulesFileWatch;
+use crate::service::rules_manager::RulesManager;
+use crate::service::shutdown::{Shutdown, Stages};
+use crate::service::telemetry::{Metrics, Sources};
+use crate::store::redact;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    RulesFile(#[from] rules_file::RulesFileError),
+    #[error("cannot write the admin token to {path}: {source}")]
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Telemetry(#[from] crate::service::telemetry::TelemetryError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The admin token: configured, or generated and written where the CLI will find it.
+pub fn admin_token(config: &Config) -> Result<AdminToken, StartError> {
+    if let Some(token) = config.admin_token.as_ref().filter(|t| !t.is_empty()) {
+        return Ok(AdminToken::new(token.clone()));
+    }
+    let token = AdminToken::generate();
+    write_private(&config.admin_token_file, token.secret()).map_err(|source| {
+        StartError::TokenFile {
+            path: config.admin_token_file.display().to_string(),
+            source,
+        }
+    })?;
+    tracing::info!(path = %config.admin_token_file.display(), "no SLUICE_ADMIN_TOKEN set: generated an admin token");
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+/// Runs the service on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    // Fail before serving if the rules file is bad: running on the wrong rules is worse than not running.
+    let mut rules_watch = config.rules.as_deref().map(RulesFileWatch::new);
+    let rules_file = match rules_watch.as_mut() {
+        Some(watch) => match watch.poll(&config.input_limits()) {
+            Some(first) => Some(first?),
+            None => None,
+        },
+        None => None,
+    };
+    let server = Server::new(&config.tls()).await?;
+    let admin = admin_token(&config)?;
+    config.learn.validate().map_err(StartError::Config)?;
+    let engine = Arc::new(config.build_engine());
+    let database = Arc::new(Database::default());
+    let rules = Arc::new(RulesManager::new(
+        engine.clone(),
+        database.clone(),
+        config.input_limits(),
+    ));
+    let (history, history_rx) = History::new();
+    let history_stats = history.stats.clone();
+    // Loading the model (and ONNX Runtime) takes a moment and may fail: off the async workers,
+    // and never fatal (the baseline forecasts instead).
+    let models = {
+        let args = config.learn.model.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || ModelSlot::new(args))
+                .await
+                .expect("loading the forecaster does not panic"),
+        )
+    };
+    let loads = Arc::new(BackendLoads::default());
+    let learning = Arc::new(MinuteLoop::new(MinuteLoopParts {
+        engine: engine.clone(),
+        learner: config.learn.learner(),
+        pressure: config.learn.pressure(),
+        adaptive: !config.learn.no_adaptive,
+        models: models.clone(),
+        loads: loads.clone(),
+        history,
+        database: database.clone(),
+        instance: config.instance_id(),
+    }));
+    let metrics = match config.telemetry() {
+        Some(telemetry) => Some(Metrics::start(
+            &telemetry,
+            Sources {
+                engine: engine.clone(),
+                learning: learning.clone(),
+                models: models.clone(),
+                history: history_stats.clone(),
+            },
+        )?),
+        None => None,
+    };
+    let rpc = metrics.as_ref().map(Metrics::rpc).unwrap_or_default();
+    let clock = LiveClock::new();
+    let caps = config.input_limits();
+    let services = Services {
+        rls: Rls {
+            engine: engine.clone(),
+            clock,
+            caps: caps.clone(),
+            headers: config.rls_headers,
+            rpc: rpc.clone(),
+        },
+        access_logs: AccessLogs {
+            engine: engine.clone(),
+            clock,
+            max_value_len: caps.max_value_len,
+        },
+        api: SluiceApi {
+            engine: engine.clone(),
+            clock,
+            caps: caps.clone(),
+            headers: config.allow_headers,
+            default_domain: config.allow_domain.clone(),
+            admin,
+            rules: rules.clone(),
+            learning: learning.clone(),
+            models,
+            loads,
+            database: database.clone(),
+            history_stats: history_stats.clone(),
+            rpc,
+        },
+    };
+
+    let stages = Stages::default();
+    let health = server.health();
+    let producers = vec![
+        (
+            "database supervisor",
+            tokio::spawn(db_supervisor::run(
+                SupervisorConfig {
+                    store: config.store(),
+                    resync_interval: Duration::from_millis(config.resync_interval_ms.max(10)),
+                    caps,
+                },
+                database.clone(),
+                rules,
+                health.clone(),
+                RulesFiles {
+                    watch: rules_watch,
+                    pending: rules_file,
+                },
+                clock,
+                stages.producers.subscribe(),
+            )),
+        ),
+        (
+            "bucket sweeper",
+            tokio::spawn(sweep_buckets(engine, clock, stages.producers.subscribe())),
+        ),
+        (
+            "minute loop",
+            tokio::spawn(minute_loop::run(
+                learning,
+                clock,
+                Duration::from_secs(config.learn_tick_secs.max(1)),
+                health,
+                stages.producers.subscribe(),
+            )),
+        ),
+    ];
+    let writer = tokio::spawn(history_writer::run_writer(
+        history_rx,
+        database.clone(),
+        history_stats,
+        HistoryConfig {
+            buffer_rows: config.history_buffer,
+            retention: Duration::from_secs(config.history_retention_days.saturating_mul(86_400)),
+        },
+        clock,
+        stages.writers.subscribe(),
+    ));
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");
+    let served = server.serve(listener, services, shutdown).await;
+
+    stop_in_order(&stages, producers, writer).await;
+    database.close().await;
+    if let Some(metrics) = metrics {
+        // The final export: blocking (the exporter's own thread), so off the async workers.
+        let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
+    }
+    tracing::info!("stopped");
+    Ok(served?)
+}
+
+/// Stops the producers and joins them, then stops the writer and joins it: everything a
+/// producer submitted before it returned is in the writer's queue for its last drain.
+pub async fn stop_in_order(
+    stages: &Stages,
+    producers: Vec<(&'static str, JoinHandle<()>)>,
+    writer: JoinHandle<()>,
+) {
+    stages.producers.trigger();
+    for (name, task) in producers {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, task = name, "background task panicked");
+        }
+    }
+    stages.writers.trigger();
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, task = "history writer", "background task panicked");
+    }
+}
+
+/// Drops idle bucket states every few seconds, off the async workers (a sweep walks every shard).
+async fn sweep_buckets(engine: Arc<Engine>, clock: LiveClock, mut shutdown: Shutdown) {
+    while shutdown.sleep(Duration::from_secs(5)).await {
+        let engine = engine.clone();
+        let now = clock.now();
+        let _ = tokio::task::spawn_blocking(move || engine.sweep(now)).await;
+    }
+}

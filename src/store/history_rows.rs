@@ -1,0 +1,140 @@
+//! A closed minute (`sluice_core::minute::ClosedMinute`) as history rows: scores, endpoint
+//! traffic, adjustments (the learner's and the pressure cut's), the model grown and, in adaptive
+//! mode, the instance's actions in force. Pure: the live minute loop submits what this returns,
+//! and the equivalence test compares it between the live and the replay paths.
+
+use sluice_core::forecast::pressure::PressureChange;
+use sluice_core::learn::features::NAMES;
+use sluice_core::learn::learner::Snapshot;
+use sluice_core::minute::ClosedMinute;
+use sluice_core::time::{NANOS_PER_MILLI, Nanos};
+
+use super::history::{
+    ActionRow, ActionSet, AdjustmentRow, HistoryBatch, ModelRow, ScoreRow, TrafficRow,
+};
+
+/// The subject pressure adjustments are recorded under.
+pub const PRESSURE_SUBJECT: &str = "priority=low,tier=STD";
+
+fn ms(n: Nanos) -> i64 {
+    (n / NANOS_PER_MILLI) as i64
+}
+
+/// A saved model as its row; `None` if it cannot be encoded (never, for a forest of numbers).
+pub fn model_row(snapshot: &Snapshot) -> Option<ModelRow> {
+    Some(ModelRow {
+        version: snapshot.version as i64,
+        trained_at_ms: snapshot.trained_at.map_or(0, ms),
+        trained_on: snapshot.forest.trained_on as i64,
+        body: serde_json::to_string(snapshot).ok()?,
+    })
+}
+
+/// A change of the pressure cut as an adjustment row: its subject is every STD subject of the
+/// low-priority endpoints.
+fn pressure_row(c: &PressureChange) -> AdjustmentRow {
+    let cut = |factor: f64| serde_json::json!({"kind": "cut", "factor": factor}).to_string();
+    let (from, to) = match c.what {
+        "tightened" => (None, Some(cut(c.factor))),
+        // Restored: the cut is lifted, back to the rules' own limits.
+        _ => (Some(r#"{"kind":"cut"}"#.to_string()), None),
+    };
+    AdjustmentRow {
+        at_ms: ms(c.at),
+        client: PRESSURE_SUBJECT.into(),
+        from_action: from,
+        to_action: to,
+        score: 0.0,
+        cause: match (c.what, c.kind) {
+            ("restored", _) => "pressure_restored",
+            (_, "forecast") => "pressure_forecast",
+            (_, "measured") => "pressure_measured",
+            _ => "pressure_load",
+        },
+        shadow: c.shadow,
+        expires_at_ms: None,
+    }
+}
+
+/// The history of one closed minute. `instance` names this instance's saved action set, which
+/// is written in adaptive mode only.
+pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
+    let tick = &minute.tick;
+    let minute_ms = ms(minute.start);
+    let features = |x: &[f64]| {
+        let map: serde_json::Map<String, serde_json::Value> = NAMES
+            .iter()
+            .zip(x)
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    serde_json::json!((v * 10_000.0).round() / 10_000.0),
+                )
+            })
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    };
+    let mut adjustments: Vec<AdjustmentRow> = tick
+        .adjustments
+        .iter()
+        .map(|a| AdjustmentRow {
+            at_ms: ms(a.at),
+            client: a.client.clone(),
+            from_action: a
+                .from
+                .map(|k| serde_json::to_string(&k).unwrap_or_default()),
+            to_action: a.to.map(|k| serde_json::to_string(&k).unwrap_or_default()),
+            score: a.score,
+            cause: a.cause,
+            shadow: a.shadow,
+            expires_at_ms: a.expires_at.map(ms),
+        })
+        .collect();
+    adjustments.extend(minute.pressure.iter().map(pressure_row));
+    HistoryBatch {
+        scores: tick
+            .scores
+            .iter()
+            .map(|s| ScoreRow {
+                minute_ms,
+                client: s.client.to_string(),
+                score: s.score,
+                requests: s.requests as i64,
+                features: features(&s.features),
+                action: s.action,
+                model_version: s.model_version as i64,
+            })
+            .collect(),
+        traffic: tick
+            .traffic
+            .iter()
+            .map(|e| TrafficRow {
+                minute_ms,
+                endpoint: e.endpoint.to_string(),
+                tier: e.tier.as_str(),
+                requests: e.requests as i64,
+                allowed: e.allowed as i64,
+                denied: e.denied as i64,
+                errors: e.errors as i64,
+            })
+            .collect(),
+        adjustments,
+        actions: minute.adaptive.then(|| ActionSet {
+            instance: instance.to_string(),
+            at_ms: ms(minute.end),
+            actions: tick
+                .actions
+                .sorted()
+                .into_iter()
+                .filter_map(|a| {
+                    Some(ActionRow {
+                        client: a.client.to_string(),
+                        body: serde_json::to_string(&a).ok()?,
+                        expires_at_ms: ms(a.expires_at),
+                    })
+                })
+                .collect(),
+        }),
+        model: minute.model.as_ref().and_then(model_row),
+    }
+}
