@@ -4,14 +4,21 @@
 use std::path::PathBuf;
 
 use crate::adapters::onnx::load_or_baseline;
+use sluice_core::forecast::series::TOTAL;
+
 use crate::adapters::series_file::{self, minute_arg};
+use crate::adapters::trace_file;
 use crate::service::config::ModelArgs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct EvalForecastArgs {
     /// The forecast series (`minute`, `requests`; see docs/trace-format.md).
+    #[arg(long, required_unless_present = "trace", conflicts_with = "trace")]
+    pub series: Option<PathBuf>,
+    /// Or a trace (CSV or combined access log, e.g. from `sluice gen-trace` or your own logs):
+    /// its total requests per minute are evaluated.
     #[arg(long)]
-    pub series: PathBuf,
+    pub trace: Option<PathBuf>,
     /// Evaluate only minutes at or after this one; earlier rows are history only.
     #[arg(long)]
     pub from: Option<String>,
@@ -23,7 +30,15 @@ pub struct EvalForecastArgs {
 }
 
 pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
-    let series = series_file::read_path(&args.series)?;
+    let series = match (&args.series, &args.trace) {
+        (Some(path), _) => series_file::read_path(path)?,
+        (None, Some(path)) => trace_file::endpoint_series(path)?
+            .into_iter()
+            .find(|(key, _)| key == TOTAL)
+            .map(|(_, series)| series)
+            .unwrap_or_default(),
+        (None, None) => anyhow::bail!("give --series or --trace"),
+    };
     let from = minute_arg("from", &args.from)?;
     let (mut forecaster, fallback) =
         load_or_baseline(&args.model.forecast_model, args.model.ort_dylib.as_deref());
@@ -40,6 +55,13 @@ pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
     }
     let report = sluice_core::forecast::eval::evaluate(&series, forecaster.as_mut(), from)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if report.minutes_evaluated == 0 {
+        anyhow::bail!(
+            "no minute to evaluate: the series has {} minutes, and scoring starts after a week \
+             (10,080 minutes) of history, which the same-minute-last-week baseline needs",
+            series.len()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -261,3 +261,7 @@ async fn sweep_buckets(engine: Arc<Engine>, clock: LiveClock, mut shutdown: Shut
         let _ = tokio::task::spawn_blocking(move || engine.sweep(now)).await;
     }
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -46,6 +46,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_serving(channel, timeout):
+    """Waits until the server's health says SERVING: the rules database is connected and the
+    rules are loaded. Until then rule changes are refused (UNAVAILABLE), so a test must not start."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.time() + timeout
+    status = None
+    while time.time() < deadline:
+        try:
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError as e:
+            status = e.code()
+        time.sleep(0.05)
+    raise TimeoutError(f"server not SERVING after {timeout} s (last: {status})")
+
+
 @pytest.fixture()
 def server(stubs, tmp_path):
     """A Sluice server on a free port with an embedded SQLite database."""
@@ -61,18 +80,7 @@ def server(stubs, tmp_path):
     channel = grpc.insecure_channel(address)
     try:
         grpc.channel_ready_future(channel).result(timeout=30)
-        from sluice.v1 import sluice_pb2, sluice_pb2_grpc
-
-        stub = sluice_pb2_grpc.SluiceStub(channel)
-        deadline = time.time() + 30
-        while True:  # wait until the rules are loaded (the rules list answers with a revision)
-            try:
-                stub.ListRules(sluice_pb2.ListRulesRequest(), timeout=2)
-                break
-            except grpc.RpcError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_serving(channel, timeout=60)
         yield channel
     finally:
         channel.close()

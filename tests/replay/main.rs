@@ -2,6 +2,8 @@
 //! learning loop in virtual time, and the quality floors of the learning loop are asserted with
 //! a margin. No network, no database: a replay needs neither.
 
+mod minute_paths;
+
 use sluice::adapters::moka_store::StoreKind;
 use sluice::replay::report::Report;
 use sluice::replay::scenario::{self, Params};

@@ -43,6 +43,8 @@ pub struct ClosedMinute {
     pub forecast: Step,
     /// A change of the pressure cut (adaptive mode only).
     pub pressure: Option<PressureChange>,
+    /// The cut factor installed in the engine for the next minute (1.0: none).
+    pub factor: f64,
     /// The model grown this minute, to save.
     pub model: Option<Snapshot>,
     /// Adaptive mode: the actions in force are this instance's to save.
@@ -111,14 +113,20 @@ impl Minutes {
                 self.adaptive,
             )
             .clone();
+        let factor = if self.adaptive {
+            self.pipeline.enforced_factor()
+        } else {
+            1.0
+        };
         if self.adaptive {
-            engine.set_pressure(self.pipeline.enforced_factor());
+            engine.set_pressure(factor);
         }
         let model = tick.trained.as_ref().and_then(|_| self.learner.snapshot());
         ClosedMinute {
             start: input.start,
             end: input.end,
             pressure: forecast.change.clone(),
+            factor,
             forecast,
             tick,
             model,

@@ -1,0 +1,181 @@
+//! One minute, two drivers: the same recorded traffic through the live service's minute loop
+//! (`service::minute_loop::MinuteLoop::tick`, as the server calls it) and through a replay
+//! (`replay::run`) closes the same minutes with the same actions, the same cuts and the same
+//! history rows.
+
+use std::sync::Arc;
+
+use sluice::adapters::moka_store::{self, StoreKind};
+use sluice::adapters::trace_file::{self, TraceError};
+use sluice::replay::{ReplayOptions, run};
+use sluice::service::backend_loads::BackendLoads;
+use sluice::service::config::ModelArgs;
+use sluice::service::database::Database;
+use sluice::service::history_writer::History;
+use sluice::service::minute_loop::{MinuteLoop, MinuteLoopParts};
+use sluice::service::model_slot::ModelSlot;
+use sluice::store::history::HistoryBatch;
+use sluice::store::history_rows::minute_batch;
+use sluice_core::engine::{EngineConfig, Subject};
+use sluice_core::forecast::pressure::PressureConfig;
+use sluice_core::learn::learner::LearnerConfig;
+use sluice_core::matcher::RuleSet;
+use sluice_core::rules::Rule;
+use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
+
+const MINUTE: Nanos = 60 * NANOS_PER_SEC;
+const INSTANCE: &str = "equivalence-test";
+
+/// What one closed minute left: its history rows, the actions in force (client, kind) and the
+/// cut factor the engine enforces afterwards.
+#[derive(Debug, PartialEq)]
+struct Minute {
+    batch: HistoryBatch,
+    actions: Vec<(String, &'static str)>,
+    factor: f64,
+}
+
+fn rules(file: &str) -> Vec<Rule> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    sluice::adapters::rules_file::load(&path, &Default::default())
+        .unwrap()
+        .rules
+}
+
+fn learner() -> LearnerConfig {
+    LearnerConfig::default()
+}
+
+/// The live path: an engine and the service's minute loop, fed the trace's requests at the
+/// trace's times, the minute closed at each boundary as the server's loop closes it.
+fn live(trace: &[u8], rules: Vec<Rule>) -> Vec<Minute> {
+    let engine = Arc::new(moka_store::engine(
+        EngineConfig::default(),
+        StoreKind::Sharded,
+    ));
+    engine.replace_rules(RuleSet::build(0, rules));
+    let (history, mut submitted) = History::new();
+    let models = Arc::new(ModelSlot::new(ModelArgs {
+        // No model: the statistical baseline forecasts, as in the replay below.
+        forecast_model: "/nonexistent/lstm.onnx".into(),
+        ort_dylib: None,
+    }));
+    let minute_loop = MinuteLoop::new(MinuteLoopParts {
+        engine: engine.clone(),
+        learner: learner(),
+        pressure: PressureConfig::default(),
+        adaptive: true,
+        models,
+        loads: Arc::new(BackendLoads::default()),
+        history,
+        database: Arc::new(Database::default()),
+        instance: INSTANCE.into(),
+    });
+    let mut minutes = Vec::new();
+    let mut close = |start: Nanos| {
+        let (closed, batch) = minute_loop.tick(start, start + MINUTE);
+        let queued = submitted
+            .try_recv()
+            .expect("the minute's history was submitted");
+        assert_eq!(queued, batch, "what was submitted is what tick returned");
+        assert_eq!(
+            engine.pressure(),
+            closed.factor,
+            "the cut the minute installed"
+        );
+        minutes.push(Minute {
+            batch,
+            actions: actions(&closed),
+            factor: closed.factor,
+        });
+    };
+    let mut start: Option<Nanos> = None;
+    trace_file::read::<_, TraceError>(trace, |row| {
+        let now = row.ts_ms as Nanos * NANOS_PER_MILLI;
+        let s = start.get_or_insert(now - now % MINUTE);
+        while now >= *s + MINUTE {
+            close(*s);
+            *s += MINUTE;
+        }
+        let subject = Subject {
+            remote_address: row.client,
+            user_id: row.user,
+            tier: row.tier,
+            endpoint: row.endpoint,
+            method: row.method,
+            user_agent: row.user_agent,
+        };
+        let verdict = engine.should_allow("sluice", &subject, 1, now);
+        if !verdict.over_limit
+            && let Some(status) = row.status
+        {
+            engine.report_outcome(&subject, status, now);
+        }
+        Ok(())
+    })
+    .unwrap();
+    close(start.expect("a trace with rows"));
+    minutes
+}
+
+fn actions(closed: &sluice_core::minute::ClosedMinute) -> Vec<(String, &'static str)> {
+    closed
+        .tick
+        .actions
+        .sorted()
+        .iter()
+        .map(|a| (a.client.to_string(), a.kind.name()))
+        .collect()
+}
+
+/// The replay path: `sluice replay`'s own driver, each closed minute turned into history rows
+/// by the same conversion the live loop uses.
+fn replayed(trace: &[u8], rules: Vec<Rule>) -> Vec<Minute> {
+    let mut minutes = Vec::new();
+    let mut on_minute = |closed: &sluice_core::minute::ClosedMinute| {
+        minutes.push(Minute {
+            batch: minute_batch(closed, INSTANCE),
+            actions: actions(closed),
+            factor: closed.factor,
+        });
+    };
+    run(
+        trace,
+        ReplayOptions {
+            rules,
+            learner: learner(),
+            bucket_store: StoreKind::Sharded,
+            on_minute: Some(&mut on_minute),
+            ..ReplayOptions::default()
+        },
+        None,
+    )
+    .unwrap();
+    minutes
+}
+
+#[test]
+fn the_live_minute_loop_and_a_replay_close_the_same_minutes() {
+    // (scenario, seed, scale, rules file): attacks for actions, a payment spike for a cut.
+    let cases = [
+        ("mix", 5, 0.5, "deploy/rules.yaml"),
+        ("payment-spike", 21, 1.0, "deploy/payment-spike.yaml"),
+    ];
+    for (scenario, seed, scale, rules_file) in cases {
+        let trace = super::trace(scenario, seed, scale);
+        let live = live(&trace, rules(rules_file));
+        let replayed = replayed(&trace, rules(rules_file));
+        assert_eq!(live.len(), replayed.len(), "{scenario}: minutes closed");
+        for (i, (l, r)) in live.iter().zip(&replayed).enumerate() {
+            assert_eq!(l, r, "{scenario}: minute {i}");
+        }
+        let acted = live.iter().any(|m| !m.actions.is_empty());
+        let cut = live.iter().any(|m| m.factor < 1.0);
+        let rows: usize = live.iter().map(|m| m.batch.rows()).sum();
+        match scenario {
+            "mix" => assert!(acted, "{scenario}: some client was acted on"),
+            _ => assert!(cut, "{scenario}: a cut was enforced"),
+        }
+        assert!(rows > 0, "{scenario}: history rows were produced");
+    }
+}
