@@ -1,13 +1,14 @@
 //! The gRPC server: every service on one listener (Envoy's RLS and access-log services, Sluice's
 //! API, health, reflection), optionally over TLS, until a shutdown future completes, draining the
-//! calls in flight. Also the health reporter the service flips, so nothing outside `grpc` needs
-//! tonic's types to say "serving".
+//! calls in flight. Health answers what the service's `Readiness` says: NOT_SERVING until the rules
+//! are loaded, and `sluice.v1.Forecaster` SERVING only while the LSTM forecasts.
 
 use std::future::Future;
 
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
@@ -18,6 +19,7 @@ use super::rls::Rls;
 use super::sluice_api::SluiceApi;
 use super::tls::ServerTlsFiles;
 use crate::proto::sluice::v1::sluice_server::SluiceServer;
+use crate::service::readiness::Ready;
 
 /// Service names health reports on, besides the overall `""`.
 pub const HEALTH_SERVICES: [&str; 3] = [
@@ -30,23 +32,22 @@ pub const HEALTH_SERVICES: [&str; 3] = [
 /// while the statistical baseline stands in (decisions are unaffected either way).
 pub const FORECASTER_HEALTH: &str = "sluice.v1.Forecaster";
 
-/// What the standard gRPC health service answers; cheap to clone.
-#[derive(Clone)]
-pub struct Health {
+/// What the standard gRPC health service answers.
+struct Health {
     reporter: HealthReporter,
 }
 
 impl Health {
-    /// Sets `""` and every decision service.
-    pub async fn set_serving(&self, serving: bool) {
-        self.set("", serving).await;
+    /// `""` and every decision service follow the rules; the forecaster has its own name.
+    async fn show(&self, ready: Ready) {
+        self.set("", ready.rules_loaded).await;
         for name in HEALTH_SERVICES {
-            self.set(name, serving).await;
+            self.set(name, ready.rules_loaded).await;
         }
+        self.set(FORECASTER_HEALTH, ready.lstm_loaded).await;
     }
 
-    /// Sets one service name.
-    pub async fn set(&self, service: &str, serving: bool) {
+    async fn set(&self, service: &str, serving: bool) {
         let status = if serving {
             ServingStatus::Serving
         } else {
@@ -73,34 +74,31 @@ pub struct Services {
     pub api: SluiceApi,
 }
 
-/// A server ready to run: its health reporter exists (NOT_SERVING) before anything is served.
+/// A server ready to run (its TLS files read and checked).
 pub struct Server {
-    health: Health,
     tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Server {
     /// Reads and checks the TLS files (a bad one fails here, before anything is served).
     pub async fn new(tls: &ServerTlsFiles) -> Result<Server, ServeError> {
-        let tls = tls.load()?;
-        let health = Health {
-            reporter: HealthReporter::new(),
-        };
-        health.set_serving(false).await;
-        Ok(Server { health, tls })
+        Ok(Server { tls: tls.load()? })
     }
 
-    pub fn health(&self) -> Health {
-        self.health.clone()
-    }
-
-    /// Serves until `shutdown` completes, then drains the calls in flight.
+    /// Serves until `shutdown` completes, then drains the calls in flight. Health follows
+    /// `readiness` for as long as the server runs.
     pub async fn serve(
         self,
         listener: TcpListener,
         services: Services,
+        mut readiness: watch::Receiver<Ready>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        let health = Health {
+            reporter: HealthReporter::new(),
+        };
+        let initial = *readiness.borrow_and_update();
+        health.show(initial).await;
         // v1 for current grpcurl and clients, v1alpha for older ones; both describe the same files.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -120,9 +118,9 @@ impl Server {
                 .tls_config(tls)
                 .map_err(|e| ServeError::TlsConfig(e.to_string()))?;
         }
-        server
+        let serving = server
             .add_service(HealthServer::new(HealthService::from_health_reporter(
-                self.health.reporter,
+                health.reporter.clone(),
             )))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -132,8 +130,18 @@ impl Server {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight calls");
-            })
-            .await?;
-        Ok(())
+            });
+        // Health follows readiness while the server runs; when every writer is gone it stays.
+        let follow = async {
+            while readiness.changed().await.is_ok() {
+                let now = *readiness.borrow_and_update();
+                health.show(now).await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            served = serving => Ok(served?),
+            _ = follow => unreachable!("following readiness never ends"),
+        }
     }
 }

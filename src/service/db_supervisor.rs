@@ -8,9 +8,9 @@ use std::time::Duration;
 use sluice_core::rules::RuleChange;
 use sluice_core::validate::InputLimits;
 
-use crate::grpc::server::Health;
 use crate::service::clock::LiveClock;
 use crate::service::database::Database;
+use crate::service::readiness::Readiness;
 use crate::service::rules_file_follower::{Change, RulesFileWatch};
 use crate::service::rules_manager::{ManageError, RulesManager};
 use crate::service::shutdown::Shutdown;
@@ -82,13 +82,12 @@ pub async fn run(
     config: SupervisorConfig,
     database: Arc<Database>,
     rules: Arc<RulesManager>,
-    health: Health,
+    readiness: Readiness,
     mut files: RulesFiles,
     clock: LiveClock,
     mut shutdown: Shutdown,
 ) {
     let (interval, caps) = (config.resync_interval, config.caps);
-    let mut healthy = false;
     let mut reported_down = false;
     loop {
         let step = async {
@@ -112,9 +111,8 @@ pub async fn run(
                     tracing::info!("rules database is reachable again; rules are in sync");
                     reported_down = false;
                 }
-                if !healthy && rules.is_loaded() {
-                    health.set_serving(true).await;
-                    healthy = true;
+                if rules.is_loaded() {
+                    readiness.rules_loaded();
                 }
             }
             Err(e) => {

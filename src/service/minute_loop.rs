@@ -22,12 +22,12 @@ use sluice_core::learn::learner::{LearnerConfig, ModelInfo, Snapshot};
 use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
 use sluice_core::time::{NANOS_PER_MILLI, Nanos};
 
-use crate::grpc::server::{FORECASTER_HEALTH, Health};
 use crate::service::backend_loads::BackendLoads;
 use crate::service::clock::LiveClock;
 use crate::service::database::Database;
 use crate::service::history_writer::History;
 use crate::service::model_slot::ModelSlot;
+use crate::service::readiness::Readiness;
 use crate::service::shutdown::Shutdown;
 use crate::store::history::HistoryBatch;
 use crate::store::history_rows::{minute_batch, model_row};
@@ -276,20 +276,15 @@ pub async fn run(
     minute_loop: Arc<MinuteLoop>,
     clock: LiveClock,
     period: Duration,
-    health: Health,
+    readiness: Readiness,
     mut shutdown: Shutdown,
 ) {
     let mut start = clock.now();
     let mut next = tokio::time::Instant::now() + period;
-    let mut reported: Option<bool> = None;
     loop {
         let models = minute_loop.models.clone();
         let _ = tokio::task::spawn_blocking(move || models.reload_if_changed()).await;
-        let loaded = minute_loop.models.status().lstm_loaded();
-        if reported != Some(loaded) {
-            health.set(FORECASTER_HEALTH, loaded).await;
-            reported = Some(loaded);
-        }
+        readiness.lstm_loaded(minute_loop.models.status().lstm_loaded());
         // Poll for the database every second until the saved state is back.
         let wake = next.min(tokio::time::Instant::now() + Duration::from_secs(1));
         if !shutdown.sleep_until(wake).await {

@@ -10,6 +10,7 @@ pub mod db_supervisor;
 pub mod history_writer;
 pub mod minute_loop;
 pub mod model_slot;
+pub mod readiness;
 pub mod rules_file_follower;
 pub mod rules_manager;
 pub mod run;

@@ -28,6 +28,7 @@ use crate::service::db_supervisor::{self, RulesFiles, SupervisorConfig};
 use crate::service::history_writer::{self, History, HistoryConfig};
 use crate::service::minute_loop::{self, MinuteLoop, MinuteLoopParts};
 use crate::service::model_slot::ModelSlot;
+use crate::service::readiness::Readiness;
 use crate::service::rules_file_follower::RulesFileWatch;
 use crate::service::rules_manager::RulesManager;
 use crate::service::shutdown::{Shutdown, Stages};
@@ -172,7 +173,7 @@ pub async fn run(
     };
 
     let stages = Stages::default();
-    let health = server.health();
+    let readiness = Readiness::default();
     let producers = vec![
         (
             "database supervisor",
@@ -184,7 +185,7 @@ pub async fn run(
                 },
                 database.clone(),
                 rules,
-                health.clone(),
+                readiness.clone(),
                 RulesFiles {
                     watch: rules_watch,
                     pending: rules_file,
@@ -203,7 +204,7 @@ pub async fn run(
                 learning,
                 clock,
                 Duration::from_secs(config.learn_tick_secs.max(1)),
-                health,
+                readiness.clone(),
                 stages.producers.subscribe(),
             )),
         ),
@@ -222,7 +223,9 @@ pub async fn run(
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");
-    let served = server.serve(listener, services, shutdown).await;
+    let served = server
+        .serve(listener, services, readiness.subscribe(), shutdown)
+        .await;
 
     stop_in_order(&stages, producers, writer).await;
     database.close().await;

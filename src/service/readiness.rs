@@ -1,0 +1,45 @@
+//! What the service is ready for, as its parts find out: the database supervisor says when the
+//! rules are loaded, the minute loop whether the LSTM is forecasting. The gRPC edge reads it and
+//! answers health checks from it (`grpc::server`); nothing here knows gRPC.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The rules have been loaded from the database once: decisions are on the real rules.
+    pub rules_loaded: bool,
+    /// The LSTM forecasts (false: the statistical baseline stands in).
+    pub lstm_loaded: bool,
+}
+
+/// The writing side, shared by the parts that learn something; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    tx: Arc<watch::Sender<Ready>>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            tx: Arc::new(watch::channel(Ready::default()).0),
+        }
+    }
+}
+
+impl Readiness {
+    pub fn rules_loaded(&self) {
+        self.tx
+            .send_if_modified(|r| !std::mem::replace(&mut r.rules_loaded, true));
+    }
+
+    pub fn lstm_loaded(&self, loaded: bool) {
+        self.tx
+            .send_if_modified(|r| std::mem::replace(&mut r.lstm_loaded, loaded) != loaded);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Ready> {
+        self.tx.subscribe()
+    }
+}
