@@ -28,6 +28,20 @@ pub struct Row<'a> {
     pub line: u64,
 }
 
+impl<'a> Row<'a> {
+    /// The request as the engine sees it.
+    pub fn subject(&self) -> sluice_core::engine::Subject<'a> {
+        sluice_core::engine::Subject {
+            remote_address: self.client,
+            user_id: self.user,
+            tier: self.tier,
+            endpoint: self.endpoint,
+            method: self.method,
+            user_agent: self.user_agent,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("line {line}: {message}")]
 pub struct TraceError {

@@ -131,3 +131,19 @@ pub fn client_config(
     }
     Ok(Some(config))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bare_address_gets_the_scheme_its_tls_settings_mean() {
+        // (given, with a CA, endpoint URL)
+        for (given, tls, url) in [
+            ("127.0.0.1:50051", false, "http://127.0.0.1:50051"),
+            ("127.0.0.1:50051", true, "https://127.0.0.1:50051"),
+            ("http://a:1", true, "http://a:1"),
+            ("https://a:1", false, "https://a:1"),
+        ] {
+            assert_eq!(super::with_scheme(given, tls), url, "{given} tls={tls}");
+        }
+    }
+}

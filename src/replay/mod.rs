@@ -13,7 +13,7 @@ pub mod scenario;
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use sluice_core::engine::{Engine, EngineConfig, Subject};
+use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::forecast::Forecaster;
 use sluice_core::forecast::eval::ErrorSum;
 use sluice_core::forecast::live;
@@ -123,14 +123,7 @@ impl Replay<'_, '_> {
         if now >= start + MINUTE {
             self.advance_to(now);
         }
-        let subject = Subject {
-            remote_address: row.client,
-            user_id: row.user,
-            tier: row.tier,
-            endpoint: row.endpoint,
-            method: row.method,
-            user_agent: row.user_agent,
-        };
+        let subject = row.subject();
         let verdict = self.engine.should_allow(&self.domain, &subject, 1, now);
         let allowed = !verdict.over_limit;
         // Only a request that reached the upstream has an outcome.

@@ -302,3 +302,63 @@ pub async fn run(
         start = now;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::service::config::ModelArgs;
+
+    /// Status reads answer while a minute holds the learner and the model (as during inference).
+    #[test]
+    fn status_reads_never_wait_for_a_running_minute() {
+        let engine = Arc::new(Engine::new(Default::default()));
+        let (history, _rx) = History::new();
+        let models = Arc::new(ModelSlot::new(ModelArgs {
+            forecast_model: "/nonexistent/lstm.onnx".into(),
+            ort_dylib: None,
+        }));
+        let minute_loop = Arc::new(MinuteLoop::new(MinuteLoopParts {
+            engine,
+            learner: LearnerConfig::default(),
+            pressure: PressureConfig::default(),
+            adaptive: true,
+            models: models.clone(),
+            loads: Arc::new(BackendLoads::default()),
+            history,
+            database: Arc::new(Database::default()),
+            instance: "test".into(),
+        }));
+        let (entered, inside) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let busy = minute_loop.clone();
+        let minute = std::thread::spawn(move || {
+            let _learner = busy.minutes.lock();
+            busy.models.with_forecaster(|_| {
+                entered.send(()).unwrap();
+                released.recv().unwrap();
+            });
+        });
+        inside.recv().unwrap();
+        let (answer, answered) = mpsc::channel();
+        let reader = minute_loop.clone();
+        std::thread::spawn(move || {
+            let status = reader.status();
+            let model = reader.models.status();
+            answer
+                .send((
+                    status.model.version,
+                    model.forecaster.clone(),
+                    reader.adaptive(),
+                ))
+                .unwrap();
+        });
+        // A deadlock would never answer; a wait would answer only after the release below.
+        let got = answered.recv_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        minute.join().unwrap();
+        assert_eq!(got.unwrap(), (0, "baseline:mean5".to_string(), true));
+    }
+}

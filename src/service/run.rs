@@ -146,7 +146,7 @@ pub async fn run(
         rls: Rls {
             engine: engine.clone(),
             clock,
-            caps: caps.clone(),
+            caps,
             headers: config.rls_headers,
             rpc: rpc.clone(),
         },
@@ -158,7 +158,7 @@ pub async fn run(
         api: SluiceApi {
             engine: engine.clone(),
             clock,
-            caps: caps.clone(),
+            caps,
             headers: config.allow_headers,
             default_domain: config.allow_domain.clone(),
             admin,

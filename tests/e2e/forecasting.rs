@@ -113,11 +113,17 @@ async fn backend_load_cuts_low_priority_std_limits_until_it_subsides() {
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     assert_eq!(browse(&server, "before", pb::Tier::Std).await.0, 4);
 
-    report_load(&server, 0.95).await.unwrap();
+    // The policy runs once a minute: the reply says the cut is coming, not that it is in force.
+    let first = report_load(&server, 0.95).await.unwrap();
+    assert!(first.pending, "{first:?}");
+    assert_eq!(first.factor, 1.0);
+    assert!(first.cause.contains("next minute"), "{}", first.cause);
     eventually("the cut applies", async || {
         info(&server).await.pressure_factor == 0.5
     })
     .await;
+    let again = report_load(&server, 0.95).await.unwrap();
+    assert!(!again.pending && again.factor == 0.5, "{again:?}");
     let cause = info(&server).await.pressure_cause;
     assert!(cause.contains("payments-db"), "{cause}");
     let (allowed, reasons) = browse(&server, "std-user", pb::Tier::Std).await;

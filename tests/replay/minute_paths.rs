@@ -16,7 +16,7 @@ use sluice::service::minute_loop::{MinuteLoop, MinuteLoopParts};
 use sluice::service::model_slot::ModelSlot;
 use sluice::store::history::HistoryBatch;
 use sluice::store::history_rows::minute_batch;
-use sluice_core::engine::{EngineConfig, Subject};
+use sluice_core::engine::EngineConfig;
 use sluice_core::forecast::pressure::PressureConfig;
 use sluice_core::learn::learner::LearnerConfig;
 use sluice_core::matcher::RuleSet;
@@ -97,14 +97,7 @@ fn live(trace: &[u8], rules: Vec<Rule>) -> Vec<Minute> {
             close(*s);
             *s += MINUTE;
         }
-        let subject = Subject {
-            remote_address: row.client,
-            user_id: row.user,
-            tier: row.tier,
-            endpoint: row.endpoint,
-            method: row.method,
-            user_agent: row.user_agent,
-        };
+        let subject = row.subject();
         let verdict = engine.should_allow("sluice", &subject, 1, now);
         if !verdict.over_limit
             && let Some(status) = row.status

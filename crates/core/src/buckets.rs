@@ -41,6 +41,9 @@ pub trait BucketStore: Send + Sync {
     /// Drops entries idle past their keep time (the service calls it every few seconds).
     fn sweep(&self, now: Nanos);
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Entries dropped at capacity while their state still mattered (0 when the store cannot tell).
     fn lossy_evictions(&self) -> u64;
 }

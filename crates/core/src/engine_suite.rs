@@ -20,9 +20,11 @@ use crate::time::{NANOS_PER_SEC as S, Nanos};
 /// Builds an engine on the store under test from a configuration.
 pub type MakeEngine = fn(EngineConfig) -> Engine;
 
-const T0: Nanos = 1_700_000_000 * S;
+/// The suite's start time.
+pub const T0: Nanos = 1_700_000_000 * S;
 
-fn limit(name: &str, rpu: u64, unit: Unit) -> LimitSpec {
+/// A named fixed-window limit.
+pub fn limit(name: &str, rpu: u64, unit: Unit) -> LimitSpec {
     LimitSpec {
         name: name.into(),
         algorithm: Algorithm::FixedWindow,
@@ -30,7 +32,8 @@ fn limit(name: &str, rpu: u64, unit: Unit) -> LimitSpec {
     }
 }
 
-fn rule(path: &[(&str, &str)], limits: Vec<LimitSpec>) -> Rule {
+/// A rule of domain `d`.
+pub fn rule(path: &[(&str, &str)], limits: Vec<LimitSpec>) -> Rule {
     Rule::new("d", path, limits)
 }
 
@@ -40,7 +43,8 @@ fn engine(store: MakeEngine, rules: Vec<Rule>) -> Engine {
     e
 }
 
-fn desc<'a>(entries: &[(&'a str, &'a str)], hits: u64) -> DescriptorInput<'a> {
+/// A descriptor consuming `hits` (checking, for 0).
+pub fn desc<'a>(entries: &[(&'a str, &'a str)], hits: u64) -> DescriptorInput<'a> {
     DescriptorInput {
         entries: entries.iter().copied().collect(),
         hits,

@@ -2,34 +2,12 @@
 //! the sharded store does (expiry on the caller's clock, reclaiming recovered buckets first).
 
 use super::*;
+use crate::engine_suite::{T0, desc, limit, rule};
 use crate::limit::{LimitSpec, Unit};
 use crate::rules::Rule;
 use crate::time::NANOS_PER_SEC as S;
 
 crate::engine_behaviour_suite!(Engine::new);
-
-const T0: Nanos = 1_700_000_000 * S;
-
-fn limit(name: &str, rpu: u64, unit: Unit) -> LimitSpec {
-    LimitSpec {
-        name: name.into(),
-        algorithm: Algorithm::FixedWindow,
-        ..LimitSpec::per(rpu, unit)
-    }
-}
-
-fn rule(path: &[(&str, &str)], limits: Vec<LimitSpec>) -> Rule {
-    Rule::new("d", path, limits)
-}
-
-fn desc<'a>(entries: &[(&'a str, &'a str)], hits: u64) -> DescriptorInput<'a> {
-    DescriptorInput {
-        entries: entries.iter().copied().collect(),
-        hits,
-        op: if hits == 0 { Op::Check } else { Op::Consume },
-        limit_override: None,
-    }
-}
 
 fn sharded(capacity: u64, idle: Duration, rules: Vec<Rule>) -> Engine {
     let e = Engine::new(EngineConfig {
