@@ -38,6 +38,8 @@ enum Command {
     ExportFeatures(cli::export_features::ExportFeaturesArgs),
     /// Score the shipped forecaster against the baselines on a series (MAE, sMAPE at 1/5/15 min).
     EvalForecast(cli::eval_forecast::EvalForecastArgs),
+    /// Detection quality over generated worlds: worst and median figures (held-out seeds).
+    EvalDetection(Box<cli::eval_detection::EvalDetectionArgs>),
     /// Ask a running server's health (exit 0 when SERVING): an exec probe that also speaks TLS.
     Health(cli::health::HealthArgs),
     /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
@@ -76,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ExportFeatures(args) => cli::export_features::export_features(&args).await?,
         Command::EvalForecast(args) => cli::eval_forecast::eval_forecast(&args)?,
         Command::Health(args) => cli::health::run(&args).await?,
+        Command::EvalDetection(args) => cli::eval_detection::run(&args)?,
         Command::NoopServer { listen } => {
             sluice::service::telemetry::init_logging(false, None)?;
             cli::noop_server::run(listen, cli::serve::shutdown_signal()).await?;

@@ -209,11 +209,12 @@ impl Header {
         if !(label.is_empty()
             || label == "benign"
             || label == "attack"
-            || label.starts_with("attack:"))
+            || label.starts_with("attack:")
+            || label.starts_with("benign:"))
         {
             return Err(err(
                 line,
-                format!("label {label:?} must be benign, attack or attack:<kind>"),
+                format!("label {label:?} must be benign, benign:<kind>, attack or attack:<kind>"),
             ));
         }
         Ok(Row {

@@ -12,8 +12,8 @@ use crate::replay::scenario;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenTraceArgs {
-    /// normal, ddos, credential-stuffing, scraper, account-scraper, flash-crowd, mix or
-    /// payment-spike.
+    /// normal, ddos, credential-stuffing, scraper, account-scraper, flash-crowd, mix,
+    /// payment-spike, or world:SEED (a generated world of `eval-detection`).
     #[arg(long)]
     pub scenario: String,
     /// Output file (default: standard output).
@@ -36,6 +36,15 @@ pub struct GenTraceArgs {
 }
 
 pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
+    // `world:SEED`: one of `eval-detection`'s generated worlds (population capped at 1000 × scale).
+    if let Some(seed) = args.scenario.strip_prefix("world:") {
+        let seed: u64 = seed
+            .parse()
+            .with_context(|| format!("--scenario {}: world:SEED", args.scenario))?;
+        let world = crate::replay::worlds::generate(seed, (1000.0 * args.scale) as usize);
+        eprintln!("{}", serde_json::to_string(&world.params)?);
+        return write(args, &world.requests);
+    }
     let requests = scenario::generate(&scenario::Params {
         scenario: args.scenario.clone(),
         seed: args.seed,
@@ -53,13 +62,17 @@ pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
             .transpose()?,
     })
     .map_err(anyhow::Error::msg)?;
+    write(args, &requests)
+}
+
+fn write(args: &GenTraceArgs, requests: &[scenario::Request]) -> anyhow::Result<()> {
     match &args.out {
         Some(path) => {
             let file =
                 File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            scenario::write_csv(BufWriter::new(file), &requests)?;
+            scenario::write_csv(BufWriter::new(file), requests)?;
         }
-        None => scenario::write_csv(std::io::stdout().lock(), &requests)?,
+        None => scenario::write_csv(std::io::stdout().lock(), requests)?,
     }
     eprintln!("{} requests", requests.len());
     Ok(())

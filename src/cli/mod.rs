@@ -2,6 +2,7 @@
 //! clients of the rest of the crate: nothing outside `cli` imports from here.
 
 pub mod client_tls;
+pub mod eval_detection;
 pub mod eval_forecast;
 pub mod export_features;
 pub mod gen_trace;

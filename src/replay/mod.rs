@@ -9,6 +9,7 @@
 
 pub mod report;
 pub mod scenario;
+pub mod worlds;
 
 use std::io::{BufRead, Write};
 use std::time::Instant;

@@ -346,10 +346,13 @@ impl ReportBuilder {
         } else {
             0.0
         };
-        let benign = r.by_label.get("benign");
-        r.benign_denied_ratio = benign
-            .filter(|c| c.requests > 0)
-            .map(|c| c.denied as f64 / c.requests as f64);
+        // Every benign label counts (`benign`, `benign:nat`, `benign:flash`, ...).
+        let (requests, denied) = r
+            .by_label
+            .iter()
+            .filter(|(label, _)| !label.is_empty() && !is_attack(label))
+            .fold((0, 0), |(n, d), (_, c)| (n + c.requests, d + c.denied));
+        r.benign_denied_ratio = (requests > 0).then(|| denied as f64 / requests as f64);
         r.clients = self.clients.summarize(|k| k.to_string(), &mut r.flagged);
         r.users = self.users.summarize(user_key, &mut r.flagged);
         r.flagged
