@@ -58,6 +58,7 @@ impl SluiceApi {
                 shadow: a.shadow,
                 model_version: a.model_version,
                 signal: a.signal.name().to_string(),
+                why: a.why.to_string(),
             })
             .collect();
         pb::ListFlaggedResponse { clients, total }

@@ -42,6 +42,9 @@ pub struct Flagged {
     pub action: &'static str,
     pub label: String,
     pub requests: u64,
+    /// The signal of the first action taken, and why.
+    pub signal: &'static str,
+    pub why: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -124,6 +127,7 @@ struct ClientTrack {
     max_score: f64,
     blocked: bool,
     requests: u64,
+    signal: Option<(&'static str, String)>,
 }
 
 /// Label counts per client: almost always one label.
@@ -222,6 +226,8 @@ impl Tracks {
                     action: if t.blocked { "block" } else { "throttle" },
                     label,
                     requests: t.requests,
+                    signal: t.signal.as_ref().map_or("", |s| s.0),
+                    why: t.signal.map(|s| s.1).unwrap_or_default(),
                 });
             }
         }
@@ -326,6 +332,9 @@ impl ReportBuilder {
             track.first_flagged_ms.get_or_insert(since_ms.min(at_ms));
             track.max_score = track.max_score.max(action.score);
             track.blocked |= action.kind == ActionKind::Block;
+            if track.signal.is_none() {
+                track.signal = Some((action.signal.name(), action.why.to_string()));
+            }
         }
     }
 

@@ -83,7 +83,15 @@ pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
             from_action: a
                 .from
                 .map(|k| serde_json::to_string(&k).unwrap_or_default()),
-            to_action: a.to.map(|k| serde_json::to_string(&k).unwrap_or_default()),
+            // The action, with the signal that called for it and why.
+            to_action: a.to.map(|k| {
+                let mut v = serde_json::to_value(k).unwrap_or_default();
+                if let (Some(object), Some(signal)) = (v.as_object_mut(), a.signal) {
+                    object.insert("signal".into(), signal.name().into());
+                    object.insert("why".into(), a.why.clone().into());
+                }
+                v.to_string()
+            }),
             score: a.score,
             cause: a.cause,
             shadow: a.shadow,

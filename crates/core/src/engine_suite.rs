@@ -315,6 +315,7 @@ pub fn a_users_action_follows_it_from_address_to_address(store: MakeEngine) {
         shadow: false,
         model_version: 1,
         signal: Default::default(),
+        why: "".into(),
     };
     e.set_actions(Arc::new(ActionTable::from_actions([
         action("user:mallory", ActionKind::Throttle { per_minute: 2 }),

@@ -54,14 +54,22 @@ impl ActionKind {
     }
 }
 
-/// Which signal called for an action: the isolation forest's score, or the explicit heuristic
-/// (a tool user agent with mostly failing requests) that raised the risk past the forest's.
+/// Which signal called for an action. Each is explainable on its own; `Action::why` says what it
+/// saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
+    /// The isolation forest's score, past the site-calibrated threshold.
     #[default]
     Forest,
+    /// A tool user agent with mostly failing requests.
     Heuristic,
+    /// Requests far beyond the site's per-client baseline (an endpoint's or the whole site's).
+    Volume,
+    /// Errors or authentication failures far beyond the site's per-client baseline.
+    Failures,
+    /// On the operators' denylist.
+    Denylist,
 }
 
 impl Signal {
@@ -69,6 +77,9 @@ impl Signal {
         match self {
             Signal::Forest => "forest",
             Signal::Heuristic => "heuristic",
+            Signal::Volume => "volume",
+            Signal::Failures => "failures",
+            Signal::Denylist => "denylist",
         }
     }
 }
@@ -89,6 +100,9 @@ pub struct Action {
     /// actions from before this field read as `forest`.
     #[serde(default)]
     pub signal: Signal,
+    /// Why, in words: the evidence the signal saw (`420 requests/min, the site's p99 is 35`).
+    #[serde(default)]
+    pub why: Arc<str>,
 }
 
 /// The actions in force, by client key (a network identity or `user:<id>`).

@@ -13,6 +13,7 @@ fn action(client: &str, kind: ActionKind, expires_at: Nanos) -> Action {
         shadow: false,
         model_version: 1,
         signal: Default::default(),
+        why: "".into(),
     }
 }
 

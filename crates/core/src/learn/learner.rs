@@ -20,11 +20,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::actions::{Action, ActionTable, Signal};
+use super::actions::{Action, ActionKind, ActionTable, Signal};
+use super::baselines::{BaselineConfig, Baselines, Finding, Measure, identities};
 use super::features::{self, DIM, Features};
 use super::forest::{Forest, ForestParams};
 use super::observe::{ClientKind, ClientMinute, EndpointMinute, MinuteData};
-use super::policy::{Adjustment, Assessment, PolicyConfig};
+use super::policy::{Adjustment, Assessment, Call, PolicyConfig};
+use super::steady::{Steady, SteadyConfig};
 use crate::time::Nanos;
 
 #[derive(Clone, Debug)]
@@ -45,6 +47,14 @@ pub struct LearnerConfig {
     /// top of the forest: its risk is `heuristic_risk`.
     pub heuristics: bool,
     pub heuristic_risk: f64,
+    /// Per-client rate baselines (volume and failures signals).
+    pub baselines: BaselineConfig,
+    /// Established clients (left alone by the volume signal and the forest).
+    pub steady: SteadyConfig,
+    /// The forest's contamination budget: its threshold is at least the site's
+    /// `1 − budget` score quantile, and at most `budget` of the minute's active clients are newly
+    /// acted on by the forest.
+    pub forest_budget: f64,
 }
 
 impl Default for LearnerConfig {
@@ -59,6 +69,9 @@ impl Default for LearnerConfig {
             min_train: 50,
             heuristics: true,
             heuristic_risk: 0.9,
+            baselines: BaselineConfig::default(),
+            steady: SteadyConfig::default(),
+            forest_budget: 0.005,
         }
     }
 }
@@ -118,10 +131,18 @@ pub struct Learner {
     started: Option<Nanos>,
     sample: VecDeque<(Nanos, Features)>,
     actions: Arc<ActionTable>,
+    baselines: Baselines,
+    steady: Steady,
+    /// Decayed histogram of recent forest scores (hundredths), for the calibrated threshold.
+    scores: Vec<f64>,
 }
+
+/// Bins of the forest-score histogram (scores are in 0..1).
+const SCORE_BINS: usize = 200;
 
 impl Learner {
     pub fn new(config: LearnerConfig) -> Learner {
+        let (config_baselines, config_steady) = (config.baselines.clone(), config.steady.clone());
         Learner {
             config,
             forest: None,
@@ -131,7 +152,34 @@ impl Learner {
             started: None,
             sample: VecDeque::new(),
             actions: Arc::new(ActionTable::default()),
+            baselines: Baselines::new(config_baselines),
+            steady: Steady::new(config_steady),
+            scores: vec![0.0; SCORE_BINS],
         }
+    }
+
+    /// The learned per-client rate baselines.
+    pub fn baselines(&self) -> &Baselines {
+        &self.baselines
+    }
+
+    /// The forest score at or above which the forest acts: `throttle_at`, or the site's own
+    /// `1 − forest_budget` quantile of recent scores when that is higher.
+    pub fn forest_threshold(&self) -> f64 {
+        let total: f64 = self.scores.iter().sum();
+        let floor = self.config.policy.throttle_at;
+        if total < self.config.min_train as f64 {
+            return floor;
+        }
+        let target = total * (1.0 - self.config.forest_budget);
+        let mut seen = 0.0;
+        for (i, n) in self.scores.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return floor.max((i + 1) as f64 / SCORE_BINS as f64);
+            }
+        }
+        floor
     }
 
     pub fn config(&self) -> &LearnerConfig {
@@ -191,9 +239,70 @@ impl Learner {
         }
     }
 
+    /// What the signals call for against one client, and the score recorded for it. In order:
+    /// far beyond a site baseline (volume or failures; not for an established client's volume),
+    /// the explicit heuristic, the forest past its calibrated threshold.
+    fn call(
+        &self,
+        c: &ClientMinute,
+        x: &Features,
+        findings: &[Finding],
+        established: bool,
+        forest_threshold: f64,
+    ) -> (f64, Option<Call>) {
+        let (risk, signal) = self.risk(c, x);
+        let failures = |f: &&Finding| matches!(f.measure, Measure::Errors | Measure::AuthFailures);
+        let finding = findings.iter().find(|f| failures(f) || !established);
+        if let Some(f) = finding {
+            let signal = if failures(&f) {
+                Signal::Failures
+            } else {
+                Signal::Volume
+            };
+            // A normal heavy client's allowance, per person behind the key.
+            let allowance = self
+                .baselines
+                .p99(Measure::Site)
+                .unwrap_or(0.0)
+                .max(self.config.policy.throttle_per_minute as f64);
+            let per_minute = (allowance * identities(c)).ceil() as u64;
+            let call = Call {
+                kind: ActionKind::Throttle { per_minute },
+                signal,
+                why: f.why().into(),
+            };
+            return (risk.max(1.0 - 1.0 / (1.0 + f.excess())), Some(call));
+        }
+        if signal == Signal::Heuristic {
+            let call = self.config.policy.kind_for_risk(risk).map(|kind| Call {
+                kind,
+                signal,
+                why: format!(
+                    "a tool user agent with {} of {} requests failing",
+                    c.errors, c.outcomes
+                )
+                .into(),
+            });
+            return (risk, call);
+        }
+        let forest_call = (self.forest.is_some() && !established && risk >= forest_threshold)
+            .then(|| self.config.policy.kind_for_risk(risk.max(self.config.policy.throttle_at)))
+            .flatten()
+            .map(|kind| Call {
+                kind,
+                signal: Signal::Forest,
+                why: format!(
+                    "isolation-forest score {risk:.3}, at or above the site's threshold {forest_threshold:.3}"
+                )
+                .into(),
+            });
+        (risk, forest_call)
+    }
+
     /// One minute: `minute` is when it started, `now` when it closed.
     pub fn tick(&mut self, minute: Nanos, data: MinuteData, now: Nanos) -> Tick {
         self.started.get_or_insert(minute);
+        let minute_index = (minute / (60 * crate::time::NANOS_PER_SEC)) as i64;
         let measured: Vec<(ClientMinute, Features)> = data
             .clients
             .into_iter()
@@ -202,38 +311,53 @@ impl Learner {
                 (c, x)
             })
             .collect();
-        let risks: Vec<(f64, Signal)> = measured.iter().map(|(c, x)| self.risk(c, x)).collect();
-        let assessments: Vec<Assessment<'_>> = measured
+        let forest_threshold = self.forest_threshold();
+        let mut calls: Vec<(f64, Option<Call>)> = measured
             .iter()
-            .zip(&risks)
-            .map(|((c, _), &(risk, signal))| Assessment {
-                client: &c.client,
-                risk,
-                signal,
-                requests: c.requests,
-                prm: c.prm,
+            .map(|(c, x)| {
+                let findings = self.baselines.assess(c);
+                // Here before the baselines could judge and not yet known: given the time to
+                // show whether it is an established, steady client (it is judged like one).
+                let pending = self
+                    .baselines
+                    .ready_since()
+                    .is_some_and(|since| self.steady.is_pending(&c.client, since));
+                let established = pending || self.steady.is_established(&c.client, c.requests);
+                self.call(c, x, &findings, established, forest_threshold)
             })
             .collect();
-        let acting = self.forest.is_some();
+        self.spend_forest_budget(&measured, &mut calls);
+        let assessments: Vec<Assessment<'_>> = measured
+            .iter()
+            .zip(&calls)
+            .map(|((c, _), (risk, call))| Assessment {
+                client: &c.client,
+                risk: *risk,
+                requests: c.requests,
+                prm: c.prm,
+                call: call.clone(),
+            })
+            .collect();
         let (table, adjustments) =
             self.config
                 .policy
-                .step(now, &assessments, &self.actions, acting, self.version);
+                .step(now, &assessments, &self.actions, true, self.version);
         drop(assessments);
         let table = Arc::new(table);
         let scores = measured
             .iter()
-            .zip(&risks)
-            .map(|((c, x), &(score, _))| ScoreRecord {
+            .zip(&calls)
+            .map(|((c, x), (score, _))| ScoreRecord {
                 minute,
                 client: c.client.clone(),
-                score,
+                score: *score,
                 features: *x,
                 requests: c.requests,
                 action: table.get(&c.client).map(|a| a.kind.name()),
                 model_version: self.version,
             })
             .collect();
+        self.learn_baselines(minute_index, &measured, &calls, &table);
         self.remember(minute, &measured, &table);
         self.actions = table.clone();
         let trained = self.maybe_train(now, false);
@@ -245,6 +369,74 @@ impl Learner {
             overflow: data.overflow,
             trained,
         }
+    }
+
+    /// Keeps at most `forest_budget` of the minute's active clients as new forest actions: the
+    /// highest scores (clients already under an action keep theirs).
+    fn spend_forest_budget(
+        &self,
+        measured: &[(ClientMinute, Features)],
+        calls: &mut [(f64, Option<Call>)],
+    ) {
+        let min = self.config.policy.min_requests;
+        let active = measured
+            .iter()
+            .filter(|(c, _)| c.kind == ClientKind::Network && c.requests >= min)
+            .count();
+        let budget = (active as f64 * self.config.forest_budget).ceil().max(1.0) as usize;
+        let mut new: Vec<(f64, usize)> = calls
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, call))| {
+                call.as_ref().is_some_and(|c| c.signal == Signal::Forest)
+                    && self.actions.get(&measured[*i].0.client).is_none()
+            })
+            .map(|(i, (risk, _))| (*risk, i))
+            .collect();
+        if new.len() <= budget {
+            return;
+        }
+        new.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(_, i) in &new[budget..] {
+            calls[i].1 = None;
+        }
+    }
+
+    /// This minute's values go into the baselines (clients under no action and called for by
+    /// nothing), the scores into the calibration histogram, every client into its history.
+    fn learn_baselines(
+        &mut self,
+        minute: i64,
+        measured: &[(ClientMinute, Features)],
+        calls: &[(f64, Option<Call>)],
+        table: &ActionTable,
+    ) {
+        let clean = |i: usize| {
+            let c = &measured[i].0;
+            calls[i].1.is_none() && table.get(&c.client).is_none()
+        };
+        self.baselines.learn(
+            minute,
+            (0..measured.len())
+                .filter(|&i| clean(i))
+                .map(|i| &measured[i].0),
+        );
+        let decay = self.config.baselines.decay;
+        self.scores.iter_mut().for_each(|n| *n *= decay);
+        if self.forest.is_some() {
+            for i in (0..measured.len()).filter(|&i| clean(i)) {
+                let c = &measured[i].0;
+                if c.kind == ClientKind::Network && c.requests >= self.config.policy.min_requests {
+                    let bin = ((calls[i].0 * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1);
+                    self.scores[bin] += 1.0;
+                }
+            }
+        }
+        self.steady.record(
+            minute,
+            measured.iter().map(|(c, _)| (&*c.client, c.requests)),
+            |client| table.get(client).is_some(),
+        );
     }
 
     /// Adds this minute's clients that are under no action to the rolling sample, at most an even

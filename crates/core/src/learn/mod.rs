@@ -4,8 +4,10 @@
 //! drive it.
 
 pub mod actions;
+pub mod baselines;
 pub mod features;
 pub mod forest;
 pub mod learner;
 pub mod observe;
 pub mod policy;
+pub mod steady;

@@ -49,6 +49,36 @@ pub fn user_of_key(key: &str) -> Option<&str> {
     key.strip_prefix(USER_KEY_PREFIX)
 }
 
+/// The hash a client-minute keeps an endpoint (and agent, user, client) under.
+pub fn endpoint_hash(text: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+/// Whether a path segment is an identifier rather than a name: digits, or a long token with
+/// digits in it (hex ids, UUIDs, hashes).
+fn is_id(segment: &[u8]) -> bool {
+    !segment.is_empty()
+        && (segment.iter().all(u8::is_ascii_digit)
+            || (segment.len() >= 8
+                && segment.iter().any(u8::is_ascii_digit)
+                && segment
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')))
+}
+
+/// The hash of an endpoint's route: its path with identifier segments templated, so
+/// `/product/42` and `/product/7` are one route (`/product/{id}`). Allocation-free.
+pub fn route_hash(endpoint: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    for (i, segment) in endpoint.as_bytes().split(|b| *b == b'/').enumerate() {
+        if i > 0 {
+            h.update(b"/");
+        }
+        h.update(if is_id(segment) { b"{id}" } else { segment });
+    }
+    h.digest()
+}
+
 /// What a client key names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ClientKind {
@@ -217,6 +247,9 @@ pub struct ClientMinute {
     /// (endpoint hash, requests) for the first `EXACT_DISTINCT` endpoints.
     endpoints: SmallVec<[(u64, u32, bool); 4]>,
     endpoints_beyond: u32,
+    /// (route hash, requests): endpoints with their ids templated (`/product/{id}`), so a scraper
+    /// walking ten thousand product pages is ten thousand requests to one route.
+    routes: SmallVec<[(u64, u32); 4]>,
     agents: Distinct,
     /// The other kind of identity: users seen on a network key, addresses seen for a user key.
     partners: Distinct,
@@ -231,6 +264,12 @@ pub struct ClientMinute {
 impl ClientMinute {
     pub fn distinct_endpoints(&self) -> u32 {
         self.endpoints.len() as u32 + self.endpoints_beyond
+    }
+
+    /// (route hash, requests) of the routes tracked exactly (the first `EXACT_DISTINCT`); the
+    /// hash is [`route_hash`] of the endpoint.
+    pub fn route_counts(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.routes.iter().copied()
     }
 
     /// Requests to the busiest endpoint.
@@ -318,6 +357,11 @@ impl ClientMinute {
         if self.last_agent_tool && !o.user_agent.is_empty() {
             self.tool_agent += 1;
         }
+        if let Some(r) = self.routes.iter_mut().find(|r| r.0 == h.route) {
+            r.1 += 1;
+        } else if self.routes.len() < EXACT_DISTINCT {
+            self.routes.push((h.route, 1));
+        }
         let sensitive = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint) {
             Some(e) => {
                 e.1 += 1;
@@ -359,6 +403,7 @@ pub struct EndpointMinute {
 struct Hashes {
     client: u64,
     endpoint: u64,
+    route: u64,
     agent: u64,
     user: u64,
 }
@@ -471,10 +516,11 @@ impl Aggregator {
         if o.client.is_empty() {
             return;
         }
-        let hash = |s: &str| xxhash_rust::xxh3::xxh3_64(s.as_bytes());
+        let hash = endpoint_hash;
         let h = Hashes {
             client: hash(o.client),
             endpoint: hash(o.endpoint),
+            route: route_hash(o.endpoint),
             agent: hash(o.user_agent),
             user: hash(o.user),
         };

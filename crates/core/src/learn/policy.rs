@@ -6,7 +6,8 @@
 //!   stronger of the old and new kinds while the old is unexpired); not flagged lets it run out;
 //! - nothing is acted on during cold start (no model yet), nor for a client with fewer than
 //!   `min_requests` requests in the minute (too little evidence), nor for an allowlisted client;
-//! - PRM clients are never blocked: their action is at most a throttle to `prm_floor_per_minute`.
+//! - PRM clients are never acted on by an anomaly action: what the signals call for against them
+//!   is recorded (`reported`), so they keep every limit their rules give them.
 //!
 //! The rest of the safety envelope — no adaptive limit below a rule's `floor` — is applied where the
 //! rules are known, in the engine (`actions::ActionTable::effective`). This module decides what to
@@ -125,15 +126,24 @@ impl Default for PolicyConfig {
     }
 }
 
+/// What the signals call for against one client: an action, the signal and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub kind: ActionKind,
+    pub signal: Signal,
+    pub why: Arc<str>,
+}
+
 /// One client's evidence this minute.
 #[derive(Clone, Debug)]
 pub struct Assessment<'a> {
     pub client: &'a str,
+    /// The score recorded for the client (the forest's, or a signal's).
     pub risk: f64,
-    /// What set the risk.
-    pub signal: Signal,
     pub requests: u32,
     pub prm: bool,
+    /// What the signals call for, if anything.
+    pub call: Option<Call>,
 }
 
 /// A change to a client's adaptive limit, as kept in history.
@@ -144,36 +154,39 @@ pub struct Adjustment {
     pub from: Option<ActionKind>,
     pub to: Option<ActionKind>,
     pub score: f64,
-    /// `flagged`, `renewed`, `escalated` or `expired`.
+    /// `flagged`, `renewed`, `escalated`, `expired` or `reported` (a PRM client the signals
+    /// called for: recorded, not acted on).
     pub cause: &'static str,
+    /// The signal and why (empty for an expiry).
+    #[serde(default)]
+    pub signal: Option<Signal>,
+    #[serde(default)]
+    pub why: String,
     pub shadow: bool,
     pub expires_at: Option<Nanos>,
 }
 
 impl PolicyConfig {
-    /// The action the risk calls for, before any renewal logic.
-    pub fn action_for(&self, a: &Assessment<'_>) -> Option<ActionKind> {
-        if a.requests < self.min_requests || self.allowlist.contains(a.client) {
+    /// The action the signals call for, inside the envelope: nothing with too little evidence,
+    /// for an allowlisted client, or for a PRM client (reported instead).
+    pub fn action_for(&self, a: &Assessment<'_>) -> Option<Call> {
+        if a.requests < self.min_requests || self.allowlist.contains(a.client) || a.prm {
             return None;
         }
-        let kind = if a.risk >= self.block_at {
-            ActionKind::Block
-        } else if a.risk >= self.throttle_at {
-            ActionKind::Throttle {
+        a.call.clone()
+    }
+
+    /// The thresholds' action for a forest risk: block at `block_at`, throttle at `throttle_at`.
+    pub fn kind_for_risk(&self, risk: f64) -> Option<ActionKind> {
+        if risk >= self.block_at {
+            Some(ActionKind::Block)
+        } else if risk >= self.throttle_at {
+            Some(ActionKind::Throttle {
                 per_minute: self.throttle_per_minute,
-            }
+            })
         } else {
-            return None;
-        };
-        Some(match kind {
-            ActionKind::Block if a.prm => ActionKind::Throttle {
-                per_minute: self.prm_floor_per_minute,
-            },
-            ActionKind::Throttle { per_minute } if a.prm => ActionKind::Throttle {
-                per_minute: per_minute.max(self.prm_floor_per_minute),
-            },
-            other => other,
-        })
+            None
+        }
     }
 
     /// One minute of policy: the next action table and what changed. `acting` is false during
@@ -191,19 +204,39 @@ impl PolicyConfig {
         let mut changes = Vec::new();
         for a in assessments {
             let old = current.get(a.client);
+            if acting
+                && a.prm
+                && a.requests >= self.min_requests
+                && !self.allowlist.contains(a.client)
+                && let Some(call) = &a.call
+            {
+                // Known-good by policy: a PRM client is reported, never throttled by an anomaly.
+                changes.push(Adjustment {
+                    at: now,
+                    client: a.client.to_string(),
+                    from: None,
+                    to: None,
+                    score: a.risk,
+                    cause: "reported",
+                    shadow: true,
+                    expires_at: None,
+                    signal: Some(call.signal),
+                    why: call.why.to_string(),
+                });
+            }
             let wanted = if acting { self.action_for(a) } else { None };
-            let Some(kind) = wanted else { continue };
-            let (kind, cause, signal) = match old {
+            let Some(call) = wanted else { continue };
+            let (kind, cause, signal, why) = match old {
                 Some(old) if old.expires_at > now => {
-                    let stronger = old.kind.stronger(kind);
+                    let stronger = old.kind.stronger(call.kind);
                     if stronger == old.kind {
                         // The kind in force is the old one: so is what decided it.
-                        (stronger, "renewed", old.signal)
+                        (stronger, "renewed", old.signal, old.why.clone())
                     } else {
-                        (stronger, "escalated", a.signal)
+                        (stronger, "escalated", call.signal, call.why.clone())
                     }
                 }
-                _ => (kind, "flagged", a.signal),
+                _ => (call.kind, "flagged", call.signal, call.why.clone()),
             };
             let action = Action {
                 client: Arc::from(a.client),
@@ -214,6 +247,7 @@ impl PolicyConfig {
                 shadow: self.shadow,
                 model_version,
                 signal,
+                why: why.clone(),
             };
             if cause != "renewed" {
                 changes.push(Adjustment {
@@ -225,6 +259,8 @@ impl PolicyConfig {
                     cause,
                     shadow: self.shadow,
                     expires_at: Some(action.expires_at),
+                    signal: Some(signal),
+                    why: why.to_string(),
                 });
             }
             next.insert(action.client.clone(), action);
@@ -246,6 +282,8 @@ impl PolicyConfig {
                     cause: "expired",
                     shadow: old.shadow,
                     expires_at: None,
+                    signal: None,
+                    why: String::new(),
                 });
             }
         }

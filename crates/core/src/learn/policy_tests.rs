@@ -3,13 +3,25 @@ use crate::time::NANOS_PER_SEC;
 
 const MIN: Nanos = 60 * NANOS_PER_SEC;
 
+/// A client the forest scored `risk`: the call is the thresholds' (as the learner makes it).
 fn assess(client: &str, risk: f64, requests: u32, prm: bool) -> Assessment<'_> {
+    assess_by(client, risk, requests, prm, Signal::Forest)
+}
+
+fn assess_by(client: &str, risk: f64, requests: u32, prm: bool, signal: Signal) -> Assessment<'_> {
+    let call = PolicyConfig::default()
+        .kind_for_risk(risk)
+        .map(|kind| Call {
+            kind,
+            signal,
+            why: format!("{} {risk}", signal.name()).into(),
+        });
     Assessment {
         client,
         risk,
-        signal: Signal::Forest,
         requests,
         prm,
+        call,
     }
 }
 
@@ -20,7 +32,7 @@ fn risk_to_action_table() {
         ..PolicyConfig::default()
     };
     let throttle = Some(ActionKind::Throttle { per_minute: 10 });
-    let prm_floor = Some(ActionKind::Throttle { per_minute: 60 });
+
     // (what, client, risk, requests, prm, expected)
     let cases = [
         ("ordinary", "192.0.2.1", 0.5, 100, false, None),
@@ -35,20 +47,20 @@ fn risk_to_action_table() {
         ),
         ("too little evidence", "192.0.2.1", 0.95, 9, false, None),
         (
-            "PRM is never blocked",
+            "PRM is never blocked (reported)",
             "192.0.2.1",
             0.95,
             100,
             true,
-            prm_floor,
+            None,
         ),
         (
-            "PRM throttle stays at its floor",
+            "PRM is never throttled (reported)",
             "192.0.2.1",
             0.75,
             100,
             true,
-            prm_floor,
+            None,
         ),
         ("allowlisted network", "10.4.5.6", 0.99, 100, false, None),
         ("allowlisted id", "ops", 0.99, 100, false, None),
@@ -88,7 +100,9 @@ fn risk_to_action_table() {
     ];
     for (what, client, risk, requests, prm, expected) in cases {
         assert_eq!(
-            policy.action_for(&assess(client, risk, requests, prm)),
+            policy
+                .action_for(&assess(client, risk, requests, prm))
+                .map(|call| call.kind),
             expected,
             "{what}"
         );
@@ -186,10 +200,7 @@ fn floors_turn_blocks_into_throttles() {
 #[test]
 fn a_renewal_keeps_the_signal_that_decided_the_kind_in_force() {
     let policy = PolicyConfig::default();
-    let by = |signal, risk| Assessment {
-        signal,
-        ..assess("198.51.100.7", risk, 50, false)
-    };
+    let by = |signal, risk| assess_by("198.51.100.7", risk, 50, false, signal);
     // Minute 1: the heuristic's 0.9 blocks.
     let (t1, _) = policy.step(
         MIN,

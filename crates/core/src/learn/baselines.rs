@@ -1,0 +1,386 @@
+//! Rate baselines learned from the site's own traffic: for each measure — requests per endpoint
+//! and tier, requests to the whole site, errors, authentication failures — the distribution of
+//! per-client values per minute, as an exponentially decayed log-scale histogram. A client is
+//! *beyond* a baseline when its value exceeds `factor ×` the measure's p99 (and an absolute
+//! minimum), however many clients do the same: values beyond the threshold are never learned, so
+//! a botnet of any size cannot teach the baseline that it is normal (the masking an isolation
+//! forest suffers from).
+//!
+//! Values are per identity: a network key behind which several people are seen (distinct user
+//! agents or users, as at a NAT gateway) has its counts divided by that number, so a shared
+//! address is compared with one person, not with the crowd behind it.
+//!
+//! Pure and deterministic: time comes in as the minute, nothing is random. The same baselines
+//! print suggested static limits per endpoint (`suggestions`).
+
+use rustc_hash::FxHashMap;
+
+use super::observe::{ClientKind, ClientMinute};
+use crate::rules::Tier;
+
+/// Log-histogram bins: quarter octaves from 1 to 2^24.
+const BINS: usize = 97;
+const BINS_PER_OCTAVE: f64 = 4.0;
+
+fn bin_of(value: f64) -> usize {
+    if value <= 1.0 {
+        0
+    } else {
+        ((value.log2() * BINS_PER_OCTAVE).ceil() as usize).min(BINS - 1)
+    }
+}
+
+/// The upper edge of a bin: a quantile read from the histogram is rounded up to it.
+fn edge(bin: usize) -> f64 {
+    (bin as f64 / BINS_PER_OCTAVE).exp2()
+}
+
+/// What a baseline measures per client-minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Measure {
+    /// Requests to one route (an endpoint with its ids templated, by hash) in one tier.
+    Endpoint { endpoint: u64, prm: bool },
+    /// Requests to the whole site.
+    Site,
+    /// Responses with status ≥ 400.
+    Errors,
+    /// 401 and 403 responses.
+    AuthFailures,
+}
+
+impl Measure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Endpoint { .. } => "requests to one route",
+            Measure::Site => "requests",
+            Measure::Errors => "errors",
+            Measure::AuthFailures => "authentication failures",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaselineConfig {
+    /// A client is beyond a measure at `factor ×` its p99.
+    pub factor: f64,
+    /// ...and at least this many per minute (requests; errors and failures use a fifth of it).
+    pub min_per_minute: f64,
+    /// Weight of the past: each minute the histograms are multiplied by this (≈ 60-minute memory).
+    pub decay: f64,
+    /// Client-minutes a measure needs (decayed count) before it judges anyone.
+    pub min_samples: f64,
+    /// Endpoint × tier measures kept at most (the least used are dropped).
+    pub max_endpoints: usize,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            factor: 4.0,
+            min_per_minute: 30.0,
+            decay: 0.983,
+            min_samples: 200.0,
+            max_endpoints: 1_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Histogram {
+    bins: [f64; BINS],
+    total: f64,
+    last_minute: i64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            bins: [0.0; BINS],
+            total: 0.0,
+            last_minute: i64::MIN,
+        }
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        let target = self.total * q;
+        let mut seen = 0.0;
+        for (i, n) in self.bins.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return edge(i);
+            }
+        }
+        edge(BINS - 1)
+    }
+
+    fn decay_to(&mut self, minute: i64, decay: f64) {
+        if self.last_minute == i64::MIN {
+            self.last_minute = minute;
+            return;
+        }
+        let steps = (minute - self.last_minute).clamp(0, 10_000) as i32;
+        if steps > 0 {
+            let f = decay.powi(steps);
+            self.bins.iter_mut().for_each(|b| *b *= f);
+            self.total *= f;
+            self.last_minute = minute;
+        }
+    }
+}
+
+/// One client beyond a baseline, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub measure: Measure,
+    /// The client's value (per identity), the measure's p99 and the threshold it crossed.
+    pub value: f64,
+    pub p99: f64,
+    pub threshold: f64,
+}
+
+impl Finding {
+    /// How far beyond: value / threshold (≥ 1).
+    pub fn excess(&self) -> f64 {
+        self.value / self.threshold.max(1.0)
+    }
+
+    pub fn why(&self) -> String {
+        format!(
+            "{:.0} {}/min, the site's p99 is {:.0} (threshold {:.0})",
+            self.value,
+            self.measure.name(),
+            self.p99,
+            self.threshold
+        )
+    }
+}
+
+/// A measure's learned distribution, for status and suggestions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaselineView {
+    pub measure: Measure,
+    pub samples: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Baselines {
+    config: BaselineConfig,
+    measures: FxHashMap<Measure, Histogram>,
+    /// The minute the site-wide measure first had enough history to judge.
+    ready_since: Option<i64>,
+}
+
+/// People seen behind a client key: distinct user agents or users on a network key, at least 1.
+pub fn identities(c: &ClientMinute) -> f64 {
+    match c.kind {
+        ClientKind::Network => c.distinct_agents().max(c.distinct_partners()).max(1) as f64,
+        ClientKind::User => 1.0,
+    }
+}
+
+/// The client's values per measure this minute (per identity).
+pub fn values(c: &ClientMinute) -> Vec<(Measure, f64)> {
+    let people = identities(c);
+    let prm = c.prm;
+    let mut out: Vec<(Measure, f64)> = c
+        .route_counts()
+        .map(|(endpoint, n)| (Measure::Endpoint { endpoint, prm }, n as f64 / people))
+        .collect();
+    out.push((Measure::Site, c.requests as f64 / people));
+    if c.outcomes > 0 {
+        out.push((Measure::Errors, c.errors as f64 / people));
+        out.push((Measure::AuthFailures, c.auth_failures as f64 / people));
+    }
+    out
+}
+
+impl Baselines {
+    pub fn new(config: BaselineConfig) -> Baselines {
+        Baselines {
+            config,
+            measures: FxHashMap::default(),
+            ready_since: None,
+        }
+    }
+
+    pub fn config(&self) -> &BaselineConfig {
+        &self.config
+    }
+
+    fn min_for(&self, measure: Measure) -> f64 {
+        match measure {
+            Measure::Endpoint { .. } | Measure::Site => self.config.min_per_minute,
+            Measure::Errors | Measure::AuthFailures => self.config.min_per_minute / 5.0,
+        }
+    }
+
+    /// The threshold of a measure, once it has seen enough client-minutes.
+    pub fn threshold(&self, measure: Measure) -> Option<(f64, f64)> {
+        let h = self.measures.get(&measure)?;
+        if h.total < self.config.min_samples {
+            return None;
+        }
+        let p99 = h.quantile(0.99);
+        Some((p99, (self.config.factor * p99).max(self.min_for(measure))))
+    }
+
+    /// The measures on which `c` is beyond the site's baseline, most excessive first. An
+    /// endpoint without enough history is judged against the whole site's.
+    pub fn assess(&self, c: &ClientMinute) -> Vec<Finding> {
+        let mut found: Vec<Finding> = values(c)
+            .into_iter()
+            .filter_map(|(measure, value)| {
+                let (p99, threshold) = self.threshold(measure).or_else(|| match measure {
+                    Measure::Endpoint { .. } => self.threshold(Measure::Site),
+                    _ => None,
+                })?;
+                (value > threshold).then_some(Finding {
+                    measure,
+                    value,
+                    p99,
+                    threshold,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| b.excess().total_cmp(&a.excess()));
+        found
+    }
+
+    /// Learns this minute's client-minutes that are under no action: each value below its
+    /// measure's threshold (all values while a measure is still warming up, except those beyond
+    /// eight times its median: a botnet present from the start does not become the baseline).
+    pub fn learn<'a>(&mut self, minute: i64, clients: impl Iterator<Item = &'a ClientMinute>) {
+        let decay = self.config.decay;
+        for h in self.measures.values_mut() {
+            h.decay_to(minute, decay);
+        }
+        let mut add: Vec<(Measure, f64)> = Vec::new();
+        for c in clients.filter(|c| c.kind == ClientKind::Network) {
+            for (measure, value) in values(c) {
+                let keep = match self.threshold(measure) {
+                    Some((_, threshold)) => value <= threshold,
+                    None => self
+                        .measures
+                        .get(&measure)
+                        .is_none_or(|h| h.total < 20.0 || value <= 8.0 * h.quantile(0.5).max(1.0)),
+                };
+                if keep {
+                    add.push((measure, value));
+                }
+            }
+        }
+        for (measure, value) in add {
+            let h = self.measures.entry(measure).or_insert_with(|| {
+                let mut h = Histogram::new();
+                h.last_minute = minute;
+                h
+            });
+            h.bins[bin_of(value)] += 1.0;
+            h.total += 1.0;
+        }
+        self.forget_rare_endpoints();
+        if self.ready_since.is_none() && self.threshold(Measure::Site).is_some() {
+            self.ready_since = Some(minute + 1);
+        }
+    }
+
+    /// The first minute the baselines judged in (`None`: still warming up).
+    pub fn ready_since(&self) -> Option<i64> {
+        self.ready_since
+    }
+
+    fn forget_rare_endpoints(&mut self) {
+        let endpoints = self
+            .measures
+            .keys()
+            .filter(|m| matches!(m, Measure::Endpoint { .. }))
+            .count();
+        if endpoints <= self.config.max_endpoints {
+            return;
+        }
+        let mut weights: Vec<(f64, Measure)> = self
+            .measures
+            .iter()
+            .filter(|(m, _)| matches!(m, Measure::Endpoint { .. }))
+            .map(|(m, h)| (h.total, *m))
+            .collect();
+        weights.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (_, m) in weights
+            .into_iter()
+            .take(endpoints - self.config.max_endpoints)
+        {
+            self.measures.remove(&m);
+        }
+    }
+
+    /// Every measure with enough history, with its quantiles (most used first).
+    pub fn views(&self) -> Vec<BaselineView> {
+        let mut out: Vec<BaselineView> = self
+            .measures
+            .iter()
+            .filter(|(_, h)| h.total >= self.config.min_samples)
+            .map(|(m, h)| BaselineView {
+                measure: *m,
+                samples: h.total,
+                p50: h.quantile(0.5),
+                p99: h.quantile(0.99),
+                p999: h.quantile(0.999),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.samples
+                .total_cmp(&a.samples)
+                .then(a.measure.cmp(&b.measure))
+        });
+        out
+    }
+
+    /// Per-client requests a minute for one endpoint and tier (`None`: the whole site), p99.
+    pub fn p99(&self, measure: Measure) -> Option<f64> {
+        self.threshold(measure).map(|(p99, _)| p99)
+    }
+}
+
+/// A suggested static limit: per client and minute, for an endpoint hash and tier (or the site).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suggestion {
+    pub endpoint: Option<u64>,
+    pub tier: Option<Tier>,
+    pub p99: f64,
+    pub p999: f64,
+    /// `factor × p99.9`, rounded up to a whole number: what almost no client ever needs.
+    pub per_minute: u64,
+}
+
+/// Static limits the baselines suggest: a little above what almost every client uses.
+pub fn suggestions(baselines: &Baselines) -> Vec<Suggestion> {
+    let factor = baselines.config.factor.max(1.0) / 2.0;
+    baselines
+        .views()
+        .into_iter()
+        .filter_map(|v| {
+            let (endpoint, tier) = match v.measure {
+                Measure::Endpoint { endpoint, prm } => (
+                    Some(endpoint),
+                    Some(if prm { Tier::Prm } else { Tier::Std }),
+                ),
+                Measure::Site => (None, None),
+                _ => return None,
+            };
+            Some(Suggestion {
+                endpoint,
+                tier,
+                p99: v.p99,
+                p999: v.p999,
+                per_minute: (v.p999 * factor).ceil().max(1.0) as u64,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "baselines_tests.rs"]
+mod tests;

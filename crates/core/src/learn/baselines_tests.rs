@@ -1,0 +1,176 @@
+//! Baselines: calibration from the site's own values, trimming against masking, per-identity
+//! values for shared addresses, warm-up.
+
+use super::*;
+use crate::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
+use crate::time::NANOS_PER_SEC;
+
+/// One minute's client-minutes: `(client, user agents, requests to /x, errors)`.
+fn minute(clients: &[(String, usize, u32, u32)]) -> Vec<ClientMinute> {
+    let agg = Aggregator::new(ObserveConfig::default());
+    let agents: Vec<String> = (0..64).map(|i| format!("agent-{i}")).collect();
+    for (client, n_agents, requests, errors) in clients {
+        for i in 0..*requests {
+            let o = Observation {
+                now: i as u64 * NANOS_PER_SEC / 10,
+                client,
+                user: "",
+                tier: Tier::Std,
+                endpoint: "/x",
+                user_agent: &agents[i as usize % n_agents],
+                event: Event::Decision {
+                    allowed: true,
+                    anomaly: false,
+                },
+            };
+            agg.record(&o);
+            if i < *errors {
+                agg.record(&Observation {
+                    event: Event::Outcome { status: 404 },
+                    ..o
+                });
+            } else {
+                agg.record(&Observation {
+                    event: Event::Outcome { status: 200 },
+                    ..o
+                });
+            }
+        }
+    }
+    agg.drain().clients
+}
+
+/// A population of `n` ordinary clients with 1..=12 requests a minute and an error now and then.
+fn ordinary(n: usize, minute_index: usize) -> Vec<(String, usize, u32, u32)> {
+    (0..n)
+        .map(|i| {
+            let requests = 1 + ((i * 7 + minute_index * 3) % 12) as u32;
+            (
+                format!("10.0.{}.{}", i / 250, i % 250),
+                1,
+                requests,
+                (i % 29 == 0) as u32,
+            )
+        })
+        .collect()
+}
+
+fn trained(minutes: usize, extra: impl Fn(usize) -> Vec<(String, usize, u32, u32)>) -> Baselines {
+    let mut b = Baselines::new(BaselineConfig::default());
+    for m in 0..minutes {
+        let mut clients = ordinary(300, m);
+        clients.extend(extra(m));
+        let data = minute(&clients);
+        b.learn(m as i64, data.iter());
+    }
+    b
+}
+
+fn findings(b: &Baselines, client: (String, usize, u32, u32)) -> Vec<Measure> {
+    let data = minute(&[client]);
+    b.assess(&data[0]).into_iter().map(|f| f.measure).collect()
+}
+
+#[test]
+fn thresholds_come_from_the_sites_own_values() {
+    let b = trained(10, |_| Vec::new());
+    let (p99, threshold) = b.threshold(Measure::Site).unwrap();
+    // Ordinary clients make at most 12 requests a minute: p99 is about 12 (a quarter-octave bin).
+    assert!((11.0..=14.0).contains(&p99), "p99 {p99}");
+    assert_eq!(threshold, 4.0 * p99);
+    // (what, client, beyond the site's requests baseline)
+    let cases = [
+        ("an ordinary client", ("a".to_string(), 1, 10, 0), false),
+        (
+            "twice the busiest ordinary client",
+            ("b".to_string(), 1, 25, 0),
+            false,
+        ),
+        (
+            "twenty times an ordinary client",
+            ("c".to_string(), 1, 200, 0),
+            true,
+        ),
+    ];
+    for (what, client, beyond) in cases {
+        let found = findings(&b, client);
+        assert_eq!(found.contains(&Measure::Site), beyond, "{what}: {found:?}");
+    }
+}
+
+#[test]
+fn a_botnet_of_any_size_does_not_become_the_baseline() {
+    // From minute 10 on, as many bots as people, each at 200 requests a minute.
+    let bots = |m: usize| {
+        if m < 10 {
+            Vec::new()
+        } else {
+            (0..300)
+                .map(|i| (format!("203.0.{}.{}", i / 250, i % 250), 1, 200, 0))
+                .collect()
+        }
+    };
+    let b = trained(40, bots);
+    let (p99, _) = b.threshold(Measure::Site).unwrap();
+    assert!(p99 < 20.0, "the bots were learned: p99 {p99}");
+    assert!(findings(&b, ("203.0.0.1".into(), 1, 200, 0)).contains(&Measure::Site));
+}
+
+#[test]
+fn a_shared_address_is_compared_per_person() {
+    let b = trained(10, |_| Vec::new());
+    // 40 people behind one address, 10 requests each: 400 a minute, 10 per person.
+    assert!(findings(&b, ("100.64.0.1".into(), 40, 400, 0)).is_empty());
+    // One agent at 400 a minute is one client at 400.
+    assert!(!findings(&b, ("100.64.0.2".into(), 1, 400, 0)).is_empty());
+}
+
+#[test]
+fn errors_have_their_own_baseline() {
+    let b = trained(10, |_| Vec::new());
+    // 30 requests (within the requests baseline), all failing.
+    let found = findings(&b, ("198.51.100.9".into(), 1, 30, 30));
+    assert!(found.contains(&Measure::Errors), "{found:?}");
+    assert!(!found.contains(&Measure::Site), "{found:?}");
+}
+
+#[test]
+fn nobody_is_judged_before_the_baseline_has_seen_enough() {
+    let b = trained(0, |_| Vec::new());
+    assert!(findings(&b, ("c".into(), 1, 5_000, 0)).is_empty());
+    assert!(b.threshold(Measure::Site).is_none());
+}
+
+#[test]
+fn suggestions_sit_above_what_almost_every_client_uses() {
+    let b = trained(10, |_| Vec::new());
+    let s = suggestions(&b);
+    let site = s.iter().find(|s| s.endpoint.is_none()).unwrap();
+    assert!(site.per_minute as f64 >= site.p999, "{site:?}");
+    let x = s
+        .iter()
+        .find(|s| s.endpoint == Some(crate::learn::observe::route_hash("/x")))
+        .unwrap();
+    assert_eq!(x.tier, Some(Tier::Std));
+}
+
+#[test]
+fn ids_in_paths_are_one_route() {
+    use crate::learn::observe::route_hash;
+    // (a, b, same route)
+    let cases = [
+        ("/product/42", "/product/7", true),
+        ("/u/3f9a8b7c6d5e/orders", "/u/0a1b2c3d4e5f/orders", true),
+        (
+            "/order/123e4567-e89b-12d3-a456-426614174000",
+            "/order/00000000-0000-0000-0000-000000000001",
+            true,
+        ),
+        ("/product/42", "/products/42", false),
+        ("/static/app.js", "/static/app.css", false),
+        ("/api/v1/items", "/api/v2/items", false),
+    ];
+    for (a, b, same) in cases {
+        assert_eq!(route_hash(a) == route_hash(b), same, "{a} ~ {b}");
+    }
+}
