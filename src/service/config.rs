@@ -13,6 +13,7 @@ use crate::store::StoreOptions;
 use sluice_core::engine::EngineConfig;
 use sluice_core::forecast::pressure::PressureConfig;
 use sluice_core::headers::HeaderStyle;
+use sluice_core::learn::baselines::BaselineConfig;
 use sluice_core::learn::forest::ForestParams;
 use sluice_core::learn::learner::LearnerConfig;
 use sluice_core::learn::observe::ObserveConfig;
@@ -222,6 +223,17 @@ pub struct LearnArgs {
     /// Seed of the forest's randomness (replays with the same seed decide the same).
     #[arg(long, env = "SLUICE_SEED", default_value_t = ForestParams::default().seed)]
     pub seed: u64,
+    /// A client is beyond a site baseline at this many times the measure's p99 (requests per route
+    /// and tier, requests, errors, authentication failures per client-minute).
+    #[arg(long, env = "SLUICE_BASELINE_FACTOR", default_value_t = BaselineConfig::default().factor)]
+    pub baseline_factor: f64,
+    /// ...and at least this many requests a minute (errors and failures: a fifth of it).
+    #[arg(long, env = "SLUICE_BASELINE_MIN_PER_MINUTE", default_value_t = BaselineConfig::default().min_per_minute)]
+    pub baseline_min_per_minute: f64,
+    /// The forest's contamination budget: its threshold is at least the site's 1 − budget score
+    /// quantile, and at most this share of the minute's active clients is newly acted on by it.
+    #[arg(long, env = "SLUICE_FOREST_BUDGET", default_value_t = LearnerConfig::default().forest_budget)]
+    pub forest_budget: f64,
     /// Do not apply the explicit "tool user agent with mostly failing requests" heuristic.
     #[arg(long, env = "SLUICE_NO_HEURISTICS", default_value_t = false)]
     pub no_heuristics: bool,
@@ -265,6 +277,12 @@ impl LearnArgs {
             sample_cap: self.sample_cap,
             min_train: self.min_train,
             heuristics: !self.no_heuristics,
+            baselines: BaselineConfig {
+                factor: self.baseline_factor,
+                min_per_minute: self.baseline_min_per_minute,
+                ..BaselineConfig::default()
+            },
+            forest_budget: self.forest_budget,
             ..LearnerConfig::default()
         }
     }
@@ -306,6 +324,15 @@ impl LearnArgs {
         }
         if !(self.load_threshold > 0.0 && self.load_threshold <= 1.0) {
             return Err("--load-threshold must be in (0, 1]".into());
+        }
+        if !(self.baseline_factor >= 1.0 && self.baseline_factor <= 1_000.0) {
+            return Err("--baseline-factor must be in [1, 1000]".into());
+        }
+        if !(self.baseline_min_per_minute >= 1.0 && self.baseline_min_per_minute <= 1e6) {
+            return Err("--baseline-min-per-minute must be in [1, 1000000]".into());
+        }
+        if !(self.forest_budget > 0.0 && self.forest_budget <= 0.5) {
+            return Err("--forest-budget must be in (0, 0.5]".into());
         }
         if self.sample_minutes == 0 || self.sample_cap == 0 || self.retrain_secs == 0 {
             return Err(

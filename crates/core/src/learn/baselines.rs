@@ -35,6 +35,9 @@ fn edge(bin: usize) -> f64 {
     (bin as f64 / BINS_PER_OCTAVE).exp2()
 }
 
+/// Values above this multiple of a measure's p99 are not learned.
+const LEARN_BOUND: f64 = 2.0;
+
 /// What a baseline measures per client-minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measure {
@@ -144,13 +147,18 @@ impl Finding {
         self.value / self.threshold.max(1.0)
     }
 
-    pub fn why(&self) -> String {
+    /// What the finding saw, in words; `route` names the route of an endpoint measure.
+    pub fn why(&self, route: Option<&str>) -> String {
+        let what = match (self.measure, route) {
+            (Measure::Endpoint { prm, .. }, Some(route)) => format!(
+                "requests to {route} ({})",
+                if prm { "PRM" } else { "STD" }
+            ),
+            (measure, _) => measure.name().to_string(),
+        };
         format!(
-            "{:.0} {}/min, the site's p99 is {:.0} (threshold {:.0})",
-            self.value,
-            self.measure.name(),
-            self.p99,
-            self.threshold
+            "{:.0} {what}/min, the site's p99 is {:.0} (threshold {:.0})",
+            self.value, self.p99, self.threshold
         )
     }
 }
@@ -230,6 +238,12 @@ impl Baselines {
     /// The measures on which `c` is beyond the site's baseline, most excessive first. An
     /// endpoint without enough history is judged against the whole site's.
     pub fn assess(&self, c: &ClientMinute) -> Vec<Finding> {
+        self.assess_at(c, 1.0)
+    }
+
+    /// As [`Baselines::assess`], with every threshold scaled by `scale` (a lower bar for a
+    /// client that stays above it minute after minute).
+    pub fn assess_at(&self, c: &ClientMinute, scale: f64) -> Vec<Finding> {
         let mut found: Vec<Finding> = values(c)
             .into_iter()
             .filter_map(|(measure, value)| {
@@ -237,6 +251,7 @@ impl Baselines {
                     Measure::Endpoint { .. } => self.threshold(Measure::Site),
                     _ => None,
                 })?;
+                let threshold = threshold * scale;
                 (value > threshold).then_some(Finding {
                     measure,
                     value,
@@ -249,8 +264,8 @@ impl Baselines {
         found
     }
 
-    /// Learns this minute's client-minutes that are under no action: each value below its
-    /// measure's threshold (all values while a measure is still warming up, except those beyond
+    /// Learns this minute's client-minutes that are under no action: each value up to twice its
+    /// measure's p99 (and below its threshold) (all values while a measure is still warming up, except those beyond
     /// eight times its median: a botnet present from the start does not become the baseline).
     pub fn learn<'a>(&mut self, minute: i64, clients: impl Iterator<Item = &'a ClientMinute>) {
         let decay = self.config.decay;
@@ -261,7 +276,9 @@ impl Baselines {
         for c in clients.filter(|c| c.kind == ClientKind::Network) {
             for (measure, value) in values(c) {
                 let keep = match self.threshold(measure) {
-                    Some((_, threshold)) => value <= threshold,
+                    // Learned up to twice the p99 (or the threshold, if lower): attackers a little
+                    // under the threshold do not creep the baseline up either.
+                    Some((p99, threshold)) => value <= threshold.min(LEARN_BOUND * p99),
                     None => self
                         .measures
                         .get(&measure)

@@ -18,13 +18,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::actions::{Action, ActionKind, ActionTable, Signal};
 use super::baselines::{BaselineConfig, Baselines, Finding, Measure, identities};
 use super::features::{self, DIM, Features};
 use super::forest::{Forest, ForestParams};
-use super::observe::{ClientKind, ClientMinute, EndpointMinute, MinuteData};
+use super::lists::{ListEntry, Lists};
+use super::observe::{
+    ClientKind, ClientMinute, EndpointMinute, MinuteData, route_hash, route_template,
+};
 use super::policy::{Adjustment, Assessment, Call, PolicyConfig};
 use super::steady::{Steady, SteadyConfig};
 use crate::time::Nanos;
@@ -135,7 +139,35 @@ pub struct Learner {
     steady: Steady,
     /// Decayed histogram of recent forest scores (hundredths), for the calibrated threshold.
     scores: Vec<f64>,
+    /// Clients above the sustained bar: the last minute they were, and for how many in a row.
+    sustained: FxHashMap<Box<str>, (i64, u32)>,
+    /// The operators' allow- and denylist entries.
+    lists: Vec<ListEntry>,
 }
+
+/// A client above this share of a threshold for `SUSTAINED_MINUTES` minutes in a row is beyond
+/// it: people burst, machines keep going.
+const SUSTAINED_SCALE: f64 = 0.6;
+const SUSTAINED_MINUTES: u32 = 3;
+
+/// An action lifted by an operator or a list, as an adjustment.
+fn lifted(a: &Action, now: Nanos, cause: &'static str) -> Adjustment {
+    Adjustment {
+        at: now,
+        client: a.client.to_string(),
+        from: Some(a.kind),
+        to: None,
+        score: a.score,
+        cause,
+        shadow: a.shadow,
+        expires_at: None,
+        signal: None,
+        why: String::new(),
+    }
+}
+
+/// People behind a network key from which it counts as a shared address (NAT, proxy).
+const SHARED_IDENTITIES: f64 = 3.0;
 
 /// Bins of the forest-score histogram (scores are in 0..1).
 const SCORE_BINS: usize = 200;
@@ -155,7 +187,88 @@ impl Learner {
             baselines: Baselines::new(config_baselines),
             steady: Steady::new(config_steady),
             scores: vec![0.0; SCORE_BINS],
+            sustained: FxHashMap::default(),
+            lists: Vec::new(),
         }
+    }
+
+    /// The operators' list entries (replacing the previous ones); takes effect at once: actions
+    /// on allowlisted clients are lifted, exact denylisted ids blocked. Returns what changed.
+    pub fn set_lists(&mut self, entries: Vec<ListEntry>, now: Nanos) -> Vec<Adjustment> {
+        self.lists = entries;
+        let lists = Lists::compile(&self.lists, now);
+        let mut changes = Vec::new();
+        let mut by_client: FxHashMap<Arc<str>, Action> = FxHashMap::default();
+        for a in self.actions.iter() {
+            if lists.allows(&a.client) || self.config.policy.allowlist.contains(&a.client) {
+                changes.push(lifted(a, now, "allowlisted"));
+            } else {
+                by_client.insert(a.client.clone(), a.clone());
+            }
+        }
+        changes.extend(self.block_denied(&lists, &mut by_client, now));
+        self.actions = Arc::new(ActionTable::from_map(by_client));
+        changes
+    }
+
+    /// Blocks every exact denylisted id not blocked yet; returns the adjustments.
+    fn block_denied(
+        &self,
+        lists: &Lists,
+        by_client: &mut FxHashMap<Arc<str>, Action>,
+        now: Nanos,
+    ) -> Vec<Adjustment> {
+        let ttl = self.config.policy.action_ttl.as_nanos() as u64;
+        let mut changes = Vec::new();
+        for key in lists.deny_keys() {
+            let old = by_client.get(key.as_str());
+            if old.is_some_and(|a| a.kind == ActionKind::Block && a.signal == Signal::Denylist) {
+                let a = by_client.get_mut(key.as_str()).expect("present");
+                a.expires_at = a.expires_at.max(now + ttl);
+                continue;
+            }
+            let action = Action {
+                client: Arc::from(key.as_str()),
+                kind: ActionKind::Block,
+                score: 1.0,
+                since: now,
+                expires_at: now + ttl,
+                shadow: false,
+                model_version: self.version,
+                signal: Signal::Denylist,
+                why: "on the operators' denylist".into(),
+            };
+            changes.push(Adjustment {
+                at: now,
+                client: key.clone(),
+                from: old.map(|o| o.kind),
+                to: Some(ActionKind::Block),
+                score: 1.0,
+                cause: "denylisted",
+                shadow: false,
+                expires_at: Some(action.expires_at),
+                signal: Some(Signal::Denylist),
+                why: action.why.to_string(),
+            });
+            by_client.insert(action.client.clone(), action);
+        }
+        changes
+    }
+
+    /// Lifts the actions on these client keys now (`ResetClient`, a false-positive mark):
+    /// returns what changed, with `cause`.
+    pub fn lift(&mut self, clients: &[String], now: Nanos, cause: &'static str) -> Vec<Adjustment> {
+        let mut changes = Vec::new();
+        let mut by_client: FxHashMap<Arc<str>, Action> = FxHashMap::default();
+        for a in self.actions.iter() {
+            if clients.iter().any(|c| **c == *a.client) {
+                changes.push(lifted(a, now, cause));
+            } else {
+                by_client.insert(a.client.clone(), a.clone());
+            }
+        }
+        self.actions = Arc::new(ActionTable::from_map(by_client));
+        changes
     }
 
     /// The learned per-client rate baselines.
@@ -249,6 +362,7 @@ impl Learner {
         findings: &[Finding],
         established: bool,
         forest_threshold: f64,
+        routes: &FxHashMap<u64, String>,
     ) -> (f64, Option<Call>) {
         let (risk, signal) = self.risk(c, x);
         let failures = |f: &&Finding| matches!(f.measure, Measure::Errors | Measure::AuthFailures);
@@ -259,17 +373,23 @@ impl Learner {
             } else {
                 Signal::Volume
             };
-            // A normal heavy client's allowance, per person behind the key.
-            let allowance = self
-                .baselines
-                .p99(Measure::Site)
-                .unwrap_or(0.0)
-                .max(self.config.policy.throttle_per_minute as f64);
+            // What a normal heavy client makes on the measure that fired, per person behind
+            // the key; failing requests get the policy's small allowance.
+            let allowance = match f.measure {
+                Measure::Errors | Measure::AuthFailures => 0.0,
+                measure => self.baselines.p99(measure).unwrap_or(f.p99),
+            }
+            .max(self.config.policy.throttle_per_minute as f64);
             let per_minute = (allowance * identities(c)).ceil() as u64;
             let call = Call {
                 kind: ActionKind::Throttle { per_minute },
                 signal,
-                why: f.why().into(),
+                why: f
+                    .why(match f.measure {
+                        Measure::Endpoint { endpoint, .. } => routes.get(&endpoint).map(|r| &**r),
+                        _ => None,
+                    })
+                    .into(),
             };
             return (risk.max(1.0 - 1.0 / (1.0 + f.excess())), Some(call));
         }
@@ -285,7 +405,13 @@ impl Learner {
             });
             return (risk, call);
         }
-        let forest_call = (self.forest.is_some() && !established && risk >= forest_threshold)
+        // A shared address (several people behind it) stands out by construction; it is judged
+        // per person by the baselines, and its signed-in users under their own keys.
+        let shared = identities(c) >= SHARED_IDENTITIES;
+        let forest_call = (self.forest.is_some()
+            && !established
+            && !shared
+            && risk >= forest_threshold)
             .then(|| self.config.policy.kind_for_risk(risk.max(self.config.policy.throttle_at)))
             .flatten()
             .map(|kind| Call {
@@ -312,10 +438,19 @@ impl Learner {
             })
             .collect();
         let forest_threshold = self.forest_threshold();
+        // Route names for the findings' words (the minute's endpoints, templated).
+        let routes: FxHashMap<u64, String> = data
+            .endpoints
+            .iter()
+            .map(|e| (route_hash(&e.endpoint), route_template(&e.endpoint)))
+            .collect();
         let mut calls: Vec<(f64, Option<Call>)> = measured
             .iter()
             .map(|(c, x)| {
-                let findings = self.baselines.assess(c);
+                let mut findings = self.baselines.assess(c);
+                if findings.is_empty() {
+                    findings = self.sustained_findings(c, minute_index);
+                }
                 // Here before the baselines could judge and not yet known: given the time to
                 // show whether it is an established, steady client (it is judged like one).
                 let pending = self
@@ -323,7 +458,7 @@ impl Learner {
                     .ready_since()
                     .is_some_and(|since| self.steady.is_pending(&c.client, since));
                 let established = pending || self.steady.is_established(&c.client, c.requests);
-                self.call(c, x, &findings, established, forest_threshold)
+                self.call(c, x, &findings, established, forest_threshold, &routes)
             })
             .collect();
         self.spend_forest_budget(&measured, &mut calls);
@@ -338,12 +473,20 @@ impl Learner {
                 call: call.clone(),
             })
             .collect();
-        let (table, adjustments) =
-            self.config
-                .policy
-                .step(now, &assessments, &self.actions, true, self.version);
+        let lists = Lists::compile(&self.lists, now);
+        let (table, mut adjustments) = self.config.policy.step_with_lists(
+            now,
+            &assessments,
+            &self.actions,
+            true,
+            self.version,
+            &lists,
+        );
         drop(assessments);
-        let table = Arc::new(table);
+        let mut by_client: FxHashMap<Arc<str>, Action> =
+            table.iter().map(|a| (a.client.clone(), a.clone())).collect();
+        adjustments.extend(self.block_denied(&lists, &mut by_client, now));
+        let table = Arc::new(ActionTable::from_map(by_client));
         let scores = measured
             .iter()
             .zip(&calls)
@@ -357,6 +500,7 @@ impl Learner {
                 model_version: self.version,
             })
             .collect();
+        self.note_sustained(minute_index, &measured);
         self.learn_baselines(minute_index, &measured, &calls, &table);
         self.remember(minute, &measured, &table);
         self.actions = table.clone();
@@ -369,6 +513,35 @@ impl Learner {
             overflow: data.overflow,
             trained,
         }
+    }
+
+    /// The findings of a client that has stayed above the sustained bar (`SUSTAINED_SCALE` of a
+    /// threshold) for `SUSTAINED_MINUTES` minutes in a row, this one included.
+    fn sustained_findings(&self, c: &ClientMinute, minute: i64) -> Vec<Finding> {
+        let near = self.baselines.assess_at(c, SUSTAINED_SCALE);
+        let streak = match self.sustained.get(&c.client) {
+            Some(&(last, n)) if last == minute - 1 => n + 1,
+            _ => 1,
+        };
+        if near.is_empty() || streak < SUSTAINED_MINUTES {
+            return Vec::new();
+        }
+        near
+    }
+
+    /// Updates the streaks of clients above the sustained bar; forgets the others.
+    fn note_sustained(&mut self, minute: i64, measured: &[(ClientMinute, Features)]) {
+        for (c, _) in measured {
+            if self.baselines.assess_at(c, SUSTAINED_SCALE).is_empty() {
+                continue;
+            }
+            let streak = match self.sustained.get(&c.client) {
+                Some(&(last, n)) if last == minute - 1 => n + 1,
+                _ => 1,
+            };
+            self.sustained.insert(c.client.clone(), (minute, streak));
+        }
+        self.sustained.retain(|_, (last, _)| *last == minute);
     }
 
     /// Keeps at most `forest_budget` of the minute's active clients as new forest actions: the
@@ -411,9 +584,17 @@ impl Learner {
         calls: &[(f64, Option<Call>)],
         table: &ActionTable,
     ) {
+        // Learned from: clients under no action, called for by nothing, and not on a streak
+        // above the sustained bar (a slow scraper must not raise the bar it stays under).
+        let sustained = &self.sustained;
+        // An allowlisted client (a false positive, say) is learned from whatever it does.
+        let lists = Lists::compile(&self.lists, minute as u64 * 60 * crate::time::NANOS_PER_SEC);
         let clean = |i: usize| {
             let c = &measured[i].0;
-            calls[i].1.is_none() && table.get(&c.client).is_none()
+            lists.allows(&c.client)
+                || (calls[i].1.is_none()
+                    && table.get(&c.client).is_none()
+                    && sustained.get(&c.client).is_none_or(|&(_, n)| n < 2))
         };
         self.baselines.learn(
             minute,
@@ -512,3 +693,7 @@ impl Learner {
 }
 
 const _: () = assert!(DIM == features::NAMES.len());
+
+#[cfg(test)]
+#[path = "learner_tests.rs"]
+mod tests;

@@ -7,6 +7,7 @@ pub mod actions;
 pub mod baselines;
 pub mod features;
 pub mod forest;
+pub mod lists;
 pub mod learner;
 pub mod observe;
 pub mod policy;

@@ -79,6 +79,15 @@ pub fn route_hash(endpoint: &str) -> u64 {
     h.digest()
 }
 
+/// An endpoint's route as text: identifier segments become `{id}` (`/product/{id}`).
+pub fn route_template(endpoint: &str) -> String {
+    endpoint
+        .split('/')
+        .map(|segment| if is_id(segment.as_bytes()) { "{id}" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// What a client key names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ClientKind {

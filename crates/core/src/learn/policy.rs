@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::actions::{Action, ActionKind, ActionTable, Signal};
+use super::lists::Lists;
 use crate::time::Nanos;
 
 /// Clients no adaptive action ever touches: exact ids (IP, session or user id) or IP networks.
@@ -189,8 +190,7 @@ impl PolicyConfig {
         }
     }
 
-    /// One minute of policy: the next action table and what changed. `acting` is false during
-    /// cold start: existing actions still run out, no new ones are taken.
+    /// One minute of policy with no operator lists (see [`PolicyConfig::step_with_lists`]).
     pub fn step(
         &self,
         now: Nanos,
@@ -199,12 +199,33 @@ impl PolicyConfig {
         acting: bool,
         model_version: u64,
     ) -> (ActionTable, Vec<Adjustment>) {
+        self.step_with_lists(now, assessments, current, acting, model_version, &Lists::default())
+    }
+
+    /// One minute of policy: the next action table and what changed. `acting` is false during
+    /// cold start: existing actions still run out, no new ones are taken. The operators' lists
+    /// come first: an allowlisted client is never acted on (an action in force is lifted), a
+    /// denylisted one is blocked on that evidence alone (PRM too).
+    pub fn step_with_lists(
+        &self,
+        now: Nanos,
+        assessments: &[Assessment<'_>],
+        current: &ActionTable,
+        acting: bool,
+        model_version: u64,
+        lists: &Lists,
+    ) -> (ActionTable, Vec<Adjustment>) {
         let ttl = self.action_ttl.as_nanos() as u64;
         let mut next: FxHashMap<Arc<str>, Action> = FxHashMap::default();
         let mut changes = Vec::new();
         for a in assessments {
             let old = current.get(a.client);
+            if lists.allows(a.client) {
+                continue;
+            }
+            let denied = lists.denies(a.client);
             if acting
+                && !denied
                 && a.prm
                 && a.requests >= self.min_requests
                 && !self.allowlist.contains(a.client)
@@ -224,7 +245,17 @@ impl PolicyConfig {
                     why: call.why.to_string(),
                 });
             }
-            let wanted = if acting { self.action_for(a) } else { None };
+            let wanted = if denied {
+                Some(Call {
+                    kind: ActionKind::Block,
+                    signal: Signal::Denylist,
+                    why: "on the operators' denylist".into(),
+                })
+            } else if acting {
+                self.action_for(a)
+            } else {
+                None
+            };
             let Some(call) = wanted else { continue };
             let (kind, cause, signal, why) = match old {
                 Some(old) if old.expires_at > now => {
@@ -270,7 +301,10 @@ impl PolicyConfig {
             if next.contains_key(&old.client) {
                 continue;
             }
-            if old.expires_at > now && !self.allowlist.contains(&old.client) {
+            if old.expires_at > now
+                && !self.allowlist.contains(&old.client)
+                && !lists.allows(&old.client)
+            {
                 next.insert(old.client.clone(), old.clone());
             } else {
                 changes.push(Adjustment {
@@ -279,7 +313,11 @@ impl PolicyConfig {
                     from: Some(old.kind),
                     to: None,
                     score: old.score,
-                    cause: "expired",
+                    cause: if old.expires_at > now {
+                        "allowlisted"
+                    } else {
+                        "expired"
+                    },
                     shadow: old.shadow,
                     expires_at: None,
                     signal: None,
