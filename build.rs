@@ -8,6 +8,8 @@ use prost::Message as _;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate! embeds the migrations: a new one must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
 
     let sluice = protox::compile(["sluice/v1/sluice.proto"], ["proto"])?;
     tonic_prost_build::configure()

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod convert;
 pub mod history_api;
 pub mod learning_api;
+pub mod lists_api;
 pub mod requests;
 pub mod rls;
 pub mod server;
@@ -16,7 +17,7 @@ pub mod tls;
 
 use tonic::Status;
 
-use crate::service::database::HistoryError;
+use crate::service::database::DatabaseError;
 use crate::service::rules_manager::ManageError;
 use crate::store::StoreError;
 use sluice_core::validate::ValidationError;
@@ -37,7 +38,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotReady(String),
     #[error(transparent)]
-    History(#[from] HistoryError),
+    Data(#[from] DatabaseError),
     /// A task of ours failed (panicked); a bug.
     #[error("{0}")]
     Internal(String),
@@ -55,13 +56,13 @@ impl From<ApiError> for Status {
             ApiError::NotReady(_) => Status::failed_precondition(message),
             ApiError::Manage(ManageError::Invalid(_)) => Status::invalid_argument(message),
             // Like a rule change: the database is down or not connected yet, so retry later.
-            ApiError::History(HistoryError::NotConnected(_))
-            | ApiError::History(HistoryError::Store(StoreError::Unavailable(_))) => {
+            ApiError::Data(DatabaseError::NotConnected(_))
+            | ApiError::Data(DatabaseError::Store(StoreError::Unavailable(_))) => {
                 Status::unavailable(message)
             }
-            // A history read has no revision to conflict on and names no rule; anything else
+            // History and list data have no revision to conflict on; anything else
             // from the store is misconfiguration or a bug.
-            ApiError::History(HistoryError::Store(_)) => Status::internal(message),
+            ApiError::Data(DatabaseError::Store(_)) => Status::internal(message),
             // Our own bug (a panicked task): nothing the caller can fix.
             ApiError::Internal(_) => Status::internal(message),
             // The database is down, locked or not connected yet: retryable, and for Envoy's

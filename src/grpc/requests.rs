@@ -3,6 +3,7 @@
 //! naming the field; rules, subjects and units are `convert`'s, Envoy's descriptors `rls`'s.
 
 use sluice_core::engine::Subject;
+use sluice_core::learn::lists::{ListKind, check_client};
 use sluice_core::validate::{InputLimits, ValidationError, check_len};
 
 use super::convert::subject_from_proto;
@@ -37,6 +38,44 @@ pub fn report<'a>(
         ));
     }
     Ok((subject, req.status as u16, req.count.max(1)))
+}
+
+/// Longest reason kept with a list entry.
+pub const MAX_REASON: usize = 500;
+/// Longest a list entry may last.
+pub const MAX_LIST_TTL_SECS: u64 = 366 * 86_400;
+/// A false-positive mark's allowlisting when the request does not say.
+pub const DEFAULT_FALSE_POSITIVE_TTL_SECS: u64 = 86_400;
+
+/// Which list a request names.
+pub fn list_kind(field: &str, value: i32) -> Result<ListKind, ValidationError> {
+    match pb::ClientList::try_from(value) {
+        Ok(pb::ClientList::Allow) => Ok(ListKind::Allow),
+        Ok(pb::ClientList::Deny) => Ok(ListKind::Deny),
+        _ => Err(ValidationError::new(
+            field,
+            format!("{value} is not CLIENT_LIST_ALLOW or CLIENT_LIST_DENY"),
+        )),
+    }
+}
+
+/// A list entry's client, reason and lifetime, checked.
+pub fn list_entry_parts<'a>(
+    client: &'a str,
+    reason: &'a str,
+    ttl_secs: u64,
+    caps: &InputLimits,
+) -> Result<(&'a str, &'a str, u64), ValidationError> {
+    check_len("client", client, caps.max_value_len)?;
+    check_client(client).map_err(|e| ValidationError::new("client", e))?;
+    check_len("reason", reason, MAX_REASON)?;
+    if ttl_secs > MAX_LIST_TTL_SECS {
+        return Err(ValidationError::new(
+            "ttl_secs",
+            format!("{ttl_secs} is more than a year ({MAX_LIST_TTL_SECS})"),
+        ));
+    }
+    Ok((client, reason, ttl_secs))
 }
 
 /// `ReportLoad`: the backend and its utilisation (0..1).

@@ -333,15 +333,67 @@ impl Sluice for SluiceApi {
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
         let reset = self.engine.reset_client(domain, &subject);
+        let mut keys = Vec::new();
+        if !subject.remote_address.is_empty() {
+            keys.push(subject.remote_address.to_string());
+        }
+        if !subject.user_id.is_empty() {
+            keys.push(sluice_core::learn::observe::user_key(subject.user_id));
+        }
+        let lifted = self.lift_subject(keys).await?;
         tracing::info!(
             domain,
             user = subject.user_id,
             ip = subject.remote_address,
             reset,
+            lifted,
             "client reset"
         );
         Ok(Response::new(pb::ResetClientResponse {
             buckets_reset: reset as u32,
+            actions_lifted: lifted as u32,
         }))
+    }
+
+    async fn update_client_list(
+        &self,
+        request: Request<pb::UpdateClientListRequest>,
+    ) -> RpcResult<pb::ClientListEntry> {
+        self.admin.check(&request)?;
+        let actor = Self::actor(&request, &request.get_ref().actor);
+        Ok(Response::new(
+            self.update_list(request.get_ref(), actor).await?,
+        ))
+    }
+
+    async fn remove_from_client_list(
+        &self,
+        request: Request<pb::RemoveFromClientListRequest>,
+    ) -> RpcResult<pb::RemoveFromClientListResponse> {
+        self.admin.check(&request)?;
+        let actor = Self::actor(&request, &request.get_ref().actor);
+        Ok(Response::new(
+            self.remove_from_list(request.get_ref(), actor).await?,
+        ))
+    }
+
+    async fn list_client_lists(
+        &self,
+        request: Request<pb::ListClientListsRequest>,
+    ) -> RpcResult<pb::ListClientListsResponse> {
+        self.admin.check(&request)?;
+        Ok(Response::new(self.lists().await?))
+    }
+
+    async fn mark_false_positive(
+        &self,
+        request: Request<pb::MarkFalsePositiveRequest>,
+    ) -> RpcResult<pb::MarkFalsePositiveResponse> {
+        self.admin.check(&request)?;
+        let actor = Self::actor(&request, &request.get_ref().actor);
+        Ok(Response::new(
+            self.mark_false_positive_of(request.get_ref(), actor)
+                .await?,
+        ))
     }
 }

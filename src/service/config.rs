@@ -331,8 +331,8 @@ impl LearnArgs {
         if !(self.baseline_min_per_minute >= 1.0 && self.baseline_min_per_minute <= 1e6) {
             return Err("--baseline-min-per-minute must be in [1, 1000000]".into());
         }
-        if !(self.forest_budget > 0.0 && self.forest_budget <= 0.5) {
-            return Err("--forest-budget must be in (0, 0.5]".into());
+        if !(self.forest_budget > 0.0 && self.forest_budget <= 1.0) {
+            return Err("--forest-budget must be in (0, 1] (1: no budget)".into());
         }
         if self.sample_minutes == 0 || self.sample_cap == 0 || self.retrain_secs == 0 {
             return Err(

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use sluice_core::learn::lists::{ListEntry, ListKind};
+
 use crate::store::history::{HistoryQuery, StoredAdjustment, StoredScore};
 use crate::store::{Store, StoreError};
 
@@ -57,9 +59,9 @@ impl Database {
     }
 }
 
-/// Why a history read failed.
+/// Why a read or write of the learning loop's data (history, client lists) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
+pub enum DatabaseError {
     #[error(transparent)]
     NotConnected(#[from] NotConnected),
     #[error(transparent)]
@@ -71,12 +73,43 @@ impl Database {
     pub async fn adjustments(
         &self,
         query: &HistoryQuery,
-    ) -> Result<Vec<StoredAdjustment>, HistoryError> {
+    ) -> Result<Vec<StoredAdjustment>, DatabaseError> {
         Ok(self.connected()?.adjustments(query).await?)
     }
 
     /// Client-minute scores, newest first (`ListScores`).
-    pub async fn scores(&self, query: &HistoryQuery) -> Result<Vec<StoredScore>, HistoryError> {
+    pub async fn scores(&self, query: &HistoryQuery) -> Result<Vec<StoredScore>, DatabaseError> {
         Ok(self.connected()?.scores(query).await?)
+    }
+}
+
+impl Database {
+    /// The operators' list entries in force at `now_ms`.
+    pub async fn list_entries(&self, now_ms: i64) -> Result<Vec<ListEntry>, DatabaseError> {
+        Ok(self.connected()?.list_entries(now_ms).await?)
+    }
+
+    /// Adds or replaces a list entry (audited) and returns the entries now in force.
+    pub async fn put_list_entry(
+        &self,
+        entry: &ListEntry,
+        now_ms: i64,
+    ) -> Result<Vec<ListEntry>, DatabaseError> {
+        let store = self.connected()?;
+        store.put_list_entry(entry).await?;
+        Ok(store.list_entries(now_ms).await?)
+    }
+
+    /// Removes a list entry (audited); whether there was one, and the entries now in force.
+    pub async fn remove_list_entry(
+        &self,
+        list: ListKind,
+        client: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(bool, Vec<ListEntry>), DatabaseError> {
+        let store = self.connected()?;
+        let removed = store.remove_list_entry(list, client, actor, now_ms).await?;
+        Ok((removed, store.list_entries(now_ms).await?))
     }
 }

@@ -18,7 +18,9 @@ use sluice_core::engine::Engine;
 use sluice_core::forecast::Forecast;
 use sluice_core::forecast::pressure::{Cut, PressureConfig};
 use sluice_core::learn::actions::Action;
-use sluice_core::learn::learner::{LearnerConfig, ModelInfo, Snapshot};
+use sluice_core::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot};
+use sluice_core::learn::lists::ListEntry;
+use sluice_core::learn::policy::Adjustment;
 use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
 use sluice_core::time::{NANOS_PER_MILLI, Nanos};
 
@@ -30,7 +32,7 @@ use crate::service::model_slot::ModelSlot;
 use crate::service::readiness::Readiness;
 use crate::service::shutdown::Shutdown;
 use crate::store::history::HistoryBatch;
-use crate::store::history_rows::{minute_batch, model_row};
+use crate::store::history_rows::{corrections_batch, minute_batch, model_row};
 
 /// What the learning loop shows between minutes: published after each minute, training and
 /// restore, so status reads never wait for a running minute (or its inference).
@@ -70,6 +72,8 @@ pub struct MinuteLoop {
     adaptive: bool,
     restored: AtomicBool,
     status: ArcSwap<LearningStatus>,
+    /// The list entries last installed.
+    lists_seen: Mutex<Vec<ListEntry>>,
 }
 
 fn ms(n: Nanos) -> i64 {
@@ -100,6 +104,7 @@ impl MinuteLoop {
             adaptive: parts.adaptive,
             restored: AtomicBool::new(false),
             status: ArcSwap::from_pointee(status),
+            lists_seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -180,6 +185,54 @@ impl MinuteLoop {
             ..HistoryBatch::default()
         });
         Ok(info)
+    }
+
+    /// An operator's correction applied to the learner (blocking: waits for a running minute),
+    /// installed in the engine and recorded. Returns how many actions it lifted or added.
+    fn correct(&self, now: Nanos, change: impl FnOnce(&mut Learner) -> Vec<Adjustment>) -> usize {
+        let mut minutes = self.minutes.lock();
+        let learner = minutes.learner_mut();
+        let changes = change(learner);
+        let actions = learner.actions();
+        if self.adaptive {
+            self.engine.set_actions(actions.clone());
+        }
+        drop(minutes);
+        if !changes.is_empty() {
+            for c in &changes {
+                tracing::info!(client = %c.client, cause = c.cause, "anomaly action changed by an operator");
+            }
+            self.history
+                .submit(corrections_batch(&changes, &self.instance, now, &actions));
+        }
+        changes.len()
+    }
+
+    /// Lifts the actions on these client keys (`ResetClient`, `MarkFalsePositive`); blocking.
+    pub fn lift(&self, clients: Vec<String>, now: Nanos, cause: &'static str) -> usize {
+        self.correct(now, |learner| learner.lift(&clients, now, cause))
+    }
+
+    /// Installs the operators' list entries (blocking); returns the actions lifted or added.
+    pub fn set_lists(&self, entries: Vec<ListEntry>, now: Nanos) -> usize {
+        self.correct(now, |learner| learner.set_lists(entries, now))
+    }
+
+    /// Reloads the list entries from the database when they changed (another instance's edit,
+    /// an expiry); cheap when they did not.
+    async fn sync_lists(self: &Arc<Self>, now: Nanos) {
+        let Some(store) = self.database.get() else {
+            return;
+        };
+        let Ok(entries) = store.list_entries(ms(now)).await else {
+            return;
+        };
+        if *self.lists_seen.lock() == entries {
+            return;
+        }
+        *self.lists_seen.lock() = entries.clone();
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.set_lists(entries, now)).await;
     }
 
     /// Loads the saved model and actions once, when the database is first reachable. A model
@@ -290,10 +343,15 @@ pub async fn run(
         if !shutdown.sleep_until(wake).await {
             return;
         }
+        let restored = minute_loop.restored.load(Ordering::Relaxed);
         minute_loop.restore().await;
+        if !restored && minute_loop.restored.load(Ordering::Relaxed) {
+            minute_loop.sync_lists(clock.now()).await;
+        }
         if tokio::time::Instant::now() < next {
             continue;
         }
+        minute_loop.sync_lists(clock.now()).await;
         next += period;
         let now = clock.now();
         let ticking = minute_loop.clone();

@@ -4,8 +4,10 @@
 //! and the equivalence test compares it between the live and the replay paths.
 
 use sluice_core::forecast::pressure::PressureChange;
+use sluice_core::learn::actions::ActionTable;
 use sluice_core::learn::features::NAMES;
 use sluice_core::learn::learner::Snapshot;
+use sluice_core::learn::policy::Adjustment;
 use sluice_core::minute::ClosedMinute;
 use sluice_core::time::{NANOS_PER_MILLI, Nanos};
 
@@ -74,30 +76,7 @@ pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
             .collect();
         serde_json::Value::Object(map).to_string()
     };
-    let mut adjustments: Vec<AdjustmentRow> = tick
-        .adjustments
-        .iter()
-        .map(|a| AdjustmentRow {
-            at_ms: ms(a.at),
-            client: a.client.clone(),
-            from_action: a
-                .from
-                .map(|k| serde_json::to_string(&k).unwrap_or_default()),
-            // The action, with the signal that called for it and why.
-            to_action: a.to.map(|k| {
-                let mut v = serde_json::to_value(k).unwrap_or_default();
-                if let (Some(object), Some(signal)) = (v.as_object_mut(), a.signal) {
-                    object.insert("signal".into(), signal.name().into());
-                    object.insert("why".into(), a.why.clone().into());
-                }
-                v.to_string()
-            }),
-            score: a.score,
-            cause: a.cause,
-            shadow: a.shadow,
-            expires_at_ms: a.expires_at.map(ms),
-        })
-        .collect();
+    let mut adjustments: Vec<AdjustmentRow> = tick.adjustments.iter().map(adjustment_row).collect();
     adjustments.extend(minute.pressure.iter().map(pressure_row));
     HistoryBatch {
         scores: tick
@@ -127,22 +106,66 @@ pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
             })
             .collect(),
         adjustments,
-        actions: minute.adaptive.then(|| ActionSet {
-            instance: instance.to_string(),
-            at_ms: ms(minute.end),
-            actions: tick
-                .actions
-                .sorted()
-                .into_iter()
-                .filter_map(|a| {
-                    Some(ActionRow {
-                        client: a.client.to_string(),
-                        body: serde_json::to_string(&a).ok()?,
-                        expires_at_ms: ms(a.expires_at),
-                    })
-                })
-                .collect(),
-        }),
+        actions: minute
+            .adaptive
+            .then(|| action_set(instance, minute.end, &tick.actions)),
         model: minute.model.as_ref().and_then(model_row),
+    }
+}
+
+/// A learner's adjustment as its row; the action's JSON carries the signal and why.
+pub fn adjustment_row(a: &Adjustment) -> AdjustmentRow {
+    AdjustmentRow {
+        at_ms: ms(a.at),
+        client: a.client.clone(),
+        from_action: a
+            .from
+            .map(|k| serde_json::to_string(&k).unwrap_or_default()),
+        // The action, with the signal that called for it and why.
+        to_action: a.to.map(|k| {
+            let mut v = serde_json::to_value(k).unwrap_or_default();
+            if let (Some(object), Some(signal)) = (v.as_object_mut(), a.signal) {
+                object.insert("signal".into(), signal.name().into());
+                object.insert("why".into(), a.why.clone().into());
+            }
+            v.to_string()
+        }),
+        score: a.score,
+        cause: a.cause,
+        shadow: a.shadow,
+        expires_at_ms: a.expires_at.map(ms),
+    }
+}
+
+/// The actions one instance has in force at `at`, to save.
+pub fn action_set(instance: &str, at: Nanos, actions: &ActionTable) -> ActionSet {
+    ActionSet {
+        instance: instance.to_string(),
+        at_ms: ms(at),
+        actions: actions
+            .sorted()
+            .into_iter()
+            .filter_map(|a| {
+                Some(ActionRow {
+                    client: a.client.to_string(),
+                    body: serde_json::to_string(&a).ok()?,
+                    expires_at_ms: ms(a.expires_at),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// An operator's correction (a reset, a list change): its adjustments and the actions now in force.
+pub fn corrections_batch(
+    adjustments: &[Adjustment],
+    instance: &str,
+    at: Nanos,
+    actions: &ActionTable,
+) -> HistoryBatch {
+    HistoryBatch {
+        adjustments: adjustments.iter().map(adjustment_row).collect(),
+        actions: Some(action_set(instance, at, actions)),
+        ..HistoryBatch::default()
     }
 }

@@ -8,6 +8,7 @@
 mod backend;
 pub mod history;
 pub mod history_rows;
+pub mod lists;
 
 use std::time::Duration;
 
@@ -249,6 +250,50 @@ impl Store {
         match self {
             Store::Sqlite(p) => history::sqlite::prune(p, before_ms, keep_models).await,
             Store::Postgres(p) => history::postgres::prune(p, before_ms, keep_models).await,
+        }
+    }
+
+    /// The operators' list entries in force at `now_ms` (expired ones are deleted).
+    pub async fn list_entries(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<sluice_core::learn::lists::ListEntry>> {
+        match self {
+            Store::Sqlite(p) => lists::sqlite::load(p, now_ms).await,
+            Store::Postgres(p) => lists::postgres::load(p, now_ms).await,
+        }
+    }
+
+    /// Adds or replaces a list entry, audited.
+    pub async fn put_list_entry(&self, e: &sluice_core::learn::lists::ListEntry) -> Result<()> {
+        match self {
+            Store::Sqlite(p) => lists::sqlite::put(p, e).await,
+            Store::Postgres(p) => lists::postgres::put(p, e).await,
+        }
+    }
+
+    /// Removes a list entry, audited; false when there was none.
+    pub async fn remove_list_entry(
+        &self,
+        list: sluice_core::learn::lists::ListKind,
+        client: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(p) => lists::sqlite::remove(p, list, client, actor, now_ms).await,
+            Store::Postgres(p) => lists::postgres::remove(p, list, client, actor, now_ms).await,
+        }
+    }
+
+    /// The list audit, newest first: (at_ms, actor, action, list, client).
+    pub async fn list_audit(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, String, String)>> {
+        match self {
+            Store::Sqlite(p) => lists::sqlite::audit(p, limit).await,
+            Store::Postgres(p) => lists::postgres::audit(p, limit).await,
         }
     }
 

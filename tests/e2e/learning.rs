@@ -30,6 +30,8 @@ fn eager(config: &mut Config) {
     config.learn.throttle_at = 0.0;
     config.learn.block_at = 1.0;
     config.learn.retrain_secs = 3600;
+    // No contamination budget: the forest's thresholds alone decide.
+    config.learn.forest_budget = 1.0;
 }
 
 fn subject(ip: &str) -> pb::Subject {

@@ -5,6 +5,7 @@ mod harness;
 mod admin;
 mod allow;
 mod bad_input;
+mod corrections;
 mod forecasting;
 mod learning;
 mod outage;

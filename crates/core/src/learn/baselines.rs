@@ -150,10 +150,9 @@ impl Finding {
     /// What the finding saw, in words; `route` names the route of an endpoint measure.
     pub fn why(&self, route: Option<&str>) -> String {
         let what = match (self.measure, route) {
-            (Measure::Endpoint { prm, .. }, Some(route)) => format!(
-                "requests to {route} ({})",
-                if prm { "PRM" } else { "STD" }
-            ),
+            (Measure::Endpoint { prm, .. }, Some(route)) => {
+                format!("requests to {route} ({})", if prm { "PRM" } else { "STD" })
+            }
             (measure, _) => measure.name().to_string(),
         };
         format!(

@@ -174,6 +174,9 @@ fn ids_in_paths_are_one_route() {
         assert_eq!(route_hash(a) == route_hash(b), same, "{a} ~ {b}");
     }
     use crate::learn::observe::route_template;
-    assert_eq!(route_template("/product/42/reviews"), "/product/{id}/reviews");
+    assert_eq!(
+        route_template("/product/42/reviews"),
+        "/product/{id}/reviews"
+    );
     assert_eq!(route_template("/static/app.js"), "/static/app.js");
 }

@@ -211,7 +211,8 @@ impl Learner {
         changes
     }
 
-    /// Blocks every exact denylisted id not blocked yet; returns the adjustments.
+    /// Blocks every exact denylisted id not blocked yet, and lifts the denylist's blocks on
+    /// clients no longer on it; returns the adjustments.
     fn block_denied(
         &self,
         lists: &Lists,
@@ -220,6 +221,13 @@ impl Learner {
     ) -> Vec<Adjustment> {
         let ttl = self.config.policy.action_ttl.as_nanos() as u64;
         let mut changes = Vec::new();
+        by_client.retain(|client, a| {
+            let stale = a.signal == Signal::Denylist && !lists.denies(client);
+            if stale {
+                changes.push(lifted(a, now, "undenylisted"));
+            }
+            !stale
+        });
         for key in lists.deny_keys() {
             let old = by_client.get(key.as_str());
             if old.is_some_and(|a| a.kind == ActionKind::Block && a.signal == Signal::Denylist) {
@@ -281,7 +289,7 @@ impl Learner {
     pub fn forest_threshold(&self) -> f64 {
         let total: f64 = self.scores.iter().sum();
         let floor = self.config.policy.throttle_at;
-        if total < self.config.min_train as f64 {
+        if total < self.config.min_train as f64 || self.config.forest_budget >= 1.0 {
             return floor;
         }
         let target = total * (1.0 - self.config.forest_budget);
@@ -483,8 +491,10 @@ impl Learner {
             &lists,
         );
         drop(assessments);
-        let mut by_client: FxHashMap<Arc<str>, Action> =
-            table.iter().map(|a| (a.client.clone(), a.clone())).collect();
+        let mut by_client: FxHashMap<Arc<str>, Action> = table
+            .iter()
+            .map(|a| (a.client.clone(), a.clone()))
+            .collect();
         adjustments.extend(self.block_denied(&lists, &mut by_client, now));
         let table = Arc::new(ActionTable::from_map(by_client));
         let scores = measured

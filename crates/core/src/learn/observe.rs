@@ -83,7 +83,13 @@ pub fn route_hash(endpoint: &str) -> u64 {
 pub fn route_template(endpoint: &str) -> String {
     endpoint
         .split('/')
-        .map(|segment| if is_id(segment.as_bytes()) { "{id}" } else { segment })
+        .map(|segment| {
+            if is_id(segment.as_bytes()) {
+                "{id}"
+            } else {
+                segment
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }

@@ -199,7 +199,14 @@ impl PolicyConfig {
         acting: bool,
         model_version: u64,
     ) -> (ActionTable, Vec<Adjustment>) {
-        self.step_with_lists(now, assessments, current, acting, model_version, &Lists::default())
+        self.step_with_lists(
+            now,
+            assessments,
+            current,
+            acting,
+            model_version,
+            &Lists::default(),
+        )
     }
 
     /// One minute of policy: the next action table and what changed. `acting` is false during
