@@ -243,14 +243,41 @@ impl Baselines {
     /// As [`Baselines::assess`], with every threshold scaled by `scale` (a lower bar for a
     /// client that stays above it minute after minute).
     pub fn assess_at(&self, c: &ClientMinute, scale: f64) -> Vec<Finding> {
+        self.assess_with(c, scale, 1.0)
+    }
+
+    /// The findings of a client that arrived during the minute, its request counts extrapolated
+    /// to a whole minute (`stretch` = 60 s / the seconds it was there). It must also have made
+    /// a third of the threshold in the time it had: a person's page with its assets is a burst of
+    /// a few seconds, not a rate.
+    pub fn assess_newcomer(&self, c: &ClientMinute, stretch: f64) -> Vec<Finding> {
+        let raw: Vec<Finding> = self.assess_with(c, 1.0 / 3.0, 1.0);
+        self.assess_with(c, 1.0, stretch)
+            .into_iter()
+            // The whole site's requests only: one route's count over a few seconds is too bursty
+            // (a page loads the same assets again and again).
+            .filter(|f| f.measure == Measure::Site && raw.iter().any(|r| r.measure == f.measure))
+            .collect()
+    }
+
+    fn assess_with(&self, c: &ClientMinute, scale: f64, stretch: f64) -> Vec<Finding> {
+        // Failures count only for a client whose requests mostly fail: a busy integration with
+        // one error in a hundred fails more often than a person, and is not an attacker.
+        let mostly_failing = |failures: u32| 2 * failures >= c.outcomes.max(1);
         let mut found: Vec<Finding> = values(c)
             .into_iter()
+            .filter(|(measure, _)| match measure {
+                Measure::Errors => mostly_failing(c.errors),
+                Measure::AuthFailures => mostly_failing(c.auth_failures),
+                _ => true,
+            })
             .filter_map(|(measure, value)| {
                 let (p99, threshold) = self.threshold(measure).or_else(|| match measure {
                     Measure::Endpoint { .. } => self.threshold(Measure::Site),
                     _ => None,
                 })?;
                 let threshold = threshold * scale;
+                let value = value * stretch;
                 (value > threshold).then_some(Finding {
                     measure,
                     value,

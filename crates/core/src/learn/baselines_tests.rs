@@ -135,6 +135,14 @@ fn errors_have_their_own_baseline() {
 }
 
 #[test]
+fn failures_count_only_when_most_requests_fail() {
+    let b = trained(10, |_| Vec::new());
+    // 400 requests with 8 errors: busy, and failing more than anyone, but mostly succeeding.
+    let found = findings(&b, ("198.51.100.10".into(), 1, 400, 8));
+    assert!(!found.contains(&Measure::Errors), "{found:?}");
+}
+
+#[test]
 fn nobody_is_judged_before_the_baseline_has_seen_enough() {
     let b = trained(0, |_| Vec::new());
     assert!(findings(&b, ("c".into(), 1, 5_000, 0)).is_empty());

@@ -148,7 +148,7 @@ pub struct Learner {
 /// A client above this share of a threshold for `SUSTAINED_MINUTES` minutes in a row is beyond
 /// it: people burst, machines keep going.
 const SUSTAINED_SCALE: f64 = 0.6;
-const SUSTAINED_MINUTES: u32 = 3;
+const SUSTAINED_MINUTES: u32 = 2;
 
 /// An action lifted by an operator or a list, as an adjustment.
 fn lifted(a: &Action, now: Nanos, cause: &'static str) -> Adjustment {
@@ -458,6 +458,13 @@ impl Learner {
                 let mut findings = self.baselines.assess(c);
                 if findings.is_empty() {
                     findings = self.sustained_findings(c, minute_index);
+                }
+                if findings.is_empty() && !self.steady.was_seen(&c.client, minute_index - 1) {
+                    // Arrived during this minute: judged on the rate of the time it was here.
+                    let here = c.inter_arrival.mean * c.inter_arrival.n as f64;
+                    if here > 0.0 && here < 50.0 {
+                        findings = self.baselines.assess_newcomer(c, 60.0 / here.max(20.0));
+                    }
                 }
                 // Here before the baselines could judge and not yet known: given the time to
                 // show whether it is an established, steady client (it is judged like one).

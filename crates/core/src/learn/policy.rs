@@ -113,10 +113,10 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
-            block_at: 0.80,
+            block_at: 0.95,
             // Calibrated on the generated scenarios (see ARCHITECTURE.md, "Learning loop"):
             // benign client-minutes stay below ~0.72, attackers' first minutes score 0.73–0.9.
-            throttle_at: 0.73,
+            throttle_at: 0.85,
             throttle_per_minute: 10,
             prm_floor_per_minute: 60,
             action_ttl: Duration::from_secs(300),

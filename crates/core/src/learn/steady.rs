@@ -69,6 +69,13 @@ impl Steady {
         requests as f64 <= 2.0 * median.max(1.0)
     }
 
+    /// Whether `client` was seen in `minute`.
+    pub fn was_seen(&self, client: &str, minute: i64) -> bool {
+        self.clients
+            .get(client)
+            .is_some_and(|t| t.minutes.iter().any(|m| m.0 == minute))
+    }
+
     /// Whether `client` was already here before `since` (when the baselines began to judge) and
     /// has not been seen long enough to tell whether it is established: it is given the time.
     pub fn is_pending(&self, client: &str, since: i64) -> bool {
