@@ -18,9 +18,9 @@ use crate::service::config::LearnArgs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct EvalDetectionArgs {
-    /// World seeds: `A-B` (inclusive) or a comma list. Default: the held-out seeds 1001-1020
+    /// World seeds: `A-B` (inclusive) or a comma list. Default: the held-out seeds 2001-2020
     /// (the design seeds, 1-20, are for deciding thresholds).
-    #[arg(long, default_value = "1001-1020")]
+    #[arg(long, default_value = "2001-2020")]
     pub seeds: String,
     /// Cap on a world's drawn population (100 to 50,000 clients); larger worlds take longer.
     #[arg(long, default_value_t = 5_000)]

@@ -41,8 +41,9 @@ const LEARN_BOUND: f64 = 2.0;
 /// What a baseline measures per client-minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measure {
-    /// Requests to one route (an endpoint with its ids templated, by hash) in one tier.
-    Endpoint { endpoint: u64, prm: bool },
+    /// Requests to one route (an endpoint with its ids templated, by hash) in one tier; `asset`:
+    /// a static file (`.js`, `.png`, ...).
+    Endpoint { endpoint: u64, prm: bool, asset: bool },
     /// Requests to the whole site.
     Site,
     /// Responses with status ≥ 400.
@@ -194,7 +195,16 @@ pub fn values(c: &ClientMinute) -> Vec<(Measure, f64)> {
     let prm = c.prm;
     let mut out: Vec<(Measure, f64)> = c
         .route_counts()
-        .map(|(endpoint, n)| (Measure::Endpoint { endpoint, prm }, n as f64 / people))
+        .map(|(endpoint, n, asset)| {
+            (
+                Measure::Endpoint {
+                    endpoint,
+                    prm,
+                    asset,
+                },
+                n as f64 / people,
+            )
+        })
         .collect();
     out.push((Measure::Site, c.requests as f64 / people));
     if c.outcomes > 0 {
@@ -254,9 +264,11 @@ impl Baselines {
         let raw: Vec<Finding> = self.assess_with(c, 1.0 / 3.0, 1.0);
         self.assess_with(c, 1.0, stretch)
             .into_iter()
-            // The whole site's requests only: one route's count over a few seconds is too bursty
-            // (a page loads the same assets again and again).
-            .filter(|f| f.measure == Measure::Site && raw.iter().any(|r| r.measure == f.measure))
+            // Not static assets: a page loads the same ones again and again in a second.
+            .filter(|f| {
+                !matches!(f.measure, Measure::Endpoint { asset: true, .. })
+                    && raw.iter().any(|r| r.measure == f.measure)
+            })
             .collect()
     }
 
@@ -406,7 +418,7 @@ pub fn suggestions(baselines: &Baselines) -> Vec<Suggestion> {
         .into_iter()
         .filter_map(|v| {
             let (endpoint, tier) = match v.measure {
-                Measure::Endpoint { endpoint, prm } => (
+                Measure::Endpoint { endpoint, prm, .. } => (
                     Some(endpoint),
                     Some(if prm { Tier::Prm } else { Tier::Std }),
                 ),

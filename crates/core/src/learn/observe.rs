@@ -66,6 +66,17 @@ fn is_id(segment: &[u8]) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')))
 }
 
+/// Whether an endpoint is a static asset (by its file extension): pages load many at once.
+pub fn is_asset(endpoint: &str) -> bool {
+    const EXTENSIONS: [&str; 14] = [
+        "js", "css", "png", "jpg", "jpeg", "gif", "svg", "ico", "woff", "woff2", "ttf", "map",
+        "webp", "avif",
+    ];
+    let last = endpoint.rsplit('/').next().unwrap_or("");
+    last.rsplit_once('.')
+        .is_some_and(|(_, ext)| EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)))
+}
+
 /// The hash of an endpoint's route: its path with identifier segments templated, so
 /// `/product/42` and `/product/7` are one route (`/product/{id}`). Allocation-free.
 pub fn route_hash(endpoint: &str) -> u64 {
@@ -264,7 +275,7 @@ pub struct ClientMinute {
     endpoints_beyond: u32,
     /// (route hash, requests): endpoints with their ids templated (`/product/{id}`), so a scraper
     /// walking ten thousand product pages is ten thousand requests to one route.
-    routes: SmallVec<[(u64, u32); 4]>,
+    routes: SmallVec<[(u64, u32, bool); 4]>,
     agents: Distinct,
     /// The other kind of identity: users seen on a network key, addresses seen for a user key.
     partners: Distinct,
@@ -281,9 +292,9 @@ impl ClientMinute {
         self.endpoints.len() as u32 + self.endpoints_beyond
     }
 
-    /// (route hash, requests) of the routes tracked exactly (the first `EXACT_DISTINCT`); the
-    /// hash is [`route_hash`] of the endpoint.
-    pub fn route_counts(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+    /// (route hash, requests, a static asset) of the routes tracked exactly (the first
+    /// `EXACT_DISTINCT`); the hash is [`route_hash`] of the endpoint.
+    pub fn route_counts(&self) -> impl Iterator<Item = (u64, u32, bool)> + '_ {
         self.routes.iter().copied()
     }
 
@@ -375,7 +386,7 @@ impl ClientMinute {
         if let Some(r) = self.routes.iter_mut().find(|r| r.0 == h.route) {
             r.1 += 1;
         } else if self.routes.len() < EXACT_DISTINCT {
-            self.routes.push((h.route, 1));
+            self.routes.push((h.route, 1, is_asset(o.endpoint)));
         }
         let sensitive = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint) {
             Some(e) => {

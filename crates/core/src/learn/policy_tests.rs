@@ -3,13 +3,22 @@ use crate::time::NANOS_PER_SEC;
 
 const MIN: Nanos = 60 * NANOS_PER_SEC;
 
+/// The thresholds these tests are written against (throttle at 0.73, block at 0.80).
+fn policy() -> PolicyConfig {
+    PolicyConfig {
+        throttle_at: 0.73,
+        block_at: 0.80,
+        ..PolicyConfig::default()
+    }
+}
+
 /// A client the forest scored `risk`: the call is the thresholds' (as the learner makes it).
 fn assess(client: &str, risk: f64, requests: u32, prm: bool) -> Assessment<'_> {
     assess_by(client, risk, requests, prm, Signal::Forest)
 }
 
 fn assess_by(client: &str, risk: f64, requests: u32, prm: bool, signal: Signal) -> Assessment<'_> {
-    let call = PolicyConfig::default()
+    let call = policy()
         .kind_for_risk(risk)
         .map(|kind| Call {
             kind,
@@ -29,7 +38,7 @@ fn assess_by(client: &str, risk: f64, requests: u32, prm: bool, signal: Signal) 
 fn risk_to_action_table() {
     let policy = PolicyConfig {
         allowlist: Allowlist::parse("10.0.0.0/8, ops, 2001:db8::/32").unwrap(),
-        ..PolicyConfig::default()
+        ..policy()
     };
     let throttle = Some(ActionKind::Throttle { per_minute: 10 });
 
@@ -123,7 +132,7 @@ fn allowlist_errors_name_the_entry() {
 
 #[test]
 fn actions_renew_escalate_expire_and_wait_for_a_model() {
-    let policy = PolicyConfig::default();
+    let policy = policy();
     let empty = ActionTable::default();
     let t0 = 100 * MIN;
     // Cold start: no model yet, nothing is taken.
@@ -167,7 +176,7 @@ fn actions_renew_escalate_expire_and_wait_for_a_model() {
 fn shadow_policy_marks_its_actions() {
     let policy = PolicyConfig {
         shadow: true,
-        ..PolicyConfig::default()
+        ..policy()
     };
     let (table, changes) = policy.step(
         MIN,
@@ -199,7 +208,7 @@ fn floors_turn_blocks_into_throttles() {
 
 #[test]
 fn a_renewal_keeps_the_signal_that_decided_the_kind_in_force() {
-    let policy = PolicyConfig::default();
+    let policy = policy();
     let by = |signal, risk| assess_by("198.51.100.7", risk, 50, false, signal);
     // Minute 1: the heuristic's 0.9 blocks.
     let (t1, _) = policy.step(
