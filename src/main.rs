@@ -40,6 +40,8 @@ enum Command {
     EvalForecast(cli::eval_forecast::EvalForecastArgs),
     /// Detection quality over generated worlds: worst and median figures (held-out seeds).
     EvalDetection(Box<cli::eval_detection::EvalDetectionArgs>),
+    /// Print suggested static limits (a rules file) learned from a trace of your own traffic.
+    SuggestLimits(Box<cli::suggest_limits::SuggestLimitsArgs>),
     /// Ask a running server's health (exit 0 when SERVING): an exec probe that also speaks TLS.
     Health(cli::health::HealthArgs),
     /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
@@ -79,6 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EvalForecast(args) => cli::eval_forecast::eval_forecast(&args)?,
         Command::Health(args) => cli::health::run(&args).await?,
         Command::EvalDetection(args) => cli::eval_detection::run(&args)?,
+        Command::SuggestLimits(args) => cli::suggest_limits::run(&args)?,
         Command::NoopServer { listen } => {
             sluice::service::telemetry::init_logging(false, None)?;
             cli::noop_server::run(listen, cli::serve::shutdown_signal()).await?;

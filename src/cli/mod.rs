@@ -13,6 +13,7 @@ pub mod replay;
 pub mod rules;
 pub mod serve;
 pub mod simulate;
+pub mod suggest_limits;
 
 /// An error and its causes on one line, each said once: a cause whose text the message above it
 /// already contains (as `io::Error`s wrapped by `anyhow` and tonic often do) is left out.

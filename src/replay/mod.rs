@@ -234,6 +234,15 @@ pub fn run(
     options: ReplayOptions<'_>,
     decisions: Option<&mut dyn Write>,
 ) -> Result<Report, ReplayError> {
+    run_keeping_state(input, options, decisions).map(|(report, _)| report)
+}
+
+/// As [`run`], and hands back the minute's state at the end (its learner's baselines, say).
+pub fn run_keeping_state(
+    input: impl BufRead,
+    options: ReplayOptions<'_>,
+    decisions: Option<&mut dyn Write>,
+) -> Result<(Report, Minutes), ReplayError> {
     let started = Instant::now();
     let engine = moka_store::engine(options.engine, options.bucket_store);
     engine.replace_rules(RuleSet::build(0, options.rules));
@@ -274,10 +283,11 @@ pub fn run(
     replay
         .report
         .forecast(&forecaster_name, &replay.forecast_error);
-    Ok(replay.report.finish(
+    let report = replay.report.finish(
         replay.minutes,
         versions,
         replay.overflow,
         started.elapsed().as_secs_f64(),
-    ))
+    );
+    Ok((report, replay.minutes_state))
 }

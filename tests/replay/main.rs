@@ -334,3 +334,33 @@ fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
     assert!(f.minutes >= 55, "{f:?}");
     assert!(f.smape < 0.15, "{f:?}");
 }
+
+/// `sluice suggest-limits` prints a rules file that the rules parser accepts, with a site-wide
+/// per-client limit learned from the trace.
+#[test]
+fn suggested_limits_are_a_valid_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trace.csv");
+    let world = sluice::replay::worlds::generate(3, 300);
+    let mut file = std::fs::File::create(&path).unwrap();
+    scenario::write_csv(&mut file, &world.requests).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["suggest-limits", "--trace"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = sluice::adapters::rules_file::parse("suggested", &text, &InputLimits::default())
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let site = parsed
+        .rules
+        .iter()
+        .find(|r| r.id() == "sluice|remote_address")
+        .expect("a per-client limit for the whole site");
+    assert!(site.limits[0].rate.unwrap().requests_per_unit >= 1);
+}

@@ -43,7 +43,11 @@ const LEARN_BOUND: f64 = 2.0;
 pub enum Measure {
     /// Requests to one route (an endpoint with its ids templated, by hash) in one tier; `asset`:
     /// a static file (`.js`, `.png`, ...).
-    Endpoint { endpoint: u64, prm: bool, asset: bool },
+    Endpoint {
+        endpoint: u64,
+        prm: bool,
+        asset: bool,
+    },
     /// Requests to the whole site.
     Site,
     /// Responses with status ≥ 400.

@@ -18,13 +18,11 @@ fn assess(client: &str, risk: f64, requests: u32, prm: bool) -> Assessment<'_> {
 }
 
 fn assess_by(client: &str, risk: f64, requests: u32, prm: bool, signal: Signal) -> Assessment<'_> {
-    let call = policy()
-        .kind_for_risk(risk)
-        .map(|kind| Call {
-            kind,
-            signal,
-            why: format!("{} {risk}", signal.name()).into(),
-        });
+    let call = policy().kind_for_risk(risk).map(|kind| Call {
+        kind,
+        signal,
+        why: format!("{} {risk}", signal.name()).into(),
+    });
     Assessment {
         client,
         risk,
