@@ -364,3 +364,40 @@ fn suggested_limits_are_a_valid_rules_file() {
         .expect("a per-client limit for the whole site");
     assert!(site.limits[0].rate.unwrap().requests_per_unit >= 1);
 }
+
+/// Detection on a few held-out generated worlds (the first three held-out seeds, chosen before
+/// any was looked at; populations capped for a test build), against the floors with a
+/// margin: precision ≥ 0.97 and recall ≥ 0.93 (floors 0.95 and 0.90), no PRM client or
+/// flash-crowd newcomer acted on, benign denied ≤ 0.3% (0.5%), median delay ≤ 60 s.
+#[test]
+fn held_out_worlds_meet_the_detection_floors() {
+    use sluice::cli::eval_detection::{EvalDetectionArgs, figures, replay_world};
+    use sluice::replay::worlds;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EvalDetectionArgs,
+    }
+    // The defaults, as `sluice eval-detection` runs them.
+    let args = <Cli as clap::Parser>::parse_from(["eval-detection"]).args;
+    for seed in worlds::HELD_OUT_SEEDS.take(3) {
+        let world = worlds::generate(seed, 1_500);
+        let report = replay_world(&world, &args, Vec::new()).unwrap();
+        let f = figures(seed, &world.params, &report);
+        let what = format!("world {seed} ({:?})", world.params);
+        assert!(f.precision >= 0.97, "{what}: precision {}", f.precision);
+        assert!(f.recall >= 0.93, "{what}: recall {}", f.recall);
+        assert_eq!(f.prm_acted_on, 0, "{what}: PRM clients acted on");
+        assert_eq!(f.flash_flagged, 0, "{what}: flash-crowd clients flagged");
+        assert!(
+            f.benign_denied_ratio <= 0.003,
+            "{what}: benign denied {}",
+            f.benign_denied_ratio
+        );
+        assert!(
+            f.delay_p50 <= 60.0,
+            "{what}: median delay {} s",
+            f.delay_p50
+        );
+    }
+}
