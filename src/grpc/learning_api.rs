@@ -8,6 +8,7 @@ use super::requests;
 use super::sluice_api::SluiceApi;
 use crate::proto::sluice::v1 as pb;
 use sluice_core::learn::actions::ActionKind;
+use sluice_core::learn::baselines::Measure;
 use sluice_core::learn::features::NAMES;
 use sluice_core::time::NANOS_PER_MILLI;
 
@@ -103,6 +104,28 @@ impl SluiceApi {
                 .map(|(endpoint, f)| pb::EndpointForecast {
                     endpoint: endpoint.clone(),
                     requests: f.to_vec(),
+                })
+                .collect(),
+            baselines: learning
+                .baselines
+                .iter()
+                .map(|(v, threshold, route)| {
+                    let (measure, tier) = match v.measure {
+                        Measure::Site => ("requests", ""),
+                        Measure::Endpoint { prm, .. } => ("route", if prm { "PRM" } else { "STD" }),
+                        Measure::Errors => ("errors", ""),
+                        Measure::AuthFailures => ("auth_failures", ""),
+                    };
+                    pb::Baseline {
+                        measure: measure.into(),
+                        route: route.clone().unwrap_or_default(),
+                        tier: tier.into(),
+                        samples: v.samples.round(),
+                        p50: v.p50,
+                        p99: v.p99,
+                        p999: v.p999,
+                        threshold: *threshold,
+                    }
                 })
                 .collect(),
         }

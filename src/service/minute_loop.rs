@@ -14,12 +14,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use rustc_hash::FxHashMap;
 use sluice_core::engine::Engine;
 use sluice_core::forecast::Forecast;
 use sluice_core::forecast::pressure::{Cut, PressureConfig};
 use sluice_core::learn::actions::Action;
+use sluice_core::learn::baselines::{BaselineView, Measure};
 use sluice_core::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot};
 use sluice_core::learn::lists::ListEntry;
+use sluice_core::learn::observe::{route_hash, route_template};
 use sluice_core::learn::policy::Adjustment;
 use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
 use sluice_core::time::{NANOS_PER_MILLI, Nanos};
@@ -43,6 +46,8 @@ pub struct LearningStatus {
     pub cut: Option<Cut>,
     /// The last minute's forecasts per watched endpoint (and the total).
     pub forecasts: Vec<(String, Forecast)>,
+    /// The learned per-client baselines (most used first, at most 50), with route names.
+    pub baselines: Vec<(BaselineView, f64, Option<String>)>,
 }
 
 /// What the minute loop is given at start-up.
@@ -74,6 +79,8 @@ pub struct MinuteLoop {
     status: ArcSwap<LearningStatus>,
     /// The list entries last installed.
     lists_seen: Mutex<Vec<ListEntry>>,
+    /// Route names (templates) by hash, from the endpoints seen (bounded).
+    route_names: Mutex<FxHashMap<u64, String>>,
 }
 
 fn ms(n: Nanos) -> i64 {
@@ -105,6 +112,7 @@ impl MinuteLoop {
             restored: AtomicBool::new(false),
             status: ArcSwap::from_pointee(status),
             lists_seen: Mutex::new(Vec::new()),
+            route_names: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -128,10 +136,26 @@ impl MinuteLoop {
 
     fn publish(&self, minutes: &Minutes) {
         let pipeline = minutes.pipeline();
+        let baselines = minutes.learner().baselines();
+        let names = self.route_names.lock();
+        let views = baselines
+            .views()
+            .into_iter()
+            .take(50)
+            .map(|v| {
+                let threshold = baselines.threshold(v.measure).map_or(0.0, |t| t.1);
+                let route = match v.measure {
+                    Measure::Endpoint { endpoint, .. } => names.get(&endpoint).cloned(),
+                    _ => None,
+                };
+                (v, threshold, route)
+            })
+            .collect();
         self.status.store(Arc::new(LearningStatus {
             model: minutes.learner().model_info(),
             cut: pipeline.cut().cloned(),
             forecasts: pipeline.last().forecasts.clone(),
+            baselines: views,
         }));
     }
 
@@ -158,6 +182,17 @@ impl MinuteLoop {
                 },
             )
         });
+        {
+            let mut names = self.route_names.lock();
+            if names.len() > 10_000 {
+                names.clear();
+            }
+            for e in &closed.tick.traffic {
+                names
+                    .entry(route_hash(&e.endpoint))
+                    .or_insert_with(|| route_template(&e.endpoint));
+            }
+        }
         self.publish(&minutes);
         drop(minutes);
         span.record("clients", closed.tick.scores.len());
