@@ -34,6 +34,8 @@ const USER_KEY_SEED: u64 = 0x05E2_1D5E_ED00_0001;
 /// every new one is still counted as distinct, so the count stays right and only the histogram's
 /// tail is approximate.
 const EXACT_DISTINCT: usize = 32;
+/// An endpoint whose route is not tracked (past `EXACT_DISTINCT` routes).
+const NO_ROUTE: u8 = u8::MAX;
 
 /// Prefix of user client keys: `user:alice`. Network identities never start with it (an IPv6
 /// address has no `u`), so the two kinds cannot collide.
@@ -271,7 +273,8 @@ pub struct ClientMinute {
     pub tool_agent: u32,
     pub prm: bool,
     /// (endpoint hash, requests) for the first `EXACT_DISTINCT` endpoints.
-    endpoints: SmallVec<[(u64, u32, bool); 4]>,
+    /// (endpoint hash, requests, sensitive, index of its route in `routes` or `NO_ROUTE`).
+    endpoints: SmallVec<[(u64, u32, bool, u8); 4]>,
     endpoints_beyond: u32,
     /// (route hash, requests): endpoints with their ids templated (`/product/{id}`), so a scraper
     /// walking ten thousand product pages is ten thousand requests to one route.
@@ -312,7 +315,7 @@ impl ClientMinute {
         }
         let t = total as f64;
         let mut h = 0.0;
-        for &(_, c, _) in &self.endpoints {
+        for &(_, c, _, _) in &self.endpoints {
             let p = c as f64 / t;
             h -= p * p.log2();
         }
@@ -330,6 +333,21 @@ impl ClientMinute {
     /// Distinct users behind a network key, or distinct addresses a user key came from.
     pub fn distinct_partners(&self) -> u32 {
         self.partners.count()
+    }
+
+    /// Counts a request to the route of a newly seen endpoint; returns the route's index
+    /// (`NO_ROUTE` past the exact ones).
+    fn count_route(&mut self, endpoint: &str) -> u8 {
+        let hash = route_hash(endpoint);
+        if let Some(i) = self.routes.iter().position(|r| r.0 == hash) {
+            self.routes[i].1 += 1;
+            return i as u8;
+        }
+        if self.routes.len() < EXACT_DISTINCT {
+            self.routes.push((hash, 1, is_asset(endpoint)));
+            return (self.routes.len() - 1) as u8;
+        }
+        NO_ROUTE
     }
 
     /// Folds one observation in. Decisions count requests; outcomes count errors, and count as
@@ -383,20 +401,20 @@ impl ClientMinute {
         if self.last_agent_tool && !o.user_agent.is_empty() {
             self.tool_agent += 1;
         }
-        if let Some(r) = self.routes.iter_mut().find(|r| r.0 == h.route) {
-            r.1 += 1;
-        } else if self.routes.len() < EXACT_DISTINCT {
-            self.routes.push((h.route, 1, is_asset(o.endpoint)));
-        }
         let sensitive = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint) {
             Some(e) => {
                 e.1 += 1;
+                // A known endpoint's route is known: no templating on the repeat visit.
+                if let Some(r) = self.routes.get_mut(e.3 as usize) {
+                    r.1 += 1;
+                }
                 e.2
             }
             None => {
                 let sensitive = classes.sensitive(h.endpoint, o.endpoint);
+                let route = self.count_route(o.endpoint);
                 if self.endpoints.len() < EXACT_DISTINCT {
-                    self.endpoints.push((h.endpoint, 1, sensitive));
+                    self.endpoints.push((h.endpoint, 1, sensitive, route));
                 } else {
                     self.endpoints_beyond += 1;
                 }
@@ -429,7 +447,6 @@ pub struct EndpointMinute {
 struct Hashes {
     client: u64,
     endpoint: u64,
-    route: u64,
     agent: u64,
     user: u64,
 }
@@ -546,7 +563,6 @@ impl Aggregator {
         let h = Hashes {
             client: hash(o.client),
             endpoint: hash(o.endpoint),
-            route: route_hash(o.endpoint),
             agent: hash(o.user_agent),
             user: hash(o.user),
         };
