@@ -335,16 +335,16 @@ impl ClientMinute {
         self.partners.count()
     }
 
-    /// Counts a request to the route of a newly seen endpoint; returns the route's index
+    /// Counts a request to the route of a newly seen endpoint (its hash and whether it is a
+    /// static asset, from the shard's endpoint cache); returns the route's index
     /// (`NO_ROUTE` past the exact ones).
-    fn count_route(&mut self, endpoint: &str) -> u8 {
-        let hash = route_hash(endpoint);
+    fn count_route(&mut self, hash: u64, asset: bool) -> u8 {
         if let Some(i) = self.routes.iter().position(|r| r.0 == hash) {
             self.routes[i].1 += 1;
             return i as u8;
         }
         if self.routes.len() < EXACT_DISTINCT {
-            self.routes.push((hash, 1, is_asset(endpoint)));
+            self.routes.push((hash, 1, asset));
             return (self.routes.len() - 1) as u8;
         }
         NO_ROUTE
@@ -411,8 +411,9 @@ impl ClientMinute {
                 e.2
             }
             None => {
-                let sensitive = classes.sensitive(h.endpoint, o.endpoint);
-                let route = self.count_route(o.endpoint);
+                let class = classes.endpoint(h.endpoint, o.endpoint);
+                let sensitive = class.sensitive;
+                let route = self.count_route(class.route, class.asset);
                 if self.endpoints.len() < EXACT_DISTINCT {
                     self.endpoints.push((h.endpoint, 1, sensitive, route));
                 } else {
@@ -459,7 +460,7 @@ struct Shard {
     /// substring search over every pattern, far dearer than the rest of an observation, and the
     /// same few hundred agents and routes come back every minute.
     agent_class: FxHashMap<u64, bool>,
-    endpoint_class: FxHashMap<u64, bool>,
+    endpoint_class: FxHashMap<u64, EndpointClass>,
 }
 
 /// Entries per shard in each class cache; past it the cache starts afresh (bounded memory
@@ -470,15 +471,23 @@ const CLASS_CACHE: usize = 4096;
 struct Classes<'a> {
     classifier: &'a Classifier,
     agents: &'a mut FxHashMap<u64, bool>,
-    endpoints: &'a mut FxHashMap<u64, bool>,
+    endpoints: &'a mut FxHashMap<u64, EndpointClass>,
+}
+
+/// What is known of an endpoint, whoever calls it: sensitive, its route, a static asset.
+#[derive(Clone, Copy, Debug)]
+struct EndpointClass {
+    sensitive: bool,
+    route: u64,
+    asset: bool,
 }
 
 impl Classes<'_> {
-    fn cached(
-        cache: &mut FxHashMap<u64, bool>,
+    fn cached<T: Copy>(
+        cache: &mut FxHashMap<u64, T>,
         hash: u64,
-        classify: impl FnOnce() -> bool,
-    ) -> bool {
+        classify: impl FnOnce() -> T,
+    ) -> T {
         if let Some(&class) = cache.get(&hash) {
             return class;
         }
@@ -495,9 +504,13 @@ impl Classes<'_> {
         Classes::cached(self.agents, hash, || classifier.is_tool(user_agent))
     }
 
-    fn sensitive(&mut self, hash: u64, endpoint: &str) -> bool {
+    fn endpoint(&mut self, hash: u64, endpoint: &str) -> EndpointClass {
         let classifier = self.classifier;
-        Classes::cached(self.endpoints, hash, || classifier.is_sensitive(endpoint))
+        Classes::cached(self.endpoints, hash, || EndpointClass {
+            sensitive: classifier.is_sensitive(endpoint),
+            route: route_hash(endpoint),
+            asset: is_asset(endpoint),
+        })
     }
 }
 
