@@ -285,7 +285,7 @@ struct BotShape {
 
 /// Generates world `seed`; `max_clients` caps the drawn population (tests use small worlds).
 pub fn generate(seed: u64, max_clients: usize) -> World {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F_A_3077D);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0FA3_077D);
     let minutes: u32 = rng.random_range(35..50);
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),

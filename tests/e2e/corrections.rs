@@ -4,50 +4,16 @@
 //! being acted on, recorded in history. Eager learning as in `learning.rs`.
 
 use sluice::proto::sluice::v1 as pb;
-use sluice::service::config::Config;
 use tonic::Code;
 
 use crate::harness::*;
+use crate::learning::{ask, eager};
 use crate::store_tests;
 
-fn eager(config: &mut Config) {
-    config.learn_tick_secs = 1;
-    config.learn.cold_start_secs = 0;
-    config.learn.min_train = 2;
-    config.learn.min_requests = 1;
-    config.learn.throttle_at = 0.0;
-    config.learn.block_at = 1.0;
-    config.learn.retrain_secs = 3600;
-    config.learn.forest_budget = 1.0;
-}
-
-async fn ask(server: &TestServer, ip: &str) -> pb::ShouldAllowResponse {
-    server
-        .api()
-        .await
-        .should_allow(pb::ShouldAllowRequest {
-            subject: Some(pb::Subject {
-                client_ip: ip.into(),
-                endpoint: "/api/login".into(),
-                user_agent: "curl/8.5.0".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
+/// The clients acted on now.
 async fn flagged(server: &TestServer) -> Vec<String> {
-    server
-        .api()
+    crate::learning::flagged(server)
         .await
-        .list_flagged(admin(pb::ListFlaggedRequest::default()))
-        .await
-        .unwrap()
-        .into_inner()
-        .clients
         .into_iter()
         .map(|c| c.client)
         .collect()
@@ -196,16 +162,7 @@ async fn lists_are_admin_durable_audited_and_expire(backend: Backend) {
     })
     .await;
     eventually("its block lifted", async || {
-        server
-            .api()
-            .await
-            .list_flagged(admin(pb::ListFlaggedRequest::default()))
-            .await
-            .unwrap()
-            .into_inner()
-            .clients
-            .iter()
-            .all(|c| c.client != "198.51.100.4")
+        !flagged(&server).await.contains(&"198.51.100.4".to_string())
     })
     .await;
     // Removal.

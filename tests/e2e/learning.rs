@@ -22,7 +22,7 @@ use crate::store_tests;
 
 /// Every client with a request is throttled to 10/minute once the first model exists, which is
 /// grown at the first one-second tick.
-fn eager(config: &mut Config) {
+pub(crate) fn eager(config: &mut Config) {
     config.learn_tick_secs = 1;
     config.learn.cold_start_secs = 0;
     config.learn.min_train = 2;
@@ -43,7 +43,7 @@ fn subject(ip: &str) -> pb::Subject {
     }
 }
 
-async fn ask(server: &TestServer, ip: &str) -> pb::ShouldAllowResponse {
+pub(crate) async fn ask(server: &TestServer, ip: &str) -> pb::ShouldAllowResponse {
     server
         .api()
         .await
@@ -56,7 +56,7 @@ async fn ask(server: &TestServer, ip: &str) -> pb::ShouldAllowResponse {
         .into_inner()
 }
 
-async fn flagged(server: &TestServer) -> Vec<pb::FlaggedClient> {
+pub(crate) async fn flagged(server: &TestServer) -> Vec<pb::FlaggedClient> {
     server
         .api()
         .await

@@ -164,13 +164,13 @@ mod tests {
 
     #[test]
     fn clients_here_before_the_baselines_judged_are_given_time() {
-        let s = run(&vec![(600, false); 5]);
+        let s = run(&[(600, false); 5]);
         // Seen since minute 0, baselines ready at minute 3: five minutes are not enough to tell.
         assert!(s.is_pending("svc", 3));
         // A client that came after the baselines were ready is judged at once.
         assert!(!s.is_pending("svc", 0));
         assert!(
-            !run(&vec![(600, false); 12]).is_pending("svc", 3),
+            !run(&[(600, false); 12]).is_pending("svc", 3),
             "established by now"
         );
     }
