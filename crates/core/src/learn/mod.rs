@@ -11,4 +11,5 @@ pub mod learner;
 pub mod lists;
 pub mod observe;
 pub mod policy;
+pub mod routes;
 pub mod steady;

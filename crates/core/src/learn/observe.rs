@@ -25,6 +25,8 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::rules::Tier;
+
+pub use super::routes::{endpoint_hash, is_asset, route_hash, route_template};
 use crate::time::{NANOS_PER_SEC, Nanos};
 
 const SHARDS: usize = 64;
@@ -49,62 +51,6 @@ pub fn user_key(user_id: &str) -> String {
 /// The user id of a user client key, `None` for a network identity.
 pub fn user_of_key(key: &str) -> Option<&str> {
     key.strip_prefix(USER_KEY_PREFIX)
-}
-
-/// The hash a client-minute keeps an endpoint (and agent, user, client) under.
-pub fn endpoint_hash(text: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-}
-
-/// Whether a path segment is an identifier rather than a name: digits, or a long token with
-/// digits in it (hex ids, UUIDs, hashes).
-fn is_id(segment: &[u8]) -> bool {
-    !segment.is_empty()
-        && (segment.iter().all(u8::is_ascii_digit)
-            || (segment.len() >= 8
-                && segment.iter().any(u8::is_ascii_digit)
-                && segment
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')))
-}
-
-/// Whether an endpoint is a static asset (by its file extension): pages load many at once.
-pub fn is_asset(endpoint: &str) -> bool {
-    const EXTENSIONS: [&str; 14] = [
-        "js", "css", "png", "jpg", "jpeg", "gif", "svg", "ico", "woff", "woff2", "ttf", "map",
-        "webp", "avif",
-    ];
-    let last = endpoint.rsplit('/').next().unwrap_or("");
-    last.rsplit_once('.')
-        .is_some_and(|(_, ext)| EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)))
-}
-
-/// The hash of an endpoint's route: its path with identifier segments templated, so
-/// `/product/42` and `/product/7` are one route (`/product/{id}`). Allocation-free.
-pub fn route_hash(endpoint: &str) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-    for (i, segment) in endpoint.as_bytes().split(|b| *b == b'/').enumerate() {
-        if i > 0 {
-            h.update(b"/");
-        }
-        h.update(if is_id(segment) { b"{id}" } else { segment });
-    }
-    h.digest()
-}
-
-/// An endpoint's route as text: identifier segments become `{id}` (`/product/{id}`).
-pub fn route_template(endpoint: &str) -> String {
-    endpoint
-        .split('/')
-        .map(|segment| {
-            if is_id(segment.as_bytes()) {
-                "{id}"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// What a client key names.
