@@ -286,7 +286,7 @@ impl Gen {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn req(
+pub(crate) fn req(
     ts_ms: i64,
     client: &str,
     user: &str,

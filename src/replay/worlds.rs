@@ -117,17 +117,9 @@ impl Gen {
         label: &'static str,
     ) {
         if ts_ms < self.end_ms {
-            self.out.push(Request {
-                ts_ms,
-                client: client.into(),
-                user: user.into(),
-                tier,
-                endpoint,
-                method,
-                user_agent,
-                status,
-                label,
-            });
+            self.out.push(super::scenario::req(
+                ts_ms, client, user, tier, endpoint, method, user_agent, status, label,
+            ));
         }
     }
 
