@@ -415,7 +415,7 @@ impl Learner {
             })
             .collect();
         self.note_sustained(minute_index, &measured);
-        self.learn_baselines(minute_index, &measured, &calls, &table);
+        self.learn_baselines(minute_index, &measured, &calls, &table, &lists);
         self.remember(minute, &measured, &table);
         self.actions = table.clone();
         let trained = self.maybe_train(now, false);
@@ -497,12 +497,12 @@ impl Learner {
         measured: &[(ClientMinute, Features)],
         calls: &[(f64, Option<Call>)],
         table: &ActionTable,
+        lists: &Lists,
     ) {
         // Learned from: clients under no action, called for by nothing, and not on a streak
         // above the sustained bar (a slow scraper must not raise the bar it stays under).
         let sustained = &self.sustained;
         // An allowlisted client (a false positive, say) is learned from whatever it does.
-        let lists = Lists::compile(&self.lists, minute as u64 * 60 * crate::time::NANOS_PER_SEC);
         let clean = |i: usize| {
             let c = &measured[i].0;
             lists.allows(&c.client)
