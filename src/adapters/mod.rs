@@ -2,6 +2,7 @@
 //! database — ONNX Runtime, the moka cache, and the files Sluice reads and writes. Each module is
 //! the only one that knows its crate or format.
 
+pub mod corrections_file;
 pub mod moka_store;
 pub mod onnx;
 pub mod rules_file;

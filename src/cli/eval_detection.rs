@@ -31,6 +31,10 @@ pub struct EvalDetectionArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Under each world, list the benign clients it acted on: label, signal and why (to find
+    /// what a false positive is made of; use it on design seeds only).
+    #[arg(long)]
+    pub explain: bool,
     #[command(flatten)]
     pub learn: LearnArgs,
 }
@@ -199,6 +203,19 @@ pub fn run(args: &EvalDetectionArgs) -> anyhow::Result<()> {
                 f.benign_denied_ratio * 100.0,
                 f.delay_p50
             );
+        }
+        if args.explain && !args.json {
+            for flagged in report.flagged.iter().filter(|f| f.label.starts_with("benign")) {
+                println!(
+                    "         {} {} {} ({} requests): {} {}",
+                    flagged.label,
+                    flagged.client,
+                    flagged.action,
+                    flagged.requests,
+                    flagged.signal,
+                    flagged.why
+                );
+            }
         }
         all.push(f);
     }

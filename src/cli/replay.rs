@@ -10,6 +10,7 @@ use anyhow::Context;
 use sluice_core::engine::EngineConfig;
 use sluice_core::validate::InputLimits;
 
+use crate::adapters::corrections_file;
 use crate::adapters::moka_store::StoreKind;
 use crate::adapters::onnx::load_or_baseline;
 use crate::adapters::rules_file;
@@ -33,6 +34,11 @@ pub struct ReplayArgs {
     /// Domain the requests are decided in.
     #[arg(long, default_value = "sluice")]
     pub domain: String,
+    /// Operators' corrections to apply as the trace reaches their times: CSV `ts,action,client`
+    /// (+ `ttl_secs`, `reason`); actions `false_positive`, `allow`, `deny`, `reset`
+    /// (docs/trace-format.md). The report lists them and marks the clients called false positives.
+    #[arg(long)]
+    pub corrections: Option<PathBuf>,
     /// Bucket store (`sharded` is faster; decisions are the same).
     #[arg(long, default_value = "sharded")]
     pub bucket_store: StoreKind,
@@ -53,6 +59,14 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     if let Some(reason) = fallback {
         eprintln!("warning: forecasting with the statistical baseline: {reason}");
     }
+    let corrections = match &args.corrections {
+        Some(path) => {
+            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            corrections_file::read(BufReader::new(file))
+                .with_context(|| format!("corrections file {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
     let options = ReplayOptions {
         rules,
         engine: EngineConfig {
@@ -66,6 +80,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         adaptive: !args.learn.no_adaptive,
         domain: args.domain.clone(),
         on_minute: None,
+        corrections,
     };
     let input =
         File::open(&args.trace).with_context(|| format!("cannot open {}", args.trace.display()))?;

@@ -11,6 +11,7 @@ pub mod report;
 pub mod scenario;
 pub mod worlds;
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
@@ -25,6 +26,7 @@ use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
 use sluice_core::rules::Rule;
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
+use crate::adapters::corrections_file::TimedCorrection;
 use crate::adapters::moka_store::{self, StoreKind};
 use crate::adapters::trace_file::{self as trace, Row, TraceError};
 use report::{Report, ReportBuilder};
@@ -61,6 +63,9 @@ pub struct ReplayOptions<'h> {
     pub domain: String,
     /// Called with every closed minute (tests compare them with the live service's).
     pub on_minute: Option<&'h mut dyn FnMut(&ClosedMinute)>,
+    /// Operators' corrections, in time order, each applied when the trace reaches its time —
+    /// the same learner steps the API's would take.
+    pub corrections: Vec<TimedCorrection>,
 }
 
 impl Default for ReplayOptions<'_> {
@@ -75,6 +80,7 @@ impl Default for ReplayOptions<'_> {
             adaptive: true,
             domain: "sluice".into(),
             on_minute: None,
+            corrections: Vec::new(),
         }
     }
 }
@@ -94,6 +100,8 @@ struct Replay<'w, 'h> {
     latest_ms: i64,
     minutes: u64,
     overflow: u64,
+    /// Corrections not applied yet, earliest first.
+    corrections: VecDeque<TimedCorrection>,
 }
 
 impl Replay<'_, '_> {
@@ -120,10 +128,9 @@ impl Replay<'_, '_> {
         self.latest_ms = self.latest_ms.max(row.ts_ms);
         // Late rows are decided at the latest time seen: the clock never runs backwards.
         let now = self.latest_ms as u64 * NANOS_PER_MILLI;
-        let start = *self.minute_start.get_or_insert(now - now % MINUTE);
-        if now >= start + MINUTE {
-            self.advance_to(now);
-        }
+        self.minute_start.get_or_insert(now - now % MINUTE);
+        self.correct_up_to(self.latest_ms);
+        self.advance_to(now);
         let subject = row.subject();
         let verdict = self.engine.should_allow(&self.domain, &subject, 1, now);
         let allowed = !verdict.over_limit;
@@ -167,6 +174,22 @@ impl Replay<'_, '_> {
             .map_err(csv_io)?;
         }
         Ok(())
+    }
+
+    /// Applies the corrections due by `ts_ms` in order, each after the minutes that closed before
+    /// it (as the service applies an operator's between minutes), and reports them.
+    fn correct_up_to(&mut self, ts_ms: i64) {
+        while let Some(c) = self.corrections.front()
+            && c.ts_ms <= ts_ms
+        {
+            let c = self.corrections.pop_front().expect("front");
+            let at = c.ts_ms.max(0) as u64 * NANOS_PER_MILLI;
+            self.advance_to(at);
+            let changes = self
+                .minutes_state
+                .correct(&self.engine, |l| l.apply(&c.correction, at));
+            self.report.correction(c.ts_ms, &c.correction, &changes);
+        }
     }
 
     /// Ticks every minute boundary up to `now`.
@@ -264,6 +287,7 @@ pub fn run_keeping_state(
         latest_ms: 0,
         minutes: 0,
         overflow: 0,
+        corrections: options.corrections.into(),
     };
     if let Some(w) = replay.decisions.as_mut() {
         w.write_record([
@@ -275,6 +299,9 @@ pub fn run_keeping_state(
     // Close the last (partial) minute so short traces are scored too.
     if let Some(start) = replay.minute_start {
         replay.tick(start, start + MINUTE);
+    }
+    for c in std::mem::take(&mut replay.corrections) {
+        replay.report.correction_not_reached(c.ts_ms, &c.correction);
     }
     if let Some(w) = replay.decisions.as_mut() {
         w.flush()?;

@@ -12,7 +12,9 @@ use serde::Serialize;
 use sluice_core::forecast::eval::ErrorSum;
 use sluice_core::forecast::pressure::PressureChange;
 use sluice_core::learn::actions::{ActionKind, ActionTable};
+use sluice_core::learn::learner::{Correction, CorrectionKind};
 use sluice_core::learn::observe::{user_key, user_of_key};
+use sluice_core::learn::policy::Adjustment;
 use sluice_core::time::NANOS_PER_MILLI;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -45,6 +47,24 @@ pub struct Flagged {
     /// The signal of the first action taken, and why.
     pub signal: &'static str,
     pub why: String,
+    /// When an operator marked it a false positive (a corrections file), if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marked_false_positive_ts: Option<i64>,
+}
+
+/// An operator's correction the replay applied (or, past the trace's end, did not reach).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CorrectionEvent {
+    pub ts: i64,
+    /// `false_positive`, `allow`, `deny` or `reset`.
+    pub action: &'static str,
+    pub client: String,
+    pub reason: String,
+    /// Clients whose action it lifted, and those it blocked (a denylist entry).
+    pub lifted: Vec<String>,
+    pub blocked: Vec<String>,
+    /// `false`: its time is after the trace's last row.
+    pub applied: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -87,6 +107,8 @@ pub struct Report {
     /// The forecaster's one-step-ahead error on the trace's total requests per minute, after its
     /// warm-up (a 60-minute window).
     pub forecast: Option<ForecastSummary>,
+    /// Operators' corrections (`--corrections`), in order.
+    pub corrections: Vec<CorrectionEvent>,
     /// Cuts of STD limits on low-priority endpoints, and their lifting, in order.
     pub pressure: Vec<PressureEvent>,
     /// Requests denied by a limit cut under pressure (included in `denied`).
@@ -128,6 +150,7 @@ struct ClientTrack {
     blocked: bool,
     requests: u64,
     signal: Option<(&'static str, String)>,
+    marked_false_positive_ms: Option<i64>,
 }
 
 /// Label counts per client: almost always one label.
@@ -228,6 +251,7 @@ impl Tracks {
                     requests: t.requests,
                     signal: t.signal.as_ref().map_or("", |s| s.0),
                     why: t.signal.map(|s| s.1).unwrap_or_default(),
+                    marked_false_positive_ts: t.marked_false_positive_ms,
                 });
             }
         }
@@ -298,6 +322,52 @@ impl ReportBuilder {
             factor: c.factor,
             cause: c.cause.clone(),
             shadow: c.shadow,
+        });
+    }
+
+    /// A correction applied at `ts_ms`, with what it changed.
+    pub fn correction(&mut self, ts_ms: i64, c: &Correction, changes: &[Adjustment]) {
+        if c.kind == CorrectionKind::FalsePositive {
+            let mut keys: Vec<&str> = changes.iter().map(|a| a.client.as_str()).collect();
+            keys.push(&c.client);
+            for key in keys {
+                let track = match user_of_key(key) {
+                    Some(user) => self.users.0.get_mut(user),
+                    None => self.clients.0.get_mut(key),
+                };
+                if let Some(track) = track {
+                    track.marked_false_positive_ms.get_or_insert(ts_ms);
+                }
+            }
+        }
+        let clients = |blocked: bool| {
+            changes
+                .iter()
+                .filter(|a| a.to.is_some() == blocked)
+                .map(|a| a.client.clone())
+                .collect()
+        };
+        self.report.corrections.push(CorrectionEvent {
+            ts: ts_ms,
+            action: c.kind.name(),
+            client: c.client.clone(),
+            reason: c.reason.clone(),
+            lifted: clients(false),
+            blocked: clients(true),
+            applied: true,
+        });
+    }
+
+    /// A correction whose time the trace never reached.
+    pub fn correction_not_reached(&mut self, ts_ms: i64, c: &Correction) {
+        self.report.corrections.push(CorrectionEvent {
+            ts: ts_ms,
+            action: c.kind.name(),
+            client: c.client.clone(),
+            reason: c.reason.clone(),
+            lifted: Vec::new(),
+            blocked: Vec::new(),
+            applied: false,
         });
     }
 

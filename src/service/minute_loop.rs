@@ -226,12 +226,8 @@ impl MinuteLoop {
     /// installed in the engine and recorded. Returns how many actions it lifted or added.
     fn correct(&self, now: Nanos, change: impl FnOnce(&mut Learner) -> Vec<Adjustment>) -> usize {
         let mut minutes = self.minutes.lock();
-        let learner = minutes.learner_mut();
-        let changes = change(learner);
-        let actions = learner.actions();
-        if self.adaptive {
-            self.engine.set_actions(actions.clone());
-        }
+        let changes = minutes.correct(&self.engine, change);
+        let actions = minutes.learner().actions();
         drop(minutes);
         if !changes.is_empty() {
             for c in &changes {

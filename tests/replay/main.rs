@@ -2,6 +2,7 @@
 //! learning loop in virtual time, and the quality floors of the learning loop are asserted with
 //! a margin. No network, no database: a replay needs neither.
 
+mod corrections;
 mod minute_paths;
 
 use sluice::adapters::moka_store::StoreKind;

@@ -24,7 +24,7 @@ use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::Buckets;
 use super::forecast::pressure::cut_quota;
 use super::keys::{bucket_key, caller_from_descriptors, subject_key, synthetic_seed};
-use super::learn::actions::{ActionKind, ActionTable};
+use super::learn::actions::{ActionKind, ActionTable, Signal};
 use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
 use super::limit::{Algorithm, Quota, Rate, Unit};
 use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
@@ -405,7 +405,13 @@ impl Engine {
                 .map(|a| a.floor_per_minute)
                 .max()
                 .unwrap_or(0);
-            let kind = action.kind.within_floor(floor);
+            // A rule's floor keeps what the learner decides above it; an operator's denylist is
+            // explicit evidence and blocks outright.
+            let kind = if action.signal == Signal::Denylist {
+                action.kind
+            } else {
+                action.kind.within_floor(floor)
+            };
             let shadow = action.shadow || self.shadow();
             let mut hit = AnomalyHit {
                 kind,

@@ -355,6 +355,53 @@ pub fn a_users_action_follows_it_from_address_to_address(store: MakeEngine) {
     assert_eq!(e.stats().anomaly_denied.load(Ordering::Relaxed), 2);
 }
 
+pub fn a_floor_softens_the_learners_block_not_the_denylists(store: MakeEngine) {
+    use crate::learn::actions::{Action, ActionKind, ActionTable, Signal};
+    let e = engine(store, vec![]);
+    e.replace_rules(RuleSet::build(
+        1,
+        [Rule {
+            domain: "sluice".into(),
+            ..rule(
+                &[("endpoint", "/api/browse")],
+                vec![LimitSpec {
+                    floor: Some(3),
+                    ..limit("per-endpoint", 100, Unit::Minute)
+                }],
+            )
+        }],
+    ));
+    let action = |client: &str, signal| Action {
+        client: client.into(),
+        kind: ActionKind::Block,
+        score: 1.0,
+        since: T0,
+        expires_at: T0 + 300 * S,
+        shadow: false,
+        model_version: 1,
+        signal,
+        why: "".into(),
+    };
+    e.set_actions(Arc::new(ActionTable::from_actions([
+        action("192.0.2.1", Signal::Volume),
+        action("192.0.2.2", Signal::Denylist),
+    ])));
+    let admitted = |ip: &'static str| {
+        let subject = Subject {
+            remote_address: ip,
+            endpoint: "/api/browse",
+            ..Subject::default()
+        };
+        (0..10)
+            .filter(|_| !e.should_allow("sluice", &subject, 1, T0).over_limit)
+            .count()
+    };
+    // (client, admitted of 10 in the minute)
+    for (ip, expected) in [("192.0.2.1", 3), ("192.0.2.2", 0), ("192.0.2.3", 10)] {
+        assert_eq!(admitted(ip), expected, "{ip}");
+    }
+}
+
 pub fn pressure_cuts_std_on_low_priority_endpoints_only(store: MakeEngine) {
     let endpoint_rule = |endpoint: &str, priority, floor| Rule {
         domain: "sluice".into(),
@@ -464,6 +511,10 @@ macro_rules! engine_behaviour_suite {
         #[test]
         fn a_users_action_follows_it_from_address_to_address() {
             $crate::engine_suite::a_users_action_follows_it_from_address_to_address($make)
+        }
+        #[test]
+        fn a_floor_softens_the_learners_block_not_the_denylists() {
+            $crate::engine_suite::a_floor_softens_the_learners_block_not_the_denylists($make);
         }
         #[test]
         fn pressure_cuts_std_on_low_priority_endpoints_only() {

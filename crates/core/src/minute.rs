@@ -16,6 +16,7 @@ use crate::forecast::live::{self, Pipeline, Step};
 use crate::forecast::pressure::{PressureChange, PressureConfig};
 use crate::learn::actions::ActionTable;
 use crate::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot, Tick};
+use crate::learn::policy::Adjustment;
 use crate::time::Nanos;
 
 /// A backend's reported utilisation (0..1) and when it was reported (`ReportLoad`).
@@ -79,6 +80,20 @@ impl Minutes {
     /// The learner, for what happens between minutes (`TrainNow`, restoring a saved model).
     pub fn learner_mut(&mut self) -> &mut Learner {
         &mut self.learner
+    }
+
+    /// An operator's correction between minutes (a list change, a lift): applied to the learner
+    /// and, in adaptive mode, installed in the engine at once. Returns what changed.
+    pub fn correct(
+        &mut self,
+        engine: &Engine,
+        change: impl FnOnce(&mut Learner) -> Vec<Adjustment>,
+    ) -> Vec<Adjustment> {
+        let changes = change(&mut self.learner);
+        if self.adaptive {
+            engine.set_actions(self.learner.actions());
+        }
+        changes
     }
 
     pub fn pipeline(&self) -> &Pipeline {

@@ -177,6 +177,14 @@ pub struct BaselineView {
     pub p999: f64,
 }
 
+/// Which of a client's requests a judgement counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Requests {
+    All,
+    /// All but static assets.
+    Pages,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Baselines {
     config: BaselineConfig,
@@ -257,30 +265,45 @@ impl Baselines {
     /// As [`Baselines::assess`], with every threshold scaled by `scale` (a lower bar for a
     /// client that stays above it minute after minute).
     pub fn assess_at(&self, c: &ClientMinute, scale: f64) -> Vec<Finding> {
-        self.assess_with(c, scale, 1.0)
+        self.assess_with(c, scale, 1.0, Requests::All)
     }
 
     /// The findings of a client that arrived during the minute, its request counts extrapolated
     /// to a whole minute (`stretch` = 60 s / the seconds it was there). It must also have made
-    /// a third of the threshold in the time it had: a person's page with its assets is a burst of
-    /// a few seconds, not a rate.
+    /// a third of the threshold in the time it had. Static assets do not count, on their
+    /// routes nor in its site-wide total: a person's page arrives with its assets in a burst of a
+    /// second or two, and a burst stretched to a minute is not a rate. (A flood of assets is
+    /// judged on its first whole minute, like everyone.)
     pub fn assess_newcomer(&self, c: &ClientMinute, stretch: f64) -> Vec<Finding> {
-        let raw: Vec<Finding> = self.assess_with(c, 1.0 / 3.0, 1.0);
-        self.assess_with(c, 1.0, stretch)
+        let raw: Vec<Finding> = self.assess_with(c, 1.0 / 3.0, 1.0, Requests::Pages);
+        self.assess_with(c, 1.0, stretch, Requests::Pages)
             .into_iter()
-            // Not static assets: a page loads the same ones again and again in a second.
-            .filter(|f| {
-                !matches!(f.measure, Measure::Endpoint { asset: true, .. })
-                    && raw.iter().any(|r| r.measure == f.measure)
-            })
+            .filter(|f| raw.iter().any(|r| r.measure == f.measure))
             .collect()
     }
 
-    fn assess_with(&self, c: &ClientMinute, scale: f64, stretch: f64) -> Vec<Finding> {
+    fn assess_with(
+        &self,
+        c: &ClientMinute,
+        scale: f64,
+        stretch: f64,
+        counted: Requests,
+    ) -> Vec<Finding> {
         // Failures count only for a client whose requests mostly fail: a busy integration with
         // one error in a hundred fails more often than a person, and is not an attacker.
         let mostly_failing = |failures: u32| 2 * failures >= c.outcomes.max(1);
-        let mut found: Vec<Finding> = values(c)
+        let mut measured = values(c);
+        if counted == Requests::Pages {
+            let assets: u32 = c.route_counts().filter(|r| r.2).map(|r| r.1).sum();
+            let pages = c.requests.saturating_sub(assets) as f64 / identities(c);
+            measured.retain(|(m, _)| !matches!(m, Measure::Endpoint { asset: true, .. }));
+            for (m, value) in measured.iter_mut() {
+                if *m == Measure::Site {
+                    *value = pages;
+                }
+            }
+        }
+        let mut found: Vec<Finding> = measured
             .into_iter()
             .filter(|(measure, _)| match measure {
                 Measure::Errors => mostly_failing(c.errors),

@@ -188,3 +188,70 @@ fn ids_in_paths_are_one_route() {
     );
     assert_eq!(route_template("/static/app.js"), "/static/app.js");
 }
+
+/// One client's minute: `(path, requests)` in turn, all answered 200.
+fn visits(client: &str, paths: &[(&str, u32)]) -> ClientMinute {
+    let agg = Aggregator::new(ObserveConfig::default());
+    let mut i = 0u64;
+    for (path, n) in paths {
+        for _ in 0..*n {
+            let o = Observation {
+                now: i * NANOS_PER_SEC / 10,
+                client,
+                user: "",
+                tier: Tier::Std,
+                endpoint: path,
+                user_agent: "Mozilla/5.0",
+                event: Event::Decision {
+                    allowed: true,
+                    anomaly: false,
+                },
+            };
+            agg.record(&o);
+            agg.record(&Observation {
+                event: Event::Outcome { status: 200 },
+                ..o
+            });
+            i += 1;
+        }
+    }
+    agg.drain().clients.remove(0)
+}
+
+#[test]
+fn a_newcomer_is_judged_on_its_pages_stretched_to_a_minute() {
+    // The site: at most 12 requests a client-minute, threshold ≈ 48; a newcomer here 20 s
+    // (stretch 3) must make a third of it (≈ 16) and, stretched, pass it.
+    let b = trained(10, |_| Vec::new());
+    // (what, requests, flagged on the site's baseline)
+    let cases: [(&str, &[(&str, u32)], bool); 5] = [
+        ("a flood's first 20 s", &[("/x", 60)], true),
+        ("a person's few pages", &[("/x", 10)], false),
+        (
+            "a person's pages with their assets",
+            &[("/x", 5), ("/static/app.js", 30), ("/static/app.css", 25)],
+            false,
+        ),
+        ("only assets", &[("/static/app.js", 80)], false),
+        (
+            "a flood that also loads assets",
+            &[("/x", 60), ("/static/app.js", 60)],
+            true,
+        ),
+    ];
+    for (what, paths, flagged) in cases {
+        let c = visits("192.0.2.1", paths);
+        let found: Vec<Measure> = b
+            .assess_newcomer(&c, 3.0)
+            .into_iter()
+            .map(|f| f.measure)
+            .collect();
+        assert_eq!(found.contains(&Measure::Site), flagged, "{what}: {found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|m| !matches!(m, Measure::Endpoint { asset: true, .. })),
+            "{what}: an asset route judged: {found:?}"
+        );
+    }
+}

@@ -1,17 +1,118 @@
 //! The learner's corrections between minutes: the operators' lists (taking effect at once) and
-//! lifts (`ResetClient`, a false-positive mark), each recorded as adjustments.
+//! lifts (`ResetClient`, a false-positive mark), each recorded as adjustments. [`Correction`] is
+//! one operator's correction as a replay's corrections file gives it; the service applies the same
+//! steps around its durable lists.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
 use super::Learner;
 use crate::learn::actions::{Action, ActionKind, ActionTable, Signal};
-use crate::learn::lists::{ListEntry, Lists};
+use crate::learn::lists::{ListEntry, ListKind, Lists};
 use crate::learn::policy::Adjustment;
 use crate::time::Nanos;
 
+/// How long a client marked as a false positive stays allowlisted unless told otherwise.
+pub const FALSE_POSITIVE_TTL: Duration = Duration::from_secs(86_400);
+
+/// What an operator did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorrectionKind {
+    /// Lifted its actions and allowlisted it for a while (default a day); its minutes are then
+    /// learned as ordinary traffic.
+    FalsePositive,
+    /// Put on the allowlist.
+    Allow,
+    /// Put on the denylist.
+    Deny,
+    /// Its actions lifted (`ResetClient`).
+    Reset,
+}
+
+impl CorrectionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CorrectionKind::FalsePositive => "false_positive",
+            CorrectionKind::Allow => "allow",
+            CorrectionKind::Deny => "deny",
+            CorrectionKind::Reset => "reset",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CorrectionKind> {
+        [
+            CorrectionKind::FalsePositive,
+            CorrectionKind::Allow,
+            CorrectionKind::Deny,
+            CorrectionKind::Reset,
+        ]
+        .into_iter()
+        .find(|k| k.name() == text)
+    }
+}
+
+/// One operator's correction of one client (an id, an address or, for the lists, a network).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Correction {
+    pub kind: CorrectionKind,
+    pub client: String,
+    /// How long a list entry lasts (`None`: until removed; a false positive: a day).
+    pub ttl: Option<Duration>,
+    pub reason: String,
+    pub actor: String,
+}
+
+/// The reason a false-positive mark's allowlist entry carries.
+pub fn false_positive_reason(reason: &str) -> String {
+    if reason.is_empty() {
+        "false positive".to_string()
+    } else {
+        format!("false positive: {reason}")
+    }
+}
+
 impl Learner {
+    /// Applies one correction now, as the service's API would: returns what changed.
+    pub fn apply(&mut self, c: &Correction, now: Nanos) -> Vec<Adjustment> {
+        let entry = |list: ListKind, reason: String, ttl: Option<Duration>| ListEntry {
+            list,
+            client: c.client.clone(),
+            reason,
+            actor: c.actor.clone(),
+            created_at: now,
+            expires_at: ttl.map(|t| now + t.as_nanos() as Nanos),
+        };
+        let with = |learner: &Learner, e: ListEntry| {
+            let mut entries = learner.lists.clone();
+            entries.push(e);
+            entries
+        };
+        match c.kind {
+            CorrectionKind::Reset => self.lift(std::slice::from_ref(&c.client), now, "reset"),
+            CorrectionKind::FalsePositive => {
+                let mut changes = self.lift(std::slice::from_ref(&c.client), now, "false_positive");
+                let e = entry(
+                    ListKind::Allow,
+                    false_positive_reason(&c.reason),
+                    Some(c.ttl.unwrap_or(FALSE_POSITIVE_TTL)),
+                );
+                changes.extend(self.set_lists(with(self, e), now));
+                changes
+            }
+            CorrectionKind::Allow | CorrectionKind::Deny => {
+                let list = if c.kind == CorrectionKind::Allow {
+                    ListKind::Allow
+                } else {
+                    ListKind::Deny
+                };
+                let e = entry(list, c.reason.clone(), c.ttl);
+                self.set_lists(with(self, e), now)
+            }
+        }
+    }
+
     /// The operators' list entries (replacing the previous ones); takes effect at once: actions
     /// on allowlisted clients are lifted, exact denylisted ids blocked. Returns what changed.
     pub fn set_lists(&mut self, entries: Vec<ListEntry>, now: Nanos) -> Vec<Adjustment> {

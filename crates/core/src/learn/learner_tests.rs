@@ -78,3 +78,57 @@ fn a_denylist_blocks_at_once_an_allowlist_lifts_at_once_and_a_lift_is_recorded()
     assert_eq!(changes[0].cause, "reset");
     assert!(l.lift(&["nobody".to_string()], T0, "reset").is_empty());
 }
+
+#[test]
+fn each_correction_does_what_the_api_does() {
+    let correction = |kind: CorrectionKind, client: &str| Correction {
+        kind,
+        client: client.into(),
+        ttl: None,
+        reason: "ops ticket 7".into(),
+        actor: "replay".into(),
+    };
+    let mut l = Learner::new(LearnerConfig::default());
+    // (correction, the causes of what changed, the actions after)
+    let steps: [(Correction, &[&str], &[(&str, &str)]); 4] = [
+        (
+            correction(CorrectionKind::Deny, "203.0.113.9"),
+            &["denylisted"],
+            &[("203.0.113.9", "block")],
+        ),
+        (
+            correction(CorrectionKind::Deny, "198.51.100.1"),
+            &["denylisted"],
+            &[("198.51.100.1", "block"), ("203.0.113.9", "block")],
+        ),
+        (
+            correction(CorrectionKind::Reset, "198.51.100.1"),
+            &["reset"],
+            // Still denylisted: blocked again at the next change of the lists or minute...
+            &[("203.0.113.9", "block")],
+        ),
+        (
+            correction(CorrectionKind::FalsePositive, "203.0.113.9"),
+            // ...which this change of the lists is: 198.51.100.1 is blocked again.
+            &["false_positive", "denylisted"],
+            &[("198.51.100.1", "block")],
+        ),
+    ];
+    for (c, causes, after) in steps {
+        let changes = l.apply(&c, T0);
+        let got: Vec<&str> = changes.iter().map(|a| a.cause).collect();
+        assert_eq!(got, causes, "{c:?}");
+        let now: Vec<(String, &str)> = kinds(&l).into_iter().map(|(c, k, _)| (c, k)).collect();
+        let want: Vec<(String, &str)> = after.iter().map(|(c, k)| (c.to_string(), *k)).collect();
+        assert_eq!(now, want, "after {c:?}");
+    }
+    // The false positive is allowlisted for a day, with its reason.
+    let lists = Lists::compile(&l.lists, T0 + 3_600 * NANOS_PER_SEC);
+    assert!(lists.allows("203.0.113.9"));
+    assert!(!Lists::compile(&l.lists, T0 + 86_401 * NANOS_PER_SEC).allows("203.0.113.9"));
+    assert!(
+        l.lists
+            .iter()
+            .any(|e| e.reason == "false positive: ops ticket 7")
+    );
+}

@@ -1,7 +1,7 @@
 //! The operators' client lists, in force at run time: an allowlist (never acted on; a client marked
 //! as a false positive is on it for a while) and a denylist (blocked on this explicit evidence
-//! alone, PRM or not). Entries are exact ids (an address, a session id, a user id — `alice`
-//! also covers `user:alice`) or IP networks, each with an optional expiry.
+//! alone, PRM or not); a client on both is allowed. Entries are exact ids (an address, a session
+//! id, a user id — `alice` also covers `user:alice`) or IP networks, each with an optional expiry.
 //!
 //! Pure data: the service keeps them durable and audited, and hands the learner the entries.
 
@@ -94,6 +94,8 @@ impl Lists {
                 }
             })
             .collect();
+        let allow = &lists.allow;
+        lists.deny_exact.retain(|key| !allow.contains(key));
         lists
     }
 
@@ -101,8 +103,11 @@ impl Lists {
         self.allow.contains(client)
     }
 
+    /// On the denylist and not on the allowlist: the allowlist wins, so an operator's explicit
+    /// "let it through" (a false-positive mark among them) is never overridden by a broader or
+    /// older deny entry.
     pub fn denies(&self, client: &str) -> bool {
-        self.deny.contains(client)
+        self.deny.contains(client) && !self.allow.contains(client)
     }
 
     /// Client keys to block at once: exact addresses as given, other ids as user keys.
@@ -134,6 +139,8 @@ mod tests {
             entry(ListKind::Deny, "203.0.113.9", None),
             entry(ListKind::Deny, "mallory", None),
             entry(ListKind::Deny, "198.51.100.0/24", Some(50)),
+            entry(ListKind::Deny, "192.0.2.66", None),
+            entry(ListKind::Allow, "192.0.2.64/30", None),
         ];
         // (time, client, allowed, denied)
         let cases = [
@@ -145,6 +152,8 @@ mod tests {
             (10, "198.51.100.7", false, true),
             (60, "198.51.100.7", false, false),
             (10, "192.0.2.1", false, false),
+            // On both lists: the allowlist wins.
+            (10, "192.0.2.66", true, false),
         ];
         for (now, client, allowed, denied) in cases {
             let lists = Lists::compile(&entries, now);
