@@ -67,7 +67,7 @@ pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} minutes evaluated; model = {}",
+        "{} minutes evaluated; model = {}; selected = what Sluice serves (per horizon, the candidate with the lowest recent error)",
         report.minutes_evaluated, report.forecaster
     );
     println!(
@@ -77,6 +77,13 @@ pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
     for (h, methods) in &report.horizons {
         for (name, score) in methods {
             println!("{h:>8} {name:>8} {:>10.3} {:>8.4}", score.mae, score.smape);
+        }
+        if let Some(shares) = report.selected_methods.get(h) {
+            let words: Vec<String> = shares
+                .iter()
+                .map(|(m, share)| format!("{m} {:.0}%", share * 100.0))
+                .collect();
+            println!("{h:>8} selected = {}", words.join(", "));
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! Scoring forecasts against what happened: MAE and sMAPE per horizon for a forecaster and the
-//! baselines, over the same minutes (`sluice eval-forecast`, the replay report's `forecast`).
+//! Scoring forecasts against what happened: MAE and sMAPE per horizon for what Sluice serves (the
+//! selector's choice), the forecaster alone and the baselines, over the same minutes (`sluice
+//! eval-forecast`, the replay report's `forecast`).
 //!
 //! sMAPE is the mean of |y − ŷ| / ((|y| + |ŷ|) / 2), 0 when both are 0.
 
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::baseline::Baseline;
+use super::selector::{Choice, Selector, SelectorConfig};
 use super::{Forecast, Forecaster, HORIZON, MinutePoint, WINDOW};
 
 /// Horizons reported, in minutes.
@@ -52,8 +54,11 @@ pub struct Evaluation {
     /// The forecaster that produced the `model` scores (`lstm`, or the fallback's name).
     pub forecaster: String,
     pub minutes_evaluated: u64,
-    /// Horizon (minutes) → method (`model`, `last`, `mean5`, `day`, `week`) → score.
+    /// Horizon (minutes) → method (`selected`: what Sluice serves; `model`, `last`, `mean5`,
+    /// `day`, `week`) → score.
     pub horizons: BTreeMap<u32, BTreeMap<&'static str, Score>>,
+    /// Horizon → the selector's choices over the evaluated minutes: method → share of minutes.
+    pub selected_methods: BTreeMap<u32, BTreeMap<&'static str, f64>>,
 }
 
 /// Forecasts are made this many origins at a time (one model call).
@@ -81,10 +86,12 @@ pub fn evaluate(
         .max(warm_up);
     let counts: Vec<f64> = series.iter().map(|p| p.requests).collect();
     let mut model = [ErrorSum::default(); HORIZON];
+    let mut selected = [ErrorSum::default(); HORIZON];
+    let mut chosen: [BTreeMap<&'static str, u64>; HORIZON] = std::array::from_fn(|_| BTreeMap::new());
     let mut base = [[ErrorSum::default(); 4]; HORIZON];
     // Origin o sees minutes o-WINDOW+1..=o and forecasts o+1..=o+HORIZON.
-    let origins: Vec<usize> =
-        (first.saturating_sub(HORIZON).max(WINDOW - 1)..series.len().saturating_sub(1)).collect();
+    // Every origin: the selector learns each candidate's error from the start of the series.
+    let origins: Vec<usize> = (WINDOW - 1..series.len().saturating_sub(1)).collect();
     // Forecasts by origin; `None` where the window touches an unknown minute.
     let mut forecasts: Vec<Option<Forecast>> = vec![None; series.len()];
     let runnable: Vec<usize> = origins
@@ -106,6 +113,16 @@ pub fn evaluate(
             forecasts[o] = Some(f);
         }
     }
+    // What the selector serves from each origin, fed minute by minute as live.
+    let mut selector = Selector::new(SelectorConfig::default());
+    let served: Vec<Choice> = series
+        .iter()
+        .enumerate()
+        .map(|(o, p)| {
+            selector.observe(p.minute, p.requests);
+            selector.forecast(forecasts[o].as_ref())
+        })
+        .collect();
     // A minute counts at horizon h only when it is known and every method could forecast it, so
     // all methods are scored on the same minutes.
     for m in first..series.len() {
@@ -130,24 +147,38 @@ pub fn evaluate(
                 continue;
             }
             model[h - 1].add(counts[m], model_says);
+            let serving = &served[m - h];
+            selected[h - 1].add(counts[m], serving.forecast[h - 1]);
+            *chosen[h - 1].entry(serving.methods[h - 1].name()).or_default() += 1;
             for (i, p) in says.iter().enumerate() {
                 base[h - 1][i].add(counts[m], *p);
             }
         }
     }
     let mut horizons = BTreeMap::new();
+    let mut selected_methods = BTreeMap::new();
     for h in REPORTED {
         let mut methods = BTreeMap::new();
+        methods.insert("selected", selected[h - 1].score());
         methods.insert("model", model[h - 1].score());
         for (i, b) in Baseline::ALL.iter().enumerate() {
             methods.insert(b.name(), base[h - 1][i].score());
         }
         horizons.insert(h as u32, methods);
+        let n = selected[h - 1].n.max(1) as f64;
+        selected_methods.insert(
+            h as u32,
+            chosen[h - 1]
+                .iter()
+                .map(|(m, c)| (*m, (*c as f64 / n * 1000.0).round() / 1000.0))
+                .collect(),
+        );
     }
     Ok(Evaluation {
         forecaster: forecaster.name().to_string(),
         // At horizon 1; longer horizons may lose a few more minutes next to gaps.
         minutes_evaluated: model[0].n,
         horizons,
+        selected_methods,
     })
 }

@@ -1,6 +1,7 @@
 //! Forecasting, the pure part: what a minute of an endpoint's traffic is made of, how a window of
 //! minutes becomes the model's input (`features`), the statistical baselines and the fallback
-//! forecaster (`baseline`), and how forecasts are scored against what happened (`eval`).
+//! forecaster (`baseline`), how forecasts are scored against what happened (`eval`), and which
+//! forecast speaks for a series, by recent error (`selector`).
 //!
 //! It runs no model: a [`Forecaster`] is handed a window and returns the next [`HORIZON`]
 //! minutes. The ONNX LSTM lives in an adapter (`sluice::adapters::onnx`), so nothing here knows
@@ -12,6 +13,7 @@ pub mod eval;
 pub mod features;
 pub mod live;
 pub mod pressure;
+pub mod selector;
 pub mod series;
 
 /// Minutes of history a forecast looks at.

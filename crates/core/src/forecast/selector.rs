@@ -1,0 +1,336 @@
+//! Choosing the forecast, per series and per horizon, by recent error: never worse than naive by
+//! construction. Each minute every candidate — the model, `last`, `mean5`, a damped-trend
+//! exponential smoother, the same minute yesterday and last week — forecasts the next
+//! [`HORIZON`] minutes; when a minute closes, each forecast made for it is scored (sMAPE term),
+//! and each candidate keeps an exponentially decayed mean of its errors per horizon. The
+//! forecast at horizon `h` is the candidate with the lowest recent error at `h`, with a small
+//! margin before switching so noise does not flip it minute by minute.
+//!
+//! A series where the model is poor (a scale or shape it never saw) is forecast by `last` or the
+//! smoother within a few hours; one where it is good keeps it. The choice is deterministic (a
+//! replay makes the same), costs a few hundred float operations a minute, and says why.
+//!
+//! Not here: running the model (the caller passes its forecast, if any) or storing history.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use super::baseline::{DAY, WEEK};
+use super::{Forecast, HORIZON};
+
+/// The candidates, in report order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Model,
+    Last,
+    #[default]
+    Mean5,
+    Smooth,
+    Day,
+    Week,
+}
+
+pub const METHODS: usize = 6;
+
+impl Method {
+    pub const ALL: [Method; METHODS] = [
+        Method::Model,
+        Method::Last,
+        Method::Mean5,
+        Method::Smooth,
+        Method::Day,
+        Method::Week,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Model => "model",
+            Method::Last => "last",
+            Method::Mean5 => "mean5",
+            Method::Smooth => "smooth",
+            Method::Day => "day",
+            Method::Week => "week",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelectorConfig {
+    /// Minutes after which a past error weighs half as much.
+    pub half_life_minutes: f64,
+    /// A challenger must be this much better (relative) to replace the current choice.
+    pub switch_margin: f64,
+    /// Scored minutes (decayed weight) a candidate needs before it can be chosen.
+    pub min_weight: f64,
+}
+
+impl Default for SelectorConfig {
+    fn default() -> Self {
+        SelectorConfig {
+            half_life_minutes: 240.0,
+            switch_margin: 0.02,
+            min_weight: 20.0,
+        }
+    }
+}
+
+/// An exponentially decayed mean.
+#[derive(Clone, Copy, Debug, Default)]
+struct Decayed {
+    sum: f64,
+    weight: f64,
+}
+
+impl Decayed {
+    fn add(&mut self, x: f64, keep: f64) {
+        self.sum = self.sum * keep + x;
+        self.weight = self.weight * keep + 1.0;
+    }
+
+    fn mean(&self) -> f64 {
+        if self.weight > 0.0 {
+            self.sum / self.weight
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+/// One sMAPE term: |y − ŷ| / ((|y| + |ŷ|) / 2), 0 when both are 0.
+pub fn smape_term(actual: f64, predicted: f64) -> f64 {
+    let denom = (actual.abs() + predicted.abs()) / 2.0;
+    if denom > 0.0 {
+        (actual - predicted).abs() / denom
+    } else {
+        0.0
+    }
+}
+
+/// Holt's linear smoother with a damped trend (fixed, conservative parameters: it is one
+/// candidate among several, not a fitted model).
+#[derive(Clone, Copy, Debug, Default)]
+struct Smoother {
+    level: f64,
+    trend: f64,
+    started: bool,
+}
+
+const ALPHA: f64 = 0.5;
+const BETA: f64 = 0.1;
+const PHI: f64 = 0.9;
+
+impl Smoother {
+    fn update(&mut self, y: f64) {
+        if !self.started {
+            *self = Smoother {
+                level: y,
+                trend: 0.0,
+                started: true,
+            };
+            return;
+        }
+        let previous = self.level;
+        self.level = ALPHA * y + (1.0 - ALPHA) * (self.level + PHI * self.trend);
+        self.trend = BETA * (self.level - previous) + (1.0 - BETA) * PHI * self.trend;
+    }
+
+    fn forecast(&self, h: usize) -> f64 {
+        let damped: f64 = (1..=h).map(|i| PHI.powi(i as i32)).sum();
+        (self.level + damped * self.trend).max(0.0)
+    }
+}
+
+/// What every candidate said at one origin (NaN: could not).
+struct Said {
+    origin: i64,
+    by: [[f64; HORIZON]; METHODS],
+}
+
+/// The selector of one series.
+pub struct Selector {
+    config: SelectorConfig,
+    keep: f64,
+    /// Counts up to the last minute observed (NaN: unknown), a week and a horizon long.
+    history: VecDeque<f64>,
+    last_minute: Option<i64>,
+    smoother: Smoother,
+    said: VecDeque<Said>,
+    errors: [[Decayed; METHODS]; HORIZON],
+    chosen: [Method; HORIZON],
+}
+
+/// What a selector chose at one origin, per horizon, and the recent errors behind it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Choice {
+    pub forecast: Vec<f64>,
+    pub methods: Vec<Method>,
+    /// Recent mean sMAPE of the chosen method at horizons 1 and `HORIZON` (NaN: not scored yet).
+    pub error_1: f64,
+    pub error_last: f64,
+}
+
+impl Selector {
+    pub fn new(config: SelectorConfig) -> Selector {
+        Selector {
+            config,
+            keep: 0.5f64.powf(1.0 / config.half_life_minutes.max(1.0)),
+            history: VecDeque::new(),
+            last_minute: None,
+            smoother: Smoother::default(),
+            said: VecDeque::new(),
+            errors: [[Decayed::default(); METHODS]; HORIZON],
+            chosen: [Method::default(); HORIZON],
+        }
+    }
+
+    /// The method chosen at each horizon (index 0: one minute ahead).
+    pub fn chosen(&self) -> &[Method; HORIZON] {
+        &self.chosen
+    }
+
+    /// Recent mean sMAPE of `method` at horizon `h` (1-based); infinite when never scored.
+    pub fn recent_error(&self, method: Method, h: usize) -> f64 {
+        self.errors[h - 1][method.index()].mean()
+    }
+
+    /// The count of `minute` (NaN: unknown). Minutes come in order; a skipped minute is unknown.
+    /// Scores every forecast made for this minute, then re-chooses.
+    pub fn observe(&mut self, minute: i64, actual: f64) {
+        if let Some(last) = self.last_minute {
+            if minute <= last {
+                return;
+            }
+            let skipped = (minute - last - 1).min((WEEK + HORIZON) as i64);
+            for _ in 0..skipped {
+                self.push(f64::NAN);
+            }
+        }
+        self.last_minute = Some(minute);
+        self.push(actual);
+        if actual.is_finite() {
+            self.smoother.update(actual);
+            let keep = self.keep;
+            for said in &self.said {
+                let h = (minute - said.origin) as usize;
+                if !(1..=HORIZON).contains(&h) {
+                    continue;
+                }
+                for m in 0..METHODS {
+                    let p = said.by[m][h - 1];
+                    if p.is_finite() {
+                        self.errors[h - 1][m].add(smape_term(actual, p), keep);
+                    }
+                }
+            }
+        }
+        while self
+            .said
+            .front()
+            .is_some_and(|s| minute - s.origin >= HORIZON as i64)
+        {
+            self.said.pop_front();
+        }
+        self.choose();
+    }
+
+    fn push(&mut self, x: f64) {
+        self.history.push_back(x);
+        while self.history.len() > WEEK + HORIZON {
+            self.history.pop_front();
+        }
+    }
+
+    fn choose(&mut self) {
+        for h in 0..HORIZON {
+            let errors = &self.errors[h];
+            let eligible = |m: Method| errors[m.index()].weight >= self.config.min_weight;
+            let current = self.chosen[h];
+            let best = Method::ALL
+                .into_iter()
+                .filter(|&m| eligible(m))
+                .min_by(|a, b| errors[a.index()].mean().total_cmp(&errors[b.index()].mean()));
+            let Some(best) = best else { continue };
+            let current_error = if eligible(current) {
+                errors[current.index()].mean()
+            } else {
+                f64::INFINITY
+            };
+            if errors[best.index()].mean() < current_error * (1.0 - self.config.switch_margin) {
+                self.chosen[h] = best;
+            }
+        }
+    }
+
+    /// The count `back` minutes before the last one observed (0: the last).
+    fn back(&self, back: usize) -> f64 {
+        let n = self.history.len();
+        if back < n {
+            self.history[n - 1 - back]
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// Forecasts the next `HORIZON` minutes after the last observed one: every candidate's
+    /// forecast is kept to be scored, and the chosen one's is returned. `model`: the model's
+    /// forecast from the same origin, if it made one.
+    pub fn forecast(&mut self, model: Option<&Forecast>) -> Choice {
+        let Some(origin) = self.last_minute else {
+            return Choice::default();
+        };
+        let mut by = [[f64::NAN; HORIZON]; METHODS];
+        let last = self.back(0);
+        let mean5 = (0..5).map(|b| self.back(b)).sum::<f64>() / 5.0;
+        for h in 1..=HORIZON {
+            let i = h - 1;
+            if let Some(f) = model {
+                by[Method::Model.index()][i] = f[i].max(0.0);
+            }
+            by[Method::Last.index()][i] = last;
+            by[Method::Mean5.index()][i] = mean5;
+            if self.smoother.started {
+                by[Method::Smooth.index()][i] = self.smoother.forecast(h);
+            }
+            // The target minute is origin + h: a day before it is DAY - h minutes back.
+            by[Method::Day.index()][i] = self.back(DAY - h);
+            by[Method::Week.index()][i] = self.back(WEEK - h);
+        }
+        let mut choice = Choice {
+            forecast: Vec::with_capacity(HORIZON),
+            methods: Vec::with_capacity(HORIZON),
+            error_1: self.recent_error(self.chosen[0], 1),
+            error_last: self.recent_error(self.chosen[HORIZON - 1], HORIZON),
+        };
+        for i in 0..HORIZON {
+            // The chosen candidate, or the first that could speak (mean5, last, smoother).
+            let order = [
+                self.chosen[i],
+                Method::Mean5,
+                Method::Last,
+                Method::Smooth,
+            ];
+            let (method, value) = order
+                .into_iter()
+                .map(|m| (m, by[m.index()][i]))
+                .find(|(_, v)| v.is_finite())
+                .unwrap_or((Method::Mean5, 0.0));
+            choice.forecast.push(value);
+            choice.methods.push(method);
+        }
+        self.said.push_back(Said { origin, by });
+        while self.said.len() > HORIZON {
+            self.said.pop_front();
+        }
+        choice
+    }
+}
+
+#[cfg(test)]
+#[path = "selector_tests.rs"]
+mod tests;
