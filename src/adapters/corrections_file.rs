@@ -44,7 +44,9 @@ pub fn read(input: impl Read) -> Result<Vec<TimedCorrection>, TraceError> {
         find(name).ok_or_else(|| {
             err(
                 1,
-                format!("header has no `{name}` column (a corrections file needs ts, action and client)"),
+                format!(
+                    "header has no `{name}` column (a corrections file needs ts, action and client)"
+                ),
             )
         })
     };
@@ -63,7 +65,10 @@ pub fn read(input: impl Read) -> Result<Vec<TimedCorrection>, TraceError> {
             continue;
         }
         if out.len() == MAX_CORRECTIONS {
-            return Err(err(line, format!("more than {MAX_CORRECTIONS} corrections")));
+            return Err(err(
+                line,
+                format!("more than {MAX_CORRECTIONS} corrections"),
+            ));
         }
         let get = |i: usize| record.get(i).unwrap_or("");
         let ts_text = get(ts);
@@ -83,7 +88,10 @@ pub fn read(input: impl Read) -> Result<Vec<TimedCorrection>, TraceError> {
         let who = get(client);
         check_client(who).map_err(|why| err(line, format!("client {who:?} {why}")))?;
         if kind == CorrectionKind::Reset && who.contains('/') {
-            return Err(err(line, format!("client {who:?}: reset takes one client, not a network")));
+            return Err(err(
+                line,
+                format!("client {who:?}: reset takes one client, not a network"),
+            ));
         }
         let ttl = match ttl.map_or("", get) {
             "" => None,
@@ -94,7 +102,12 @@ pub fn read(input: impl Read) -> Result<Vec<TimedCorrection>, TraceError> {
                 Ok(_) if kind == CorrectionKind::Reset => {
                     return Err(err(line, "ttl_secs: a reset has no duration"));
                 }
-                _ => return Err(err(line, format!("ttl_secs {t:?} must be a whole number of seconds above 0"))),
+                _ => {
+                    return Err(err(
+                        line,
+                        format!("ttl_secs {t:?} must be a whole number of seconds above 0"),
+                    ));
+                }
             },
         };
         out.push(TimedCorrection {
@@ -155,11 +168,26 @@ mod tests {
             ("ts,client\n1,a\n", "line 1: header has no `action` column"),
             ("ts,action,client\nsoon,deny,a\n", "line 2: ts \"soon\""),
             ("ts,action,client\n1,ban,a\n", "line 2: action \"ban\""),
-            ("ts,action,client\n1,deny,\n2,deny,a\n", "line 2: client \"\""),
-            ("ts,action,client\n1,deny,a\n2,deny,a b\n", "line 3: client \"a b\""),
-            ("ts,action,client\n1,reset,10.0.0.0/8\n", "line 2: client \"10.0.0.0/8\": reset"),
-            ("ts,action,client,ttl_secs\n1,deny,a,-5\n", "line 2: ttl_secs \"-5\""),
-            ("ts,action,client,ttl_secs\n1,reset,a,60\n", "line 2: ttl_secs: a reset"),
+            (
+                "ts,action,client\n1,deny,\n2,deny,a\n",
+                "line 2: client \"\"",
+            ),
+            (
+                "ts,action,client\n1,deny,a\n2,deny,a b\n",
+                "line 3: client \"a b\"",
+            ),
+            (
+                "ts,action,client\n1,reset,10.0.0.0/8\n",
+                "line 2: client \"10.0.0.0/8\": reset",
+            ),
+            (
+                "ts,action,client,ttl_secs\n1,deny,a,-5\n",
+                "line 2: ttl_secs \"-5\"",
+            ),
+            (
+                "ts,action,client,ttl_secs\n1,reset,a,60\n",
+                "line 2: ttl_secs: a reset",
+            ),
         ];
         for (text, words) in cases {
             let e = read(text.as_bytes()).unwrap_err().to_string();

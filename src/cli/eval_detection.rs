@@ -205,7 +205,11 @@ pub fn run(args: &EvalDetectionArgs) -> anyhow::Result<()> {
             );
         }
         if args.explain && !args.json {
-            for flagged in report.flagged.iter().filter(|f| f.label.starts_with("benign")) {
+            for flagged in report
+                .flagged
+                .iter()
+                .filter(|f| f.label.starts_with("benign"))
+            {
                 println!(
                     "         {} {} {} ({} requests): {} {}",
                     flagged.label,

@@ -61,7 +61,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     }
     let corrections = match &args.corrections {
         Some(path) => {
-            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             corrections_file::read(BufReader::new(file))
                 .with_context(|| format!("corrections file {}", path.display()))?
         }

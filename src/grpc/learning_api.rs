@@ -101,9 +101,15 @@ impl SluiceApi {
             forecasts: learning
                 .forecasts
                 .iter()
-                .map(|(endpoint, f)| pb::EndpointForecast {
-                    endpoint: endpoint.clone(),
-                    requests: f.to_vec(),
+                .map(|(endpoint, f)| {
+                    let methods = learning.methods.iter().find(|m| &m.series == endpoint);
+                    pb::EndpointForecast {
+                        endpoint: endpoint.clone(),
+                        requests: f.to_vec(),
+                        method_1: methods.map_or("", |m| m.at_1.name()).into(),
+                        method_15: methods.map_or("", |m| m.at_horizon.name()).into(),
+                        why: methods.map(|m| m.why.clone()).unwrap_or_default(),
+                    }
                 })
                 .collect(),
             baselines: learning

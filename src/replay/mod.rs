@@ -18,7 +18,7 @@ use std::time::Instant;
 use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::forecast::Forecaster;
 use sluice_core::forecast::eval::ErrorSum;
-use sluice_core::forecast::live;
+use sluice_core::forecast::live::{self, SeriesMethods};
 use sluice_core::forecast::pressure::PressureConfig;
 use sluice_core::learn::learner::LearnerConfig;
 use sluice_core::matcher::RuleSet;
@@ -102,6 +102,8 @@ struct Replay<'w, 'h> {
     overflow: u64,
     /// Corrections not applied yet, earliest first.
     corrections: VecDeque<TimedCorrection>,
+    /// Which forecast spoke for each series at the last minute.
+    methods: Vec<SeriesMethods>,
 }
 
 impl Replay<'_, '_> {
@@ -238,6 +240,7 @@ impl Replay<'_, '_> {
             .iter()
             .find(|(k, _)| k == live::TOTAL)
             .map(|(_, f)| f[0]);
+        self.methods.clone_from(&closed.forecast.methods);
         if let Some(change) = &closed.pressure {
             self.report.pressure(change);
         }
@@ -288,6 +291,7 @@ pub fn run_keeping_state(
         minutes: 0,
         overflow: 0,
         corrections: options.corrections.into(),
+        methods: Vec::new(),
     };
     if let Some(w) = replay.decisions.as_mut() {
         w.write_record([
@@ -309,7 +313,7 @@ pub fn run_keeping_state(
     let versions = replay.minutes_state.learner().model_info().version;
     replay
         .report
-        .forecast(&forecaster_name, &replay.forecast_error);
+        .forecast(&forecaster_name, &replay.forecast_error, &replay.methods);
     let report = replay.report.finish(
         replay.minutes,
         versions,

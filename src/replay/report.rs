@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use sluice_core::forecast::eval::ErrorSum;
+use sluice_core::forecast::live::SeriesMethods;
 use sluice_core::forecast::pressure::PressureChange;
 use sluice_core::learn::actions::{ActionKind, ActionTable};
 use sluice_core::learn::learner::{Correction, CorrectionKind};
@@ -129,6 +130,17 @@ pub struct ForecastSummary {
     pub minutes: u64,
     pub mae: f64,
     pub smape: f64,
+    /// At the end of the trace, which candidate spoke for each series at 1 and 15 minutes
+    /// (`model`, `last`, `mean5`, `smooth`, `day`, `week`) and why.
+    pub methods: Vec<ForecastMethod>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ForecastMethod {
+    pub series: String,
+    pub at_1: &'static str,
+    pub at_15: &'static str,
+    pub why: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -375,7 +387,7 @@ impl ReportBuilder {
         self.report.denied_forecast += 1;
     }
 
-    pub fn forecast(&mut self, forecaster: &str, errors: &ErrorSum) {
+    pub fn forecast(&mut self, forecaster: &str, errors: &ErrorSum, methods: &[SeriesMethods]) {
         if errors.n == 0 {
             return;
         }
@@ -385,6 +397,15 @@ impl ReportBuilder {
             minutes: errors.n,
             mae: (s.mae * 1000.0).round() / 1000.0,
             smape: (s.smape * 10_000.0).round() / 10_000.0,
+            methods: methods
+                .iter()
+                .map(|m| ForecastMethod {
+                    series: m.series.clone(),
+                    at_1: m.at_1.name(),
+                    at_15: m.at_horizon.name(),
+                    why: m.why.clone(),
+                })
+                .collect(),
         });
     }
 

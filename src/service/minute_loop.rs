@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use sluice_core::engine::Engine;
 use sluice_core::forecast::Forecast;
+use sluice_core::forecast::live::SeriesMethods;
 use sluice_core::forecast::pressure::{Cut, PressureConfig};
 use sluice_core::learn::actions::Action;
 use sluice_core::learn::baselines::{BaselineView, Measure};
@@ -46,6 +47,8 @@ pub struct LearningStatus {
     pub cut: Option<Cut>,
     /// The last minute's forecasts per watched endpoint (and the total).
     pub forecasts: Vec<(String, Forecast)>,
+    /// Which candidate speaks for each of them, and why (same order).
+    pub methods: Vec<SeriesMethods>,
     /// The learned per-client baselines (most used first, at most 50), with route names.
     pub baselines: Vec<(BaselineView, f64, Option<String>)>,
 }
@@ -155,6 +158,7 @@ impl MinuteLoop {
             model: minutes.learner().model_info(),
             cut: pipeline.cut().cloned(),
             forecasts: pipeline.last().forecasts.clone(),
+            methods: pipeline.last().methods.clone(),
             baselines: views,
         }));
     }

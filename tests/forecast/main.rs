@@ -181,7 +181,7 @@ fn eval_forecast_reports_every_method_at_every_horizon() {
     // Minutes after a week of warm-up (the `week` baseline), all known.
     assert_eq!(all["minutes_evaluated"], 2 * 1440);
     for h in ["1", "5", "15"] {
-        for method in ["model", "last", "mean5", "day", "week"] {
+        for method in ["selected", "model", "last", "mean5", "day", "week"] {
             let s = &all["horizons"][h][method];
             assert!(s["mae"].as_f64().unwrap() >= 0.0, "{h} {method}: {s}");
             let smape = s["smape"].as_f64().unwrap();
@@ -192,6 +192,22 @@ fn eval_forecast_reports_every_method_at_every_horizon() {
     let model = all["horizons"]["1"]["model"]["smape"].as_f64().unwrap();
     let last = all["horizons"]["1"]["last"]["smape"].as_f64().unwrap();
     assert!(model < last, "model {model} vs last {last}");
+    // What is served is never much worse than the best baseline, and says what it chose.
+    for h in ["1", "15"] {
+        let m = &all["horizons"][h];
+        let best = ["last", "mean5", "day", "week"]
+            .iter()
+            .map(|b| m[b]["smape"].as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
+        let served = m["selected"]["smape"].as_f64().unwrap();
+        assert!(
+            served <= best * 1.02,
+            "{h}: selected {served} vs best baseline {best}"
+        );
+        let shares = all["selected_methods"][h].as_object().unwrap();
+        let total: f64 = shares.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 0.01, "{h}: {shares:?}");
+    }
     let later = run(Some("11520"));
     assert_eq!(later["minutes_evaluated"], 1440);
 }

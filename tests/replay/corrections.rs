@@ -62,19 +62,18 @@ fn a_false_positive_mark_lifts_and_keeps_allowed_and_a_deny_blocks() {
     );
     let corrections = corrections_file::read(file.as_bytes()).unwrap();
     let mut decisions = Vec::new();
-    let report = sluice::replay::run(
-        trace.as_slice(),
-        options(corrections),
-        Some(&mut decisions),
-    )
-    .unwrap();
+    let report =
+        sluice::replay::run(trace.as_slice(), options(corrections), Some(&mut decisions)).unwrap();
 
     let c = &report.corrections;
     assert_eq!(c.len(), 3, "{c:?}");
     assert_eq!((c[0].action, c[0].applied), ("false_positive", true));
     assert_eq!(c[0].lifted, [caught.client.clone()], "{c:?}");
     assert_eq!(c[0].reason, "our load test");
-    assert_eq!((c[1].action, c[1].blocked.clone()), ("deny", vec![benign.clone()]));
+    assert_eq!(
+        (c[1].action, c[1].blocked.clone()),
+        ("deny", vec![benign.clone()])
+    );
     // The last one is after the trace's end: listed, not applied.
     assert!(!c[2].applied, "{c:?}");
 
@@ -93,9 +92,17 @@ fn a_false_positive_mark_lifts_and_keeps_allowed_and_a_deny_blocks() {
     );
     // ...where without the mark most of them were denied.
     let mut plain_decisions = Vec::new();
-    sluice::replay::run(trace.as_slice(), options(Vec::new()), Some(&mut plain_decisions)).unwrap();
+    sluice::replay::run(
+        trace.as_slice(),
+        options(Vec::new()),
+        Some(&mut plain_decisions),
+    )
+    .unwrap();
     let (before, total) = allowed_after(&plain_decisions, &caught.client, at + 1_000);
-    assert!(before * 2 < total, "{before} of {total} allowed without the mark");
+    assert!(
+        before * 2 < total,
+        "{before} of {total} allowed without the mark"
+    );
     // The denylisted client is blocked from then on.
     let (allowed, total) = allowed_after(&decisions, &benign, at + 1_000);
     assert_eq!(allowed, 0, "{allowed} of {total} allowed after the deny");

@@ -334,6 +334,17 @@ fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
     assert_eq!(f.forecaster, "lstm");
     assert!(f.minutes >= 55, "{f:?}");
     assert!(f.smape < 0.15, "{f:?}");
+    // Which candidate spoke for each watched series at the end, and why.
+    let speaking: Vec<&str> = f.methods.iter().map(|m| m.series.as_str()).collect();
+    assert!(
+        speaking.contains(&"*") && speaking.contains(&"/api/payment"),
+        "{speaking:?}"
+    );
+    let names = ["model", "last", "mean5", "smooth", "day", "week"];
+    for m in &f.methods {
+        assert!(names.contains(&m.at_1) && names.contains(&m.at_15), "{m:?}");
+        assert!(m.why.contains("recent sMAPE"), "{m:?}");
+    }
 }
 
 /// `sluice suggest-limits` prints a rules file that the rules parser accepts, with a site-wide

@@ -87,7 +87,8 @@ pub fn evaluate(
     let counts: Vec<f64> = series.iter().map(|p| p.requests).collect();
     let mut model = [ErrorSum::default(); HORIZON];
     let mut selected = [ErrorSum::default(); HORIZON];
-    let mut chosen: [BTreeMap<&'static str, u64>; HORIZON] = std::array::from_fn(|_| BTreeMap::new());
+    let mut chosen: [BTreeMap<&'static str, u64>; HORIZON] =
+        std::array::from_fn(|_| BTreeMap::new());
     let mut base = [[ErrorSum::default(); 4]; HORIZON];
     // Origin o sees minutes o-WINDOW+1..=o and forecasts o+1..=o+HORIZON.
     // Every origin: the selector learns each candidate's error from the start of the series.
@@ -149,7 +150,9 @@ pub fn evaluate(
             model[h - 1].add(counts[m], model_says);
             let serving = &served[m - h];
             selected[h - 1].add(counts[m], serving.forecast[h - 1]);
-            *chosen[h - 1].entry(serving.methods[h - 1].name()).or_default() += 1;
+            *chosen[h - 1]
+                .entry(serving.methods[h - 1].name())
+                .or_default() += 1;
             for (i, p) in says.iter().enumerate() {
                 base[h - 1][i].add(counts[m], *p);
             }

@@ -4,19 +4,22 @@
 //!
 //! `crate::minute` calls [`Pipeline::step`] once a minute for the live service and replays, with
 //! the forecaster passed in: the ONNX model when it loaded, the baseline otherwise. A forecaster
-//! error degrades to the baseline for that minute; it never stops the step.
+//! error degrades to the baseline for that minute; it never stops the step. What is served (and
+//! what the pressure policy acts on) is each series' selector's choice among the model and the
+//! baselines (`selector`), so a model poor on a series never forecasts it for long.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use super::baseline::Fallback;
 use super::pressure::{Cut, PressureChange, PressureConfig, Signals};
-use super::{Forecast, Forecaster, MinutePoint, WINDOW};
+use super::selector::{Method, Selector, SelectorConfig};
+use super::{Forecast, Forecaster, HORIZON, MinutePoint, WINDOW};
 use crate::learn::observe::EndpointMinute;
 use crate::matcher::RuleSet;
 use crate::rules::{Priority, Tier};
 use crate::time::{NANOS_PER_SEC, Nanos};
 
-/// Endpoints watched at most (each keeps `WINDOW` minutes).
+/// Endpoints watched at most (each keeps `WINDOW` minutes, and its selector a week of counts).
 pub const MAX_WATCHED: usize = 1_000;
 
 /// The series key of all traffic together.
@@ -49,12 +52,26 @@ pub struct Step {
     /// The forecaster's error this minute, if it failed.
     pub error: Option<String>,
     pub change: Option<PressureChange>,
+    /// Per series in `forecasts`, in the same order: which candidate speaks at 1 and at
+    /// `HORIZON` minutes, and why (the selector's recent errors).
+    pub methods: Vec<SeriesMethods>,
+}
+
+/// Which forecast speaks for one series, and why.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeriesMethods {
+    pub series: String,
+    pub at_1: Method,
+    pub at_horizon: Method,
+    pub why: String,
 }
 
 #[derive(Debug)]
 pub struct Pipeline {
     config: PressureConfig,
     series: BTreeMap<String, VecDeque<MinutePoint>>,
+    /// One selector per series (forgotten with it).
+    selectors: BTreeMap<String, Selector>,
     cut: Option<Cut>,
     last: Step,
 }
@@ -64,6 +81,7 @@ impl Pipeline {
         Pipeline {
             config,
             series: BTreeMap::new(),
+            selectors: BTreeMap::new(),
             cut: None,
             last: Step::default(),
         }
@@ -128,6 +146,19 @@ impl Pipeline {
         // Endpoints no longer watched (rules changed) are forgotten.
         self.series
             .retain(|k, _| k == TOTAL || watched.iter().any(|(e, _)| e == k));
+        let series = &self.series;
+        self.selectors.retain(|k, _| series.contains_key(k));
+        for (key, points) in &self.series {
+            let last = points.back().expect("pushed above");
+            match self.selectors.get_mut(key) {
+                Some(s) => s.observe(last.minute, last.requests),
+                None => {
+                    let mut s = Selector::new(SelectorConfig::default());
+                    s.observe(last.minute, last.requests);
+                    self.selectors.insert(key.clone(), s);
+                }
+            }
+        }
     }
 
     /// One minute: extend the series, forecast, and (when `acting`) run the pressure policy.
@@ -151,7 +182,7 @@ impl Pipeline {
             .map(|(k, s)| (k, s.iter().copied().collect()))
             .collect();
         let windows: Vec<&[MinutePoint]> = full.iter().map(|(_, w)| w.as_slice()).collect();
-        let (forecasts, name, error) = if windows.is_empty() {
+        let (model_forecasts, name, error) = if windows.is_empty() {
             (Vec::new(), forecaster.name().to_string(), None)
         } else {
             match forecaster.forecast(&windows) {
@@ -172,10 +203,25 @@ impl Pipeline {
                 ),
             }
         };
+        // What each series' selector serves, the model's forecast one of its candidates.
+        let mut methods = Vec::with_capacity(full.len());
         let forecasts: Vec<(String, Forecast)> = full
             .iter()
-            .map(|(k, _)| (*k).clone())
-            .zip(forecasts)
+            .zip(model_forecasts)
+            .map(|((key, _), model)| {
+                let selector = self.selectors.get_mut(*key).expect("a selector per series");
+                // A minute the model failed, the fallback's numbers are not the model's.
+                let choice = selector.forecast(error.is_none().then_some(&model));
+                let mut served = model;
+                served.copy_from_slice(&choice.forecast);
+                methods.push(SeriesMethods {
+                    series: (*key).clone(),
+                    at_1: choice.methods[0],
+                    at_horizon: choice.methods[HORIZON - 1],
+                    why: choice.why(selector),
+                });
+                ((*key).clone(), served)
+            })
             .collect();
         let measured: Vec<(String, f64)> = self
             .series
@@ -202,6 +248,7 @@ impl Pipeline {
             forecaster: name,
             error,
             change,
+            methods,
         };
         &self.last
     }

@@ -119,3 +119,50 @@ fn capacities_come_from_high_priority_endpoint_rules() {
     );
     assert_eq!(capacities(&rules), [("/pay".to_string(), 400)]);
 }
+
+/// A forecaster that always says the same number.
+struct Says(f64);
+
+impl Forecaster for Says {
+    fn name(&self) -> &str {
+        "says"
+    }
+    fn forecast(&mut self, windows: &[&[MinutePoint]]) -> Result<Vec<Forecast>, String> {
+        Ok(vec![[self.0; HORIZON]; windows.len()])
+    }
+}
+
+#[test]
+fn what_is_served_is_the_candidate_with_the_lowest_recent_error() {
+    // (what, the model's constant, the method that speaks for /pay at 1 minute)
+    let cases = [
+        (
+            "a model three times the traffic",
+            120.0,
+            &["mean5", "last", "smooth"][..],
+        ),
+        (
+            "a model that is right",
+            40.0,
+            &["model", "mean5", "last", "smooth"][..],
+        ),
+    ];
+    for (what, says, speaking) in cases {
+        let p = run(PressureConfig::default(), &[40; 150], &mut Says(says));
+        let last = p.last();
+        let pay = last.forecasts.iter().find(|(k, _)| k == "/pay").unwrap();
+        let methods = last.methods.iter().find(|m| m.series == "/pay").unwrap();
+        assert!(
+            speaking.contains(&methods.at_1.name()),
+            "{what}: {methods:?}"
+        );
+        // The pressure policy sees what is served, not the model's 120.
+        assert_eq!(pay.1[0], 40.0, "{what}");
+        assert!(
+            methods.why.starts_with("1 min: "),
+            "{what}: {}",
+            methods.why
+        );
+        assert_eq!(last.forecasts.len(), last.methods.len());
+    }
+}

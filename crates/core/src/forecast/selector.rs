@@ -146,7 +146,7 @@ impl Smoother {
     }
 }
 
-/// What every candidate said at one origin (NaN: could not).
+/// What every candidate said at one origin (one that could not: the fallback's value).
 struct Said {
     origin: i64,
     by: [[f64; HORIZON]; METHODS],
@@ -156,8 +156,9 @@ struct Said {
 pub struct Selector {
     config: SelectorConfig,
     keep: f64,
-    /// Counts up to the last minute observed (NaN: unknown), a week and a horizon long.
-    history: VecDeque<f64>,
+    /// Counts up to the last minute observed (NaN: unknown), a week and a horizon long (f32: a
+    /// week is 40 KB a series).
+    history: VecDeque<f32>,
     last_minute: Option<i64>,
     smoother: Smoother,
     said: VecDeque<Said>,
@@ -165,14 +166,58 @@ pub struct Selector {
     chosen: [Method; HORIZON],
 }
 
+impl std::fmt::Debug for Selector {
+    // Not the week of history: what it chose and when.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Selector")
+            .field("last_minute", &self.last_minute)
+            .field("chosen", &self.chosen)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a selector chose at one origin, per horizon, and the recent errors behind it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Choice {
     pub forecast: Vec<f64>,
     pub methods: Vec<Method>,
-    /// Recent mean sMAPE of the chosen method at horizons 1 and `HORIZON` (NaN: not scored yet).
+    /// Recent mean sMAPE of the chosen method at horizons 1 and `HORIZON` (infinite: not
+    /// scored yet).
     pub error_1: f64,
     pub error_last: f64,
+}
+
+impl Choice {
+    /// Why these methods speak: each candidate's recent error at 1 and `HORIZON` minutes.
+    pub fn why(&self, selector: &Selector) -> String {
+        let mut parts = Vec::new();
+        for (i, h) in [(0, 1), (HORIZON - 1, HORIZON)] {
+            let Some(chosen) = self.methods.get(i) else {
+                continue;
+            };
+            let mut scored: Vec<(f64, Method)> = Method::ALL
+                .into_iter()
+                .map(|m| (selector.recent_error(m, h), m))
+                .filter(|(e, _)| e.is_finite())
+                .collect();
+            scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let others: Vec<String> = scored
+                .iter()
+                .take(4)
+                .map(|(e, m)| format!("{} {:.3}", m.name(), e))
+                .collect();
+            parts.push(if others.is_empty() {
+                format!("{h} min: {} (nothing scored yet)", chosen.name())
+            } else {
+                format!(
+                    "{h} min: {} (recent sMAPE {})",
+                    chosen.name(),
+                    others.join(", ")
+                )
+            });
+        }
+        parts.join("; ")
+    }
 }
 
 impl Selector {
@@ -240,7 +285,7 @@ impl Selector {
     }
 
     fn push(&mut self, x: f64) {
-        self.history.push_back(x);
+        self.history.push_back(x as f32);
         while self.history.len() > WEEK + HORIZON {
             self.history.pop_front();
         }
@@ -251,10 +296,22 @@ impl Selector {
             let errors = &self.errors[h];
             let eligible = |m: Method| errors[m.index()].weight >= self.config.min_weight;
             let current = self.chosen[h];
-            let best = Method::ALL
-                .into_iter()
-                .filter(|&m| eligible(m))
-                .min_by(|a, b| errors[a.index()].mean().total_cmp(&errors[b.index()].mean()));
+            // Ties go to the simplest: a candidate that could not speak scored as the fallback.
+            let best = [
+                Method::Mean5,
+                Method::Last,
+                Method::Smooth,
+                Method::Day,
+                Method::Week,
+                Method::Model,
+            ]
+            .into_iter()
+            .filter(|&m| eligible(m))
+            .min_by(|a, b| {
+                errors[a.index()]
+                    .mean()
+                    .total_cmp(&errors[b.index()].mean())
+            });
             let Some(best) = best else { continue };
             let current_error = if eligible(current) {
                 errors[current.index()].mean()
@@ -271,7 +328,7 @@ impl Selector {
     fn back(&self, back: usize) -> f64 {
         let n = self.history.len();
         if back < n {
-            self.history[n - 1 - back]
+            self.history[n - 1 - back] as f64
         } else {
             f64::NAN
         }
@@ -301,28 +358,29 @@ impl Selector {
             by[Method::Day.index()][i] = self.back(DAY - h);
             by[Method::Week.index()][i] = self.back(WEEK - h);
         }
-        let mut choice = Choice {
-            forecast: Vec::with_capacity(HORIZON),
-            methods: Vec::with_capacity(HORIZON),
+        // A candidate that cannot speak (no model this minute, no yesterday yet) is taken to say
+        // what the fallback says: every candidate is then scored on the same minutes, so a newly
+        // available one is not chosen for a lucky first hour, and serving it means the same.
+        for i in 0..HORIZON {
+            let fallback = [Method::Mean5, Method::Last, Method::Smooth]
+                .into_iter()
+                .map(|m| by[m.index()][i])
+                .find(|v| v.is_finite())
+                .unwrap_or(0.0);
+            for m in 0..METHODS {
+                if !by[m][i].is_finite() {
+                    by[m][i] = fallback;
+                }
+            }
+        }
+        let choice = Choice {
+            forecast: (0..HORIZON)
+                .map(|i| by[self.chosen[i].index()][i])
+                .collect(),
+            methods: self.chosen.to_vec(),
             error_1: self.recent_error(self.chosen[0], 1),
             error_last: self.recent_error(self.chosen[HORIZON - 1], HORIZON),
         };
-        for i in 0..HORIZON {
-            // The chosen candidate, or the first that could speak (mean5, last, smoother).
-            let order = [
-                self.chosen[i],
-                Method::Mean5,
-                Method::Last,
-                Method::Smooth,
-            ];
-            let (method, value) = order
-                .into_iter()
-                .map(|m| (m, by[m.index()][i]))
-                .find(|(_, v)| v.is_finite())
-                .unwrap_or((Method::Mean5, 0.0));
-            choice.forecast.push(value);
-            choice.methods.push(method);
-        }
         self.said.push_back(Said { origin, by });
         while self.said.len() > HORIZON {
             self.said.pop_front();

@@ -66,13 +66,46 @@ fn each_series_comes_to_the_candidate_it_should() {
         |t| 100_000.0 * (1.0 + 0.3 * (t as f64 / 400.0).sin()),
         0.002,
     );
-    let low = noisy(len, 3, |_| 3.0, 1.8).iter().map(|x| x.round()).collect::<Vec<_>>();
+    let low = noisy(len, 3, |_| 3.0, 1.8)
+        .iter()
+        .map(|x| x.round())
+        .collect::<Vec<_>>();
     let biased = |_t: usize| Some([150.0; HORIZON]);
-    let cases: [(&str, &[f64], &dyn Fn(usize) -> Option<Forecast>, &[Method], &[Method]); 5] = [
-        ("a noisy level", &level, &biased, &[Method::Mean5, Method::Smooth], &[Method::Mean5, Method::Smooth]),
-        ("a ramp", &ramp, &biased, &[Method::Smooth, Method::Last], &[Method::Smooth]),
-        ("smooth and high-volume", &smooth, &biased, &[Method::Last, Method::Smooth], &[Method::Last, Method::Smooth, Method::Mean5]),
-        ("noisy and low-volume", &low, &|_| None, &[Method::Mean5, Method::Smooth], &[Method::Mean5, Method::Smooth]),
+    let cases: [(
+        &str,
+        &[f64],
+        &dyn Fn(usize) -> Option<Forecast>,
+        &[Method],
+        &[Method],
+    ); 5] = [
+        (
+            "a noisy level",
+            &level,
+            &biased,
+            &[Method::Mean5, Method::Smooth],
+            &[Method::Mean5, Method::Smooth],
+        ),
+        (
+            "a ramp",
+            &ramp,
+            &biased,
+            &[Method::Smooth, Method::Last],
+            &[Method::Smooth],
+        ),
+        (
+            "smooth and high-volume",
+            &smooth,
+            &biased,
+            &[Method::Last, Method::Smooth],
+            &[Method::Last, Method::Smooth, Method::Mean5],
+        ),
+        (
+            "noisy and low-volume",
+            &low,
+            &|_| None,
+            &[Method::Mean5, Method::Smooth],
+            &[Method::Mean5, Method::Smooth],
+        ),
         (
             "a level with a model that knows the future",
             &level,
@@ -89,8 +122,16 @@ fn each_series_comes_to_the_candidate_it_should() {
     ];
     for (what, series, model, at_1, at_15) in cases {
         let (chosen, served) = run(series, model);
-        assert!(at_1.contains(&chosen[0]), "{what}: {:?} at 1 min", chosen[0]);
-        assert!(at_15.contains(&chosen[1]), "{what}: {:?} at 15 min", chosen[1]);
+        assert!(
+            at_1.contains(&chosen[0]),
+            "{what}: {:?} at 1 min",
+            chosen[0]
+        );
+        assert!(
+            at_15.contains(&chosen[1]),
+            "{what}: {:?} at 15 min",
+            chosen[1]
+        );
         // Never worse than naive: within 2% of the better of last and mean5 at each horizon.
         for (k, h) in [1, HORIZON].into_iter().enumerate() {
             let best = baseline_error(series, h, last).min(baseline_error(series, h, mean5));
@@ -115,7 +156,10 @@ fn a_skipped_minute_is_unknown_and_scores_nothing() {
     let c = s.forecast(None);
     assert_eq!(c.forecast.len(), HORIZON);
     assert!(c.forecast.iter().all(|x| x.is_finite()));
-    assert_eq!(c.forecast[0], 12.0, "mean5 is unknown across the gap; last speaks");
+    assert_eq!(
+        c.forecast[0], 12.0,
+        "mean5 is unknown across the gap; last speaks"
+    );
     // Minutes before the last one are ignored.
     s.observe(39, 1e9);
     assert_eq!(s.forecast(None).forecast[0], 12.0);
@@ -129,7 +173,11 @@ fn yesterday_is_chosen_for_a_daily_pattern() {
         4,
         |t| {
             let x = (t % DAY) as f64 / DAY as f64;
-            if (0.3..0.32).contains(&x) { 5_000.0 } else { 200.0 }
+            if (0.3..0.32).contains(&x) {
+                5_000.0
+            } else {
+                200.0
+            }
         },
         0.02,
     );

@@ -610,9 +610,7 @@ const _: () = assert!(DIM == features::NAMES.len());
 
 #[path = "learner_corrections.rs"]
 mod corrections;
-pub use corrections::{
-    Correction, CorrectionKind, FALSE_POSITIVE_TTL, false_positive_reason,
-};
+pub use corrections::{Correction, CorrectionKind, FALSE_POSITIVE_TTL, false_positive_reason};
 
 #[cfg(test)]
 #[path = "learner_tests.rs"]
