@@ -1,11 +1,15 @@
-//! `ListAdjustments` and `ListScores`: the learning loop's history, read back from the database
-//! (the only RPCs that read it; decisions never do), translated to protobuf.
+//! `ListAdjustments`, `ListScores` and `ListForecasts`: the learning loop's history, read back from
+//! the database (the only RPCs that read it; decisions never do), translated to protobuf.
 
 use super::ApiError;
 use super::requests::history_query;
 use super::sluice_api::SluiceApi;
 use crate::proto::sluice::v1 as pb;
-use crate::store::history::{StoredAdjustment, StoredScore};
+use std::collections::HashMap;
+
+use super::requests::MAX_ROWS;
+use crate::store::forecast_history::StoredForecast;
+use crate::store::history::{HistoryQuery, StoredAdjustment, StoredScore};
 
 impl SluiceApi {
     pub(super) async fn list_adjustments_of(
@@ -30,6 +34,82 @@ impl SluiceApi {
         })
     }
 }
+
+impl SluiceApi {
+    pub(super) async fn list_forecasts_of(
+        &self,
+        req: &pb::ListForecastsRequest,
+    ) -> Result<pb::ListForecastsResponse, ApiError> {
+        let as_history = pb::ListHistoryRequest {
+            client: req.series.clone(),
+            since_ms: req.since_ms,
+            until_ms: req.until_ms,
+            limit: req.limit,
+        };
+        let q = history_query(
+            &as_history,
+            self.caps.max_value_len,
+            self.clock.now_millis(),
+        )
+        .map_err(|mut e| {
+            // The history query calls the key `client`; here it is the series.
+            if e.field == "client" {
+                e.field = "series".into();
+            }
+            e
+        })?;
+        let rows = self.database.forecasts(&q).await?;
+        // What was forecast for each minute comes from the rows up to 15 minutes before it: the
+        // ones listed, and those just before the oldest listed.
+        let mut context = rows.clone();
+        if let Some(oldest) = rows.iter().map(|r| r.minute_ms).min() {
+            let before = HistoryQuery {
+                since_ms: oldest - HORIZON_MS,
+                until_ms: oldest,
+                limit: MAX_ROWS,
+                ..q.clone()
+            };
+            context.extend(self.database.forecasts(&before).await?);
+        }
+        let by_minute: HashMap<(&str, &str, i64), &[f64]> = context
+            .iter()
+            .map(|r| {
+                (
+                    (r.series.as_str(), r.instance.as_str(), r.minute_ms),
+                    &r.forecast[..],
+                )
+            })
+            .collect();
+        let predicted = |r: &StoredForecast, h: usize| {
+            by_minute
+                .get(&(
+                    r.series.as_str(),
+                    r.instance.as_str(),
+                    r.minute_ms - 60_000 * h as i64,
+                ))
+                .and_then(|f| f.get(h - 1).copied())
+        };
+        Ok(pb::ListForecastsResponse {
+            points: rows
+                .iter()
+                .map(|r| pb::ForecastPoint {
+                    minute_ms: r.minute_ms,
+                    series: r.series.clone(),
+                    instance: r.instance.clone(),
+                    actual: r.actual,
+                    predicted_1: predicted(r, 1),
+                    predicted_15: predicted(r, 15),
+                    forecast: r.forecast.clone(),
+                    method_1: r.method_1.clone(),
+                    method_15: r.method_15.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The longest horizon, in ms.
+const HORIZON_MS: i64 = 15 * 60_000;
 
 fn adjustment(r: StoredAdjustment) -> pb::Adjustment {
     pb::Adjustment {

@@ -166,6 +166,16 @@ impl Sluice for SluiceApi {
         Ok(Response::new(self.list_scores_of(request.get_ref()).await?))
     }
 
+    async fn list_forecasts(
+        &self,
+        request: Request<pb::ListForecastsRequest>,
+    ) -> RpcResult<pb::ListForecastsResponse> {
+        self.admin.check(&request)?;
+        Ok(Response::new(
+            self.list_forecasts_of(request.get_ref()).await?,
+        ))
+    }
+
     async fn get_model_info(
         &self,
         _request: Request<pb::GetModelInfoRequest>,

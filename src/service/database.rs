@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 
 use sluice_core::learn::lists::{ListEntry, ListKind};
 
+use crate::store::forecast_history::StoredForecast;
 use crate::store::history::{HistoryQuery, StoredAdjustment, StoredScore};
 use crate::store::{Store, StoreError};
 
@@ -75,6 +76,14 @@ impl Database {
         query: &HistoryQuery,
     ) -> Result<Vec<StoredAdjustment>, DatabaseError> {
         Ok(self.connected()?.adjustments(query).await?)
+    }
+
+    /// Forecasts beside actual counts, newest first (`ListForecasts`; `query.client`: the series).
+    pub async fn forecasts(
+        &self,
+        query: &HistoryQuery,
+    ) -> Result<Vec<StoredForecast>, DatabaseError> {
+        Ok(self.connected()?.forecasts(query).await?)
     }
 
     /// Client-minute scores, newest first (`ListScores`).

@@ -46,6 +46,19 @@ pub struct ModelRow {
     pub body: String,
 }
 
+/// One series' minute: what happened and what was forecast from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForecastRow {
+    /// The minute that closed.
+    pub minute_ms: i64,
+    pub series: String,
+    pub actual: f64,
+    /// The next minutes as served, JSON array.
+    pub forecast: String,
+    pub method_1: &'static str,
+    pub method_15: &'static str,
+}
+
 /// Which history rows to read: newest first, at most `limit`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistoryQuery {
@@ -110,11 +123,14 @@ pub struct HistoryBatch {
     /// The actions one instance has in force: replaces that instance's rows when present.
     pub actions: Option<ActionSet>,
     pub model: Option<ModelRow>,
+    /// Each series' forecasts beside its actual count, under `instance`.
+    pub forecasts: Vec<ForecastRow>,
+    pub instance: String,
 }
 
 impl HistoryBatch {
     pub fn rows(&self) -> usize {
-        self.scores.len() + self.traffic.len() + self.adjustments.len()
+        self.scores.len() + self.traffic.len() + self.adjustments.len() + self.forecasts.len()
     }
 }
 
@@ -145,6 +161,23 @@ macro_rules! history_backend {
                             .push_bind(r.action)
                             .push_bind(r.model_version);
                     });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in batch.forecasts.chunks(CHUNK) {
+                    let mut q = Builder::new(
+                        "INSERT INTO forecast_history (minute_ms, instance, series, actual, forecast, method_1, method_15) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.minute_ms)
+                            .push_bind(batch.instance.as_str())
+                            .push_bind(r.series.as_str())
+                            .push_bind(r.actual)
+                            .push_bind(r.forecast.as_str())
+                            .push_bind(r.method_1)
+                            .push_bind(r.method_15);
+                    });
+                    // A minute written twice (a retried batch) keeps the first.
+                    q.push(" ON CONFLICT (series, minute_ms, instance) DO NOTHING");
                     q.build().execute(&mut *tx).await?;
                 }
                 for chunk in batch.traffic.chunks(CHUNK) {
@@ -332,6 +365,7 @@ macro_rules! history_backend {
                     "DELETE FROM anomaly_scores WHERE minute_ms < $1",
                     "DELETE FROM endpoint_traffic WHERE minute_ms < $1",
                     "DELETE FROM limit_adjustments WHERE at_ms < $1",
+                    "DELETE FROM forecast_history WHERE minute_ms < $1",
                 ] {
                     deleted += sqlx::query(sql).bind(before_ms).execute(pool).await?.rows_affected();
                 }

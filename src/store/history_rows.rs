@@ -1,5 +1,6 @@
 //! A closed minute (`sluice_core::minute::ClosedMinute`) as history rows: scores, endpoint
-//! traffic, adjustments (the learner's and the pressure cut's), the model grown and, in adaptive
+//! traffic, adjustments (the learner's and the pressure cut's), forecasts beside the actual
+//! counts, the model grown and, in adaptive
 //! mode, the instance's actions in force. Pure: the live minute loop submits what this returns,
 //! and the equivalence test compares it between the live and the replay paths.
 
@@ -11,8 +12,10 @@ use sluice_core::learn::policy::Adjustment;
 use sluice_core::minute::ClosedMinute;
 use sluice_core::time::{NANOS_PER_MILLI, Nanos};
 
+use sluice_core::forecast::live::TOTAL;
+
 use super::history::{
-    ActionRow, ActionSet, AdjustmentRow, HistoryBatch, ModelRow, ScoreRow, TrafficRow,
+    ActionRow, ActionSet, AdjustmentRow, ForecastRow, HistoryBatch, ModelRow, ScoreRow, TrafficRow,
 };
 
 /// The subject pressure adjustments are recorded under.
@@ -110,7 +113,40 @@ pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
             .adaptive
             .then(|| action_set(instance, minute.end, &tick.actions)),
         model: minute.model.as_ref().and_then(model_row),
+        forecasts: forecast_rows(minute),
+        instance: instance.to_string(),
     }
+}
+
+/// Each forecast series' minute: its actual count (from the minute's traffic) and what was
+/// forecast from it.
+fn forecast_rows(minute: &ClosedMinute) -> Vec<ForecastRow> {
+    let step = &minute.forecast;
+    step.forecasts
+        .iter()
+        .zip(&step.methods)
+        .map(|((series, forecast), methods)| {
+            let actual: u64 = minute
+                .tick
+                .traffic
+                .iter()
+                .filter(|e| series == TOTAL || *e.endpoint == **series)
+                .map(|e| e.requests)
+                .sum();
+            let rounded: Vec<f64> = forecast
+                .iter()
+                .map(|x| (x * 100.0).round() / 100.0)
+                .collect();
+            ForecastRow {
+                minute_ms: ms(minute.start),
+                series: series.clone(),
+                actual: actual as f64,
+                forecast: serde_json::to_string(&rounded).unwrap_or_default(),
+                method_1: methods.at_1.name(),
+                method_15: methods.at_horizon.name(),
+            }
+        })
+        .collect()
 }
 
 /// A learner's adjustment as its row; the action's JSON carries the signal and why.

@@ -6,6 +6,7 @@
 //! type appears in its API. It is never called on the decision path.
 
 mod backend;
+pub mod forecast_history;
 pub mod history;
 pub mod history_rows;
 pub mod lists;
@@ -226,6 +227,17 @@ impl Store {
         match self {
             Store::Sqlite(p) => history::sqlite::adjustments(p, q).await,
             Store::Postgres(p) => history::postgres::adjustments(p, q).await,
+        }
+    }
+
+    /// Stored forecasts beside actual counts, newest first (`q.client`: the series).
+    pub async fn forecasts(
+        &self,
+        q: &history::HistoryQuery,
+    ) -> Result<Vec<forecast_history::StoredForecast>> {
+        match self {
+            Store::Sqlite(p) => forecast_history::sqlite::forecasts(p, q).await,
+            Store::Postgres(p) => forecast_history::postgres::forecasts(p, q).await,
         }
     }
 

@@ -6,6 +6,7 @@ mod admin;
 mod allow;
 mod bad_input;
 mod corrections;
+mod forecast_history;
 mod forecasting;
 mod learning;
 mod outage;
