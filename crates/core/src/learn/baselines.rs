@@ -75,8 +75,13 @@ pub struct BaselineConfig {
     pub min_per_minute: f64,
     /// Weight of the past: each minute the histograms are multiplied by this (≈ 60-minute memory).
     pub decay: f64,
-    /// Client-minutes a measure needs (decayed count) before it judges anyone.
+    /// Client-minutes a site-wide measure needs (decayed count) before it judges anyone.
     pub min_samples: f64,
+    /// ...and a route's measure. Lower: with an hour's memory a route that three people a
+    /// minute visit never holds 200, and a small site's routes would never be judged on their own.
+    /// The threshold (`factor ×` p99, at least `min_per_minute`) leaves room for a p99 estimated
+    /// from few values.
+    pub min_route_samples: f64,
     /// Endpoint × tier measures kept at most (the least used are dropped).
     pub max_endpoints: usize,
 }
@@ -88,6 +93,7 @@ impl Default for BaselineConfig {
             min_per_minute: 30.0,
             decay: 0.983,
             min_samples: 200.0,
+            min_route_samples: 50.0,
             max_endpoints: 1_000,
         }
     }
@@ -249,7 +255,11 @@ impl Baselines {
     /// The threshold of a measure, once it has seen enough client-minutes.
     pub fn threshold(&self, measure: Measure) -> Option<(f64, f64)> {
         let h = self.measures.get(&measure)?;
-        if h.total < self.config.min_samples {
+        let needed = match measure {
+            Measure::Endpoint { .. } => self.config.min_route_samples,
+            _ => self.config.min_samples,
+        };
+        if h.total < needed {
             return None;
         }
         let p99 = h.quantile(0.99);

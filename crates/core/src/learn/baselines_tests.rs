@@ -255,3 +255,35 @@ fn a_newcomer_is_judged_on_its_pages_stretched_to_a_minute() {
         );
     }
 }
+
+#[test]
+fn a_quiet_route_is_judged_on_its_own_once_it_has_a_few_dozen_values() {
+    // 300 ordinary clients a minute on /x, and 6 a minute visiting /rare twice.
+    let rare_minute = |m: usize| -> Vec<ClientMinute> {
+        (0..6)
+            .map(|i| visits(&format!("10.9.{m}.{i}"), &[("/rare", 2)]))
+            .collect()
+    };
+    let mut b = Baselines::new(BaselineConfig::default());
+    for m in 0..12 {
+        let mut data = minute(&ordinary(300, m));
+        data.extend(rare_minute(m));
+        b.learn(m as i64, data.iter());
+    }
+    let rare = Measure::Endpoint {
+        endpoint: crate::learn::observe::route_hash("/rare"),
+        prm: false,
+        asset: false,
+    };
+    // About 65 decayed values: enough for a route (a site-wide measure would want 200).
+    let (p99, threshold) = b.threshold(rare).expect("the route judges");
+    assert!(p99 <= 3.0, "p99 {p99}");
+    assert_eq!(threshold, BaselineConfig::default().min_per_minute);
+    // 40 requests to /rare: far beyond the route, within the whole site's per-client bar.
+    let found: Vec<Measure> = b
+        .assess(&visits("192.0.2.7", &[("/rare", 40)]))
+        .into_iter()
+        .map(|f| f.measure)
+        .collect();
+    assert_eq!(found, [rare]);
+}
