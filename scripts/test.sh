@@ -49,7 +49,8 @@ fi
 export ORT_DYLIB_PATH
 
 log "cargo test"
-cargo test --locked "$@"
+# --workspace: the core crate's own tests too (a bare `cargo test` at the root runs only the root package's).
+cargo test --locked --workspace "$@"
 
 log "Python grpcio client test"
 VENV=target/pyenv

@@ -7,6 +7,7 @@
 //! Not here: the server (no sockets, no database) — a replay needs neither. Reading trace files
 //! is `adapters::trace_file`'s; the `sluice replay` command is `cli::replay`.
 
+pub mod lead;
 pub mod report;
 pub mod scenario;
 pub mod worlds;
@@ -104,6 +105,10 @@ struct Replay<'w, 'h> {
     corrections: VecDeque<TimedCorrection>,
     /// Which forecast spoke for each series at the last minute.
     methods: Vec<SeriesMethods>,
+    /// The watched endpoints' capacities (from the rules), and when forecasts and traffic
+    /// crossed them.
+    capacities: Vec<(String, u64)>,
+    lead: lead::LeadTracker,
 }
 
 impl Replay<'_, '_> {
@@ -241,7 +246,25 @@ impl Replay<'_, '_> {
             .find(|(k, _)| k == live::TOTAL)
             .map(|(_, f)| f[0]);
         self.methods.clone_from(&closed.forecast.methods);
+        let traffic = &closed.tick.traffic;
+        self.lead.minute(
+            end,
+            &closed.forecast.forecasts,
+            |series| {
+                traffic
+                    .iter()
+                    .filter(|e| *e.endpoint == *series)
+                    .map(|e| e.requests as f64)
+                    .sum()
+            },
+            &self.capacities,
+        );
         if let Some(change) = &closed.pressure {
+            let at_ms = (change.at / NANOS_PER_MILLI) as i64;
+            match change.what {
+                "tightened" => self.lead.tightened(at_ms),
+                _ => self.lead.restored(at_ms),
+            }
             self.report.pressure(change);
         }
         if let Some(observe) = self.on_minute.as_mut() {
@@ -271,7 +294,9 @@ pub fn run_keeping_state(
 ) -> Result<(Report, Minutes), ReplayError> {
     let started = Instant::now();
     let engine = moka_store::engine(options.engine, options.bucket_store);
-    engine.replace_rules(RuleSet::build(0, options.rules));
+    let rules = RuleSet::build(0, options.rules);
+    let capacities = live::capacities(&rules);
+    engine.replace_rules(rules);
     let forecaster = options
         .forecaster
         .unwrap_or_else(|| Box::new(sluice_core::forecast::baseline::Fallback));
@@ -292,6 +317,8 @@ pub fn run_keeping_state(
         overflow: 0,
         corrections: options.corrections.into(),
         methods: Vec::new(),
+        capacities,
+        lead: lead::LeadTracker::default(),
     };
     if let Some(w) = replay.decisions.as_mut() {
         w.write_record([
@@ -314,6 +341,7 @@ pub fn run_keeping_state(
     replay
         .report
         .forecast(&forecaster_name, &replay.forecast_error, &replay.methods);
+    replay.report.lead_times(replay.lead.finish());
     let report = replay.report.finish(
         replay.minutes,
         versions,

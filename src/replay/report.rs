@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use super::lead::LeadTime;
 use sluice_core::forecast::eval::ErrorSum;
 use sluice_core::forecast::live::SeriesMethods;
 use sluice_core::forecast::pressure::PressureChange;
@@ -112,6 +113,9 @@ pub struct Report {
     pub corrections: Vec<CorrectionEvent>,
     /// Cuts of STD limits on low-priority endpoints, and their lifting, in order.
     pub pressure: Vec<PressureEvent>,
+    /// Per pressure episode and watched endpoint: when the forecast and the measured traffic
+    /// first went over its capacity, and the forecast's lead in minutes.
+    pub lead_times: Vec<LeadTime>,
     /// Requests denied by a limit cut under pressure (included in `denied`).
     pub denied_forecast: u64,
     /// Benign requests denied, as a share of benign requests.
@@ -381,6 +385,10 @@ impl ReportBuilder {
             blocked: Vec::new(),
             applied: false,
         });
+    }
+
+    pub fn lead_times(&mut self, leads: Vec<LeadTime>) {
+        self.report.lead_times = leads;
     }
 
     pub fn forecast_cut(&mut self) {

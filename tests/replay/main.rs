@@ -291,6 +291,25 @@ fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
         minute(tightened.ts)
     );
     assert_eq!(tightened.factor, 0.5);
+    // Lead time: when the served forecast and the measured payments first went over capacity
+    // in the episode, and by how many minutes the forecast was ahead (here it is behind: the
+    // selector serves `last` on this series, whose recent error is the lowest; see README).
+    let lead = adaptive
+        .lead_times
+        .iter()
+        .find(|l| l.series == "/api/payment")
+        .unwrap_or_else(|| panic!("a lead time for payments: {:?}", adaptive.lead_times));
+    let forecast_over = lead.forecast_over_ts.expect("the forecast crossed");
+    let measured_over = lead.measured_over_ts.expect("the payments crossed");
+    assert_eq!(lead.cut_ts, tightened.ts);
+    assert!(
+        lead.forecast_said_for_ts.unwrap() > forecast_over,
+        "{lead:?}"
+    );
+    assert_eq!(
+        lead.lead_minutes,
+        Some((measured_over - forecast_over) as f64 / 60_000.0)
+    );
     let restored = adaptive
         .pressure
         .iter()
