@@ -37,6 +37,10 @@ fn edge(bin: usize) -> f64 {
 
 /// Values above this multiple of a measure's p99 are not learned.
 const LEARN_BOUND: f64 = 2.0;
+/// A measure's minute with more than this share of its values above the p99 (and at least
+/// `CROWD_MIN` values) learns nothing above the p99 (see `Baselines::learn`).
+const CROWD_SHARE: f64 = 0.05;
+const CROWD_MIN: u32 = 20;
 
 /// What a baseline measures per client-minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,8 +83,8 @@ pub struct BaselineConfig {
     pub min_samples: f64,
     /// ...and a route's measure. Lower: with an hour's memory a route that three people a
     /// minute visit never holds 200, and a small site's routes would never be judged on their own.
-    /// The threshold (`factor ×` p99, at least `min_per_minute`) leaves room for a p99 estimated
-    /// from few values.
+    /// Not lower than 100: below it the "p99" is the largest value seen, which underestimates the
+    /// tail (on a real shop's log, 50 flagged people browsing image pages).
     pub min_route_samples: f64,
     /// Endpoint × tier measures kept at most (the least used are dropped).
     pub max_endpoints: usize,
@@ -93,7 +97,7 @@ impl Default for BaselineConfig {
             min_per_minute: 30.0,
             decay: 0.983,
             min_samples: 200.0,
-            min_route_samples: 50.0,
+            min_route_samples: 100.0,
             max_endpoints: 1_000,
         }
     }
@@ -348,12 +352,19 @@ impl Baselines {
             h.decay_to(minute, decay);
         }
         let mut add: Vec<(Measure, f64)> = Vec::new();
+        // Per measure: this minute's values, and how many of them are above its p99.
+        let mut above: FxHashMap<Measure, (u32, u32)> = FxHashMap::default();
         for c in clients.filter(|c| c.kind == ClientKind::Network) {
             for (measure, value) in values(c) {
                 let keep = match self.threshold(measure) {
                     // Learned up to twice the p99 (or the threshold, if lower): attackers a little
                     // under the threshold do not creep the baseline up either.
-                    Some((p99, threshold)) => value <= threshold.min(LEARN_BOUND * p99),
+                    Some((p99, threshold)) => {
+                        let n = above.entry(measure).or_default();
+                        n.0 += 1;
+                        n.1 += (value > p99) as u32;
+                        value <= threshold.min(LEARN_BOUND * p99)
+                    }
                     None => self
                         .measures
                         .get(&measure)
@@ -364,6 +375,19 @@ impl Baselines {
                 }
             }
         }
+        // By definition about 1% of a minute's values are above the p99. When many more are, a
+        // crowd moved in above the tail (many scrapers, each a little over a person's rate): its
+        // values are not learned this minute, or they would ratchet the p99 — and the threshold
+        // — up under themselves. A site whose people all grow busier still moves its median, and
+        // the tail follows it.
+        let crowded = |m: &Measure| {
+            above
+                .get(m)
+                .is_some_and(|&(n, high)| n >= CROWD_MIN && high as f64 > CROWD_SHARE * n as f64)
+        };
+        add.retain(|(m, value)| {
+            !crowded(m) || self.threshold(*m).is_none_or(|(p99, _)| *value <= p99)
+        });
         for (measure, value) in add {
             let h = self.measures.entry(measure).or_insert_with(|| {
                 let mut h = Histogram::new();

@@ -258,9 +258,9 @@ fn a_newcomer_is_judged_on_its_pages_stretched_to_a_minute() {
 
 #[test]
 fn a_quiet_route_is_judged_on_its_own_once_it_has_a_few_dozen_values() {
-    // 300 ordinary clients a minute on /x, and 6 a minute visiting /rare twice.
+    // 300 ordinary clients a minute on /x, and 12 a minute visiting /rare twice.
     let rare_minute = |m: usize| -> Vec<ClientMinute> {
-        (0..6)
+        (0..12)
             .map(|i| visits(&format!("10.9.{m}.{i}"), &[("/rare", 2)]))
             .collect()
     };
@@ -275,7 +275,7 @@ fn a_quiet_route_is_judged_on_its_own_once_it_has_a_few_dozen_values() {
         prm: false,
         asset: false,
     };
-    // About 65 decayed values: enough for a route (a site-wide measure would want 200).
+    // About 130 decayed values: enough for a route (a site-wide measure would want 200).
     let (p99, threshold) = b.threshold(rare).expect("the route judges");
     assert!(p99 <= 3.0, "p99 {p99}");
     assert_eq!(threshold, BaselineConfig::default().min_per_minute);
@@ -286,4 +286,31 @@ fn a_quiet_route_is_judged_on_its_own_once_it_has_a_few_dozen_values() {
         .map(|f| f.measure)
         .collect();
     assert_eq!(found, [rare]);
+}
+
+#[test]
+fn a_crowd_just_above_the_tail_does_not_ratchet_it_up() {
+    // From minute 10, 120 scrapers a minute (a third of the clients), each at 22 requests: under
+    // twice the people's p99 (about 12), so each value alone would be learned.
+    let crowd = |m: usize| {
+        if m < 10 {
+            Vec::new()
+        } else {
+            (0..120)
+                .map(|i| (format!("203.0.1.{i}"), 1, 22, 0))
+                .collect()
+        }
+    };
+    let b = trained(40, crowd);
+    let (p99, _) = b.threshold(Measure::Site).unwrap();
+    assert!(p99 < 14.0, "the crowd became the tail: p99 {p99}");
+    // A few (2%) a little above the tail are the tail's own business: still learned.
+    let few = |m: usize| {
+        (0..6)
+            .map(|i| (format!("10.7.{m}.{i}"), 1, 18, 0))
+            .collect::<Vec<_>>()
+    };
+    let b = trained(40, few);
+    let (p99, _) = b.threshold(Measure::Site).unwrap();
+    assert!(p99 >= 14.0, "a 2% tail was refused: p99 {p99}");
 }
