@@ -83,8 +83,9 @@ pub struct BaselineConfig {
     pub min_samples: f64,
     /// ...and a route's measure. Lower: with an hour's memory a route that three people a
     /// minute visit never holds 200, and a small site's routes would never be judged on their own.
-    /// Not lower than 100: below it the "p99" is the largest value seen, which underestimates the
-    /// tail (on a real shop's log, 50 flagged people browsing image pages).
+    /// From 50 values the "p99" is about the largest value seen and may underestimate the tail;
+    /// the threshold (`factor ×` it, at least `min_per_minute`) leaves the room. (100 made no
+    /// difference on a real shop's log and let floods on the smallest sites go a minute longer.)
     pub min_route_samples: f64,
     /// Endpoint × tier measures kept at most (the least used are dropped).
     pub max_endpoints: usize,
@@ -97,7 +98,7 @@ impl Default for BaselineConfig {
             min_per_minute: 30.0,
             decay: 0.983,
             min_samples: 200.0,
-            min_route_samples: 100.0,
+            min_route_samples: 50.0,
             max_endpoints: 1_000,
         }
     }

@@ -275,7 +275,7 @@ fn a_quiet_route_is_judged_on_its_own_once_it_has_a_few_dozen_values() {
         prm: false,
         asset: false,
     };
-    // About 130 decayed values: enough for a route (a site-wide measure would want 200).
+    // About 130 decayed values: enough for a route (a site-wide measure wants 200).
     let (p99, threshold) = b.threshold(rare).expect("the route judges");
     assert!(p99 <= 3.0, "p99 {p99}");
     assert_eq!(threshold, BaselineConfig::default().min_per_minute);
