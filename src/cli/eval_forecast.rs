@@ -57,8 +57,9 @@ pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if report.minutes_evaluated == 0 {
         anyhow::bail!(
-            "no minute to evaluate: the series has {} minutes, and scoring starts after a week \
-             (10,080 minutes) of history, which the same-minute-last-week baseline needs",
+            "no minute to evaluate: the series has {} minutes, and scoring starts after the \
+             model's hour of history and 15 minutes ahead, with an hour left to score (the \
+             yesterday and last-week baselines join when the series is a day or a week longer)",
             series.len()
         );
     }

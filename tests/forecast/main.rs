@@ -208,6 +208,27 @@ fn eval_forecast_reports_every_method_at_every_horizon() {
         let total: f64 = shares.values().map(|v| v.as_f64().unwrap()).sum();
         assert!((total - 1.0).abs() < 0.01, "{h}: {shares:?}");
     }
+    // A series of a few hours (a trace's) is scored against the baselines it is long enough for.
+    let short: String = std::iter::once("minute,requests\n".to_string())
+        .chain((0..200).map(|m| format!("{m},{}\n", 100 + (m * 7) % 13)))
+        .collect();
+    let short_path = write_temp(&dir, "short.csv", &short);
+    let out = sluice()
+        .args(["eval-forecast", "--json", "--series"])
+        .arg(&short_path)
+        .env("ORT_DYLIB_PATH", runtime())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let short: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(short["minutes_evaluated"], 200 - 74);
+    let methods: Vec<&str> = short["horizons"]["1"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(methods, ["last", "mean5", "model", "selected"]);
     let later = run(Some("11520"));
     assert_eq!(later["minutes_evaluated"], 1440);
 }

@@ -61,19 +61,30 @@ pub struct Evaluation {
     pub selected_methods: BTreeMap<u32, BTreeMap<&'static str, f64>>,
 }
 
+/// Fewest minutes a baseline must leave to score before it is taken into an evaluation.
+pub const MIN_EVALUATED: usize = 60;
+
 /// Forecasts are made this many origins at a time (one model call).
 const BATCH: usize = 512;
 
 /// Evaluates `forecaster` and the baselines on `series` (contiguous minutes). Minutes evaluated:
-/// every minute after the longest warm-up any method needs (a week of history for `week`), and
-/// with `from`, only minutes at or after it (earlier ones are history only).
+/// every minute after the longest warm-up any method taken needs (a week of history for `week`,
+/// which a series shorter than a week and an hour leaves out, as `day` under a day), and with
+/// `from`, only minutes at or after it (earlier ones are history only).
 pub fn evaluate(
     series: &[MinutePoint],
     forecaster: &mut dyn Forecaster,
     from: Option<i64>,
 ) -> Result<Evaluation, String> {
     let max_h = *REPORTED.iter().max().expect("horizons");
-    let warm_up = Baseline::ALL
+    // The baselines the series is long enough for: `day` and `week` need a day and a week of
+    // history, and leave at least `MIN_EVALUATED` minutes to score (a two-hour trace is scored
+    // against `last` and `mean5` only).
+    let baselines: Vec<Baseline> = Baseline::ALL
+        .into_iter()
+        .filter(|b| b.warm_up(max_h) + MIN_EVALUATED <= series.len())
+        .collect();
+    let warm_up = baselines
         .iter()
         .map(|b| b.warm_up(max_h))
         .chain([WINDOW - 1 + max_h])
@@ -135,7 +146,7 @@ pub fn evaluate(
                 continue;
             };
             let mut says = [0.0; 4];
-            let all = Baseline::ALL.iter().zip(&mut says).all(|(b, slot)| {
+            let all = baselines.iter().zip(&mut says).all(|(b, slot)| {
                 match b.predict(&counts, m, h).filter(|p| p.is_finite()) {
                     Some(p) => {
                         *slot = p;
@@ -153,7 +164,7 @@ pub fn evaluate(
             *chosen[h - 1]
                 .entry(serving.methods[h - 1].name())
                 .or_default() += 1;
-            for (i, p) in says.iter().enumerate() {
+            for (i, p) in says.iter().take(baselines.len()).enumerate() {
                 base[h - 1][i].add(counts[m], *p);
             }
         }
@@ -164,7 +175,7 @@ pub fn evaluate(
         let mut methods = BTreeMap::new();
         methods.insert("selected", selected[h - 1].score());
         methods.insert("model", model[h - 1].score());
-        for (i, b) in Baseline::ALL.iter().enumerate() {
+        for (i, b) in baselines.iter().enumerate() {
             methods.insert(b.name(), base[h - 1][i].score());
         }
         horizons.insert(h as u32, methods);
