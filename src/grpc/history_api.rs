@@ -61,18 +61,21 @@ impl SluiceApi {
         let rows = self.database.forecasts(&q).await?;
         // What was forecast for each minute comes from the rows up to 15 minutes before it: the
         // ones listed, and those just before the oldest listed.
-        let mut context = rows.clone();
-        if let Some(oldest) = rows.iter().map(|r| r.minute_ms).min() {
-            let before = HistoryQuery {
-                since_ms: oldest - HORIZON_MS,
-                until_ms: oldest,
-                limit: MAX_ROWS,
-                ..q.clone()
-            };
-            context.extend(self.database.forecasts(&before).await?);
-        }
-        let by_minute: HashMap<(&str, &str, i64), &[f64]> = context
+        let before = match rows.iter().map(|r| r.minute_ms).min() {
+            Some(oldest) => {
+                let q = HistoryQuery {
+                    since_ms: oldest - HORIZON_MS,
+                    until_ms: oldest,
+                    limit: MAX_ROWS,
+                    ..q.clone()
+                };
+                self.database.forecasts(&q).await?
+            }
+            None => Vec::new(),
+        };
+        let by_minute: HashMap<(&str, &str, i64), &[f64]> = rows
             .iter()
+            .chain(&before)
             .map(|r| {
                 (
                     (r.series.as_str(), r.instance.as_str(), r.minute_ms),

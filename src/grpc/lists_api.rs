@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use sluice_core::learn::learner::{FALSE_POSITIVE_TTL, false_positive_reason};
 use sluice_core::learn::lists::{ListEntry, ListKind};
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
 use super::ApiError;
-use super::requests::{self, DEFAULT_FALSE_POSITIVE_TTL_SECS};
+use super::requests;
 use super::sluice_api::SluiceApi;
 use crate::proto::sluice::v1 as pb;
 
@@ -107,18 +108,19 @@ impl SluiceApi {
         actor: String,
     ) -> Result<pb::MarkFalsePositiveResponse, ApiError> {
         let ttl = if req.ttl_secs == 0 {
-            DEFAULT_FALSE_POSITIVE_TTL_SECS
+            FALSE_POSITIVE_TTL.as_secs()
         } else {
             req.ttl_secs
         };
         let (client, reason, ttl) =
             requests::list_entry_parts(&req.client, &req.reason, ttl, &self.caps)?;
-        let reason = if reason.is_empty() {
-            "false positive".to_string()
-        } else {
-            format!("false positive: {reason}")
-        };
-        let entry = self.new_entry(ListKind::Allow, client, &reason, ttl, actor);
+        let entry = self.new_entry(
+            ListKind::Allow,
+            client,
+            &false_positive_reason(reason),
+            ttl,
+            actor,
+        );
         let now = self.clock.now();
         let entries = self
             .database
@@ -126,11 +128,7 @@ impl SluiceApi {
             .await?;
         let key = client.to_string();
         let lifted = self
-            .on_learner(move |l| {
-                let lifted = l.lift(vec![key], now, "false_positive");
-                l.set_lists(entries, now);
-                lifted
-            })
+            .on_learner(move |l| l.mark_false_positive(key, entries, now))
             .await?;
         tracing::info!(client, actor = %entry.actor, lifted, "marked a false positive");
         Ok(pb::MarkFalsePositiveResponse {

@@ -44,8 +44,6 @@ pub fn report<'a>(
 pub const MAX_REASON: usize = 500;
 /// Longest a list entry may last.
 pub const MAX_LIST_TTL_SECS: u64 = 366 * 86_400;
-/// A false-positive mark's allowlisting when the request does not say.
-pub const DEFAULT_FALSE_POSITIVE_TTL_SECS: u64 = 86_400;
 
 /// Which list a request names.
 pub fn list_kind(field: &str, value: i32) -> Result<ListKind, ValidationError> {

@@ -105,7 +105,6 @@ impl LeadTracker {
                 .filter(window)
                 .map(|m| m.series.as_str())
                 .collect();
-            series.dedup();
             series.sort_unstable();
             series.dedup();
             for s in series {

@@ -195,7 +195,8 @@ impl Replay<'_, '_> {
             let changes = self
                 .minutes_state
                 .correct(&self.engine, |l| l.apply(&c.correction, at));
-            self.report.correction(c.ts_ms, &c.correction, &changes);
+            self.report
+                .correction(c.ts_ms, &c.correction, Some(&changes));
         }
     }
 
@@ -246,17 +247,10 @@ impl Replay<'_, '_> {
             .find(|(k, _)| k == live::TOTAL)
             .map(|(_, f)| f[0]);
         self.methods.clone_from(&closed.forecast.methods);
-        let traffic = &closed.tick.traffic;
         self.lead.minute(
             end,
             &closed.forecast.forecasts,
-            |series| {
-                traffic
-                    .iter()
-                    .filter(|e| *e.endpoint == *series)
-                    .map(|e| e.requests as f64)
-                    .sum()
-            },
+            |series| closed.forecast.measured_of(series),
             &self.capacities,
         );
         if let Some(change) = &closed.pressure {
@@ -332,7 +326,7 @@ pub fn run_keeping_state(
         replay.tick(start, start + MINUTE);
     }
     for c in std::mem::take(&mut replay.corrections) {
-        replay.report.correction_not_reached(c.ts_ms, &c.correction);
+        replay.report.correction(c.ts_ms, &c.correction, None);
     }
     if let Some(w) = replay.decisions.as_mut() {
         w.flush()?;

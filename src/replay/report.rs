@@ -341,9 +341,11 @@ impl ReportBuilder {
         });
     }
 
-    /// A correction applied at `ts_ms`, with what it changed.
-    pub fn correction(&mut self, ts_ms: i64, c: &Correction, changes: &[Adjustment]) {
-        if c.kind == CorrectionKind::FalsePositive {
+    /// A correction at `ts_ms` with what it changed; `None`: the trace never reached its time.
+    pub fn correction(&mut self, ts_ms: i64, c: &Correction, changes: Option<&[Adjustment]>) {
+        let applied = changes.is_some();
+        let changes = changes.unwrap_or_default();
+        if applied && c.kind == CorrectionKind::FalsePositive {
             let mut keys: Vec<&str> = changes.iter().map(|a| a.client.as_str()).collect();
             keys.push(&c.client);
             for key in keys {
@@ -370,20 +372,7 @@ impl ReportBuilder {
             reason: c.reason.clone(),
             lifted: clients(false),
             blocked: clients(true),
-            applied: true,
-        });
-    }
-
-    /// A correction whose time the trace never reached.
-    pub fn correction_not_reached(&mut self, ts_ms: i64, c: &Correction) {
-        self.report.corrections.push(CorrectionEvent {
-            ts: ts_ms,
-            action: c.kind.name(),
-            client: c.client.clone(),
-            reason: c.reason.clone(),
-            lifted: Vec::new(),
-            blocked: Vec::new(),
-            applied: false,
+            applied,
         });
     }
 

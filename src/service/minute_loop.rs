@@ -14,7 +14,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use rustc_hash::FxHashMap;
 use sluice_core::engine::Engine;
 use sluice_core::forecast::Forecast;
 use sluice_core::forecast::live::SeriesMethods;
@@ -23,7 +22,6 @@ use sluice_core::learn::actions::Action;
 use sluice_core::learn::baselines::{BaselineView, Measure};
 use sluice_core::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot};
 use sluice_core::learn::lists::ListEntry;
-use sluice_core::learn::observe::{route_hash, route_template};
 use sluice_core::learn::policy::Adjustment;
 use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
 use sluice_core::time::{NANOS_PER_MILLI, Nanos};
@@ -82,8 +80,6 @@ pub struct MinuteLoop {
     status: ArcSwap<LearningStatus>,
     /// The list entries last installed.
     lists_seen: Mutex<Vec<ListEntry>>,
-    /// Route names (templates) by hash, from the endpoints seen (bounded).
-    route_names: Mutex<FxHashMap<u64, String>>,
 }
 
 fn ms(n: Nanos) -> i64 {
@@ -115,7 +111,6 @@ impl MinuteLoop {
             restored: AtomicBool::new(false),
             status: ArcSwap::from_pointee(status),
             lists_seen: Mutex::new(Vec::new()),
-            route_names: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -139,8 +134,8 @@ impl MinuteLoop {
 
     fn publish(&self, minutes: &Minutes) {
         let pipeline = minutes.pipeline();
-        let baselines = minutes.learner().baselines();
-        let names = self.route_names.lock();
+        let learner = minutes.learner();
+        let baselines = learner.baselines();
         let views = baselines
             .views()
             .into_iter()
@@ -148,7 +143,9 @@ impl MinuteLoop {
             .map(|v| {
                 let threshold = baselines.threshold(v.measure).map_or(0.0, |t| t.1);
                 let route = match v.measure {
-                    Measure::Endpoint { endpoint, .. } => names.get(&endpoint).cloned(),
+                    Measure::Endpoint { endpoint, .. } => {
+                        learner.route_name(endpoint).map(String::from)
+                    }
                     _ => None,
                 };
                 (v, threshold, route)
@@ -186,17 +183,6 @@ impl MinuteLoop {
                 },
             )
         });
-        {
-            let mut names = self.route_names.lock();
-            if names.len() > 10_000 {
-                names.clear();
-            }
-            for e in &closed.tick.traffic {
-                names
-                    .entry(route_hash(&e.endpoint))
-                    .or_insert_with(|| route_template(&e.endpoint));
-            }
-        }
         self.publish(&minutes);
         drop(minutes);
         span.record("clients", closed.tick.scores.len());
@@ -227,8 +213,12 @@ impl MinuteLoop {
     }
 
     /// An operator's correction applied to the learner (blocking: waits for a running minute),
-    /// installed in the engine and recorded. Returns how many actions it lifted or added.
-    fn correct(&self, now: Nanos, change: impl FnOnce(&mut Learner) -> Vec<Adjustment>) -> usize {
+    /// installed in the engine and recorded. Returns what changed.
+    fn correct(
+        &self,
+        now: Nanos,
+        change: impl FnOnce(&mut Learner) -> Vec<Adjustment>,
+    ) -> Vec<Adjustment> {
         let mut minutes = self.minutes.lock();
         let changes = minutes.correct(&self.engine, change);
         let actions = minutes.learner().actions();
@@ -240,17 +230,35 @@ impl MinuteLoop {
             self.history
                 .submit(corrections_batch(&changes, &self.instance, now, &actions));
         }
-        changes.len()
+        changes
     }
 
     /// Lifts the actions on these client keys (`ResetClient`, `MarkFalsePositive`); blocking.
     pub fn lift(&self, clients: Vec<String>, now: Nanos, cause: &'static str) -> usize {
         self.correct(now, |learner| learner.lift(&clients, now, cause))
+            .len()
+    }
+
+    /// A false positive (`MarkFalsePositive`): its actions lifted and `entries` (with its
+    /// allowlist entry) installed; blocking. Returns how many of its actions were lifted.
+    pub fn mark_false_positive(
+        &self,
+        client: String,
+        entries: Vec<ListEntry>,
+        now: Nanos,
+    ) -> usize {
+        self.correct(now, |learner| {
+            learner.mark_false_positive(&client, entries, now)
+        })
+        .iter()
+        .filter(|a| a.cause == "false_positive")
+        .count()
     }
 
     /// Installs the operators' list entries (blocking); returns the actions lifted or added.
     pub fn set_lists(&self, entries: Vec<ListEntry>, now: Nanos) -> usize {
         self.correct(now, |learner| learner.set_lists(entries, now))
+            .len()
     }
 
     /// Reloads the list entries from the database when they changed (another instance's edit,

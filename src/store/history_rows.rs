@@ -12,8 +12,6 @@ use sluice_core::learn::policy::Adjustment;
 use sluice_core::minute::ClosedMinute;
 use sluice_core::time::{NANOS_PER_MILLI, Nanos};
 
-use sluice_core::forecast::live::TOTAL;
-
 use super::history::{
     ActionRow, ActionSet, AdjustmentRow, ForecastRow, HistoryBatch, ModelRow, ScoreRow, TrafficRow,
 };
@@ -118,21 +116,13 @@ pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
     }
 }
 
-/// Each forecast series' minute: its actual count (from the minute's traffic) and what was
-/// forecast from it.
+/// Each forecast series' minute: its measured count and what was forecast from it.
 fn forecast_rows(minute: &ClosedMinute) -> Vec<ForecastRow> {
     let step = &minute.forecast;
     step.forecasts
         .iter()
         .zip(&step.methods)
         .map(|((series, forecast), methods)| {
-            let actual: u64 = minute
-                .tick
-                .traffic
-                .iter()
-                .filter(|e| series == TOTAL || *e.endpoint == **series)
-                .map(|e| e.requests)
-                .sum();
             let rounded: Vec<f64> = forecast
                 .iter()
                 .map(|x| (x * 100.0).round() / 100.0)
@@ -140,7 +130,7 @@ fn forecast_rows(minute: &ClosedMinute) -> Vec<ForecastRow> {
             ForecastRow {
                 minute_ms: ms(minute.start),
                 series: series.clone(),
-                actual: actual as f64,
+                actual: step.measured_of(series),
                 forecast: serde_json::to_string(&rounded).unwrap_or_default(),
                 method_1: methods.at_1.name(),
                 method_15: methods.at_horizon.name(),

@@ -162,9 +162,9 @@ fn metadata_feature_order_is_what_export_features_writes() {
 fn eval_forecast_reports_every_method_at_every_horizon() {
     let dir = tempfile::tempdir().unwrap();
     let series = write_temp(&dir, "s.csv", &series_csv(9, 30.0));
-    let run = |from: Option<&str>| -> serde_json::Value {
+    let run_on = |series: &std::path::Path, from: Option<&str>| -> serde_json::Value {
         let mut c = sluice();
-        c.args(["eval-forecast", "--json", "--series"]).arg(&series);
+        c.args(["eval-forecast", "--json", "--series"]).arg(series);
         if let Some(f) = from {
             c.args(["--from", f]);
         }
@@ -176,6 +176,7 @@ fn eval_forecast_reports_every_method_at_every_horizon() {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };
+    let run = |from: Option<&str>| run_on(&series, from);
     let all = run(None);
     assert_eq!(all["forecaster"], "lstm");
     // Minutes after a week of warm-up (the `week` baseline), all known.
@@ -212,15 +213,7 @@ fn eval_forecast_reports_every_method_at_every_horizon() {
     let short: String = std::iter::once("minute,requests\n".to_string())
         .chain((0..200).map(|m| format!("{m},{}\n", 100 + (m * 7) % 13)))
         .collect();
-    let short_path = write_temp(&dir, "short.csv", &short);
-    let out = sluice()
-        .args(["eval-forecast", "--json", "--series"])
-        .arg(&short_path)
-        .env("ORT_DYLIB_PATH", runtime())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let short: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let short = run_on(&write_temp(&dir, "short.csv", &short), None);
     assert_eq!(short["minutes_evaluated"], 200 - 74);
     let methods: Vec<&str> = short["horizons"]["1"]
         .as_object()

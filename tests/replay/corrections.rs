@@ -68,7 +68,7 @@ fn a_false_positive_mark_lifts_and_keeps_allowed_and_a_deny_blocks() {
     let c = &report.corrections;
     assert_eq!(c.len(), 3, "{c:?}");
     assert_eq!((c[0].action, c[0].applied), ("false_positive", true));
-    assert_eq!(c[0].lifted, [caught.client.clone()], "{c:?}");
+    assert_eq!(c[0].lifted, std::slice::from_ref(&caught.client), "{c:?}");
     assert_eq!(c[0].reason, "our load test");
     assert_eq!(
         (c[1].action, c[1].blocked.clone()),

@@ -55,6 +55,19 @@ pub struct Step {
     /// Per series in `forecasts`, in the same order: which candidate speaks at 1 and at
     /// `HORIZON` minutes, and why (the selector's recent errors).
     pub methods: Vec<SeriesMethods>,
+    /// The minute's measured requests per watched series (and the total), what the forecasts
+    /// are later scored against.
+    pub measured: Vec<(String, f64)>,
+}
+
+impl Step {
+    /// The minute's measured requests of `series` (0 when it is not watched).
+    pub fn measured_of(&self, series: &str) -> f64 {
+        self.measured
+            .iter()
+            .find(|(k, _)| k == series)
+            .map_or(0.0, |m| m.1)
+    }
 }
 
 /// Which forecast speaks for one series, and why.
@@ -249,6 +262,7 @@ impl Pipeline {
             error,
             change,
             methods,
+            measured,
         };
         &self.last
     }

@@ -176,15 +176,11 @@ impl std::fmt::Debug for Selector {
     }
 }
 
-/// What a selector chose at one origin, per horizon, and the recent errors behind it.
+/// What a selector chose at one origin: per horizon, the forecast served and the method.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Choice {
     pub forecast: Vec<f64>,
     pub methods: Vec<Method>,
-    /// Recent mean sMAPE of the chosen method at horizons 1 and `HORIZON` (infinite: not
-    /// scored yet).
-    pub error_1: f64,
-    pub error_last: f64,
 }
 
 impl Choice {
@@ -357,19 +353,18 @@ impl Selector {
             // The target minute is origin + h: a day before it is DAY - h minutes back.
             by[Method::Day.index()][i] = self.back(DAY - h);
             by[Method::Week.index()][i] = self.back(WEEK - h);
-        }
-        // A candidate that cannot speak (no model this minute, no yesterday yet) is taken to say
-        // what the fallback says: every candidate is then scored on the same minutes, so a newly
-        // available one is not chosen for a lucky first hour, and serving it means the same.
-        for i in 0..HORIZON {
+            // A candidate that cannot speak (no model this minute, no yesterday yet) is taken to
+            // say what the fallback says: every candidate is then scored on the same minutes, so
+            // a newly available one is not chosen for a lucky first hour, and serving it means
+            // the same.
             let fallback = [Method::Mean5, Method::Last, Method::Smooth]
                 .into_iter()
                 .map(|m| by[m.index()][i])
                 .find(|v| v.is_finite())
                 .unwrap_or(0.0);
-            for m in 0..METHODS {
-                if !by[m][i].is_finite() {
-                    by[m][i] = fallback;
+            for said in by.iter_mut().map(|column| &mut column[i]) {
+                if !said.is_finite() {
+                    *said = fallback;
                 }
             }
         }
@@ -378,8 +373,6 @@ impl Selector {
                 .map(|i| by[self.chosen[i].index()][i])
                 .collect(),
             methods: self.chosen.to_vec(),
-            error_1: self.recent_error(self.chosen[0], 1),
-            error_last: self.recent_error(self.chosen[HORIZON - 1], HORIZON),
         };
         self.said.push_back(Said { origin, by });
         while self.said.len() > HORIZON {

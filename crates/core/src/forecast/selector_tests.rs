@@ -71,13 +71,14 @@ fn each_series_comes_to_the_candidate_it_should() {
         .map(|x| x.round())
         .collect::<Vec<_>>();
     let biased = |_t: usize| Some([150.0; HORIZON]);
-    let cases: [(
-        &str,
-        &[f64],
-        &dyn Fn(usize) -> Option<Forecast>,
-        &[Method],
-        &[Method],
-    ); 5] = [
+    type Case<'a> = (
+        &'a str,
+        &'a [f64],
+        &'a dyn Fn(usize) -> Option<Forecast>,
+        &'a [Method],
+        &'a [Method],
+    );
+    let cases: [Case; 5] = [
         (
             "a noisy level",
             &level,

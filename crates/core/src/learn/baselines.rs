@@ -353,17 +353,17 @@ impl Baselines {
             h.decay_to(minute, decay);
         }
         let mut add: Vec<(Measure, f64)> = Vec::new();
-        // Per measure: this minute's values, and how many of them are above its p99.
-        let mut above: FxHashMap<Measure, (u32, u32)> = FxHashMap::default();
+        // Per measure: its p99, this minute's values and how many of them are above the p99.
+        let mut above: FxHashMap<Measure, (f64, u32, u32)> = FxHashMap::default();
         for c in clients.filter(|c| c.kind == ClientKind::Network) {
             for (measure, value) in values(c) {
                 let keep = match self.threshold(measure) {
                     // Learned up to twice the p99 (or the threshold, if lower): attackers a little
                     // under the threshold do not creep the baseline up either.
                     Some((p99, threshold)) => {
-                        let n = above.entry(measure).or_default();
-                        n.0 += 1;
-                        n.1 += (value > p99) as u32;
+                        let n = above.entry(measure).or_insert((p99, 0, 0));
+                        n.1 += 1;
+                        n.2 += (value > p99) as u32;
                         value <= threshold.min(LEARN_BOUND * p99)
                     }
                     None => self
@@ -381,13 +381,11 @@ impl Baselines {
         // values are not learned this minute, or they would ratchet the p99 — and the threshold
         // — up under themselves. A site whose people all grow busier still moves its median, and
         // the tail follows it.
-        let crowded = |m: &Measure| {
-            above
-                .get(m)
-                .is_some_and(|&(n, high)| n >= CROWD_MIN && high as f64 > CROWD_SHARE * n as f64)
-        };
-        add.retain(|(m, value)| {
-            !crowded(m) || self.threshold(*m).is_none_or(|(p99, _)| *value <= p99)
+        add.retain(|(m, value)| match above.get(m) {
+            Some(&(p99, n, high)) if n >= CROWD_MIN && high as f64 > CROWD_SHARE * n as f64 => {
+                *value <= p99
+            }
+            _ => true,
         });
         for (measure, value) in add {
             let h = self.measures.entry(measure).or_insert_with(|| {

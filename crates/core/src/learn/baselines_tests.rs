@@ -224,7 +224,8 @@ fn a_newcomer_is_judged_on_its_pages_stretched_to_a_minute() {
     // (stretch 3) must make a third of it (≈ 16) and, stretched, pass it.
     let b = trained(10, |_| Vec::new());
     // (what, requests, flagged on the site's baseline)
-    let cases: [(&str, &[(&str, u32)], bool); 5] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, u32)], bool);
+    let cases: [Case; 5] = [
         ("a flood's first 20 s", &[("/x", 60)], true),
         ("a person's few pages", &[("/x", 10)], false),
         (

@@ -143,12 +143,17 @@ pub struct Learner {
     sustained: FxHashMap<Box<str>, (i64, u32)>,
     /// The operators' allow- and denylist entries.
     lists: Vec<ListEntry>,
+    /// Route names by hash, for the words of findings and status (`name_routes`).
+    route_names: FxHashMap<u64, String>,
 }
 
 /// A client above this share of a threshold for `SUSTAINED_MINUTES` minutes in a row is beyond
 /// it: people burst, machines keep going.
 const SUSTAINED_SCALE: f64 = 0.6;
 const SUSTAINED_MINUTES: u32 = 2;
+
+/// Route names remembered at most.
+const MAX_ROUTE_NAMES: usize = 10_000;
 
 /// People behind a network key from which it counts as a shared address (NAT, proxy).
 const SHARED_IDENTITIES: f64 = 3.0;
@@ -173,7 +178,26 @@ impl Learner {
             scores: vec![0.0; SCORE_BINS],
             sustained: FxHashMap::default(),
             lists: Vec::new(),
+            route_names: FxHashMap::default(),
         }
+    }
+
+    /// Remembers the route names (templates) of the minute's endpoints: a new endpoint is
+    /// templated once. Bounded: past `MAX_ROUTE_NAMES` the names start afresh.
+    fn name_routes(&mut self, endpoints: &[EndpointMinute]) {
+        if self.route_names.len() > MAX_ROUTE_NAMES {
+            self.route_names.clear();
+        }
+        for e in endpoints {
+            self.route_names
+                .entry(route_hash(&e.endpoint))
+                .or_insert_with(|| route_template(&e.endpoint));
+        }
+    }
+
+    /// A route's name (its template, `/product/{id}`) by hash, if one of its endpoints was seen.
+    pub fn route_name(&self, route: u64) -> Option<&str> {
+        self.route_names.get(&route).map(|r| &**r)
     }
 
     /// The learned per-client rate baselines.
@@ -267,7 +291,6 @@ impl Learner {
         findings: &[Finding],
         established: bool,
         forest_threshold: f64,
-        routes: &FxHashMap<u64, String>,
     ) -> (f64, Option<Call>) {
         let (risk, signal) = self.risk(c, x);
         let failures = |f: &&Finding| matches!(f.measure, Measure::Errors | Measure::AuthFailures);
@@ -291,7 +314,7 @@ impl Learner {
                 signal,
                 why: f
                     .why(match f.measure {
-                        Measure::Endpoint { endpoint, .. } => routes.get(&endpoint).map(|r| &**r),
+                        Measure::Endpoint { endpoint, .. } => self.route_name(endpoint),
                         _ => None,
                     })
                     .into(),
@@ -343,12 +366,7 @@ impl Learner {
             })
             .collect();
         let forest_threshold = self.forest_threshold();
-        // Route names for the findings' words (the minute's endpoints, templated).
-        let routes: FxHashMap<u64, String> = data
-            .endpoints
-            .iter()
-            .map(|e| (route_hash(&e.endpoint), route_template(&e.endpoint)))
-            .collect();
+        self.name_routes(&data.endpoints);
         let mut calls: Vec<(f64, Option<Call>)> = measured
             .iter()
             .map(|(c, x)| {
@@ -370,7 +388,7 @@ impl Learner {
                     .ready_since()
                     .is_some_and(|since| self.steady.is_pending(&c.client, since));
                 let established = pending || self.steady.is_established(&c.client, c.requests);
-                self.call(c, x, &findings, established, forest_threshold, &routes)
+                self.call(c, x, &findings, established, forest_threshold)
             })
             .collect();
         self.spend_forest_budget(&measured, &mut calls);

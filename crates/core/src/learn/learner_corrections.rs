@@ -92,14 +92,12 @@ impl Learner {
         match c.kind {
             CorrectionKind::Reset => self.lift(std::slice::from_ref(&c.client), now, "reset"),
             CorrectionKind::FalsePositive => {
-                let mut changes = self.lift(std::slice::from_ref(&c.client), now, "false_positive");
                 let e = entry(
                     ListKind::Allow,
                     false_positive_reason(&c.reason),
                     Some(c.ttl.unwrap_or(FALSE_POSITIVE_TTL)),
                 );
-                changes.extend(self.set_lists(with(self, e), now));
-                changes
+                self.mark_false_positive(&c.client, with(self, e), now)
             }
             CorrectionKind::Allow | CorrectionKind::Deny => {
                 let list = if c.kind == CorrectionKind::Allow {
@@ -111,6 +109,19 @@ impl Learner {
                 self.set_lists(with(self, e), now)
             }
         }
+    }
+
+    /// A false positive: its actions lifted (cause `false_positive`), then the lists installed —
+    /// `entries` holding its allowlist entry. Returns what changed.
+    pub fn mark_false_positive(
+        &mut self,
+        client: &str,
+        entries: Vec<ListEntry>,
+        now: Nanos,
+    ) -> Vec<Adjustment> {
+        let mut changes = self.lift(&[client.to_string()], now, "false_positive");
+        changes.extend(self.set_lists(entries, now));
+        changes
     }
 
     /// The operators' list entries (replacing the previous ones); takes effect at once: actions

@@ -90,7 +90,8 @@ fn each_correction_does_what_the_api_does() {
     };
     let mut l = Learner::new(LearnerConfig::default());
     // (correction, the causes of what changed, the actions after)
-    let steps: [(Correction, &[&str], &[(&str, &str)]); 4] = [
+    type Step<'a> = (Correction, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let steps: [Step; 4] = [
         (
             correction(CorrectionKind::Deny, "203.0.113.9"),
             &["denylisted"],
