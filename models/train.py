@@ -38,7 +38,7 @@ def load(dirs):
         for key in ("features", "window", "horizon"):
             if m[key] != first[key]:
                 sys.exit(f"{key} differs between --data directories: {m[key]} vs {first[key]}")
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss), metas
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss), metas, [len(x) for x in xs]
 
 
 def main():
@@ -66,17 +66,24 @@ def main():
     import optax
 
     jax.config.update("jax_platform_name", "cpu")
-    x, y, scale, metas = load(args.data)
+    x, y, scale, metas, sizes = load(args.data)
     n, window, dim = x.shape
     horizon = y.shape[1]
     features = metas[0]["features"]
     print(f"{n} windows of {window} x {dim}, horizon {horizon}", file=sys.stderr)
 
-    # Chronological split inside each source would be ideal; windows arrive in time order per
-    # series, so the tail of the concatenation is the newest data of the last source.
-    n_val = max(1, int(n * args.val_fraction))
-    idx_train = np.arange(0, n - n_val)
-    idx_val = np.arange(n - n_val, n)
+    # Validation: the newest `val_fraction` of each source (windows arrive in time order per
+    # source), so every site is validated on minutes after the ones it was trained on.
+    idx_train, idx_val, val_of = [], [], []
+    start = 0
+    for i, size in enumerate(sizes):
+        n_val_i = max(1, int(size * args.val_fraction))
+        idx_train.append(np.arange(start, start + size - n_val_i))
+        idx_val.append(np.arange(start + size - n_val_i, start + size))
+        val_of.append(idx_val[-1])
+        start += size
+    idx_train, idx_val = np.concatenate(idx_train), np.concatenate(idx_val)
+    n_val = len(idx_val)
 
     H = args.hidden
     key = jax.random.PRNGKey(args.seed)
@@ -180,7 +187,16 @@ def main():
         f"h{horizon}_smape": smape(yv[:, -1], pred[:, -1]),
         "final_validation_loss": float(eval_loss(params, x[idx_val], y[idx_val], scale[idx_val])),
         "training_seconds": round(time.time() - started, 1),
+        "per_source": [],
     }
+    for m, idx in zip(metas, val_of):
+        p = np.asarray(decode(forward(params, x[idx]), scale[idx]))
+        metrics["per_source"].append({
+            "source": m["source"],
+            "validation_windows": int(len(idx)),
+            "h1_smape": smape(y[idx][:, 0], p[:, 0]),
+            f"h{horizon}_smape": smape(y[idx][:, -1], p[:, -1]),
+        })
     print(json.dumps(metrics), file=sys.stderr)
 
     export(params, H, window, dim, horizon, args.out, SKIP, req)

@@ -13,7 +13,7 @@ use crate::replay::scenario;
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenTraceArgs {
     /// normal, ddos, credential-stuffing, scraper, account-scraper, flash-crowd, mix,
-    /// payment-spike, or world:SEED (a generated world of `eval-detection`).
+    /// payment-spike, worldcup-spike, or world:SEED (a generated world of `eval-detection`).
     #[arg(long)]
     pub scenario: String,
     /// Output file (default: standard output).

@@ -10,6 +10,7 @@
 pub mod lead;
 pub mod report;
 pub mod scenario;
+pub mod worldcup;
 pub mod worlds;
 
 use std::collections::VecDeque;
@@ -23,7 +24,7 @@ use sluice_core::forecast::live::{self, SeriesMethods};
 use sluice_core::forecast::pressure::PressureConfig;
 use sluice_core::learn::learner::LearnerConfig;
 use sluice_core::matcher::RuleSet;
-use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
+use sluice_core::minute::{ClosedMinute, LOOK_EVERY, MinuteInput, Minutes};
 use sluice_core::rules::Rule;
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
@@ -98,6 +99,8 @@ struct Replay<'w, 'h> {
     report: ReportBuilder,
     decisions: Option<csv::Writer<&'w mut dyn Write>>,
     minute_start: Option<Nanos>,
+    /// Early looks taken in the open minute.
+    looks: u64,
     latest_ms: i64,
     minutes: u64,
     overflow: u64,
@@ -200,7 +203,8 @@ impl Replay<'_, '_> {
         }
     }
 
-    /// Ticks every minute boundary up to `now`.
+    /// Ticks every minute boundary up to `now`, and takes the open minute's early looks due by
+    /// then (`LOOK_EVERY` apart), as the service's minute loop does.
     fn advance_to(&mut self, now: Nanos) {
         let mut empty = 0;
         while let Some(start) = self.minute_start
@@ -214,6 +218,20 @@ impl Replay<'_, '_> {
                 start + MINUTE
             };
             self.minute_start = Some(next);
+            self.looks = 0;
+        }
+        while let Some(start) = self.minute_start {
+            let due = start + (self.looks + 1) * LOOK_EVERY;
+            if due >= start + MINUTE || now < due {
+                break;
+            }
+            self.looks += 1;
+            let changes = self.minutes_state.look(&self.engine, start, due);
+            if !changes.is_empty() {
+                let actions = self.minutes_state.learner().actions();
+                self.report
+                    .actions(&actions, (due / NANOS_PER_MILLI) as i64);
+            }
         }
     }
 
@@ -306,6 +324,7 @@ pub fn run_keeping_state(
         report: ReportBuilder::default(),
         decisions: decisions.map(csv::Writer::from_writer),
         minute_start: None,
+        looks: 0,
         latest_ms: 0,
         minutes: 0,
         overflow: 0,

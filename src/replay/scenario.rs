@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use sluice_core::rules::Tier;
 
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "normal",
     "ddos",
     "credential-stuffing",
@@ -25,12 +25,13 @@ pub const SCENARIOS: [&str; 8] = [
     "flash-crowd",
     "mix",
     "payment-spike",
+    "worldcup-spike",
 ];
 
 /// 2026-01-01T00:00:00Z.
 pub const START_MS: i64 = 1_767_225_600_000;
 
-const BROWSERS: [&str; 6] = [
+pub(crate) const BROWSERS: [&str; 6] = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
@@ -85,6 +86,9 @@ struct Plan {
     payment_spike: Option<(u32, u32, u32)>,
     /// Browsing population per 30 minutes of trace (1.0: the documented 900).
     population: f64,
+    /// The World Cup 1998 semi-final's real ramp on a live-scores endpoint, from this minute
+    /// (`replay::worldcup`).
+    match_day: Option<u32>,
 }
 
 fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
@@ -97,6 +101,7 @@ fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
         flash: None,
         payment_spike: None,
         population: 1.0,
+        match_day: None,
     };
     let p = match scenario {
         "normal" => none,
@@ -116,6 +121,12 @@ fn plan(scenario: &str, minutes: Option<u32>) -> Result<Plan, String> {
             // Two hours, so the forecaster has its hour of history before the sale.
             minutes: 120,
             payment_spike: Some((70, 82, 100)),
+            population: 4.0,
+            ..none
+        },
+        "worldcup-spike" => Plan {
+            minutes: super::worldcup::minutes(),
+            match_day: Some(0),
             population: 4.0,
             ..none
         },
@@ -163,17 +174,18 @@ impl Plan {
             flash: two(self.flash),
             payment_spike: self.payment_spike.map(|(a, p, b)| (a + d, p + d, b + d)),
             population: self.population,
+            match_day: self.match_day.map(|m| m + d),
         }
     }
 }
 
-struct Gen {
-    rng: StdRng,
+pub(crate) struct Gen {
+    pub(crate) rng: StdRng,
     out: Vec<Request>,
     end_ms: i64,
 }
 
-const MINUTE_MS: i64 = 60_000;
+pub(crate) const MINUTE_MS: i64 = 60_000;
 
 impl Gen {
     fn exp(&mut self, mean: f64) -> f64 {
@@ -187,7 +199,7 @@ impl Gen {
         format!("/api/products/{}", (x.powi(3) * 5000.0) as u32 + 1)
     }
 
-    fn push(&mut self, r: Request) {
+    pub(crate) fn push(&mut self, r: Request) {
         if r.ts_ms < self.end_ms {
             self.out.push(r);
         }
@@ -536,6 +548,9 @@ pub fn generate(p: &Params) -> Result<Vec<Request>, String> {
                 }
             }
         }
+    }
+    if let Some(from) = plan.match_day {
+        super::worldcup::fans(&mut g, at, from, p.scale);
     }
     let mut out = g.out;
     out.sort_by(|a, b| (a.ts_ms, &a.client).cmp(&(b.ts_ms, &b.client)));

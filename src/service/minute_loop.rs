@@ -23,8 +23,8 @@ use sluice_core::learn::baselines::{BaselineView, Measure};
 use sluice_core::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot};
 use sluice_core::learn::lists::ListEntry;
 use sluice_core::learn::policy::Adjustment;
-use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes};
-use sluice_core::time::{NANOS_PER_MILLI, Nanos};
+use sluice_core::minute::{ClosedMinute, LOOK_EVERY, MinuteInput, Minutes};
+use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
 use crate::service::backend_loads::BackendLoads;
 use crate::service::clock::LiveClock;
@@ -34,7 +34,7 @@ use crate::service::model_slot::ModelSlot;
 use crate::service::readiness::Readiness;
 use crate::service::shutdown::Shutdown;
 use crate::store::history::HistoryBatch;
-use crate::store::history_rows::{corrections_batch, minute_batch, model_row};
+use crate::store::history_rows::{adjustments_batch, minute_batch, model_row};
 
 /// What the learning loop shows between minutes: published after each minute, training and
 /// restore, so status reads never wait for a running minute (or its inference).
@@ -193,6 +193,23 @@ impl MinuteLoop {
         (closed, batch)
     }
 
+    /// An early look inside the minute that started at `start` (blocking): clients already far
+    /// beyond a baseline are acted on now; the new actions are installed and recorded.
+    pub fn look(&self, start: Nanos, now: Nanos) -> Vec<Adjustment> {
+        let mut minutes = self.minutes.lock();
+        let changes = minutes.look(&self.engine, start, now);
+        let actions = minutes.learner().actions();
+        drop(minutes);
+        if !changes.is_empty() {
+            for c in changes.iter().filter(|c| c.to.is_some()) {
+                tracing::info!(client = %c.client, signal = ?c.signal, why = %c.why, "acted on early in the minute");
+            }
+            self.history
+                .submit(adjustments_batch(&changes, &self.instance, now, &actions));
+        }
+        changes
+    }
+
     /// Retrains now (blocking); `Err` when the sample is too small.
     #[tracing::instrument(name = "train_now", skip_all)]
     pub fn train_now(&self, now: Nanos) -> Result<ModelInfo, String> {
@@ -228,7 +245,7 @@ impl MinuteLoop {
                 tracing::info!(client = %c.client, cause = c.cause, "anomaly action changed by an operator");
             }
             self.history
-                .submit(corrections_batch(&changes, &self.instance, now, &actions));
+                .submit(adjustments_batch(&changes, &self.instance, now, &actions));
         }
         changes
     }
@@ -365,7 +382,11 @@ fn log_minute(closed: &ClosedMinute) {
     );
 }
 
-/// Ticks every `period` until shutdown; restores saved state as soon as the database allows,
+/// Early looks inside a period: `LOOK_EVERY` apart in a minute (at a quarter, a half and three
+/// quarters of the period).
+const LOOKS: u32 = (60 * NANOS_PER_SEC / LOOK_EVERY) as u32 - 1;
+
+/// Ticks every `period` until shutdown, with the early looks between; restores saved state as soon as the database allows,
 /// and picks up a changed model file within a second. A minute already running when shutdown
 /// comes is finished and submitted: this task returns only between minutes.
 pub async fn run(
@@ -377,6 +398,7 @@ pub async fn run(
 ) {
     let mut start = clock.now();
     let mut next = tokio::time::Instant::now() + period;
+    let mut looks = 0;
     loop {
         let models = minute_loop.models.clone();
         let _ = tokio::task::spawn_blocking(move || models.reload_if_changed()).await;
@@ -392,8 +414,16 @@ pub async fn run(
             minute_loop.sync_lists(clock.now()).await;
         }
         if tokio::time::Instant::now() < next {
+            // The early looks of the open minute, each once, when due.
+            let due = next - period + period * (looks + 1) / (LOOKS + 1);
+            if looks < LOOKS && tokio::time::Instant::now() >= due {
+                looks += 1;
+                let (looking, now) = (minute_loop.clone(), clock.now());
+                let _ = tokio::task::spawn_blocking(move || looking.look(start, now)).await;
+            }
             continue;
         }
+        looks = 0;
         minute_loop.sync_lists(clock.now()).await;
         next += period;
         let now = clock.now();

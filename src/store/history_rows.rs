@@ -182,8 +182,9 @@ pub fn action_set(instance: &str, at: Nanos, actions: &ActionTable) -> ActionSet
     }
 }
 
-/// An operator's correction (a reset, a list change): its adjustments and the actions now in force.
-pub fn corrections_batch(
+/// Adjustments between minutes — an operator's correction (a reset, a list change) or an early
+/// look's new actions — and the actions now in force.
+pub fn adjustments_batch(
     adjustments: &[Adjustment],
     instance: &str,
     at: Nanos,

@@ -3,6 +3,7 @@
 //! a margin. No network, no database: a replay needs neither.
 
 mod corrections;
+mod match_day;
 mod minute_paths;
 
 use sluice::adapters::moka_store::StoreKind;
@@ -359,7 +360,7 @@ fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
         speaking.contains(&"*") && speaking.contains(&"/api/payment"),
         "{speaking:?}"
     );
-    let names = ["model", "last", "mean5", "smooth", "day", "week"];
+    let names = ["model", "last", "mean5", "smooth", "blend", "day", "week"];
     for m in &f.methods {
         assert!(names.contains(&m.at_1) && names.contains(&m.at_15), "{m:?}");
         assert!(m.why.contains("recent sMAPE"), "{m:?}");

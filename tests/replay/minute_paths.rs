@@ -20,6 +20,7 @@ use sluice_core::engine::EngineConfig;
 use sluice_core::forecast::pressure::PressureConfig;
 use sluice_core::learn::learner::LearnerConfig;
 use sluice_core::matcher::RuleSet;
+use sluice_core::minute::LOOK_EVERY;
 use sluice_core::rules::Rule;
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
@@ -47,8 +48,9 @@ fn learner() -> LearnerConfig {
 }
 
 /// The live path: an engine and the service's minute loop, fed the trace's requests at the
-/// trace's times, the minute closed at each boundary as the server's loop closes it.
-fn live(trace: &[u8], rules: Vec<Rule>) -> Vec<Minute> {
+/// trace's times, the minute closed at each boundary and looked into every `LOOK_EVERY` as the
+/// server's loop does. Also returns the history batches the looks submitted.
+fn live(trace: &[u8], rules: Vec<Rule>) -> (Vec<Minute>, Vec<HistoryBatch>) {
     let engine = Arc::new(moka_store::engine(
         EngineConfig::default(),
         StoreKind::Sharded,
@@ -72,7 +74,9 @@ fn live(trace: &[u8], rules: Vec<Rule>) -> Vec<Minute> {
         instance: INSTANCE.into(),
     });
     let mut minutes = Vec::new();
-    let mut close = |start: Nanos| {
+    let mut looked = Vec::new();
+    let mut close = |start: Nanos, looked: &mut Vec<HistoryBatch>| {
+        looked.extend(std::iter::from_fn(|| submitted.try_recv().ok()));
         let (closed, batch) = minute_loop.tick(start, start + MINUTE);
         let queued = submitted
             .try_recv()
@@ -90,12 +94,18 @@ fn live(trace: &[u8], rules: Vec<Rule>) -> Vec<Minute> {
         });
     };
     let mut start: Option<Nanos> = None;
+    let mut looks = 0;
     trace_file::read::<_, TraceError>(trace, |row| {
         let now = row.ts_ms as Nanos * NANOS_PER_MILLI;
         let s = start.get_or_insert(now - now % MINUTE);
         while now >= *s + MINUTE {
-            close(*s);
+            close(*s, &mut looked);
             *s += MINUTE;
+            looks = 0;
+        }
+        while *s + (looks + 1) * LOOK_EVERY < *s + MINUTE && now >= *s + (looks + 1) * LOOK_EVERY {
+            looks += 1;
+            minute_loop.look(*s, *s + looks * LOOK_EVERY);
         }
         let subject = row.subject();
         let verdict = engine.should_allow("sluice", &subject, 1, now);
@@ -107,8 +117,8 @@ fn live(trace: &[u8], rules: Vec<Rule>) -> Vec<Minute> {
         Ok(())
     })
     .unwrap();
-    close(start.expect("a trace with rows"));
-    minutes
+    close(start.expect("a trace with rows"), &mut looked);
+    (minutes, looked)
 }
 
 fn actions(closed: &sluice_core::minute::ClosedMinute) -> Vec<(String, &'static str)> {
@@ -156,7 +166,7 @@ fn the_live_minute_loop_and_a_replay_close_the_same_minutes() {
     ];
     for (scenario, seed, scale, rules_file) in cases {
         let trace = super::trace(scenario, seed, scale);
-        let live = live(&trace, rules(rules_file));
+        let (live, looked) = live(&trace, rules(rules_file));
         let replayed = replayed(&trace, rules(rules_file));
         assert_eq!(live.len(), replayed.len(), "{scenario}: minutes closed");
         for (i, (l, r)) in live.iter().zip(&replayed).enumerate() {
@@ -165,8 +175,15 @@ fn the_live_minute_loop_and_a_replay_close_the_same_minutes() {
         let acted = live.iter().any(|m| !m.actions.is_empty());
         let cut = live.iter().any(|m| m.factor < 1.0);
         let rows: usize = live.iter().map(|m| m.batch.rows()).sum();
+        let early = looked.iter().any(|b| !b.adjustments.is_empty());
         match scenario {
-            "mix" => assert!(acted, "{scenario}: some client was acted on"),
+            "mix" => {
+                assert!(acted, "{scenario}: some client was acted on");
+                assert!(
+                    early,
+                    "{scenario}: some client was acted on by an early look"
+                );
+            }
             _ => assert!(cut, "{scenario}: a cut was enforced"),
         }
         assert!(rows > 0, "{scenario}: history rows were produced");

@@ -19,6 +19,9 @@ use crate::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot, Tick};
 use crate::learn::policy::Adjustment;
 use crate::time::Nanos;
 
+/// How often inside a minute the early look runs ([`Minutes::look`]): at 15, 30 and 45 s.
+pub const LOOK_EVERY: Nanos = 15 * crate::time::NANOS_PER_SEC;
+
 /// A backend's reported utilisation (0..1) and when it was reported (`ReportLoad`).
 pub type BackendLoad = (String, f64, Nanos);
 
@@ -147,6 +150,21 @@ impl Minutes {
             model,
             adaptive: self.adaptive,
         }
+    }
+
+    /// An early look inside the open minute `start..now` (adaptive mode only): clients already
+    /// far beyond a baseline are acted on now and the actions installed; returns the changes.
+    pub fn look(&mut self, engine: &Engine, start: Nanos, now: Nanos) -> Vec<Adjustment> {
+        if !self.adaptive {
+            return Vec::new();
+        }
+        let min_requests = self.learner.config().policy.min_requests;
+        let clients = engine.observer().peek(min_requests);
+        let changes = self.learner.look(start, &clients, now);
+        if !changes.is_empty() {
+            engine.set_actions(self.learner.actions());
+        }
+        changes
     }
 
     /// Retrains now (`TrainNow`); `Err` says why not (too small a sample).

@@ -81,11 +81,15 @@ pub struct BaselineConfig {
     pub decay: f64,
     /// Client-minutes a site-wide measure needs (decayed count) before it judges anyone.
     pub min_samples: f64,
-    /// ...and a route's measure. Lower: with an hour's memory a route that three people a
-    /// minute visit never holds 200, and a small site's routes would never be judged on their own.
-    /// From 50 values the "p99" is about the largest value seen and may underestimate the tail;
-    /// the threshold (`factor ×` it, at least `min_per_minute`) leaves the room. (100 made no
-    /// difference on a real shop's log and let floods on the smallest sites go a minute longer.)
+    /// ...and a route's measure, and the failures measures. Lower: with an hour's memory a route that a person a minute
+    /// visits never holds 200, and a small site's routes would never be judged on their own (a
+    /// flood of its search page went unseen under the site-wide tail its integrations set).
+    /// From 20 values the "p99" is the largest value seen and may underestimate the tail; the
+    /// threshold (`factor ×` it, at least `min_per_minute`) leaves the room. A route with fewer
+    /// is judged against the whole site's. The failures measures too: mostly zeros, they held
+    /// 200 values minutes after the site-wide measure on a small site, and a credential stuffer
+    /// failing 36 times a minute went unjudged for four minutes (their floor, a fifth of
+    /// `min_per_minute`, leaves the room).
     pub min_route_samples: f64,
     /// Endpoint × tier measures kept at most (the least used are dropped).
     pub max_endpoints: usize,
@@ -98,7 +102,7 @@ impl Default for BaselineConfig {
             min_per_minute: 30.0,
             decay: 0.983,
             min_samples: 200.0,
-            min_route_samples: 50.0,
+            min_route_samples: 20.0,
             max_endpoints: 1_000,
         }
     }
@@ -261,8 +265,8 @@ impl Baselines {
     pub fn threshold(&self, measure: Measure) -> Option<(f64, f64)> {
         let h = self.measures.get(&measure)?;
         let needed = match measure {
-            Measure::Endpoint { .. } => self.config.min_route_samples,
-            _ => self.config.min_samples,
+            Measure::Site => self.config.min_samples,
+            _ => self.config.min_route_samples,
         };
         if h.total < needed {
             return None;

@@ -315,3 +315,74 @@ fn a_crowd_just_above_the_tail_does_not_ratchet_it_up() {
     let (p99, _) = b.threshold(Measure::Site).unwrap();
     assert!(p99 >= 14.0, "a 2% tail was refused: p99 {p99}");
 }
+
+#[test]
+fn a_route_with_a_little_history_is_judged_on_it() {
+    // A small site: 60 people a minute on /x, three integrations at 400 a minute on /api (5% of
+    // the client-minutes: the site-wide p99 is theirs) and one person a minute searching.
+    let mut b = Baselines::new(BaselineConfig::default());
+    for m in 0..30 {
+        let mut data = minute(&ordinary(60, m));
+        data.extend((0..3).map(|i| visits(&format!("198.51.100.{i}"), &[("/api", 400)])));
+        data.push(visits(&format!("10.8.{m}.1"), &[("/search", 2)]));
+        b.learn(m as i64, data.iter());
+    }
+    let (site_p99, _) = b.threshold(Measure::Site).unwrap();
+    assert!(
+        site_p99 >= 300.0,
+        "the integrations set the site's tail: {site_p99}"
+    );
+    let search = Measure::Endpoint {
+        endpoint: crate::learn::observe::route_hash("/search"),
+        prm: false,
+        asset: false,
+    };
+    // (who, route, requests, the measure that fires)
+    let cases: &[(&str, &str, u32, Option<Measure>)] = &[
+        ("a person's few searches", "/search", 8, None),
+        (
+            "a flood of /search at 40× a person's rate",
+            "/search",
+            400,
+            Some(search),
+        ),
+        ("an integration at its usual rate", "/api", 400, None),
+        // No history at all: only the whole site's bar, which the integrations set.
+        ("a flood of a page nobody visited", "/new", 400, None),
+    ];
+    for (what, route, n, fires) in cases {
+        let found: Vec<Measure> = b
+            .assess(&visits("203.0.0.9", &[(route, *n)]))
+            .into_iter()
+            .map(|f| f.measure)
+            .collect();
+        assert_eq!(found.first().copied(), *fires, "{what}: {found:?}");
+    }
+}
+
+#[test]
+fn failures_are_judged_from_a_few_dozen_values_before_the_site_wide_measure() {
+    // A small site: 15 people a minute for three minutes, 45 client-minutes.
+    let mut b = Baselines::new(BaselineConfig::default());
+    for m in 0..3 {
+        b.learn(m as i64, minute(&ordinary(15, m)).iter());
+    }
+    assert!(
+        b.threshold(Measure::Site).is_none(),
+        "the site-wide measure wants 200"
+    );
+    // (client: requests, of them errors; flagged on errors)
+    let cases: &[(&str, u32, u32, bool)] = &[
+        ("a stuffer failing 36 of 38", 38, 36, true),
+        ("a person with a few 404s", 10, 3, false),
+        ("a busy client failing 10 of 200", 200, 10, false),
+    ];
+    for &(what, requests, errors, flagged) in cases {
+        let found = findings(&b, ("203.0.0.5".into(), 1, requests, errors));
+        assert_eq!(
+            found.contains(&Measure::Errors),
+            flagged,
+            "{what}: {found:?}"
+        );
+    }
+}

@@ -392,27 +392,15 @@ impl Learner {
             })
             .collect();
         self.spend_forest_budget(&measured, &mut calls);
-        let assessments: Vec<Assessment<'_>> = measured
-            .iter()
-            .zip(&calls)
-            .map(|((c, _), (risk, call))| Assessment {
-                client: &c.client,
-                risk: *risk,
-                requests: c.requests,
-                prm: c.prm,
-                call: call.clone(),
-            })
-            .collect();
         let lists = Lists::compile(&self.lists, now);
-        let (table, mut adjustments) = self.config.policy.step_with_lists(
+        let (table, mut adjustments) = self.apply_policy(
             now,
-            &assessments,
-            &self.actions,
-            true,
-            self.version,
+            measured
+                .iter()
+                .zip(&calls)
+                .map(|((c, _), (r, call))| (c, *r, call)),
             &lists,
         );
-        drop(assessments);
         let mut by_client: FxHashMap<Arc<str>, Action> = table
             .iter()
             .map(|a| (a.client.clone(), a.clone()))
@@ -445,6 +433,33 @@ impl Learner {
             overflow: data.overflow,
             trained,
         }
+    }
+
+    /// The policy over these clients' calls (client-minute, risk, call), with the operators'
+    /// lists: the action table that follows from the one in force, and what changed.
+    fn apply_policy<'c>(
+        &self,
+        now: Nanos,
+        calls: impl Iterator<Item = (&'c ClientMinute, f64, &'c Option<Call>)>,
+        lists: &Lists,
+    ) -> (ActionTable, Vec<Adjustment>) {
+        let assessments: Vec<Assessment<'_>> = calls
+            .map(|(c, risk, call)| Assessment {
+                client: &c.client,
+                risk,
+                requests: c.requests,
+                prm: c.prm,
+                call: call.clone(),
+            })
+            .collect();
+        self.config.policy.step_with_lists(
+            now,
+            &assessments,
+            &self.actions,
+            true,
+            self.version,
+            lists,
+        )
     }
 
     /// The findings of a client that has stayed above the sustained bar (`SUSTAINED_SCALE` of a
@@ -628,6 +643,8 @@ const _: () = assert!(DIM == features::NAMES.len());
 
 #[path = "learner_corrections.rs"]
 mod corrections;
+#[path = "learner_look.rs"]
+mod look;
 pub use corrections::{Correction, CorrectionKind, FALSE_POSITIVE_TTL, false_positive_reason};
 
 #[cfg(test)]

@@ -610,6 +610,24 @@ impl Aggregator {
         self.overflow_total.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The open minute's clients with at least `min_requests` so far, copied (sorted by name),
+    /// for an early look; nothing is taken.
+    pub fn peek(&self, min_requests: u32) -> Vec<ClientMinute> {
+        let mut out: Vec<ClientMinute> = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            out.extend(
+                shard
+                    .clients
+                    .values()
+                    .filter(|c| c.requests >= min_requests)
+                    .cloned(),
+            );
+        }
+        out.sort_unstable_by(|a, b| a.client.cmp(&b.client));
+        out
+    }
+
     /// Closes the minute: takes everything aggregated so far and starts afresh. Clients are
     /// returned sorted by name so whatever consumes them is deterministic.
     pub fn drain(&self) -> MinuteData {

@@ -1,0 +1,140 @@
+//! The early look: who is acted on inside a minute, and on what evidence.
+
+use super::*;
+use crate::learn::learner::LearnerConfig;
+use crate::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
+use crate::rules::Tier;
+use crate::time::NANOS_PER_SEC;
+
+const MINUTE: Nanos = 60 * NANOS_PER_SEC;
+const SEC: Nanos = NANOS_PER_SEC;
+
+/// `n` requests of `client` to `endpoint`, evenly from `from` to `to` (a burst when they meet).
+fn requests(
+    agg: &Aggregator,
+    client: &str,
+    tier: Tier,
+    endpoint: &str,
+    n: u64,
+    (from, to): (Nanos, Nanos),
+) {
+    for i in 0..n {
+        let o = Observation {
+            now: from + (to - from) * i / n.max(1),
+            client,
+            user: "",
+            tier,
+            endpoint,
+            user_agent: "Mozilla/5.0",
+            event: Event::Decision {
+                allowed: true,
+                anomaly: false,
+            },
+        };
+        agg.record(&o);
+        agg.record(&Observation {
+            event: Event::Outcome { status: 200 },
+            ..o
+        });
+    }
+}
+
+/// 300 people a minute, 1..=12 pages each, spread over the minute.
+fn people(agg: &Aggregator, start: Nanos, minute: u64) {
+    for i in 0..300u64 {
+        let n = 1 + (i * 7 + minute * 3) % 12;
+        let client = format!("10.0.{}.{}", i / 250, i % 250);
+        requests(agg, &client, Tier::Std, "/x", n, (start, start + 50 * SEC));
+    }
+}
+
+/// A learner whose baselines judge from `T + 12 minutes`, and the aggregator feeding it.
+fn warmed() -> (Learner, Aggregator, Nanos) {
+    let mut l = Learner::new(LearnerConfig::default());
+    let agg = Aggregator::new(ObserveConfig::default());
+    let t = 1_000 * MINUTE;
+    for m in 0..12 {
+        let start = t + m * MINUTE;
+        people(&agg, start, m);
+        l.tick(start, agg.drain(), start + MINUTE);
+    }
+    (l, agg, t + 12 * MINUTE)
+}
+
+#[test]
+fn the_look_acts_on_a_flood_inside_the_minute_and_on_no_one_else() {
+    let (mut l, agg, start) = warmed();
+    assert!(l.baselines().ready_since().is_some());
+    people(&agg, start, 12);
+    // (client, tier, endpoint, requests, from, to, acted on at the look at 30 s)
+    let clients: &[(&str, Tier, &str, u64, Nanos, Nanos, bool)] = &[
+        ("203.0.0.1", Tier::Std, "/x", 300, 1, 30, true),
+        // Its page and 40 assets in one second: a burst, not a rate.
+        ("10.5.0.1", Tier::Std, "/static/app.js", 40, 25, 26, false),
+        // 15 pages in its first 5 s: stretched as if from 20 s, it did not make a third of the
+        // threshold (18) in the time it had...
+        ("10.5.0.2", Tier::Std, "/x", 15, 25, 30, false),
+        // ...25 did.
+        ("203.0.0.2", Tier::Std, "/x", 25, 25, 30, true),
+        // A PRM client is only reported, at the close.
+        ("10.6.0.1", Tier::Prm, "/x", 300, 1, 30, false),
+    ];
+    for &(client, tier, endpoint, n, from, to, _) in clients {
+        requests(
+            &agg,
+            client,
+            tier,
+            endpoint,
+            n,
+            (start + from * SEC, start + to * SEC),
+        );
+    }
+    // Too early in the minute: a look judges from 20 seconds on.
+    let none = l.look(start, &agg.peek(10), start + 15 * SEC);
+    assert!(none.is_empty(), "{none:?}");
+    let changes = l.look(start, &agg.peek(10), start + 30 * SEC);
+    for &(client, .., acted) in clients {
+        let action = l.actions().get(client).cloned();
+        assert_eq!(action.is_some(), acted, "{client}: {action:?}");
+        if let Some(a) = action {
+            assert_eq!(a.signal.name(), "volume", "{client}");
+            assert_eq!(a.since, start + 30 * SEC, "{client}");
+        }
+    }
+    assert_eq!(
+        changes
+            .iter()
+            .map(|c| (c.client.as_str(), c.cause))
+            .collect::<Vec<_>>(),
+        [("203.0.0.1", "flagged"), ("203.0.0.2", "flagged")]
+    );
+    // A second look does not act again on who is acted on; the close renews it.
+    assert!(l.look(start, &agg.peek(10), start + 45 * SEC).is_empty());
+    let tick = l.tick(start, agg.drain(), start + MINUTE);
+    assert!(tick.actions.get("203.0.0.1").is_some());
+    assert!(
+        !tick
+            .adjustments
+            .iter()
+            .any(|a| a.client == "203.0.0.1" && a.cause == "flagged"),
+        "{:?}",
+        tick.adjustments
+    );
+}
+
+#[test]
+fn the_look_waits_for_the_baselines() {
+    let mut l = Learner::new(LearnerConfig::default());
+    let agg = Aggregator::new(ObserveConfig::default());
+    let start = 1_000 * MINUTE;
+    requests(
+        &agg,
+        "203.0.0.1",
+        Tier::Std,
+        "/x",
+        3_000,
+        (start, start + 30 * SEC),
+    );
+    assert!(l.look(start, &agg.peek(10), start + 30 * SEC).is_empty());
+    assert!(l.actions().is_empty());
+}
