@@ -4,8 +4,10 @@
 //! yesterday and last week — forecasts the next
 //! [`HORIZON`] minutes; when a minute closes, each forecast made for it is scored (sMAPE term),
 //! and each candidate keeps an exponentially decayed mean of its errors per horizon. The
-//! forecast at horizon `h` is the candidate with the lowest recent error at `h`, with a small
-//! margin before switching so noise does not flip it minute by minute.
+//! candidate with the lowest recent error at `h` is *chosen* (with a small margin before
+//! switching, so noise does not flip it minute by minute); what is *served* is the weighted
+//! median of all the candidates' forecasts, weighted by their recent errors (`hedge_rate`),
+//! which on a long series is the chosen one and on a short or changing one hedges.
 //!
 //! A series where the model is poor (a scale or shape it never saw) is forecast by `last` or the
 //! smoother within a few hours; one where it is good keeps it. The choice is deterministic (a
@@ -75,6 +77,14 @@ pub struct SelectorConfig {
     pub switch_margin: f64,
     /// Scored minutes (decayed weight) a candidate needs before it can be chosen.
     pub min_weight: f64,
+    /// What is served is the weighted median of the candidates' forecasts, each weighted
+    /// `exp(−hedge_rate × (its decayed error sum − the least) / the best's mean error)` — how
+    /// many minutes' worth of the best's error it is behind: on a long series the best
+    /// candidate holds nearly all the weight, on a short or changing one the weight is shared
+    /// and the median hedges instead of betting on what did best before the change. A median,
+    /// not a mean: it is always one candidate's forecast (a mean of counts is never exactly 0,
+    /// and sMAPE scores a quiet minute's non-zero forecast at its maximum).
+    pub hedge_rate: f64,
 }
 
 impl Default for SelectorConfig {
@@ -83,6 +93,7 @@ impl Default for SelectorConfig {
             half_life_minutes: 240.0,
             switch_margin: 0.02,
             min_weight: 20.0,
+            hedge_rate: 0.1,
         }
     }
 }
@@ -338,6 +349,55 @@ impl Selector {
         }
     }
 
+    /// The forecast served at horizon index `i` and the candidate it is: the weighted median
+    /// (see `SelectorConfig::hedge_rate`) once anything was scored, the chosen one before.
+    fn serve(&self, by: &[[f64; HORIZON]; METHODS], i: usize) -> (f64, Method) {
+        let errors = &self.errors[i];
+        let chosen = self.chosen[i];
+        if self.config.hedge_rate <= 0.0 || errors.iter().all(|e| e.weight < 1.0) {
+            return (by[chosen.index()][i], chosen);
+        }
+        let least = errors.iter().map(|e| e.sum).fold(f64::INFINITY, f64::min);
+        // In units of the best candidate's mean error: what counts is being relatively worse.
+        let unit = (least / errors[chosen.index()].weight.max(1.0)).max(1e-9);
+        let rate = self.config.hedge_rate;
+        let mut weighted: Vec<(f64, f64, Method)> = Method::ALL
+            .into_iter()
+            .map(|m| {
+                let w = (-rate * (errors[m.index()].sum - least) / unit).exp();
+                (by[m.index()][i], w, m)
+            })
+            .collect();
+        // Ties in value go to the chosen candidate, then the report order: deterministic.
+        weighted.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then((b.2 == chosen).cmp(&(a.2 == chosen)))
+                .then(a.2.cmp(&b.2))
+        });
+        let half = weighted.iter().map(|x| x.1).sum::<f64>() / 2.0;
+        let mut seen = 0.0;
+        let Some(&(value, _, _)) = weighted.iter().find(|x| {
+            seen += x.1;
+            seen >= half
+        }) else {
+            return (by[chosen.index()][i], chosen);
+        };
+        // The candidate named is the best-scored one saying that value (one that cannot speak
+        // yet says the fallback's value and is not named for it).
+        let named = weighted
+            .iter()
+            .filter(|x| x.0 == value)
+            .min_by(|a, b| {
+                errors[a.2.index()]
+                    .sum
+                    .total_cmp(&errors[b.2.index()].sum)
+                    .then((b.2 == chosen).cmp(&(a.2 == chosen)))
+                    .then(a.2.cmp(&b.2))
+            })
+            .map_or(chosen, |x| x.2);
+        (value, named)
+    }
+
     /// Forecasts the next `HORIZON` minutes after the last observed one: every candidate's
     /// forecast is kept to be scored, and the chosen one's is returned. `model`: the model's
     /// forecast from the same origin, if it made one.
@@ -388,11 +448,10 @@ impl Selector {
                 }
             }
         }
+        let served: Vec<(f64, Method)> = (0..HORIZON).map(|i| self.serve(&by, i)).collect();
         let choice = Choice {
-            forecast: (0..HORIZON)
-                .map(|i| by[self.chosen[i].index()][i])
-                .collect(),
-            methods: self.chosen.to_vec(),
+            forecast: served.iter().map(|s| s.0).collect(),
+            methods: served.iter().map(|s| s.1).collect(),
         };
         self.said.push_back(Said { origin, by });
         while self.said.len() > HORIZON {
