@@ -24,7 +24,7 @@ use sluice_core::forecast::live::{self, SeriesMethods};
 use sluice_core::forecast::pressure::PressureConfig;
 use sluice_core::learn::learner::LearnerConfig;
 use sluice_core::matcher::RuleSet;
-use sluice_core::minute::{ClosedMinute, LOOK_EVERY, MinuteInput, Minutes};
+use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes, next_look};
 use sluice_core::rules::Rule;
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
@@ -204,7 +204,7 @@ impl Replay<'_, '_> {
     }
 
     /// Ticks every minute boundary up to `now`, and takes the open minute's early looks due by
-    /// then (`LOOK_EVERY` apart), as the service's minute loop does.
+    /// then (`next_look`), as the service's minute loop does.
     fn advance_to(&mut self, now: Nanos) {
         let mut empty = 0;
         while let Some(start) = self.minute_start
@@ -220,11 +220,10 @@ impl Replay<'_, '_> {
             self.minute_start = Some(next);
             self.looks = 0;
         }
-        while let Some(start) = self.minute_start {
-            let due = start + (self.looks + 1) * LOOK_EVERY;
-            if due >= start + MINUTE || now < due {
-                break;
-            }
+        while let Some(start) = self.minute_start
+            && let Some(due) = next_look(start, self.looks)
+            && due <= now
+        {
             self.looks += 1;
             let changes = self.minutes_state.look(&self.engine, start, due);
             if !changes.is_empty() {

@@ -196,14 +196,26 @@ impl MinuteLoop {
     /// An early look inside the minute that started at `start` (blocking): clients already far
     /// beyond a baseline are acted on now; the new actions are installed and recorded.
     pub fn look(&self, start: Nanos, now: Nanos) -> Vec<Adjustment> {
+        let changes =
+            self.change_between_minutes(now, |minutes, engine| minutes.look(engine, start, now));
+        for c in changes.iter().filter(|c| c.to.is_some()) {
+            tracing::info!(client = %c.client, signal = ?c.signal, why = %c.why, "acted on early in the minute");
+        }
+        changes
+    }
+
+    /// A change of the actions between minutes (blocking: waits for a running minute): applied
+    /// to the minute's state, and recorded with the actions then in force when anything changed.
+    fn change_between_minutes(
+        &self,
+        now: Nanos,
+        change: impl FnOnce(&mut Minutes, &Engine) -> Vec<Adjustment>,
+    ) -> Vec<Adjustment> {
         let mut minutes = self.minutes.lock();
-        let changes = minutes.look(&self.engine, start, now);
+        let changes = change(&mut minutes, &self.engine);
         let actions = minutes.learner().actions();
         drop(minutes);
         if !changes.is_empty() {
-            for c in changes.iter().filter(|c| c.to.is_some()) {
-                tracing::info!(client = %c.client, signal = ?c.signal, why = %c.why, "acted on early in the minute");
-            }
             self.history
                 .submit(adjustments_batch(&changes, &self.instance, now, &actions));
         }
@@ -236,16 +248,10 @@ impl MinuteLoop {
         now: Nanos,
         change: impl FnOnce(&mut Learner) -> Vec<Adjustment>,
     ) -> Vec<Adjustment> {
-        let mut minutes = self.minutes.lock();
-        let changes = minutes.correct(&self.engine, change);
-        let actions = minutes.learner().actions();
-        drop(minutes);
-        if !changes.is_empty() {
-            for c in &changes {
-                tracing::info!(client = %c.client, cause = c.cause, "anomaly action changed by an operator");
-            }
-            self.history
-                .submit(adjustments_batch(&changes, &self.instance, now, &actions));
+        let changes =
+            self.change_between_minutes(now, |minutes, engine| minutes.correct(engine, change));
+        for c in &changes {
+            tracing::info!(client = %c.client, cause = c.cause, "anomaly action changed by an operator");
         }
         changes
     }

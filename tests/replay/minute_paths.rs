@@ -20,7 +20,7 @@ use sluice_core::engine::EngineConfig;
 use sluice_core::forecast::pressure::PressureConfig;
 use sluice_core::learn::learner::LearnerConfig;
 use sluice_core::matcher::RuleSet;
-use sluice_core::minute::LOOK_EVERY;
+use sluice_core::minute::next_look;
 use sluice_core::rules::Rule;
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
@@ -48,7 +48,7 @@ fn learner() -> LearnerConfig {
 }
 
 /// The live path: an engine and the service's minute loop, fed the trace's requests at the
-/// trace's times, the minute closed at each boundary and looked into every `LOOK_EVERY` as the
+/// trace's times, the minute closed at each boundary and looked into at each `next_look` as the
 /// server's loop does. Also returns the history batches the looks submitted.
 fn live(trace: &[u8], rules: Vec<Rule>) -> (Vec<Minute>, Vec<HistoryBatch>) {
     let engine = Arc::new(moka_store::engine(
@@ -103,9 +103,11 @@ fn live(trace: &[u8], rules: Vec<Rule>) -> (Vec<Minute>, Vec<HistoryBatch>) {
             *s += MINUTE;
             looks = 0;
         }
-        while *s + (looks + 1) * LOOK_EVERY < *s + MINUTE && now >= *s + (looks + 1) * LOOK_EVERY {
+        while let Some(due) = next_look(*s, looks)
+            && now >= due
+        {
             looks += 1;
-            minute_loop.look(*s, *s + looks * LOOK_EVERY);
+            minute_loop.look(*s, due);
         }
         let subject = row.subject();
         let verdict = engine.should_allow("sluice", &subject, 1, now);

@@ -22,6 +22,13 @@ use crate::time::Nanos;
 /// How often inside a minute the early look runs ([`Minutes::look`]): at 15, 30 and 45 s.
 pub const LOOK_EVERY: Nanos = 15 * crate::time::NANOS_PER_SEC;
 
+/// When the next early look of the minute that started at `start` is due once `taken` were
+/// taken; `None` when the minute has no more.
+pub fn next_look(start: Nanos, taken: u64) -> Option<Nanos> {
+    let due = start + (taken + 1) * LOOK_EVERY;
+    (due < start + 60 * crate::time::NANOS_PER_SEC).then_some(due)
+}
+
 /// A backend's reported utilisation (0..1) and when it was reported (`ReportLoad`).
 pub type BackendLoad = (String, f64, Nanos);
 

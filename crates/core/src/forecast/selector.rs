@@ -368,12 +368,8 @@ impl Selector {
                 (by[m.index()][i], w, m)
             })
             .collect();
-        // Ties in value go to the chosen candidate, then the report order: deterministic.
-        weighted.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then((b.2 == chosen).cmp(&(a.2 == chosen)))
-                .then(a.2.cmp(&b.2))
-        });
+        // Stable: equal values keep the report order (which of them is named is decided below).
+        weighted.sort_by(|a, b| a.0.total_cmp(&b.0));
         let half = weighted.iter().map(|x| x.1).sum::<f64>() / 2.0;
         let mut seen = 0.0;
         let Some(&(value, _, _)) = weighted.iter().find(|x| {

@@ -155,6 +155,10 @@ const SUSTAINED_MINUTES: u32 = 2;
 /// Route names remembered at most.
 const MAX_ROUTE_NAMES: usize = 10_000;
 
+/// Seconds of a client's minute below which its counts are not stretched further to a minute:
+/// a burst in its first seconds is not a rate.
+const MIN_SPAN_SECONDS: f64 = 20.0;
+
 /// People behind a network key from which it counts as a shared address (NAT, proxy).
 const SHARED_IDENTITIES: f64 = 3.0;
 
@@ -376,18 +380,14 @@ impl Learner {
                 }
                 if findings.is_empty() && !self.steady.was_seen(&c.client, minute_index - 1) {
                     // Arrived during this minute: judged on the rate of the time it was here.
-                    let here = c.inter_arrival.mean * c.inter_arrival.n as f64;
+                    let here = c.span_seconds();
                     if here > 0.0 && here < 50.0 {
-                        findings = self.baselines.assess_newcomer(c, 60.0 / here.max(20.0));
+                        findings = self
+                            .baselines
+                            .assess_newcomer(c, 60.0 / here.max(MIN_SPAN_SECONDS));
                     }
                 }
-                // Here before the baselines could judge and not yet known: given the time to
-                // show whether it is an established, steady client (it is judged like one).
-                let pending = self
-                    .baselines
-                    .ready_since()
-                    .is_some_and(|since| self.steady.is_pending(&c.client, since));
-                let established = pending || self.steady.is_established(&c.client, c.requests);
+                let established = self.judged_established(c);
                 self.call(c, x, &findings, established, forest_threshold)
             })
             .collect();
@@ -433,6 +433,16 @@ impl Learner {
             overflow: data.overflow,
             trained,
         }
+    }
+
+    /// Whether `c` is judged as an established, steady client — or is one that was here before
+    /// the baselines could judge and not yet known, given the time to show it.
+    fn judged_established(&self, c: &ClientMinute) -> bool {
+        let pending = self
+            .baselines
+            .ready_since()
+            .is_some_and(|since| self.steady.is_pending(&c.client, since));
+        pending || self.steady.is_established(&c.client, c.requests)
     }
 
     /// The policy over these clients' calls (client-minute, risk, call), with the operators'

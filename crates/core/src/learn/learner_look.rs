@@ -13,17 +13,13 @@
 
 use std::sync::Arc;
 
-use super::Learner;
+use super::{Learner, MIN_SPAN_SECONDS};
 use crate::learn::actions::Signal;
 use crate::learn::features;
 use crate::learn::lists::Lists;
 use crate::learn::observe::ClientMinute;
 use crate::learn::policy::Adjustment;
 use crate::time::{NANOS_PER_SEC, Nanos};
-
-/// Seconds of a client's minute below which its counts are not stretched further: a burst in
-/// the first seconds is not a rate.
-const MIN_SPAN_SECONDS: f64 = 20.0;
 
 impl Learner {
     /// Judges the clients of the minute that started at `start`, as observed by `now`
@@ -51,7 +47,7 @@ impl Learner {
                 let here = if self.steady.was_seen(&c.client, minute_index - 1) {
                     elapsed
                 } else {
-                    (c.inter_arrival.mean * c.inter_arrival.n as f64).min(elapsed)
+                    c.span_seconds().min(elapsed)
                 };
                 let findings = self
                     .baselines
@@ -59,8 +55,7 @@ impl Learner {
                 if findings.is_empty() {
                     return None;
                 }
-                let pending = self.steady.is_pending(&c.client, ready);
-                let established = pending || self.steady.is_established(&c.client, c.requests);
+                let established = self.judged_established(c);
                 let x = features::extract(c);
                 // The forest waits for the close: its threshold is a share of a whole minute.
                 let (risk, call) = self.call(c, &x, &findings, established, f64::INFINITY);

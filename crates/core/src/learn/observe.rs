@@ -237,6 +237,11 @@ pub struct ClientMinute {
 }
 
 impl ClientMinute {
+    /// Seconds from its first to its last request this minute (0 with one request).
+    pub fn span_seconds(&self) -> f64 {
+        self.inter_arrival.mean * self.inter_arrival.n as f64
+    }
+
     pub fn distinct_endpoints(&self) -> u32 {
         self.endpoints.len() as u32 + self.endpoints_beyond
     }
