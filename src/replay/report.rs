@@ -135,7 +135,7 @@ pub struct ForecastSummary {
     pub mae: f64,
     pub smape: f64,
     /// At the end of the trace, which candidate spoke for each series at 1 and 15 minutes
-    /// (`model`, `last`, `mean5`, `smooth`, `day`, `week`) and why.
+    /// (`model`, `last`, `mean5`, `smooth`, `blend`, `median30`, `day`, `week`) and why.
     pub methods: Vec<ForecastMethod>,
 }
 

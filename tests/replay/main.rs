@@ -360,7 +360,9 @@ fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
         speaking.contains(&"*") && speaking.contains(&"/api/payment"),
         "{speaking:?}"
     );
-    let names = ["model", "last", "mean5", "smooth", "blend", "day", "week"];
+    let names = [
+        "model", "last", "mean5", "smooth", "blend", "median30", "day", "week",
+    ];
     for m in &f.methods {
         assert!(names.contains(&m.at_1) && names.contains(&m.at_15), "{m:?}");
         assert!(m.why.contains("recent sMAPE"), "{m:?}");
