@@ -2,6 +2,8 @@
 # The whole test suite, on a fresh Debian 12 machine with Rust and Python 3:
 #   - installs PostgreSQL's server if it is missing (Debian's `postgresql` package);
 #   - starts a throwaway PostgreSQL cluster in a temp dir (stopped and removed on exit);
+#   - installs Redis's server if it is missing (Debian's `redis-server`: the fleet tests start
+#     their own standalone servers and three-primary clusters on loopback, and stop them);
 #   - fetches ONNX Runtime's library (PyPI wheel, cached) for the forecaster's tests;
 #   - runs every Rust test (unit, property, end-to-end against SQLite and PostgreSQL);
 #   - runs the Python grpcio client test in a virtualenv under target/.
@@ -21,6 +23,14 @@ if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
   PG_BIN="$(find_pg_bin)"
 fi
 export SLUICE_TEST_PG_BIN="$PG_BIN"
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  log "installing Redis (Debian package redis-server)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # The package starts a system-wide server on 6379; the tests use their own ports.
+fi
+export SLUICE_TEST_REDIS_BIN_DIR="$(dirname "$(command -v redis-server)")"
 
 # PostgreSQL refuses to run as root: run its tools as the `postgres` user when we are root.
 pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN/$1" "${@:2}"; else "$PG_BIN/$1" "${@:2}"; fi; }

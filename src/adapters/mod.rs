@@ -5,6 +5,7 @@
 pub mod corrections_file;
 pub mod moka_store;
 pub mod onnx;
+pub mod redis_counters;
 pub mod rules_file;
 pub mod series_file;
 pub mod trace_file;

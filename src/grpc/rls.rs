@@ -24,6 +24,8 @@ use sluice_core::bucket::Op;
 use sluice_core::engine::AnomalyHit;
 use sluice_core::engine::DescriptorInput;
 use sluice_core::engine::Engine;
+
+use crate::service::fleet::Fleet;
 use sluice_core::headers;
 use sluice_core::headers::HeaderStyle;
 use sluice_core::limit::Rate;
@@ -33,6 +35,8 @@ use sluice_core::validate::{ValidationError, check_domain, check_len};
 /// Envoy's rate-limit service: the engine, the clock, the input caps and the header style.
 pub struct Rls {
     pub engine: Arc<Engine>,
+    /// Shared counters (`--counters`): the decision's buckets live there.
+    pub fleet: Option<Arc<Fleet>>,
     pub clock: LiveClock,
     pub caps: InputLimits,
     pub headers: HeaderStyle,
@@ -134,9 +138,15 @@ impl RateLimitService for Rls {
         let _timer = self.rpc.time("ShouldRateLimit");
         let req = request.get_ref();
         let inputs = inputs(&self.caps, req).map_err(ApiError::from)?;
-        let verdict = self
-            .engine
-            .check_descriptors(&req.domain, &inputs, self.clock.now());
+        let now = self.clock.now();
+        let verdict = match &self.fleet {
+            None => self.engine.check_descriptors(&req.domain, &inputs, now),
+            Some(fleet) => {
+                fleet
+                    .check_descriptors(&self.engine, &req.domain, &inputs, now)
+                    .await
+            }
+        };
         let statuses = verdict
             .statuses
             .iter()

@@ -32,6 +32,10 @@ pub const HEALTH_SERVICES: [&str; 3] = [
 /// while the statistical baseline stands in (decisions are unaffected either way).
 pub const FORECASTER_HEALTH: &str = "sluice.v1.Forecaster";
 
+/// With `--counters`: SERVING while decisions are on the shared counters, NOT_SERVING while the
+/// failure policy answers (decisions are still served either way).
+pub const COUNTERS_HEALTH: &str = "sluice.v1.Counters";
+
 /// What the standard gRPC health service answers.
 struct Health {
     reporter: HealthReporter,
@@ -45,6 +49,9 @@ impl Health {
             self.set(name, ready.rules_loaded).await;
         }
         self.set(FORECASTER_HEALTH, ready.lstm_loaded).await;
+        if let Some(shared) = ready.shared_counters {
+            self.set(COUNTERS_HEALTH, shared).await;
+        }
     }
 
     async fn set(&self, service: &str, serving: bool) {

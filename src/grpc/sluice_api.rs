@@ -20,6 +20,8 @@ use crate::service::model_slot::ModelSlot;
 use crate::service::rules_manager::RulesManager;
 use crate::service::telemetry::RpcMetrics;
 use sluice_core::engine::Engine;
+
+use crate::service::fleet::Fleet;
 use sluice_core::headers;
 use sluice_core::headers::HeaderStyle;
 use sluice_core::rules::RuleChange;
@@ -31,6 +33,8 @@ use sluice_core::validate::{ValidationError, check_domain};
 /// the database for history reads.
 pub struct SluiceApi {
     pub engine: Arc<Engine>,
+    /// Shared counters (`--counters`): decisions' buckets live there.
+    pub fleet: Option<Arc<Fleet>>,
     pub clock: LiveClock,
     pub caps: InputLimits,
     pub headers: HeaderStyle,
@@ -99,9 +103,15 @@ impl Sluice for SluiceApi {
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
         let cost = if req.cost == 0 { 1 } else { req.cost as u64 };
-        let verdict = self
-            .engine
-            .should_allow(domain, &subject, cost, self.clock.now());
+        let now = self.clock.now();
+        let verdict = match &self.fleet {
+            None => self.engine.should_allow(domain, &subject, cost, now),
+            Some(fleet) => {
+                fleet
+                    .should_allow(&self.engine, domain, &subject, cost, now)
+                    .await
+            }
+        };
         let deciding = verdict.deciding();
         let allowed = !verdict.over_limit;
         let headers = headers::render(self.headers, deciding, !allowed)

@@ -130,6 +130,9 @@ pub struct Config {
     #[command(flatten)]
     pub learn: LearnArgs,
 
+    #[command(flatten)]
+    pub fleet: crate::service::config_fleet::FleetArgs,
+
     /// Seconds between learning-loop ticks. A tick closes the current "minute" of observation;
     /// the features are calibrated for 60, so change it only for tests and demos.
     #[arg(

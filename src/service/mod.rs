@@ -5,8 +5,10 @@
 pub mod backend_loads;
 pub mod clock;
 pub mod config;
+pub mod config_fleet;
 pub mod database;
 pub mod db_supervisor;
+pub mod fleet;
 pub mod history_writer;
 pub mod minute_loop;
 pub mod model_slot;

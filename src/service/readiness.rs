@@ -1,5 +1,6 @@
 //! What the service is ready for, as its parts find out: the database supervisor says when the
-//! rules are loaded, the minute loop whether the LSTM is forecasting. The gRPC edge reads it and
+//! rules are loaded, the minute loop whether the LSTM is forecasting, the fleet whether the
+//! shared counters answer. The gRPC edge reads it and
 //! answers health checks from it (`grpc::server`); nothing here knows gRPC.
 
 use std::sync::Arc;
@@ -12,6 +13,9 @@ pub struct Ready {
     pub rules_loaded: bool,
     /// The LSTM forecasts (false: the statistical baseline stands in).
     pub lstm_loaded: bool,
+    /// With `--counters`: whether decisions are on the shared counters (false: the failure
+    /// policy answers while they are out of reach). `None` for a single instance.
+    pub shared_counters: Option<bool>,
 }
 
 /// The writing side, shared by the parts that learn something; cheap to clone.
@@ -37,6 +41,11 @@ impl Readiness {
     pub fn lstm_loaded(&self, loaded: bool) {
         self.tx
             .send_if_modified(|r| std::mem::replace(&mut r.lstm_loaded, loaded) != loaded);
+    }
+
+    pub fn shared_counters(&self, shared: bool) {
+        self.tx
+            .send_if_modified(|r| r.shared_counters.replace(shared) != Some(shared));
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Ready> {

@@ -7,6 +7,9 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+
+use crate::adapters::redis_counters::RedisCounters;
+use crate::service::fleet::Fleet;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -96,7 +99,25 @@ pub async fn run(
     let server = Server::new(&config.tls()).await?;
     let admin = admin_token(&config)?;
     config.learn.validate().map_err(StartError::Config)?;
+    config.fleet.validate().map_err(StartError::Config)?;
     let engine = Arc::new(config.build_engine());
+    let readiness = Readiness::default();
+    let fleet = match config.fleet.url().map_err(StartError::Config)? {
+        Some(url) => {
+            let fleet_config = config.fleet.config();
+            let counters =
+                RedisCounters::connect(&url, &config.fleet.counters_prefix, fleet_config.budget)
+                    .await
+                    .map_err(|e| StartError::Config(format!("--counters: {e}")))?;
+            tracing::info!(counters = ?counters, "limits are shared through the counters");
+            Some(Arc::new(Fleet::new(
+                counters,
+                fleet_config,
+                readiness.clone(),
+            )))
+        }
+        None => None,
+    };
     let database = Arc::new(Database::default());
     let rules = Arc::new(RulesManager::new(
         engine.clone(),
@@ -145,6 +166,7 @@ pub async fn run(
     let services = Services {
         rls: Rls {
             engine: engine.clone(),
+            fleet: fleet.clone(),
             clock,
             caps,
             headers: config.rls_headers,
@@ -157,6 +179,7 @@ pub async fn run(
         },
         api: SluiceApi {
             engine: engine.clone(),
+            fleet: fleet.clone(),
             clock,
             caps,
             headers: config.allow_headers,
@@ -173,7 +196,6 @@ pub async fn run(
     };
 
     let stages = Stages::default();
-    let readiness = Readiness::default();
     let producers = vec![
         (
             "database supervisor",

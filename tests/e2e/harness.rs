@@ -174,14 +174,7 @@ impl TestServer {
     }
 
     pub async fn health(&self, service: &str) -> i32 {
-        let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
-        client
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .map(|r| r.get_ref().status)
-            .unwrap_or(-1)
+        health_at(self.channel().await, service).await
     }
 
     pub async fn wait_serving(&self) {
@@ -221,6 +214,18 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// The health status a server reports for `service` (-1: no answer).
+pub async fn health_at(channel: Channel, service: &str) -> i32 {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.get_ref().status)
+        .unwrap_or(-1)
 }
 
 /// A request carrying the admin token.

@@ -1,11 +1,13 @@
 //! End-to-end tests: the real server on port 0, real gRPC clients, real SQLite and PostgreSQL.
 
+mod fleet_harness;
 mod harness;
 
 mod admin;
 mod allow;
 mod bad_input;
 mod corrections;
+mod fleet;
 mod forecast_history;
 mod forecasting;
 mod learning;

@@ -117,6 +117,63 @@ fn floor_per_minute(limit: &CompiledLimit, quota: &Quota) -> u64 {
 /// Seed of anomaly-throttle buckets (one per client and throttle rate).
 const THROTTLE_SEED: u64 = 0xA70_3A1C;
 
+/// Folds one limit's outcome into its slot's status (the most urgent limit speaks for a slot).
+fn record_outcome(verdict: &mut Verdict, a: &Applied<'_>, outcome: &Outcome) {
+    record(verdict, a.slot, a.label, a.quota, a.flags(), outcome);
+}
+
+/// What kind of limit spoke (see `Applied`).
+#[derive(Clone, Copy, Debug)]
+struct Flags {
+    shadow: bool,
+    anomaly: bool,
+    cut: bool,
+}
+
+impl Applied<'_> {
+    fn flags(&self) -> Flags {
+        Flags {
+            shadow: self.shadow,
+            anomaly: self.anomaly,
+            cut: self.cut,
+        }
+    }
+}
+
+fn record(
+    verdict: &mut Verdict,
+    slot: usize,
+    label: &Arc<LimitLabel>,
+    quota: Quota,
+    a: Flags,
+    outcome: &Outcome,
+) {
+    if a.anomaly
+        && !outcome.allowed
+        && let Some(hit) = verdict.anomaly.as_mut()
+    {
+        hit.denied = true;
+    }
+    if a.cut && !outcome.allowed && !a.shadow {
+        verdict.forecast_cut = true;
+    }
+    let status = LimitStatus {
+        over_limit: !outcome.allowed && !a.shadow,
+        shadow_over: !outcome.allowed && a.shadow,
+        limit: Some(ReportedLimit {
+            label: label.clone(),
+            quota,
+        }),
+        remaining: outcome.remaining,
+        reset_after: outcome.reset_after,
+        retry_after: outcome.retry_after,
+    };
+    let current = &mut verdict.statuses[slot];
+    if current.limit.is_none() || status.urgency() > current.urgency() {
+        *current = status;
+    }
+}
+
 impl Engine {
     /// An engine on the built-in sharded store (`bucket_capacity`, `bucket_idle_ttl`).
     pub fn new(config: EngineConfig) -> Engine {
@@ -253,8 +310,21 @@ impl Engine {
         now: Nanos,
     ) -> Verdict {
         let rules = self.rules.load();
-        let global_shadow = self.shadow();
         let caller = caller_from_descriptors(inputs);
+        let applied = self.descriptor_limits(&rules, domain, inputs, &caller);
+        let ops = |slot: usize| (inputs[slot].hits, inputs[slot].op);
+        self.decide(&caller, inputs.len(), applied, ops, now)
+    }
+
+    /// The limits that apply to Envoy descriptors: each one's rule, override or default.
+    fn descriptor_limits<'s>(
+        &'s self,
+        rules: &'s RuleSet,
+        domain: &str,
+        inputs: &[DescriptorInput<'_>],
+        caller: &Subject<'_>,
+    ) -> SmallVec<[Applied<'s>; 4]> {
+        let global_shadow = self.shadow();
         let mut applied: SmallVec<[Applied<'_>; 4]> = SmallVec::new();
         let mut matched: SmallVec<[Option<&Arc<super::matcher::CompiledRule>>; 4]> =
             SmallVec::new();
@@ -318,8 +388,7 @@ impl Engine {
                 }
             }
         }
-        let ops = |slot: usize| (inputs[slot].hits, inputs[slot].op);
-        self.decide(&caller, inputs.len(), applied, ops, now)
+        applied
     }
 
     /// A limit the engine makes up for one descriptor: Envoy's override, or the unknown-domain
@@ -357,6 +426,17 @@ impl Engine {
         now: Nanos,
     ) -> Verdict {
         let rules = self.rules.load();
+        let applied = self.subject_limits(&rules, domain, subject);
+        self.decide(subject, 1, applied, |_| (cost, Op::Consume), now)
+    }
+
+    /// The limits of every rule formed by the subject's fields.
+    fn subject_limits<'s>(
+        &'s self,
+        rules: &'s RuleSet,
+        domain: &str,
+        subject: &Subject<'_>,
+    ) -> SmallVec<[Applied<'s>; 4]> {
         let fields = subject.fields();
         let mut matches: SmallVec<[SubjectMatch<'_>; 8]> = SmallVec::new();
         rules.match_subject(domain, &fields, &mut matches);
@@ -381,7 +461,7 @@ impl Engine {
                 }
             }
         }
-        self.decide(subject, 1, applied, |_| (cost, Op::Consume), now)
+        applied
     }
 
     /// Applies the caller's anomaly action and every limit, combines them per slot, gives back
@@ -398,56 +478,8 @@ impl Engine {
             statuses: (0..slots).map(|_| LimitStatus::default()).collect(),
             ..Verdict::default()
         };
-        let actions = self.actions.load();
-        if let Some(action) = actions.active_for(caller.remote_address, caller.user_id, now) {
-            let floor = applied
-                .iter()
-                .map(|a| a.floor_per_minute)
-                .max()
-                .unwrap_or(0);
-            // A rule's floor keeps what the learner decides above it; an operator's denylist is
-            // explicit evidence and blocks outright.
-            let kind = if action.signal == Signal::Denylist {
-                action.kind
-            } else {
-                action.kind.within_floor(floor)
-            };
-            let shadow = action.shadow || self.shadow();
-            let mut hit = AnomalyHit {
-                kind,
-                score: action.score,
-                shadow,
-                denied: false,
-            };
-            match kind {
-                ActionKind::Block => {
-                    hit.denied = true;
-                    if !shadow {
-                        verdict.anomaly = Some(hit);
-                        return self.blocked(caller, verdict, action.expires_at, now);
-                    }
-                }
-                ActionKind::Throttle { per_minute } => {
-                    let rate = Rate {
-                        requests_per_unit: per_minute,
-                        unit: Unit::Minute,
-                    };
-                    let quota = Quota::without_burst(rate, Algorithm::TokenBucket);
-                    applied.push(Applied {
-                        slot: 0,
-                        label: &self.throttle_label,
-                        quota,
-                        keep_for: quota.full_recovery(),
-                        shadow,
-                        // Per action key: a throttled user shares one bucket across addresses.
-                        key: bucket_key(THROTTLE_SEED ^ per_minute, [&*action.client].into_iter()),
-                        floor_per_minute: 0,
-                        anomaly: true,
-                        cut: false,
-                    });
-                }
-            }
-            verdict.anomaly = Some(hit);
+        if let Some(until) = self.apply_action(caller, &mut applied, &mut verdict, now) {
+            return self.blocked(caller, verdict, until, now);
         }
         let applied = &applied[..];
         // Indexes into `applied` of the limits that took hits, to give back on a denial.
@@ -457,36 +489,12 @@ impl Engine {
             let outcome: Outcome = self.buckets.update(a.key, a.keep_for, now, |state| {
                 state.apply(&a.quota, now, hits, op)
             });
-            if a.anomaly
-                && !outcome.allowed
-                && let Some(hit) = verdict.anomaly.as_mut()
-            {
-                hit.denied = true;
-            }
-            if a.cut && !outcome.allowed && !a.shadow {
-                verdict.forecast_cut = true;
-            }
             if op == Op::Consume && outcome.allowed && hits > 0 {
                 taken.push(i as u16);
             }
-            let status = LimitStatus {
-                over_limit: !outcome.allowed && !a.shadow,
-                shadow_over: !outcome.allowed && a.shadow,
-                limit: Some(ReportedLimit {
-                    label: a.label.clone(),
-                    quota: a.quota,
-                }),
-                remaining: outcome.remaining,
-                reset_after: outcome.reset_after,
-                retry_after: outcome.retry_after,
-            };
-            let current = &mut verdict.statuses[a.slot];
-            if current.limit.is_none() || status.urgency() > current.urgency() {
-                *current = status;
-            }
+            record_outcome(&mut verdict, a, &outcome);
         }
         verdict.over_limit = verdict.statuses.iter().any(|s| s.over_limit);
-        verdict.shadow_over = verdict.statuses.iter().any(|s| s.shadow_over);
         if verdict.over_limit {
             for &i in &taken {
                 let a = &applied[i as usize];
@@ -495,6 +503,77 @@ impl Engine {
                     state.apply(&a.quota, now, hits, Op::Refund)
                 });
             }
+        }
+        self.finish(caller, verdict, now)
+    }
+
+    /// The caller's anomaly action, if one is in force: a throttle joins `applied`; a block
+    /// returns when it ends (the caller is then answered by `blocked`).
+    fn apply_action<'s>(
+        &'s self,
+        caller: &Subject<'_>,
+        applied: &mut SmallVec<[Applied<'s>; 4]>,
+        verdict: &mut Verdict,
+        now: Nanos,
+    ) -> Option<Nanos> {
+        let actions = self.actions.load();
+        let action = actions.active_for(caller.remote_address, caller.user_id, now)?;
+        let floor = applied
+            .iter()
+            .map(|a| a.floor_per_minute)
+            .max()
+            .unwrap_or(0);
+        // A rule's floor keeps what the learner decides above it; an operator's denylist is
+        // explicit evidence and blocks outright.
+        let kind = if action.signal == Signal::Denylist {
+            action.kind
+        } else {
+            action.kind.within_floor(floor)
+        };
+        let shadow = action.shadow || self.shadow();
+        let mut hit = AnomalyHit {
+            kind,
+            score: action.score,
+            shadow,
+            denied: false,
+        };
+        match kind {
+            ActionKind::Block => {
+                hit.denied = true;
+                if !shadow {
+                    verdict.anomaly = Some(hit);
+                    return Some(action.expires_at);
+                }
+            }
+            ActionKind::Throttle { per_minute } => {
+                let rate = Rate {
+                    requests_per_unit: per_minute,
+                    unit: Unit::Minute,
+                };
+                let quota = Quota::without_burst(rate, Algorithm::TokenBucket);
+                applied.push(Applied {
+                    slot: 0,
+                    label: &self.throttle_label,
+                    quota,
+                    keep_for: quota.full_recovery(),
+                    shadow,
+                    // Per action key: a throttled user shares one bucket across addresses.
+                    key: bucket_key(THROTTLE_SEED ^ per_minute, [&*action.client].into_iter()),
+                    floor_per_minute: 0,
+                    anomaly: true,
+                    cut: false,
+                });
+            }
+        }
+        verdict.anomaly = Some(hit);
+        None
+    }
+
+    /// Counts the decision (its statuses already combined) and observes it.
+    fn finish(&self, caller: &Subject<'_>, mut verdict: Verdict, now: Nanos) -> Verdict {
+        verdict.over_limit = verdict.statuses.iter().any(|s| s.over_limit);
+        verdict.shadow_over = verdict.statuses.iter().any(|s| s.shadow_over);
+        if verdict.over_limit {
             self.stats.denied.fetch_add(1, Ordering::Relaxed);
         } else if verdict.shadow_over {
             self.stats.shadow_denied.fetch_add(1, Ordering::Relaxed);
@@ -608,6 +687,10 @@ impl Engine {
         reset
     }
 }
+
+#[path = "engine_prepared.rs"]
+mod prepared;
+pub use prepared::{BucketOp, Prepared};
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

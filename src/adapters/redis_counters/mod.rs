@@ -1,0 +1,271 @@
+//! Bucket counters on Redis or Valkey, standalone or Cluster (redis-rs): one decision's bucket
+//! operations run as one server-side script (`decide.lua`), on Redis's clock, a denied request
+//! consuming nothing. Concurrent decisions share one multiplexed connection per node, so they
+//! are pipelined rather than waiting for each other's round trips.
+//!
+//! Why redis-rs: it is the maintained client with async Cluster support (MOVED/ASK redirects and
+//! topology refresh during resharding and failover are its job), script caching (EVALSHA with an
+//! EVAL fallback) and a reconnecting multiplexed connection; fred would do too, but redis-rs
+//! is the one Limitador uses, so its behaviour under failure is the better known.
+//!
+//! Cluster keys: `<prefix>:{<bucket id>}` — the hash tag is the bucket's id, so a key's slot
+//! never depends on the prefix. One decision's keys can fall in different slots (a per-client
+//! limit and a per-endpoint limit are shared with different other decisions, so no tag can put
+//! every combination in one slot without putting everything there); each slot's share runs as
+//! one script, and if an enforced limit in one slot denies, the hits taken in the others are
+//! given back with a second script. No CROSSSLOT error can arise (Limitador #514).
+//!
+//! Not here: the time budget, the circuit breaker and the failure policy (`service::fleet`).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use sluice_core::bucket::{Op, Outcome};
+use sluice_core::engine::BucketOp;
+use sluice_core::limit::Algorithm;
+
+/// Where the counters live: `redis://HOST:PORT/DB` or `redis+cluster://H1:P1,H2:P2,...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CountersUrl {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    #[error("--counters {0:?}: {1}")]
+    BadUrl(String, String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis answered {got} values for {asked} operations")]
+    ShortReply { got: usize, asked: usize },
+}
+
+impl std::str::FromStr for CountersUrl {
+    type Err = CountersError;
+    fn from_str(text: &str) -> Result<Self, CountersError> {
+        let bad = |why: &str| CountersError::BadUrl(text.to_string(), why.to_string());
+        if let Some(rest) = text.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = rest
+                .trim_end_matches('/')
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("redis://{n}/"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(bad(
+                    "a cluster URL names at least one node: redis+cluster://h1:p1,h2:p2",
+                ));
+            }
+            for node in &nodes {
+                redis::Client::open(node.as_str()).map_err(|e| bad(&e.to_string()))?;
+            }
+            Ok(CountersUrl::Cluster(nodes))
+        } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+            redis::Client::open(text).map_err(|e| bad(&e.to_string()))?;
+            Ok(CountersUrl::Standalone(text.to_string()))
+        } else {
+            Err(bad(
+                "expected redis://HOST:PORT[/DB] or redis+cluster://H1:P1,H2:P2,...",
+            ))
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// A connection to the counters (cheap to clone: clones share the multiplexed connections).
+#[derive(Clone)]
+pub struct RedisCounters {
+    connection: Connection,
+    script: std::sync::Arc<redis::Script>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.connection {
+            Connection::Standalone(_) => "standalone",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisCounters")
+            .field("kind", &kind)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+const SCRIPT: &str = include_str!("decide.lua");
+/// CRC16 slots of Redis Cluster.
+const CLUSTER_SLOTS: u16 = 16_384;
+
+impl RedisCounters {
+    /// Connects (the first connection must succeed; later ones reconnect on their own).
+    /// `io_timeout`: the most one command may take before the connection gives up on it.
+    pub async fn connect(
+        url: &CountersUrl,
+        prefix: &str,
+        io_timeout: Duration,
+    ) -> Result<RedisCounters, CountersError> {
+        let connection = match url {
+            CountersUrl::Standalone(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(io_timeout.max(Duration::from_millis(200)))
+                    .set_response_timeout(io_timeout)
+                    .set_number_of_retries(2)
+                    .set_max_delay(500);
+                Connection::Standalone(client.get_connection_manager_with_config(config).await?)
+            }
+            CountersUrl::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(io_timeout.max(Duration::from_millis(200)))
+                    .response_timeout(io_timeout)
+                    .retries(2)
+                    .build()?;
+                Connection::Cluster(client.get_async_connection().await?)
+            }
+        };
+        Ok(RedisCounters {
+            connection,
+            script: std::sync::Arc::new(redis::Script::new(SCRIPT)),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, id: u128) -> String {
+        format!("{}:{{{id:032x}}}", self.prefix)
+    }
+
+    /// Runs one decision's operations; `outcomes[i]` answers `ops[i]`.
+    pub async fn run(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
+        match &self.connection {
+            Connection::Standalone(_) => self.run_group(ops).await,
+            Connection::Cluster(_) => self.run_by_slot(ops).await,
+        }
+    }
+
+    /// Cluster: one script per slot; an enforced denial in one slot gives back the hits the
+    /// others took.
+    async fn run_by_slot(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
+        let slot_of = |op: &BucketOp| slot(format!("{:032x}", op.key).as_bytes());
+        let first = ops.first().map(slot_of);
+        if ops.iter().all(|op| Some(slot_of(op)) == first) {
+            return self.run_group(ops).await;
+        }
+        let mut slots: Vec<u16> = ops.iter().map(slot_of).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let groups: Vec<Vec<usize>> = slots
+            .iter()
+            .map(|&s| (0..ops.len()).filter(|&i| slot_of(&ops[i]) == s).collect())
+            .collect();
+        let runs = groups.iter().map(|idx| {
+            let group: Vec<BucketOp> = idx.iter().map(|&i| ops[i]).collect();
+            async move { self.run_group(&group).await }
+        });
+        let answers = futures::future::try_join_all(runs).await?;
+        let mut outcomes = vec![
+            Outcome {
+                allowed: true,
+                remaining: 0,
+                reset_after: 0,
+                retry_after: 0
+            };
+            ops.len()
+        ];
+        for (idx, answer) in groups.iter().zip(answers) {
+            for (&i, outcome) in idx.iter().zip(answer) {
+                outcomes[i] = outcome;
+            }
+        }
+        let denied = ops
+            .iter()
+            .zip(&outcomes)
+            .any(|(op, o)| op.enforced && op.op == Op::Consume && !o.allowed);
+        if denied {
+            let give_back: Vec<BucketOp> = ops
+                .iter()
+                .zip(&outcomes)
+                .filter(|(op, o)| op.op == Op::Consume && o.allowed && op.hits > 0)
+                .map(|(op, _)| BucketOp {
+                    op: Op::Refund,
+                    enforced: false,
+                    ..*op
+                })
+                .collect();
+            for op in give_back {
+                self.run_group(std::slice::from_ref(&op)).await?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Operations whose keys share a slot (or any, standalone): one script.
+    async fn run_group(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
+        let mut invocation = self.script.prepare_invoke();
+        for op in ops {
+            let window_ms = op.quota.unit.seconds() * 1_000;
+            invocation
+                .key(self.key(op.key))
+                .arg(match op.quota.algorithm {
+                    Algorithm::TokenBucket => "t",
+                    Algorithm::FixedWindow => "f",
+                    Algorithm::SlidingWindow => "s",
+                })
+                .arg(op.quota.limit)
+                .arg(op.quota.capacity)
+                .arg(window_ms)
+                .arg(op.hits)
+                .arg(match op.op {
+                    Op::Consume => "c",
+                    Op::Check => "k",
+                    Op::Refund => "r",
+                })
+                .arg(if op.enforced { "1" } else { "0" })
+                .arg((op.keep_for / 1_000_000).max(1_000));
+        }
+        let reply: Vec<i64> = match &self.connection {
+            Connection::Standalone(c) => invocation.invoke_async(&mut c.clone()).await?,
+            Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await?,
+        };
+        if reply.len() != ops.len() * 4 {
+            return Err(CountersError::ShortReply {
+                got: reply.len(),
+                asked: ops.len(),
+            });
+        }
+        let ms = |v: i64| (v.max(0) as u64).saturating_mul(1_000_000);
+        Ok(reply
+            .chunks_exact(4)
+            .map(|r| Outcome {
+                allowed: r[0] == 1,
+                remaining: r[1].max(0) as u64,
+                reset_after: ms(r[2]),
+                retry_after: ms(r[3]),
+            })
+            .collect())
+    }
+
+    /// Round trip to the store (readiness and health).
+    pub async fn ping(&self) -> Result<(), CountersError> {
+        let cmd = redis::cmd("PING");
+        match &self.connection {
+            Connection::Standalone(c) => cmd.query_async::<()>(&mut c.clone()).await?,
+            Connection::Cluster(c) => cmd.query_async::<()>(&mut c.clone()).await?,
+        }
+        Ok(())
+    }
+}
+
+/// A key's Redis Cluster slot (CRC16/XMODEM of the key, or of its hash tag).
+fn slot(tag: &[u8]) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(tag) % CLUSTER_SLOTS
+}

@@ -1,0 +1,269 @@
+//! Decisions on counters shared by a fleet (`--counters`): each decision's bucket operations go
+//! to Redis within a time budget; when Redis is slow or down, the configured policy answers
+//! instead (allow, deny, or this replica's own buckets at a share of each limit), and a circuit
+//! breaker stops paying the budget on every request while Redis stays down. Every fallback is
+//! counted; recovery is automatic (the breaker lets one probe through after its cool-down).
+//!
+//! Not here: the bucket arithmetic (the core's, and `decide.lua` on Redis) or the connection.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sluice_core::bucket::{Op, Outcome};
+use sluice_core::engine::{BucketOp, DescriptorInput, Engine, Prepared, Subject, Verdict};
+use sluice_core::time::Nanos;
+
+use crate::adapters::redis_counters::RedisCounters;
+use crate::service::readiness::Readiness;
+
+/// What a decision does when the shared counters cannot answer within the budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Admit (availability first: a limiter outage is not an API outage).
+    Allow,
+    /// Refuse what would consume (protection first).
+    Deny,
+    /// This replica's own buckets, each limit divided by the expected replicas.
+    #[default]
+    Local,
+}
+
+impl std::str::FromStr for FailurePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "allow" => Ok(FailurePolicy::Allow),
+            "deny" => Ok(FailurePolicy::Deny),
+            "local" => Ok(FailurePolicy::Local),
+            other => Err(format!(
+                "unknown failure policy {other:?}: expected allow, deny or local"
+            )),
+        }
+    }
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Allow => "allow",
+            FailurePolicy::Deny => "deny",
+            FailurePolicy::Local => "local",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct FleetConfig {
+    /// The most a decision waits for Redis.
+    pub budget: Duration,
+    pub policy: FailurePolicy,
+    /// Replicas expected to share the limits: the `local` policy enforces `limit / replicas`.
+    pub replicas: u64,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips Redis before one probe is let through.
+    pub breaker_cooldown: Duration,
+}
+
+/// Counts what the fleet path did, for health and telemetry.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    pub shared: AtomicU64,
+    pub fallbacks: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+    pub breaker_opened: AtomicU64,
+}
+
+/// Closed: Redis is asked. Open until `until`: it is not; then one probe is let through.
+#[derive(Debug)]
+struct Breaker {
+    failures: AtomicU64,
+    open_until: Mutex<Option<Instant>>,
+    probing: AtomicBool,
+}
+
+impl Breaker {
+    fn new() -> Breaker {
+        Breaker {
+            failures: AtomicU64::new(0),
+            open_until: Mutex::new(None),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this decision may ask Redis (and, when the breaker is half-open, is the probe).
+    fn admit(&self) -> bool {
+        let open = *self.open_until.lock();
+        match open {
+            None => true,
+            Some(until) if Instant::now() < until => false,
+            // Half-open: one probe at a time.
+            Some(_) => !self.probing.swap(true, Ordering::AcqRel),
+        }
+    }
+
+    /// Returns true when this success closed the breaker.
+    fn success(&self) -> bool {
+        self.failures.store(0, Ordering::Relaxed);
+        let closed = self.open_until.lock().take().is_some();
+        if closed {
+            tracing::info!("shared counters answer again; breaker closed");
+        }
+        self.probing.store(false, Ordering::Release);
+        closed
+    }
+
+    /// Returns true when this failure opened the breaker.
+    fn failure(&self, config: &FleetConfig) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let was_probe = self.probing.swap(false, Ordering::AcqRel);
+        if failures >= config.breaker_failures as u64 || was_probe {
+            let mut open = self.open_until.lock();
+            let opened = open.is_none();
+            *open = Some(Instant::now() + config.breaker_cooldown);
+            return opened;
+        }
+        false
+    }
+
+    fn is_open(&self) -> bool {
+        self.open_until.lock().is_some()
+    }
+}
+
+pub struct Fleet {
+    counters: RedisCounters,
+    config: FleetConfig,
+    breaker: Breaker,
+    readiness: Readiness,
+    pub stats: FleetStats,
+}
+
+impl Fleet {
+    pub fn new(counters: RedisCounters, config: FleetConfig, readiness: Readiness) -> Fleet {
+        readiness.shared_counters(true);
+        Fleet {
+            counters,
+            config,
+            breaker: Breaker::new(),
+            readiness,
+            stats: FleetStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    /// The breaker is open: decisions follow the failure policy without asking Redis.
+    pub fn degraded(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    pub fn counters(&self) -> &RedisCounters {
+        &self.counters
+    }
+
+    /// Envoy RLS on the shared counters.
+    pub async fn check_descriptors(
+        &self,
+        engine: &Engine,
+        domain: &str,
+        inputs: &[DescriptorInput<'_>],
+        now: Nanos,
+    ) -> Verdict {
+        let prepared = engine.prepare_descriptors(domain, inputs, now);
+        let outcomes = self.settle(engine, &prepared, now).await;
+        engine.conclude(&Engine::descriptor_caller(inputs), prepared, &outcomes, now)
+    }
+
+    /// `ShouldAllow` on the shared counters.
+    pub async fn should_allow(
+        &self,
+        engine: &Engine,
+        domain: &str,
+        subject: &Subject<'_>,
+        cost: u64,
+        now: Nanos,
+    ) -> Verdict {
+        let prepared = engine.prepare_allow(domain, subject, cost, now);
+        let outcomes = self.settle(engine, &prepared, now).await;
+        engine.conclude(subject, prepared, &outcomes, now)
+    }
+
+    async fn settle(&self, engine: &Engine, prepared: &Prepared, now: Nanos) -> Vec<Outcome> {
+        if prepared.is_blocked() || prepared.ops().len() == 0 {
+            return Vec::new();
+        }
+        let ops: Vec<BucketOp> = prepared.ops().collect();
+        if self.breaker.admit() {
+            match tokio::time::timeout(self.config.budget, self.counters.run(&ops)).await {
+                Ok(Ok(outcomes)) => {
+                    if self.breaker.success() {
+                        self.readiness.shared_counters(true);
+                    }
+                    self.stats.shared.fetch_add(1, Ordering::Relaxed);
+                    return outcomes;
+                }
+                Ok(Err(error)) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    self.note_failure(&error.to_string());
+                }
+                Err(_) => {
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.note_failure("no answer within the budget");
+                }
+            }
+        }
+        self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+        match self.config.policy {
+            FailurePolicy::Local => engine.settle_locally(prepared, self.config.replicas, now),
+            FailurePolicy::Allow => ops.iter().map(|_| allowed()).collect(),
+            FailurePolicy::Deny => ops
+                .iter()
+                .map(|op| {
+                    if op.op == Op::Consume && op.hits > 0 {
+                        denied(op)
+                    } else {
+                        allowed()
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn note_failure(&self, why: &str) {
+        if self.breaker.failure(&self.config) {
+            self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
+            self.readiness.shared_counters(false);
+            tracing::warn!(
+                why,
+                policy = self.config.policy.as_str(),
+                cooldown_ms = self.config.breaker_cooldown.as_millis() as u64,
+                "shared counters unavailable; breaker open, decisions follow the failure policy"
+            );
+        }
+    }
+}
+
+fn allowed() -> Outcome {
+    Outcome {
+        allowed: true,
+        remaining: 0,
+        reset_after: 0,
+        retry_after: 0,
+    }
+}
+
+/// A refusal while the counters are out of reach: retry after a second (when the breaker will
+/// have probed again or the next replica may answer).
+fn denied(_op: &BucketOp) -> Outcome {
+    Outcome {
+        allowed: false,
+        remaining: 0,
+        reset_after: 1_000_000_000,
+        retry_after: 1_000_000_000,
+    }
+}

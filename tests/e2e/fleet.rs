@@ -1,0 +1,223 @@
+//! A fleet of three `sluice serve` processes sharing limits through Redis (standalone and
+//! Cluster) and one PostgreSQL database: each limit holds fleet-wide, a Redis outage follows
+//! the configured policy without failing a call, and shared counting comes back by itself.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::fleet_harness::*;
+use crate::harness::fresh_pg_database;
+
+/// Three limits of 10 an hour, one per algorithm (an hour: no window turns during a test,
+/// except across an hour boundary, which `hour_turned` tells).
+const RULES: &str = "domain: fleet
+descriptors:
+  - key: tb
+    rate_limit: {unit: hour, requests_per_unit: 10}
+  - key: fw
+    rate_limit: {unit: hour, requests_per_unit: 10, algorithm: fixed_window}
+  - key: sw
+    rate_limit: {unit: hour, requests_per_unit: 10, algorithm: sliding_window}
+";
+
+fn hour_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3_600
+}
+
+async fn pg() -> String {
+    let base = std::env::var("SLUICE_TEST_PG_URL")
+        .expect("fleet tests need SLUICE_TEST_PG_URL: run ./scripts/test.sh");
+    fresh_pg_database(&base).await
+}
+
+/// Each algorithm admits exactly its limit across three replicas, under 6 concurrent clients.
+async fn exact_across_three(counters: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let args = ["--counters", counters];
+    let a = Replica::start(&db, &rules, &args).await;
+    let b = Replica::start(&db, &rules, &args).await;
+    let c = Replica::start(&db, &rules, &args).await;
+    let run = rand::random::<u32>();
+    for key in ["tb", "fw", "sw"] {
+        let hour = hour_now();
+        let got = spread(&[&a, &b, &c], 6, 60, "fleet", key, &format!("k{run}")).await;
+        assert_eq!(got.failed, 0, "{key}: no call fails");
+        let windows = 1 + hour_now() - hour;
+        assert!(
+            got.admitted <= 10 * windows,
+            "{key}: {} admitted across three replicas, limit 10",
+            got.admitted
+        );
+        assert!(
+            got.admitted >= 10,
+            "{key}: only {} admitted, limit 10 (a shared counter must not under-admit either)",
+            got.admitted
+        );
+    }
+    // One request under two limits (on a cluster, most likely in two slots): when one denies,
+    // the other keeps nothing. Spend fw with 10 calls under both; then calls under fw and a
+    // fresh tb are refused, and that tb must still have all its 10.
+    let mut client = RateLimitServiceClient::new(a.channel().await);
+    let (tb, fw) = (format!("tb-both{run}"), format!("fw-both{run}"));
+    for i in 0..10 {
+        let both = ask(&mut client, "fleet", &[("tb", &tb), ("fw", &fw)])
+            .await
+            .unwrap();
+        assert!(both, "call {i} under both limits is admitted");
+    }
+    // fw is spent: calls under fw and a fresh tb are refused, and that tb must keep its 10.
+    let fresh_tb = format!("tb-fresh{run}");
+    for _ in 0..5 {
+        let both = ask(&mut client, "fleet", &[("tb", &fresh_tb), ("fw", &fw)])
+            .await
+            .unwrap();
+        assert!(!both, "fw is spent: refused");
+    }
+    let alone = spread(&[&b, &c], 2, 20, "fleet", "tb", &fresh_tb).await;
+    assert_eq!(
+        alone.admitted, 10,
+        "the refused calls took nothing from the other limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_holds_across_three_replicas_on_redis() {
+    let redis = Redis::start();
+    exact_across_three(&redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_holds_across_three_replicas_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    exact_across_three(&cluster.url()).await;
+}
+
+/// Without shared counters, each replica counts alone: the README's warning, measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_counters_each_replica_admits_its_own_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let a = Replica::start(&db, &rules, &[]).await;
+    let b = Replica::start(&db, &rules, &[]).await;
+    let got = spread(&[&a, &b], 2, 40, "fleet", "fw", "one-key").await;
+    assert_eq!(got.admitted, 20, "two replicas alone admit 2 x 10");
+}
+
+/// Redis stops mid-load: no call fails, each policy answers as configured, the wait stays
+/// within the budget (the breaker stops paying it), and shared counting comes back after Redis
+/// restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_follows_the_policy_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let common = [
+        "--counters",
+        url.as_str(),
+        "--counters-budget-ms",
+        "5",
+        "--counters-breaker-cooldown-ms",
+        "300",
+    ];
+    let with = |policy: &'static str| {
+        let mut args = common.to_vec();
+        args.extend(["--counters-failure-policy", policy, "--fleet-replicas", "2"]);
+        args
+    };
+    let local_a = Replica::start(&db, &rules, &with("local")).await;
+    let local_b = Replica::start(&db, &rules, &with("local")).await;
+    let allow = Replica::start(&db, &rules, &with("allow")).await;
+    let deny = Replica::start(&db, &rules, &with("deny")).await;
+    for r in [&local_a, &local_b, &allow, &deny] {
+        r.wait_for("sluice.v1.Counters", ServingStatus::Serving)
+            .await;
+    }
+    // Before: shared.
+    let before = spread(&[&local_a, &local_b], 4, 30, "fleet", "tb", "before").await;
+    assert_eq!((before.admitted, before.failed), (10, 0));
+
+    redis.down();
+    let run = rand::random::<u32>();
+    // local: each of the two replicas enforces 10 / 2 on its own buckets.
+    let mut local = spread(
+        &[&local_a, &local_b],
+        4,
+        60,
+        "fleet",
+        "fw",
+        &format!("l{run}"),
+    )
+    .await;
+    assert_eq!(local.failed, 0, "no call fails while Redis is down");
+    assert!(
+        (5..=10).contains(&local.admitted),
+        "local policy: {} admitted, each replica 10/2",
+        local.admitted
+    );
+    let mut allowed = spread(&[&allow], 2, 30, "fleet", "fw", &format!("a{run}")).await;
+    assert_eq!(
+        (allowed.admitted, allowed.failed),
+        (30, 0),
+        "allow policy admits"
+    );
+    let mut denied = spread(&[&deny], 2, 30, "fleet", "fw", &format!("d{run}")).await;
+    assert_eq!(
+        (denied.admitted, denied.failed),
+        (0, 0),
+        "deny policy refuses"
+    );
+    for (what, s) in [
+        ("local", &mut local),
+        ("allow", &mut allowed),
+        ("deny", &mut denied),
+    ] {
+        let p99 = s.p99();
+        assert!(
+            p99 < Duration::from_millis(5 + 100),
+            "{what}: p99 {p99:?} while Redis is down (budget 5 ms)"
+        );
+    }
+    for r in [&local_a, &local_b, &allow, &deny] {
+        r.wait_for("sluice.v1.Counters", ServingStatus::NotServing)
+            .await;
+    }
+
+    redis.up();
+    // The breaker probes after its cool-down; traffic brings each replica back.
+    for r in [&local_a, &local_b] {
+        for _ in 0..200 {
+            spread(&[r], 1, 1, "fleet", "tb", "probe").await;
+            if r.health("sluice.v1.Counters").await == ServingStatus::Serving as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        r.wait_for("sluice.v1.Counters", ServingStatus::Serving)
+            .await;
+    }
+    let after = spread(
+        &[&local_a, &local_b],
+        4,
+        30,
+        "fleet",
+        "sw",
+        &format!("r{run}"),
+    )
+    .await;
+    assert_eq!(
+        (after.admitted, after.failed),
+        (10, 0),
+        "shared again after Redis restarts"
+    );
+}
