@@ -1,6 +1,6 @@
 //! The database supervisor: connects to the database (retrying), applies the `--rules` file (at
 //! start-up, then whenever it changes), loads the rules, then keeps them in step with the
-//! database on an interval. Reports SERVING once rules are loaded. Decisions never wait on it.
+//! database on an interval and, on PostgreSQL, at once when another replica announces a change. Reports SERVING once rules are loaded. Decisions never wait on it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,8 @@ use crate::service::readiness::Readiness;
 use crate::service::rules_file_follower::{Change, RulesFileWatch};
 use crate::service::rules_manager::{ManageError, RulesManager};
 use crate::service::shutdown::Shutdown;
-use crate::store::{Store, StoreOptions};
+use crate::store::{Store, StoreOptions, notify};
+use tokio::sync::Notify;
 
 /// What the supervisor needs of the configuration.
 pub struct SupervisorConfig {
@@ -89,6 +90,9 @@ pub async fn run(
 ) {
     let (interval, caps) = (config.resync_interval, config.caps);
     let mut reported_down = false;
+    // PostgreSQL announces rule changes: resync at once on one (see `store::notify`).
+    let wake = Arc::new(Notify::new());
+    let mut listener = Listener(None);
     loop {
         let step = async {
             if database.get().is_none() {
@@ -123,8 +127,25 @@ pub async fn run(
                 }
             }
         }
-        if !shutdown.sleep(interval).await {
-            return;
+        if listener.0.is_none()
+            && let Some(store) = database.get()
+        {
+            listener.0 = Some(tokio::spawn(notify::listen(store, wake.clone())));
+        }
+        tokio::select! {
+            slept = shutdown.sleep(interval) => if !slept { return },
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// The rule-change listener, stopped when the supervisor returns.
+struct Listener(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod forecast_history;
 pub mod history;
 pub mod history_rows;
 pub mod lists;
+pub mod notify;
 
 use std::time::Duration;
 
@@ -190,7 +191,12 @@ impl Store {
         match self {
             Store::Sqlite(p) => backend::sqlite::apply(p, change, expected, actor, now_ms).await,
             Store::Postgres(p) => {
-                backend::postgres::apply(p, change, expected, actor, now_ms).await
+                let revision = backend::postgres::apply(p, change, expected, actor, now_ms).await?;
+                // Committed: a failed announcement costs the others only the wait for their poll.
+                if let Err(e) = notify::announce(self, revision).await {
+                    tracing::warn!(error = %e, "could not announce the rule change; replicas will poll");
+                }
+                Ok(revision)
             }
         }
     }

@@ -221,3 +221,68 @@ async fn redis_down_follows_the_policy_and_recovers() {
         "shared again after Redis restarts"
     );
 }
+
+/// A rule changed through one replica is in force on the others within a second: PostgreSQL
+/// announces it (the poll here is a minute, so only the announcement can be that fast).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_change_reaches_the_other_replicas_within_a_second() {
+    use sluice::proto::sluice::v1 as pb;
+    use sluice::proto::sluice::v1::sluice_client::SluiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let slow_poll = ["--resync-interval-ms", "60000"];
+    let a = Replica::start(&db, &rules, &slow_poll).await;
+    let b = Replica::start(&db, &rules, &slow_poll).await;
+    let c = Replica::start(&db, &rules, &slow_poll).await;
+    let before = rules_revision(&b).await;
+    let changed_at = std::time::Instant::now();
+    let written = SluiceClient::new(a.channel().await)
+        .update_rules(crate::harness::admin(pb::UpdateRulesRequest {
+            rules: vec![crate::harness::rule(
+                "fleet",
+                &[("nt", "")],
+                1,
+                pb::Unit::Hour,
+            )],
+            ..Default::default()
+        }))
+        .await
+        .expect("UpdateRules")
+        .get_ref()
+        .revision;
+    assert!(written > before);
+    for r in [&b, &c] {
+        while rules_revision(r).await < written {
+            assert!(
+                changed_at.elapsed() < Duration::from_secs(1),
+                "the change did not reach the replica on port {} within a second",
+                r.port
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut client = RateLimitServiceClient::new(r.channel().await);
+        let value = format!("v{}", r.port);
+        assert!(ask(&mut client, "fleet", &[("nt", &value)]).await.unwrap());
+        assert!(
+            !ask(&mut client, "fleet", &[("nt", &value)]).await.unwrap(),
+            "the new rule (1 an hour) is enforced"
+        );
+    }
+    eprintln!(
+        "rule change propagated to two replicas in {:?}",
+        changed_at.elapsed()
+    );
+}
+
+/// The revision of the rules a replica decides on (its memory, not the database's).
+async fn rules_revision(r: &Replica) -> u64 {
+    use sluice::proto::sluice::v1 as pb;
+    sluice::proto::sluice::v1::sluice_client::SluiceClient::new(r.channel().await)
+        .list_rules(pb::ListRulesRequest::default())
+        .await
+        .unwrap()
+        .get_ref()
+        .revision
+}

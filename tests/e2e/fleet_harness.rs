@@ -167,6 +167,10 @@ impl Replica {
     pub async fn start(database_url: &str, rules: &Path, args: &[&str]) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let mut args = args.to_vec();
+        if !args.contains(&"--resync-interval-ms") {
+            args.extend(["--resync-interval-ms", "200"]);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -176,7 +180,6 @@ impl Replica {
             .args(["--admin-token", crate::harness::TOKEN])
             .arg("--admin-token-file")
             .arg(dir.path().join("token"))
-            .args(["--resync-interval-ms", "200"])
             .args(args)
             .env("SLUICE_NO_ADAPTIVE", "true")
             .env("RUST_LOG", "warn")
