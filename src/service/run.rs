@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::adapters::redis_counters::RedisCounters;
 use crate::service::fleet::Fleet;
+use crate::service::fleet_sync;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -218,7 +219,11 @@ pub async fn run(
         ),
         (
             "bucket sweeper",
-            tokio::spawn(sweep_buckets(engine, clock, stages.producers.subscribe())),
+            tokio::spawn(sweep_buckets(
+                engine.clone(),
+                clock,
+                stages.producers.subscribe(),
+            )),
         ),
         (
             "minute loop",
@@ -231,6 +236,23 @@ pub async fn run(
             )),
         ),
     ];
+    let mut producers = producers;
+    if let Some(fleet) = fleet {
+        producers.push((
+            "fleet sync",
+            tokio::spawn(fleet_sync::run(
+                fleet,
+                engine,
+                // Replicas on one host share a host name: the address tells them apart.
+                match listener.local_addr() {
+                    Ok(addr) => format!("{}@{addr}", config.instance_id()),
+                    Err(_) => format!("{}@{}", config.instance_id(), std::process::id()),
+                },
+                clock,
+                stages.producers.subscribe(),
+            )),
+        ));
+    }
     let writer = tokio::spawn(history_writer::run_writer(
         history_rx,
         database.clone(),

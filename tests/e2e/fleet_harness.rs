@@ -156,7 +156,7 @@ impl RedisCluster {
     }
 }
 
-/// One `sluice serve` process (learning off: these tests are about counting).
+/// One `sluice serve` process.
 pub struct Replica {
     pub port: u16,
     child: Child,
@@ -181,7 +181,6 @@ impl Replica {
             .arg("--admin-token-file")
             .arg(dir.path().join("token"))
             .args(args)
-            .env("SLUICE_NO_ADAPTIVE", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -75,9 +75,14 @@ pub struct Engine {
     throttle_label: Arc<LimitLabel>,
     block_label: Arc<LimitLabel>,
     actions: ArcSwap<ActionTable>,
+    /// Actions other replicas of a fleet took (see `set_fleet_actions`): consulted when this
+    /// replica has none for the caller.
+    fleet_actions: ArcSwap<ActionTable>,
     observer: Aggregator,
     /// The pressure cut in force, as f64 bits (1.0: none). See `set_pressure`.
     pressure: AtomicU64,
+    /// The deepest cut another replica of the fleet has in force (1.0: none).
+    fleet_pressure: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -112,6 +117,15 @@ fn floor_per_minute(limit: &CompiledLimit, quota: &Quota) -> u64 {
     limit.spec.floor.map_or(0, |f| {
         f.saturating_mul(60).div_ceil(quota.unit.seconds().max(1))
     })
+}
+
+/// A cut factor in [0, 1]; anything else lifts the cut.
+fn clamp_factor(factor: f64) -> f64 {
+    if factor.is_finite() {
+        factor.clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
 }
 
 /// Seed of anomaly-throttle buckets (one per client and throttle rate).
@@ -199,24 +213,36 @@ impl Engine {
             throttle_label: Arc::new(LimitLabel::new("anomaly", "throttle")),
             block_label: Arc::new(LimitLabel::new("anomaly", "block")),
             actions: ArcSwap::from_pointee(ActionTable::default()),
+            fleet_actions: ArcSwap::from_pointee(ActionTable::default()),
             observer: Aggregator::new(observe),
             pressure: AtomicU64::new(1.0f64.to_bits()),
+            fleet_pressure: AtomicU64::new(1.0f64.to_bits()),
         }
     }
 
     /// Cuts STD subjects' limits on low-priority endpoints to `factor` of their rate (never below
     /// a limit's floor); 1.0 lifts the cut. Decisions in flight finish on the old factor.
     pub fn set_pressure(&self, factor: f64) {
-        let factor = if factor.is_finite() {
-            factor.clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        self.pressure.store(factor.to_bits(), Ordering::Relaxed);
+        self.pressure
+            .store(clamp_factor(factor).to_bits(), Ordering::Relaxed);
     }
 
-    pub fn pressure(&self) -> f64 {
+    /// The deepest cut other replicas of a fleet have in force; this replica applies the deeper
+    /// of its own and theirs. 1.0: none.
+    pub fn set_fleet_pressure(&self, factor: f64) {
+        self.fleet_pressure
+            .store(clamp_factor(factor).to_bits(), Ordering::Relaxed);
+    }
+
+    /// This replica's own cut (what it publishes to a fleet).
+    pub fn own_pressure(&self) -> f64 {
         f64::from_bits(self.pressure.load(Ordering::Relaxed))
+    }
+
+    /// The cut in force: the deeper of this replica's and the fleet's.
+    pub fn pressure(&self) -> f64 {
+        self.own_pressure()
+            .min(f64::from_bits(self.fleet_pressure.load(Ordering::Relaxed)))
     }
 
     /// The quota a rule's limit enforces for this caller: cut under pressure when the rule is a
@@ -260,6 +286,16 @@ impl Engine {
 
     pub fn actions(&self) -> Arc<ActionTable> {
         self.actions.load_full()
+    }
+
+    /// Installs the actions other replicas of a fleet have in force (this replica's own, from
+    /// `set_actions`, take precedence for a caller both name).
+    pub fn set_fleet_actions(&self, actions: Arc<ActionTable>) {
+        self.fleet_actions.store(actions);
+    }
+
+    pub fn fleet_actions(&self) -> Arc<ActionTable> {
+        self.fleet_actions.load_full()
     }
 
     /// The per-minute aggregate the learning loop drains.
@@ -517,7 +553,10 @@ impl Engine {
         now: Nanos,
     ) -> Option<Nanos> {
         let actions = self.actions.load();
-        let action = actions.active_for(caller.remote_address, caller.user_id, now)?;
+        let fleet = self.fleet_actions.load();
+        let action = actions
+            .active_for(caller.remote_address, caller.user_id, now)
+            .or_else(|| fleet.active_for(caller.remote_address, caller.user_id, now))?;
         let floor = applied
             .iter()
             .map(|a| a.floor_per_minute)

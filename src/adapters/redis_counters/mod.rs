@@ -254,14 +254,45 @@ impl RedisCounters {
             .collect())
     }
 
+    /// The hash where replicas publish what they enforce besides counters (`service::fleet_sync`).
+    fn state_key(&self) -> String {
+        format!("{}:{{fleet-state}}", self.prefix)
+    }
+
+    /// Publishes one replica's state (a JSON document) under its instance id.
+    pub async fn put_state(&self, instance: &str, state: &str) -> Result<(), CountersError> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.state_key()).arg(instance).arg(state);
+        self.query::<()>(&cmd).await
+    }
+
+    /// Every replica's published state, by instance id.
+    pub async fn states(&self) -> Result<Vec<(String, String)>, CountersError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.state_key());
+        self.query(&cmd).await
+    }
+
+    /// Forgets replicas' states (gone replicas', once stale).
+    pub async fn drop_states(&self, instances: &[String]) -> Result<(), CountersError> {
+        if instances.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(self.state_key()).arg(instances);
+        self.query::<()>(&cmd).await
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CountersError> {
+        Ok(match &self.connection {
+            Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await?,
+            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
+        })
+    }
+
     /// Round trip to the store (readiness and health).
     pub async fn ping(&self) -> Result<(), CountersError> {
-        let cmd = redis::cmd("PING");
-        match &self.connection {
-            Connection::Standalone(c) => cmd.query_async::<()>(&mut c.clone()).await?,
-            Connection::Cluster(c) => cmd.query_async::<()>(&mut c.clone()).await?,
-        }
-        Ok(())
+        self.query::<()>(&redis::cmd("PING")).await
     }
 }
 

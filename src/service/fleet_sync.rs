@@ -1,0 +1,114 @@
+//! Anomaly actions and the pressure cut, fleet-wide: every second each replica publishes what it
+//! enforces (its actions in force and its cut) to the shared counters' store, and installs what
+//! the others published as the engine's fleet actions and fleet cut. An action taken by any
+//! replica is so enforced by all within about two seconds, and a replica that starts late picks
+//! up the actions in force on its first round. A replica silent for `STALE` is forgotten.
+//!
+//! Until the learning loop itself runs over the fleet, each replica still learns from the
+//! traffic it sees; this only makes what any of them decided hold everywhere.
+//!
+//! Not here: deciding actions (the minute loop) or applying them (the engine).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use sluice_core::engine::Engine;
+use sluice_core::learn::actions::{Action, ActionTable};
+
+use crate::service::clock::LiveClock;
+use crate::service::fleet::Fleet;
+use crate::service::shutdown::Shutdown;
+
+/// How often a replica publishes and reads.
+pub const ROUND: Duration = Duration::from_secs(1);
+/// A replica whose state is older than this is forgotten (its actions lapse).
+const STALE_MS: i64 = 30_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReplicaState {
+    at_ms: i64,
+    pressure: f64,
+    actions: Vec<Action>,
+}
+
+pub async fn run(
+    fleet: Arc<Fleet>,
+    engine: Arc<Engine>,
+    instance: String,
+    clock: LiveClock,
+    mut shutdown: Shutdown,
+) {
+    let mut warned = false;
+    loop {
+        match tokio::time::timeout(ROUND, round(&fleet, &engine, &instance, clock)).await {
+            Ok(Ok(())) => warned = false,
+            Ok(Err(e)) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, "could not share actions with the fleet; retrying");
+            }
+            Err(_) if !warned => {
+                warned = true;
+                tracing::warn!("sharing actions with the fleet timed out; retrying");
+            }
+            _ => {}
+        }
+        if !shutdown.sleep(ROUND).await {
+            return;
+        }
+    }
+}
+
+async fn round(
+    fleet: &Fleet,
+    engine: &Engine,
+    instance: &str,
+    clock: LiveClock,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (now, now_ms) = (clock.now(), clock.now_millis());
+    let own = ReplicaState {
+        at_ms: now_ms,
+        pressure: engine.own_pressure(),
+        actions: engine
+            .actions()
+            .iter()
+            .filter(|a| a.expires_at > now)
+            .cloned()
+            .collect(),
+    };
+    let counters = fleet.counters();
+    counters
+        .put_state(instance, &serde_json::to_string(&own)?)
+        .await?;
+    let mut merged: FxHashMap<Arc<str>, Action> = FxHashMap::default();
+    let mut pressure = 1.0f64;
+    let mut stale = Vec::new();
+    for (id, json) in counters.states().await? {
+        if id == instance {
+            continue;
+        }
+        let Ok(state) = serde_json::from_str::<ReplicaState>(&json) else {
+            tracing::debug!(replica = id, "unreadable fleet state; ignored");
+            continue;
+        };
+        if now_ms - state.at_ms > STALE_MS {
+            stale.push(id);
+            continue;
+        }
+        pressure = pressure.min(state.pressure);
+        for action in state.actions.into_iter().filter(|a| a.expires_at > now) {
+            match merged.get(&action.client) {
+                // Two replicas acted on one client: the stronger action holds.
+                Some(held) if held.kind.stronger(action.kind) == held.kind => {}
+                _ => {
+                    merged.insert(action.client.clone(), action);
+                }
+            }
+        }
+    }
+    engine.set_fleet_actions(Arc::new(ActionTable::from_map(merged)));
+    engine.set_fleet_pressure(pressure);
+    counters.drop_states(&stale).await?;
+    Ok(())
+}
