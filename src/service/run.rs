@@ -157,6 +157,7 @@ pub async fn run(
                 learning: learning.clone(),
                 models: models.clone(),
                 history: history_stats.clone(),
+                fleet: fleet.clone(),
             },
         )?),
         None => None,

@@ -30,6 +30,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use crate::service::fleet::Fleet;
 use crate::service::history_writer::HistoryStats;
 use crate::service::minute_loop::MinuteLoop;
 use crate::service::model_slot::ModelSlot;
@@ -131,6 +132,8 @@ pub struct Sources {
     pub learning: Arc<MinuteLoop>,
     pub models: Arc<ModelSlot>,
     pub history: Arc<HistoryStats>,
+    /// With `--counters`.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// Metric export, running until [`Metrics::shutdown`].
@@ -336,6 +339,45 @@ const HISTORY: &[Reading<HistoryStats>] = &[
     ),
 ];
 
+const FLEET: &[Reading<Fleet>] = &[
+    (
+        "sluice.counters.shared",
+        Kind::Counter,
+        "Decisions whose buckets the shared counters (Redis) answered",
+        |f| stat(&f.stats.shared),
+    ),
+    (
+        "sluice.counters.fallbacks",
+        Kind::Counter,
+        "Decisions the failure policy answered (counters slow, down, or the breaker open)",
+        |f| stat(&f.stats.fallbacks),
+    ),
+    (
+        "sluice.counters.timeouts",
+        Kind::Counter,
+        "Calls to the shared counters that outlived the budget",
+        |f| stat(&f.stats.timeouts),
+    ),
+    (
+        "sluice.counters.errors",
+        Kind::Counter,
+        "Calls to the shared counters that failed",
+        |f| stat(&f.stats.errors),
+    ),
+    (
+        "sluice.counters.breaker_opened",
+        Kind::Counter,
+        "Times the circuit breaker opened",
+        |f| stat(&f.stats.breaker_opened),
+    ),
+    (
+        "sluice.counters.degraded",
+        Kind::Gauge,
+        "1 while the breaker is open (decisions follow the failure policy), else 0",
+        |f| u64::from(f.degraded()),
+    ),
+];
+
 fn observe<T: Send + Sync + 'static>(meter: &Meter, source: &Arc<T>, readings: &[Reading<T>]) {
     for &(name, kind, description, read) in readings {
         let source = source.clone();
@@ -365,6 +407,9 @@ fn register(meter: &Meter, sources: Sources) {
     observe(meter, &sources.learning, LEARNING);
     observe(meter, &sources.models, MODELS);
     observe(meter, &sources.history, HISTORY);
+    if let Some(fleet) = &sources.fleet {
+        observe(meter, fleet, FLEET);
+    }
     let e = sources.engine.clone();
     meter
         .u64_observable_gauge("sluice.anomaly.actions")
@@ -411,7 +456,13 @@ pub fn init_logging(
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let spans = export.as_ref().map(tracer_provider).transpose()?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // redis-rs warns once per command while a Cluster node is down (thousands a second); the
+    // fleet's breaker says it once. Its errors still show, and RUST_LOG naming `redis` decides.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if spec.contains("redis") => EnvFilter::new(spec),
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(format!("{spec},redis=error")),
+        _ => EnvFilter::new("info,redis=error"),
+    };
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(spans.as_ref().map(tracing_layer));

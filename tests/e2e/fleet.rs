@@ -445,3 +445,106 @@ async fn pressure_factor(r: &Replica) -> f64 {
         .get_ref()
         .pressure_factor
 }
+
+/// A Redis Cluster primary fails over twice under load — once on request (`CLUSTER FAILOVER` on
+/// its replica), once killed (its replica elected after the node timeout) — and no decision
+/// fails; afterwards each limit again holds exactly across the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_fails_no_decision() {
+    let mut cluster = RedisCluster::start_with(1);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let url = cluster.url();
+    let args = [
+        "--counters",
+        url.as_str(),
+        "--counters-budget-ms",
+        "200",
+        "--fleet-replicas",
+        "3",
+    ];
+    let a = Replica::start(&db, &rules, &args).await;
+    let b = Replica::start(&db, &rules, &args).await;
+    let c = Replica::start(&db, &rules, &args).await;
+    let run = rand::random::<u32>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (i, r) in [&a, &b, &c].into_iter().enumerate() {
+        let channel = r.channel().await;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut client = RateLimitServiceClient::new(channel);
+            let (mut calls, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // 60 keys: every primary's slots see traffic.
+                let value = format!("f{run}-{}", (calls * 3 + i as u64) % 60);
+                if ask(&mut client, "fleet", &[("fw", &value)]).await.is_err() {
+                    failed += 1;
+                }
+                calls += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (calls, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // On request: a replica takes over its primary's slots.
+    let replica = cluster.a_replica();
+    cluster.nodes[replica]
+        .cli(&["CLUSTER", "FAILOVER"])
+        .unwrap();
+    wait_role(&cluster.nodes[replica], "master").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Killed: another primary dies; its replica is elected after the node timeout.
+    let replica = cluster.a_replica();
+    let primary = cluster.primary_of(replica);
+    cluster.nodes[primary].down();
+    wait_role(&cluster.nodes[replica], "master").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut calls, mut failed) = (0, 0);
+    for task in load {
+        let (n, f) = task.await.unwrap();
+        calls += n;
+        failed += f;
+    }
+    assert!(calls > 300, "the load ran ({calls} calls)");
+    assert_eq!(failed, 0, "no decision failed through two failovers");
+
+    // Back to shared, exact counting.
+    for r in [&a, &b, &c] {
+        for _ in 0..200 {
+            spread(&[r], 1, 1, "fleet", "tb", "probe").await;
+            if r.health("sluice.v1.Counters").await == ServingStatus::Serving as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for key in ["tb", "sw"] {
+        let got = spread(&[&a, &b, &c], 6, 40, "fleet", key, &format!("after{run}")).await;
+        assert_eq!(
+            (got.admitted, got.failed),
+            (10, 0),
+            "{key}: exact again after the failovers"
+        );
+    }
+}
+
+/// Waits until a Redis node reports `role:<role>`.
+async fn wait_role(node: &Redis, role: &str) {
+    for _ in 0..300 {
+        if node
+            .cli(&["INFO", "replication"])
+            .is_some_and(|i| i.contains(&format!("role:{role}")))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node on port {} never became {role}", node.port);
+}

@@ -111,14 +111,20 @@ impl Drop for Redis {
     }
 }
 
-/// Three primaries (no replicas) joined with `redis-cli --cluster create`.
+/// Three primaries, each with `replicas` replicas, joined with `redis-cli --cluster create`.
 pub struct RedisCluster {
     pub nodes: Vec<Redis>,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<Redis> = (0..3).map(|_| Redis::start_node(true)).collect();
+        Self::start_with(0)
+    }
+
+    pub fn start_with(replicas: usize) -> RedisCluster {
+        let mut nodes: Vec<Redis> = (0..3 * (1 + replicas))
+            .map(|_| Redis::start_node(true))
+            .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -127,7 +133,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .status()
             .expect("redis-cli --cluster create");
@@ -138,12 +144,51 @@ impl RedisCluster {
                 n.cli(&["CLUSTER", "INFO"])
                     .is_some_and(|i| i.contains("cluster_state:ok"))
             });
-            if ok {
-                return RedisCluster { nodes };
+            let cluster = RedisCluster { nodes };
+            if ok && cluster.replicas_in_sync() == 3 * replicas {
+                return cluster;
             }
+            let RedisCluster { nodes: back } = cluster;
+            nodes = back;
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the Redis cluster never reached cluster_state:ok");
+    }
+
+    /// Nodes that are replicas with their link to the primary up.
+    pub fn replicas_in_sync(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.cli(&["INFO", "replication"]).is_some_and(|i| {
+                    i.contains("role:slave") && i.contains("master_link_status:up")
+                })
+            })
+            .count()
+    }
+
+    /// The index of a node that is a replica now.
+    pub fn a_replica(&self) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| {
+                self.nodes[i]
+                    .cli(&["INFO", "replication"])
+                    .is_some_and(|r| r.contains("role:slave"))
+            })
+            .expect("the cluster has a replica")
+    }
+
+    /// The index of the primary that `replica` follows.
+    pub fn primary_of(&self, replica: usize) -> usize {
+        let info = self.nodes[replica].cli(&["INFO", "replication"]).unwrap();
+        let port: u16 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("master_port:"))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("a replica names its primary's port");
+        (0..self.nodes.len())
+            .find(|&i| self.nodes[i].port == port)
+            .unwrap()
     }
 
     pub fn url(&self) -> String {

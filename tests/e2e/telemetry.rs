@@ -453,3 +453,67 @@ fn a_bad_endpoint_is_refused_at_start_naming_the_flag() {
         assert!(stderr.contains("--otlp-endpoint"), "{bad}: {stderr}");
     }
 }
+
+/// With shared counters, what they did is exported: decisions Redis answered, and after Redis
+/// stops, the policy's fallbacks, the breaker opening and the degraded gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_counters_are_visible_in_metrics() {
+    let (collector_addr, received) = collector().await;
+    let mut redis = crate::fleet_harness::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = redis.url();
+    let _process = Process::serve(
+        dir.path(),
+        port,
+        &format!("http://{collector_addr}"),
+        200,
+        &["--counters", &url, "--counters-budget-ms", "20"],
+        false,
+    );
+    let channel = connect(port).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    eventually("sluice serve reports SERVING", async || {
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
+    })
+    .await;
+    let mut api = SluiceClient::new(channel.clone());
+    api.update_rules(admin(pb::UpdateRulesRequest {
+        rules: vec![rule(
+            "sluice",
+            &[("remote_address", "")],
+            100,
+            pb::Unit::Minute,
+        )],
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        api.should_allow(ask("10.0.0.8")).await.unwrap();
+    }
+    eventually(
+        "decisions on the shared counters are exported",
+        async || {
+            received.latest("sluice.counters.shared", &[]) >= Some(3.0)
+                && received.latest("sluice.counters.degraded", &[]) == Some(0.0)
+        },
+    )
+    .await;
+    redis.down();
+    for _ in 0..5 {
+        api.should_allow(ask("10.0.0.8")).await.unwrap();
+    }
+    eventually(
+        "the fallbacks and the open breaker are exported",
+        async || {
+            received.latest("sluice.counters.fallbacks", &[]) >= Some(5.0)
+                && received.latest("sluice.counters.breaker_opened", &[]) >= Some(1.0)
+                && received.latest("sluice.counters.degraded", &[]) == Some(1.0)
+        },
+    )
+    .await;
+}
