@@ -248,6 +248,20 @@ async fn connect(port: u16) -> Channel {
     panic!("sluice serve never listened on {port}");
 }
 
+/// A channel to the process on `port`, once it reports SERVING.
+async fn serving(port: u16) -> Channel {
+    let channel = connect(port).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    eventually("sluice serve reports SERVING", async || {
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
+    })
+    .await;
+    channel
+}
+
 fn ask(client_ip: &str) -> pb::ShouldAllowRequest {
     pb::ShouldAllowRequest {
         subject: Some(pb::Subject {
@@ -271,15 +285,7 @@ async fn metrics_and_spans_reach_an_otlp_collector() {
         &["--learn-tick-secs", "1"],
         false,
     );
-    let channel = connect(port).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    eventually("sluice serve reports SERVING", async || {
-        health
-            .check(tonic_health::pb::HealthCheckRequest::default())
-            .await
-            .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
-    })
-    .await;
+    let channel = serving(port).await;
     let mut api = SluiceClient::new(channel.clone());
     // Two requests a minute per client address, then five asks: two allowed, three denied.
     api.update_rules(admin(pb::UpdateRulesRequest {
@@ -471,15 +477,7 @@ async fn the_shared_counters_are_visible_in_metrics() {
         &["--counters", &url, "--counters-budget-ms", "20"],
         false,
     );
-    let channel = connect(port).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    eventually("sluice serve reports SERVING", async || {
-        health
-            .check(tonic_health::pb::HealthCheckRequest::default())
-            .await
-            .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
-    })
-    .await;
+    let channel = serving(port).await;
     let mut api = SluiceClient::new(channel.clone());
     api.update_rules(admin(pb::UpdateRulesRequest {
         rules: vec![rule(
