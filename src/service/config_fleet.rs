@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::adapters::redis_counters::CountersUrl;
-use crate::service::fleet::{FailurePolicy, FleetConfig};
+use crate::service::fleet::{CountersMode, FailurePolicy, FleetConfig};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct FleetArgs {
@@ -12,6 +12,16 @@ pub struct FleetArgs {
     /// instance's buckets alone (a single instance).
     #[arg(long, env = "SLUICE_COUNTERS")]
     pub counters: Option<String>,
+
+    /// `exact` (every decision's buckets updated on the counters before it is answered: never
+    /// over the limit) or `cached` (answered at once from local buckets, hits flushed every
+    /// --counters-flush-ms: faster, over-admission bounded — see the README).
+    #[arg(long, env = "SLUICE_COUNTERS_MODE", default_value = "exact")]
+    pub counters_mode: CountersMode,
+
+    /// Cached mode: milliseconds between flushes of admitted hits to the counters.
+    #[arg(long, env = "SLUICE_COUNTERS_FLUSH_MS", default_value_t = 5)]
+    pub counters_flush_ms: u64,
 
     /// Prefix of the counters' keys (replicas sharing limits use the same one).
     #[arg(long, env = "SLUICE_COUNTERS_PREFIX", default_value = "sluice")]
@@ -58,6 +68,9 @@ impl FleetArgs {
         if !(1..=1_000).contains(&self.counters_budget_ms) {
             return Err("--counters-budget-ms must be in [1, 1000]".into());
         }
+        if !(1..=10_000).contains(&self.counters_flush_ms) {
+            return Err("--counters-flush-ms must be in [1, 10000]".into());
+        }
         if !(1..=10_000).contains(&self.fleet_replicas) {
             return Err("--fleet-replicas must be in [1, 10000]".into());
         }
@@ -75,6 +88,8 @@ impl FleetArgs {
 
     pub fn config(&self) -> FleetConfig {
         FleetConfig {
+            mode: self.counters_mode,
+            flush: Duration::from_millis(self.counters_flush_ms),
             budget: Duration::from_millis(self.counters_budget_ms),
             policy: self.counters_failure_policy,
             replicas: self.fleet_replicas,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use sluice_core::bucket::{Op, Outcome};
 use sluice_core::engine::{BucketOp, DescriptorInput, Engine, Prepared, Subject, Verdict};
 use sluice_core::time::Nanos;
@@ -53,8 +54,35 @@ impl FailurePolicy {
     }
 }
 
+/// How decisions use the shared counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CountersMode {
+    /// Every decision's buckets are updated on Redis before it is answered: never over the limit.
+    #[default]
+    Exact,
+    /// Decisions are answered at once from local buckets; hits are flushed to Redis every
+    /// `flush` and the global state read back. Over-admission is bounded (README).
+    Cached,
+}
+
+impl std::str::FromStr for CountersMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(CountersMode::Exact),
+            "cached" => Ok(CountersMode::Cached),
+            other => Err(format!(
+                "unknown counters mode {other:?}: expected exact or cached"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct FleetConfig {
+    pub mode: CountersMode,
+    /// Cached mode: how often admitted hits are flushed and the global state read back.
+    pub flush: Duration,
     /// The most a decision waits for Redis.
     pub budget: Duration,
     pub policy: FailurePolicy,
@@ -74,7 +102,15 @@ pub struct FleetStats {
     pub timeouts: AtomicU64,
     pub errors: AtomicU64,
     pub breaker_opened: AtomicU64,
+    /// Cached mode: decisions answered from local buckets, flushes, and hits dropped because
+    /// too many keys waited for a flush while Redis was unreachable.
+    pub cached: AtomicU64,
+    pub flushes: AtomicU64,
+    pub dropped_hits: AtomicU64,
 }
+
+/// Keys waiting for a flush at most (while Redis is down they accumulate).
+const MAX_PENDING_KEYS: usize = 100_000;
 
 /// Closed: Redis is asked. Open until `until`: it is not; then one probe is let through.
 #[derive(Debug)]
@@ -138,6 +174,8 @@ pub struct Fleet {
     config: FleetConfig,
     breaker: Breaker,
     readiness: Readiness,
+    /// Cached mode: hits admitted locally since the last flush, by bucket.
+    pending: Mutex<FxHashMap<u128, (BucketOp, u64)>>,
     pub stats: FleetStats,
 }
 
@@ -149,6 +187,7 @@ impl Fleet {
             config,
             breaker: Breaker::new(),
             readiness,
+            pending: Mutex::new(FxHashMap::default()),
             stats: FleetStats::default(),
         }
     }
@@ -198,6 +237,9 @@ impl Fleet {
             return Vec::new();
         }
         let ops: Vec<BucketOp> = prepared.ops().collect();
+        if self.config.mode == CountersMode::Cached {
+            return self.settle_cached(engine, prepared, &ops, now);
+        }
         if self.breaker.admit() {
             match tokio::time::timeout(self.config.budget, self.counters.run(&ops)).await {
                 Ok(Ok(outcomes)) => {
@@ -234,6 +276,86 @@ impl Fleet {
         }
     }
 
+    /// Cached mode: local buckets answer; what they admitted waits for the next flush.
+    fn settle_cached(
+        &self,
+        engine: &Engine,
+        prepared: &Prepared,
+        ops: &[BucketOp],
+        now: Nanos,
+    ) -> Vec<Outcome> {
+        let outcomes = engine.settle_locally(prepared, 1, now);
+        self.stats.cached.fetch_add(1, Ordering::Relaxed);
+        let denied = ops
+            .iter()
+            .zip(&outcomes)
+            .any(|(op, o)| op.enforced && op.op == Op::Consume && !o.allowed);
+        if !denied {
+            let mut pending = self.pending.lock();
+            for (op, outcome) in ops.iter().zip(&outcomes) {
+                if op.op != Op::Consume || !outcome.allowed || op.hits == 0 {
+                    continue;
+                }
+                if pending.len() >= MAX_PENDING_KEYS && !pending.contains_key(&op.key) {
+                    self.stats
+                        .dropped_hits
+                        .fetch_add(op.hits, Ordering::Relaxed);
+                    continue;
+                }
+                pending.entry(op.key).or_insert((*op, 0)).1 += op.hits;
+            }
+        }
+        outcomes
+    }
+
+    /// Cached mode: sends the hits admitted since the last flush and adopts the global states.
+    /// On failure the hits wait for the next flush (counted twice if Redis did run the script
+    /// before the answer was lost: conservative).
+    pub async fn flush(&self, engine: &Engine, now: Nanos) {
+        let batch: Vec<(BucketOp, u64)> = std::mem::take(&mut *self.pending.lock())
+            .into_values()
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let wait = self.config.budget.max(Duration::from_millis(100));
+        match tokio::time::timeout(wait, self.counters.sync(&batch, now)).await {
+            Ok(Ok(states)) => {
+                if self.breaker.success() {
+                    self.readiness.shared_counters(true);
+                }
+                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                let pending = self.pending.lock();
+                for ((op, _), state) in batch.iter().zip(states) {
+                    if let Some(state) = state {
+                        let since = pending.get(&op.key).map_or(0, |p| p.1);
+                        engine.adopt_shared(op, state, since, now);
+                    }
+                }
+            }
+            failed => {
+                match failed {
+                    Ok(Err(e)) => {
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        self.note_failure(&e.to_string());
+                    }
+                    _ => {
+                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        self.note_failure("no answer to a flush in time");
+                    }
+                }
+                let mut pending = self.pending.lock();
+                for (op, hits) in batch {
+                    if pending.len() >= MAX_PENDING_KEYS && !pending.contains_key(&op.key) {
+                        self.stats.dropped_hits.fetch_add(hits, Ordering::Relaxed);
+                        continue;
+                    }
+                    pending.entry(op.key).or_insert((op, 0)).1 += hits;
+                }
+            }
+        }
+    }
+
     fn note_failure(&self, why: &str) {
         if self.breaker.failure(&self.config) {
             self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
@@ -265,5 +387,22 @@ fn denied(_op: &BucketOp) -> Outcome {
         remaining: 0,
         reset_after: 1_000_000_000,
         retry_after: 1_000_000_000,
+    }
+}
+
+/// Cached mode: flushes every `flush` until shutdown, then once more (what was admitted before
+/// shutdown reaches the shared counters).
+pub async fn flush_loop(
+    fleet: std::sync::Arc<Fleet>,
+    engine: std::sync::Arc<Engine>,
+    clock: crate::service::clock::LiveClock,
+    mut shutdown: crate::service::shutdown::Shutdown,
+) {
+    loop {
+        let running = shutdown.sleep(fleet.config.flush).await;
+        fleet.flush(&engine, clock.now()).await;
+        if !running {
+            return;
+        }
     }
 }

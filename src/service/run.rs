@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::adapters::redis_counters::RedisCounters;
-use crate::service::fleet::Fleet;
+use crate::service::fleet::{self, CountersMode, Fleet};
 use crate::service::fleet_sync;
 use std::time::Duration;
 
@@ -238,6 +238,20 @@ pub async fn run(
         ),
     ];
     let mut producers = producers;
+    if let Some(fleet) = fleet
+        .as_ref()
+        .filter(|f| f.config().mode == CountersMode::Cached)
+    {
+        producers.push((
+            "counters flush",
+            tokio::spawn(fleet::flush_loop(
+                fleet.clone(),
+                engine.clone(),
+                clock,
+                stages.producers.subscribe(),
+            )),
+        ));
+    }
     if let Some(fleet) = fleet {
         producers.push((
             "fleet sync",

@@ -371,6 +371,24 @@ const FLEET: &[Reading<Fleet>] = &[
         |f| stat(&f.stats.breaker_opened),
     ),
     (
+        "sluice.counters.cached",
+        Kind::Counter,
+        "Cached mode: decisions answered from local buckets",
+        |f| stat(&f.stats.cached),
+    ),
+    (
+        "sluice.counters.flushes",
+        Kind::Counter,
+        "Cached mode: flushes of admitted hits that Redis answered",
+        |f| stat(&f.stats.flushes),
+    ),
+    (
+        "sluice.counters.dropped_hits",
+        Kind::Counter,
+        "Cached mode: admitted hits never flushed (too many keys waiting while Redis was down)",
+        |f| stat(&f.stats.dropped_hits),
+    ),
+    (
         "sluice.counters.degraded",
         Kind::Gauge,
         "1 while the breaker is open (decisions follow the failure policy), else 0",

@@ -30,6 +30,25 @@ fn hour_now() -> u64 {
         / 3_600
 }
 
+/// `N` replicas on one fresh database sharing `counters`, with `extra` flags.
+async fn fleet<const N: usize>(
+    rules: &std::path::Path,
+    counters: &str,
+    extra: &[&str],
+) -> [Replica; N] {
+    let db = pg().await;
+    let mut args = vec!["--counters", counters];
+    args.extend_from_slice(extra);
+    let mut started = Vec::new();
+    for _ in 0..N {
+        started.push(Replica::start(&db, rules, &args).await);
+    }
+    let Ok(all) = <[Replica; N]>::try_from(started) else {
+        unreachable!("N started")
+    };
+    all
+}
+
 async fn pg() -> String {
     let base = std::env::var("SLUICE_TEST_PG_URL")
         .expect("fleet tests need SLUICE_TEST_PG_URL: run ./scripts/test.sh");
@@ -368,19 +387,9 @@ descriptors:
         priority: low
 ",
     );
-    let db = pg().await;
     let redis = Redis::start();
-    let url = redis.url();
-    let args = [
-        "--counters",
-        url.as_str(),
-        "--counters-budget-ms",
-        "500",
-        "--learn-tick-secs",
-        "1",
-    ];
-    let a = Replica::start(&db, &rules, &args).await;
-    let b = Replica::start(&db, &rules, &args).await;
+    let extra = ["--counters-budget-ms", "500", "--learn-tick-secs", "1"];
+    let [a, b] = fleet(&rules, &redis.url(), &extra).await;
     assert_eq!(browse(&b, "before".into()).await, 4, "no cut yet");
     SluiceClient::new(a.channel().await)
         .report_load(crate::harness::admin(pb::ReportLoadRequest {
@@ -547,4 +556,56 @@ async fn wait_role(node: &Redis, role: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the node on port {} never became {role}", node.port);
+}
+
+/// Cached mode: decisions come from local buckets and hits are flushed every 5 ms, so three
+/// replicas may together admit a little over a limit — at most one hit per replica here, where
+/// each client paces its calls 30 ms apart (the README's bound: a replica admits from a view
+/// missing at most the others' last flush interval and round trip of hits). Flat out, the
+/// excess is measured and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_mode_stays_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let redis = Redis::start();
+    let extra = ["--counters-mode", "cached", "--counters-flush-ms", "5"];
+    let [a, b, c] = fleet(&rules, &redis.url(), &extra).await;
+    let run = rand::random::<u32>();
+    for key in ["tb", "fw", "sw"] {
+        let hour = hour_now();
+        let value = format!("paced{run}");
+        let mut tasks = Vec::new();
+        for (i, r) in [&a, &b, &c, &a, &b, &c].into_iter().enumerate() {
+            let channel = r.channel().await;
+            let value = value.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+                let mut client = RateLimitServiceClient::new(channel);
+                let mut admitted = 0u64;
+                for _ in 0..10 {
+                    if ask(&mut client, "fleet", &[(key, &value)]).await.unwrap() {
+                        admitted += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                admitted
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += t.await.unwrap();
+        }
+        let windows = 1 + hour_now() - hour;
+        assert!(
+            (10..=10 * windows + 3).contains(&admitted),
+            "{key}: {admitted} admitted by three cached replicas, limit 10, bound 10 + 3"
+        );
+        let mut flat_out = spread(&[&a, &b, &c], 6, 120, "fleet", key, &format!("flat{run}")).await;
+        assert_eq!(flat_out.failed, 0);
+        let p99 = flat_out.p99();
+        eprintln!(
+            "cached {key}: paced {admitted} of limit 10; flat out {} of 10 (p99 {p99:?})",
+            flat_out.admitted
+        );
+    }
 }

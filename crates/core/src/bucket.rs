@@ -67,6 +67,15 @@ pub struct SlidingRing {
     counts: [u64; SLIDING_SLOTS as usize + 1],
 }
 
+impl SlidingRing {
+    /// A ring whose newest written slot is `newest` (an absolute index, `now / slot length`)
+    /// with `counts[newest % (SLIDING_SLOTS + 1)]` its count: a state read from elsewhere (the
+    /// shared counters' copy of a bucket).
+    pub fn from_parts(newest: u64, counts: [u64; SLIDING_SLOTS as usize + 1]) -> SlidingRing {
+        SlidingRing { newest, counts }
+    }
+}
+
 impl BucketState {
     pub fn apply(&mut self, quota: &Quota, now: Nanos, hits: u64, op: Op) -> Outcome {
         match quota.algorithm {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::{Applied, Engine, Flags, record};
-use crate::bucket::{Op, Outcome};
+use crate::bucket::{BucketState, Op, Outcome};
 use crate::keys::caller_from_descriptors;
 use crate::limit::Quota;
 use crate::matcher::LimitLabel;
@@ -198,6 +198,23 @@ impl Engine {
             }
         }
         outcomes
+    }
+}
+
+impl Engine {
+    /// Replaces this engine's copy of a bucket that `settle_locally(…, 1, …)` decides on (the
+    /// cached mode's local bucket) with the shared counters' state, then counts again the
+    /// `since` hits admitted here after that state was read (they are in the next flush).
+    pub fn adopt_shared(&self, op: &BucketOp, state: BucketState, since: u64, now: Nanos) {
+        let local = local_share(op, 1);
+        self.buckets
+            .update(local.key, local.keep_for, now, |bucket| {
+                *bucket = state;
+                if since > 0 {
+                    // Over the limit, the shared state already says so: nothing more to count.
+                    bucket.apply(&local.quota, now, since, Op::Consume);
+                }
+            });
     }
 }
 

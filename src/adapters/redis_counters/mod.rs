@@ -22,9 +22,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use sluice_core::bucket::{Op, Outcome};
+use sluice_core::bucket::{BucketState, Op, Outcome, SLIDING_SLOTS, SlidingRing};
 use sluice_core::engine::BucketOp;
 use sluice_core::limit::Algorithm;
+use sluice_core::time::Nanos;
 
 /// Where the counters live: `redis://HOST:PORT/DB` or `redis+cluster://H1:P1,H2:P2,...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +65,11 @@ impl std::str::FromStr for CountersUrl {
                 redis::Client::open(node.as_str()).map_err(|e| bad(&e.to_string()))?;
             }
             Ok(CountersUrl::Cluster(nodes))
-        } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+        } else if text.starts_with("rediss://") {
+            Err(bad(
+                "TLS to Redis (rediss://) is not built in: reach it over a private network or a TLS sidecar",
+            ))
+        } else if text.starts_with("redis://") {
             redis::Client::open(text).map_err(|e| bad(&e.to_string()))?;
             Ok(CountersUrl::Standalone(text.to_string()))
         } else {
@@ -86,6 +91,7 @@ enum Connection {
 pub struct RedisCounters {
     connection: Connection,
     script: std::sync::Arc<redis::Script>,
+    sync: std::sync::Arc<redis::Script>,
     prefix: String,
 }
 
@@ -102,7 +108,8 @@ impl std::fmt::Debug for RedisCounters {
     }
 }
 
-const SCRIPT: &str = include_str!("decide.lua");
+const SCRIPT: &str = concat!(include_str!("buckets.lua"), include_str!("decide.lua"));
+const SYNC: &str = concat!(include_str!("buckets.lua"), include_str!("sync.lua"));
 /// CRC16 slots of Redis Cluster.
 const CLUSTER_SLOTS: u16 = 16_384;
 
@@ -136,6 +143,7 @@ impl RedisCounters {
         Ok(RedisCounters {
             connection,
             script: std::sync::Arc::new(redis::Script::new(SCRIPT)),
+            sync: std::sync::Arc::new(redis::Script::new(SYNC)),
             prefix: prefix.to_string(),
         })
     }
@@ -215,11 +223,7 @@ impl RedisCounters {
             let window_ms = op.quota.unit.seconds() * 1_000;
             invocation
                 .key(self.key(op.key))
-                .arg(match op.quota.algorithm {
-                    Algorithm::TokenBucket => "t",
-                    Algorithm::FixedWindow => "f",
-                    Algorithm::SlidingWindow => "s",
-                })
+                .arg(algorithm_code(op.quota.algorithm))
                 .arg(op.quota.limit)
                 .arg(op.quota.capacity)
                 .arg(window_ms)
@@ -252,6 +256,57 @@ impl RedisCounters {
                 retry_after: ms(r[3]),
             })
             .collect())
+    }
+
+    /// The cached mode's flush: adds `hits` to each bucket (admitted elsewhere already) and
+    /// returns each one's global state, converted for this replica's clock (`local_now`).
+    /// Buckets in several Cluster slots: one script per slot.
+    pub async fn sync(
+        &self,
+        items: &[(BucketOp, u64)],
+        local_now: Nanos,
+    ) -> Result<Vec<Option<BucketState>>, CountersError> {
+        let groups: Vec<Vec<usize>> = match &self.connection {
+            Connection::Standalone(_) => vec![(0..items.len()).collect()],
+            Connection::Cluster(_) => {
+                let slot_of = |i: usize| slot(format!("{:032x}", items[i].0.key).as_bytes());
+                let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+                for i in 0..items.len() {
+                    by_slot.entry(slot_of(i)).or_default().push(i);
+                }
+                by_slot.into_values().collect()
+            }
+        };
+        let mut states = vec![None; items.len()];
+        for group in groups {
+            let mut invocation = self.sync.prepare_invoke();
+            for &i in &group {
+                let (op, hits) = &items[i];
+                invocation
+                    .key(self.key(op.key))
+                    .arg(algorithm_code(op.quota.algorithm))
+                    .arg(op.quota.limit)
+                    .arg(op.quota.capacity)
+                    .arg(op.quota.unit.seconds() * 1_000)
+                    .arg(*hits)
+                    .arg((op.keep_for / 1_000_000).max(1_000));
+            }
+            let reply: Vec<String> = match &self.connection {
+                Connection::Standalone(c) => invocation.invoke_async(&mut c.clone()).await?,
+                Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await?,
+            };
+            if reply.len() != group.len() + 1 {
+                return Err(CountersError::ShortReply {
+                    got: reply.len(),
+                    asked: group.len(),
+                });
+            }
+            let redis_now: i64 = reply[group.len()].parse().unwrap_or(0);
+            for (&i, text) in group.iter().zip(&reply) {
+                states[i] = shared_state(text, redis_now, local_now);
+            }
+        }
+        Ok(states)
     }
 
     /// The hash where replicas publish what they enforce besides counters (`service::fleet_sync`).
@@ -296,7 +351,49 @@ impl RedisCounters {
     }
 }
 
+fn algorithm_code(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::TokenBucket => "t",
+        Algorithm::FixedWindow => "f",
+        Algorithm::SlidingWindow => "s",
+    }
+}
+
+/// A state string of `buckets.lua` as the core's `BucketState`, on this replica's clock: token
+/// credit is in token x window units either way (milliseconds there, nanoseconds here, so × 10^6);
+/// the refill instant is moved by the clocks' difference; windows and slots are epoch-aligned.
+fn shared_state(text: &str, redis_now_ms: i64, local_now: Nanos) -> Option<BucketState> {
+    const NS: u128 = 1_000_000;
+    let mut parts = text.split(' ');
+    let kind = parts.next()?;
+    let numbers: Vec<u64> = parts.map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    match (kind, numbers.as_slice()) {
+        ("t", [credit, last]) => {
+            let age_ns = (redis_now_ms.max(0) as u64).saturating_sub(*last) * 1_000_000;
+            Some(BucketState::Token {
+                credit: *credit as u128 * NS,
+                last: local_now.saturating_sub(age_ns),
+            })
+        }
+        ("f", [start, count]) => Some(BucketState::Fixed {
+            window_start: start.saturating_mul(1_000_000),
+            count: *count,
+        }),
+        ("s", [newest, counts @ ..]) if counts.len() == SLIDING_SLOTS as usize + 1 => {
+            let mut ring = [0; SLIDING_SLOTS as usize + 1];
+            ring.copy_from_slice(counts);
+            Some(BucketState::Sliding(Box::new(SlidingRing::from_parts(
+                *newest, ring,
+            ))))
+        }
+        _ => None,
+    }
+}
+
 /// A key's Redis Cluster slot (CRC16/XMODEM of the key, or of its hash tag).
 fn slot(tag: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tag) % CLUSTER_SLOTS
 }
+
+#[cfg(test)]
+mod tests;
