@@ -111,6 +111,10 @@ pub struct FleetStats {
 
 /// Keys waiting for a flush at most (while Redis is down they accumulate).
 const MAX_PENDING_KEYS: usize = 100_000;
+/// Buckets per flush script.
+const FLUSH_CHUNK: usize = 256;
+/// The longest a flush script is waited for.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// Closed: Redis is asked. Open until `until`: it is not; then one probe is let through.
 #[derive(Debug)]
@@ -308,51 +312,57 @@ impl Fleet {
         outcomes
     }
 
-    /// Cached mode: sends the hits admitted since the last flush and adopts the global states.
-    /// On failure the hits wait for the next flush (counted twice if Redis did run the script
-    /// before the answer was lost: conservative).
+    /// Cached mode: sends the hits admitted since the last flush and adopts the global states,
+    /// in scripts of at most `FLUSH_CHUNK` buckets (one script holds Redis for its whole run:
+    /// thousands of keys in one would stall every other replica's calls). A chunk that fails
+    /// puts its hits and the rest back for the next flush; a chunk that timed out may have run
+    /// on Redis, and its hits are then counted twice (conservative). The wait per chunk is long
+    /// (`FLUSH_WAIT`): giving up early on a script that still runs would count it again and again.
     pub async fn flush(&self, engine: &Engine, now: Nanos) {
         let batch: Vec<(BucketOp, u64)> = std::mem::take(&mut *self.pending.lock())
             .into_values()
             .collect();
-        if batch.is_empty() {
-            return;
+        for (i, chunk) in batch.chunks(FLUSH_CHUNK).enumerate() {
+            match tokio::time::timeout(FLUSH_WAIT, self.counters.sync(chunk, now)).await {
+                Ok(Ok(states)) => {
+                    if self.breaker.success() {
+                        self.readiness.shared_counters(true);
+                    }
+                    self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    let pending = self.pending.lock();
+                    for ((op, _), state) in chunk.iter().zip(states) {
+                        if let Some(state) = state {
+                            let since = pending.get(&op.key).map_or(0, |p| p.1);
+                            engine.adopt_shared(op, state, since, now);
+                        }
+                    }
+                }
+                failed => {
+                    match failed {
+                        Ok(Err(e)) => {
+                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                            self.note_failure(&e.to_string());
+                        }
+                        _ => {
+                            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                            self.note_failure("no answer to a flush in time");
+                        }
+                    }
+                    self.put_back(&batch[i * FLUSH_CHUNK..]);
+                    return;
+                }
+            }
         }
-        let wait = self.config.budget.max(Duration::from_millis(100));
-        match tokio::time::timeout(wait, self.counters.sync(&batch, now)).await {
-            Ok(Ok(states)) => {
-                if self.breaker.success() {
-                    self.readiness.shared_counters(true);
-                }
-                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                let pending = self.pending.lock();
-                for ((op, _), state) in batch.iter().zip(states) {
-                    if let Some(state) = state {
-                        let since = pending.get(&op.key).map_or(0, |p| p.1);
-                        engine.adopt_shared(op, state, since, now);
-                    }
-                }
+    }
+
+    fn put_back(&self, hits: &[(BucketOp, u64)]) {
+        let mut pending = self.pending.lock();
+        for &(op, n) in hits {
+            if pending.len() >= MAX_PENDING_KEYS && !pending.contains_key(&op.key) {
+                self.stats.dropped_hits.fetch_add(n, Ordering::Relaxed);
+                continue;
             }
-            failed => {
-                match failed {
-                    Ok(Err(e)) => {
-                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        self.note_failure(&e.to_string());
-                    }
-                    _ => {
-                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                        self.note_failure("no answer to a flush in time");
-                    }
-                }
-                let mut pending = self.pending.lock();
-                for (op, hits) in batch {
-                    if pending.len() >= MAX_PENDING_KEYS && !pending.contains_key(&op.key) {
-                        self.stats.dropped_hits.fetch_add(hits, Ordering::Relaxed);
-                        continue;
-                    }
-                    pending.entry(op.key).or_insert((op, 0)).1 += hits;
-                }
-            }
+            pending.entry(op.key).or_insert((op, 0)).1 += n;
         }
     }
 
