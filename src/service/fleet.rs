@@ -15,7 +15,7 @@ use sluice_core::bucket::{Op, Outcome};
 use sluice_core::engine::{BucketOp, DescriptorInput, Engine, Prepared, Subject, Verdict};
 use sluice_core::time::Nanos;
 
-use crate::adapters::redis_counters::RedisCounters;
+use crate::adapters::redis_counters::{CountersError, RedisCounters};
 use crate::service::readiness::Readiness;
 
 /// What a decision does when the shared counters cannot answer within the budget.
@@ -245,22 +245,13 @@ impl Fleet {
             return self.settle_cached(engine, prepared, &ops, now);
         }
         if self.breaker.admit() {
-            match tokio::time::timeout(self.config.budget, self.counters.run(&ops)).await {
-                Ok(Ok(outcomes)) => {
-                    if self.breaker.success() {
-                        self.readiness.shared_counters(true);
-                    }
-                    self.stats.shared.fetch_add(1, Ordering::Relaxed);
-                    return outcomes;
-                }
-                Ok(Err(error)) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    self.note_failure(&error.to_string());
-                }
-                Err(_) => {
-                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    self.note_failure("no answer within the budget");
-                }
+            let call = self.counters.run(&ops);
+            if let Some(outcomes) = self
+                .ask(self.config.budget, call, "no answer within the budget")
+                .await
+            {
+                self.stats.shared.fetch_add(1, Ordering::Relaxed);
+                return outcomes;
             }
         }
         self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -323,34 +314,49 @@ impl Fleet {
             .into_values()
             .collect();
         for (i, chunk) in batch.chunks(FLUSH_CHUNK).enumerate() {
-            match tokio::time::timeout(FLUSH_WAIT, self.counters.sync(chunk, now)).await {
-                Ok(Ok(states)) => {
-                    if self.breaker.success() {
-                        self.readiness.shared_counters(true);
-                    }
-                    self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                    let pending = self.pending.lock();
-                    for ((op, _), state) in chunk.iter().zip(states) {
-                        if let Some(state) = state {
-                            let since = pending.get(&op.key).map_or(0, |p| p.1);
-                            engine.adopt_shared(op, state, since, now);
-                        }
-                    }
+            let call = self.counters.sync(chunk, now);
+            let Some(states) = self
+                .ask(FLUSH_WAIT, call, "no answer to a flush in time")
+                .await
+            else {
+                self.put_back(&batch[i * FLUSH_CHUNK..]);
+                return;
+            };
+            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            let pending = self.pending.lock();
+            for ((op, _), state) in chunk.iter().zip(states) {
+                if let Some(state) = state {
+                    let since = pending.get(&op.key).map_or(0, |p| p.1);
+                    engine.adopt_shared(op, state, since, now);
                 }
-                failed => {
-                    match failed {
-                        Ok(Err(e)) => {
-                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                            self.note_failure(&e.to_string());
-                        }
-                        _ => {
-                            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                            self.note_failure("no answer to a flush in time");
-                        }
-                    }
-                    self.put_back(&batch[i * FLUSH_CHUNK..]);
-                    return;
+            }
+        }
+    }
+
+    /// One call to the counters within `wait`: its answer, with the breaker told; or `None`,
+    /// with the error or the timeout (`late`) counted and the breaker told.
+    async fn ask<T>(
+        &self,
+        wait: Duration,
+        call: impl std::future::Future<Output = Result<T, CountersError>>,
+        late: &str,
+    ) -> Option<T> {
+        match tokio::time::timeout(wait, call).await {
+            Ok(Ok(answer)) => {
+                if self.breaker.success() {
+                    self.readiness.shared_counters(true);
                 }
+                Some(answer)
+            }
+            Ok(Err(error)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.note_failure(&error.to_string());
+                None
+            }
+            Err(_) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.note_failure(late);
+                None
             }
         }
     }

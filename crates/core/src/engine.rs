@@ -510,10 +510,7 @@ impl Engine {
         ops: impl Fn(usize) -> (u64, Op),
         now: Nanos,
     ) -> Verdict {
-        let mut verdict = Verdict {
-            statuses: (0..slots).map(|_| LimitStatus::default()).collect(),
-            ..Verdict::default()
-        };
+        let mut verdict = Verdict::for_slots(slots);
         if let Some(until) = self.apply_action(caller, &mut applied, &mut verdict, now) {
             return self.blocked(caller, verdict, until, now);
         }

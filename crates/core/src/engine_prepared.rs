@@ -19,7 +19,7 @@ use crate::keys::caller_from_descriptors;
 use crate::limit::Quota;
 use crate::matcher::LimitLabel;
 use crate::time::Nanos;
-use crate::verdict::{DescriptorInput, LimitStatus, Subject, Verdict};
+use crate::verdict::{DescriptorInput, Subject, Verdict};
 
 /// One bucket operation a decision needs, in the order the local path would run them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,10 +106,7 @@ impl Engine {
         ops: impl Fn(usize) -> (u64, Op),
         now: Nanos,
     ) -> Prepared {
-        let mut verdict = Verdict {
-            statuses: (0..slots).map(|_| LimitStatus::default()).collect(),
-            ..Verdict::default()
-        };
+        let mut verdict = Verdict::for_slots(slots);
         let blocked_until = self.apply_action(caller, &mut applied, &mut verdict, now);
         let limits = if blocked_until.is_some() {
             SmallVec::new()
@@ -176,11 +173,14 @@ impl Engine {
     /// of its rate and burst (never below 1): what a replica enforces alone while the shared
     /// counters are out of reach. A denied request consumes nothing, as on the shared store.
     pub fn settle_locally(&self, prepared: &Prepared, share: u64, now: Nanos) -> Vec<Outcome> {
-        let share = share.max(1);
-        let mut outcomes = Vec::with_capacity(prepared.limits.len());
+        let ops: SmallVec<[BucketOp; 4]> = prepared
+            .limits
+            .iter()
+            .map(|limit| local_share(&limit.op, share.max(1)))
+            .collect();
+        let mut outcomes = Vec::with_capacity(ops.len());
         let mut denied = false;
-        for limit in &prepared.limits {
-            let op = local_share(&limit.op, share);
+        for op in &ops {
             let outcome = self.buckets.update(op.key, op.keep_for, now, |state| {
                 state.apply(&op.quota, now, op.hits, op.op)
             });
@@ -188,8 +188,7 @@ impl Engine {
             outcomes.push(outcome);
         }
         if denied {
-            for (limit, outcome) in prepared.limits.iter().zip(&outcomes) {
-                let op = local_share(&limit.op, share);
+            for (op, outcome) in ops.iter().zip(&outcomes) {
                 if op.op == Op::Consume && outcome.allowed && op.hits > 0 {
                     self.buckets.update(op.key, op.keep_for, now, |state| {
                         state.apply(&op.quota, now, op.hits, Op::Refund)

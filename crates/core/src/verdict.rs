@@ -109,6 +109,14 @@ pub struct AnomalyHit {
 }
 
 impl Verdict {
+    /// A verdict with one empty status per descriptor (a `ShouldAllow` subject is one).
+    pub fn for_slots(slots: usize) -> Verdict {
+        Verdict {
+            statuses: (0..slots).map(|_| LimitStatus::default()).collect(),
+            ..Verdict::default()
+        }
+    }
+
     /// The status closest to its limit, if any limit applied.
     pub fn deciding(&self) -> Option<&LimitStatus> {
         self.statuses

@@ -149,32 +149,34 @@ impl RedisCounters {
     }
 
     fn key(&self, id: u128) -> String {
-        format!("{}:{{{id:032x}}}", self.prefix)
+        format!("{}:{{{}}}", self.prefix, tag(id))
     }
 
-    /// Runs one decision's operations; `outcomes[i]` answers `ops[i]`.
-    pub async fn run(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
+    /// Indexes of `keys` that can share one script: all of them on a standalone server, those
+    /// in one slot on a Cluster (in slot order).
+    fn groups(&self, keys: impl Iterator<Item = u128>) -> Vec<Vec<usize>> {
         match &self.connection {
-            Connection::Standalone(_) => self.run_group(ops).await,
-            Connection::Cluster(_) => self.run_by_slot(ops).await,
+            Connection::Standalone(_) => vec![(0..keys.count()).collect()],
+            Connection::Cluster(_) => {
+                let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+                for (i, key) in keys.enumerate() {
+                    by_slot
+                        .entry(slot(tag(key).as_bytes()))
+                        .or_default()
+                        .push(i);
+                }
+                by_slot.into_values().collect()
+            }
         }
     }
 
-    /// Cluster: one script per slot; an enforced denial in one slot gives back the hits the
-    /// others took.
-    async fn run_by_slot(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
-        let slot_of = |op: &BucketOp| slot(format!("{:032x}", op.key).as_bytes());
-        let first = ops.first().map(slot_of);
-        if ops.iter().all(|op| Some(slot_of(op)) == first) {
+    /// Runs one decision's operations; `outcomes[i]` answers `ops[i]`. On a Cluster, one script
+    /// per slot; an enforced denial in one slot gives back the hits the others took.
+    pub async fn run(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
+        let groups = self.groups(ops.iter().map(|op| op.key));
+        if groups.len() <= 1 {
             return self.run_group(ops).await;
         }
-        let mut slots: Vec<u16> = ops.iter().map(slot_of).collect();
-        slots.sort_unstable();
-        slots.dedup();
-        let groups: Vec<Vec<usize>> = slots
-            .iter()
-            .map(|&s| (0..ops.len()).filter(|&i| slot_of(&ops[i]) == s).collect())
-            .collect();
         let runs = groups.iter().map(|idx| {
             let group: Vec<BucketOp> = idx.iter().map(|&i| ops[i]).collect();
             async move { self.run_group(&group).await }
@@ -266,17 +268,7 @@ impl RedisCounters {
         items: &[(BucketOp, u64)],
         local_now: Nanos,
     ) -> Result<Vec<Option<BucketState>>, CountersError> {
-        let groups: Vec<Vec<usize>> = match &self.connection {
-            Connection::Standalone(_) => vec![(0..items.len()).collect()],
-            Connection::Cluster(_) => {
-                let slot_of = |i: usize| slot(format!("{:032x}", items[i].0.key).as_bytes());
-                let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
-                for i in 0..items.len() {
-                    by_slot.entry(slot_of(i)).or_default().push(i);
-                }
-                by_slot.into_values().collect()
-            }
-        };
+        let groups = self.groups(items.iter().map(|(op, _)| op.key));
         let mut states = vec![None; items.len()];
         for group in groups {
             let mut invocation = self.sync.prepare_invoke();
@@ -388,6 +380,11 @@ fn shared_state(text: &str, redis_now_ms: i64, local_now: Nanos) -> Option<Bucke
         }
         _ => None,
     }
+}
+
+/// A bucket's hash tag: its id, so its slot never depends on the prefix.
+fn tag(id: u128) -> String {
+    format!("{id:032x}")
 }
 
 /// A key's Redis Cluster slot (CRC16/XMODEM of the key, or of its hash tag).
