@@ -25,6 +25,7 @@ use super::buckets::Buckets;
 use super::forecast::pressure::cut_quota;
 use super::keys::{bucket_key, caller_from_descriptors, subject_key, synthetic_seed};
 use super::learn::actions::{ActionKind, ActionTable, Signal};
+use super::limit_stats::LimitOutcome;
 use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
 use super::limit::{Algorithm, Quota, Rate, Unit};
 use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
@@ -171,6 +172,12 @@ fn record(
     if a.cut && !outcome.allowed && !a.shadow {
         verdict.forecast_cut = true;
     }
+    label.counts.count(LimitOutcome::of(
+        outcome.allowed,
+        a.shadow,
+        outcome.remaining,
+        quota.capacity,
+    ));
     let status = LimitStatus {
         over_limit: !outcome.allowed && !a.shadow,
         shadow_over: !outcome.allowed && a.shadow,
@@ -615,6 +622,7 @@ impl Engine {
             self.stats.shadow_denied.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+        self.stats.count_tier(caller.tier, verdict.over_limit);
         let by_anomaly =
             verdict.over_limit && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
         if by_anomaly {
@@ -665,6 +673,7 @@ impl Engine {
         self.stats.decisions.fetch_add(1, Ordering::Relaxed);
         self.stats.denied.fetch_add(1, Ordering::Relaxed);
         self.stats.anomaly_denied.fetch_add(1, Ordering::Relaxed);
+        self.stats.count_tier(caller.tier, true);
         self.observe(
             caller,
             Event::Decision {

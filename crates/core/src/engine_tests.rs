@@ -118,3 +118,32 @@ mod no_panics {
         }
     }
 }
+
+#[test]
+fn each_limit_counts_its_outcomes_and_keeps_them_across_reloads() {
+    use crate::limit_stats::LimitOutcome;
+    let rules = || vec![rule(&[("k", "")], vec![limit("per-key", 5, Unit::Minute)])];
+    let e = sharded(1_000, Duration::from_secs(60), rules());
+    for _ in 0..6 {
+        e.check_descriptors("d", &[desc(&[("k", "a")], 1)], T0);
+    }
+    let label = |e: &Engine| {
+        let id = e.rules().rules().next().unwrap().id.to_string();
+        e.rules().label(&id, "per-key").unwrap()
+    };
+    let counts = |e: &Engine| LimitOutcome::ALL.map(|o| label(e).counts.get(o));
+    // 5 of 5: the first, second and third leave 4, 3, 2 (within); the fourth and fifth leave 1
+    // and 0 (used >= 80%: near); the sixth is denied.
+    assert_eq!(counts(&e), [3, 2, 1, 0], "within, near, over, shadow");
+    e.replace_rules(RuleSet::build_after(2, rules(), &e.rules()));
+    e.check_descriptors("d", &[desc(&[("k", "a")], 1)], T0);
+    assert_eq!(counts(&e), [3, 2, 2, 0], "the reload kept the counts");
+    let by_tier = &e.stats().by_tier[crate::rules::Tier::Std.index()];
+    assert_eq!(
+        (
+            by_tier.decisions.load(Ordering::Relaxed),
+            by_tier.denied.load(Ordering::Relaxed)
+        ),
+        (7, 2)
+    );
+}

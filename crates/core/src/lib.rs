@@ -16,6 +16,7 @@ pub mod headers;
 pub mod keys;
 pub mod learn;
 pub mod limit;
+pub mod limit_stats;
 pub mod matcher;
 pub mod minute;
 pub mod probe_table;

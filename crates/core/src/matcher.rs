@@ -16,21 +16,34 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use super::limit::{LimitSpec, Quota};
+use super::limit_stats::LimitCounters;
 use super::rules::{Priority, Rule, ValueMatch};
 
-/// The names a decision reports: which rule, and which of its limits.
-#[derive(Debug, PartialEq, Eq)]
+/// The names a decision reports: which rule, and which of its limits; and that limit's
+/// decision counts, which live as long as the label (kept across reloads).
+#[derive(Debug)]
 pub struct LimitLabel {
     pub rule_id: String,
     /// The limit's name, or `#N` (its position) when unnamed.
     pub name: String,
+    pub counts: LimitCounters,
 }
+
+/// Labels are the same when they name the same limit; their counts are not compared.
+impl PartialEq for LimitLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.rule_id == other.rule_id && self.name == other.name
+    }
+}
+
+impl Eq for LimitLabel {}
 
 impl LimitLabel {
     pub fn new(rule_id: &str, name: &str) -> LimitLabel {
         LimitLabel {
             rule_id: rule_id.to_string(),
             name: name.to_string(),
+            counts: LimitCounters::default(),
         }
     }
 }
@@ -133,6 +146,16 @@ pub struct RuleSet {
 impl RuleSet {
     /// Compiles validated rules. Later rules with the same id replace earlier ones.
     pub fn build(revision: u64, rules: impl IntoIterator<Item = Rule>) -> RuleSet {
+        RuleSet::build_after(revision, rules, &RuleSet::default())
+    }
+
+    /// Compiles validated rules that replace `previous`: a limit `previous` had (same rule id and
+    /// limit name) keeps its label, so its decision counts run on.
+    pub fn build_after(
+        revision: u64,
+        rules: impl IntoIterator<Item = Rule>,
+        previous: &RuleSet,
+    ) -> RuleSet {
         let mut set = RuleSet {
             revision,
             ..RuleSet::default()
@@ -154,7 +177,9 @@ impl RuleSet {
                         quota: spec.quota(),
                         recovery: spec.quota().map_or(0, |q| q.full_recovery()),
                         spec: spec.clone(),
-                        label: Arc::new(LimitLabel::new(&id, &name)),
+                        label: previous
+                            .label(&id, &name)
+                            .unwrap_or_else(|| Arc::new(LimitLabel::new(&id, &name))),
                     }
                 })
                 .collect();
@@ -200,6 +225,16 @@ impl RuleSet {
     /// Whether any rule uses Envoy's `replaces` (lets the engine skip that pass when none do).
     pub fn has_replaces(&self) -> bool {
         self.has_replaces
+    }
+
+    /// The label of one limit of one rule, if this set has it.
+    pub fn label(&self, rule_id: &str, limit_name: &str) -> Option<Arc<LimitLabel>> {
+        self.by_id
+            .get(rule_id)?
+            .limits
+            .iter()
+            .find(|l| l.label.name == limit_name)
+            .map(|l| l.label.clone())
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<CompiledRule>> {

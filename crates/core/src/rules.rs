@@ -33,6 +33,16 @@ pub enum Tier {
 }
 
 impl Tier {
+    pub const ALL: [Tier; 2] = [Tier::Std, Tier::Prm];
+
+    /// Position in `ALL` (for per-tier arrays).
+    pub fn index(self) -> usize {
+        match self {
+            Tier::Std => 0,
+            Tier::Prm => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Std => "STD",

@@ -4,7 +4,7 @@
 //! Plain data; the decision itself is `engine`, which re-exports these types.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
@@ -147,4 +147,24 @@ pub struct EngineStats {
     pub anomaly_denied: AtomicU64,
     /// Denied by a limit cut under pressure (included in `denied`).
     pub forecast_denied: AtomicU64,
+    /// Decisions and denials by the caller's tier (`Tier::index`).
+    pub by_tier: [TierStats; 2],
+}
+
+/// One tier's share of the counters.
+#[derive(Debug, Default)]
+pub struct TierStats {
+    pub decisions: AtomicU64,
+    pub denied: AtomicU64,
+}
+
+impl EngineStats {
+    /// Counts one decision of a caller of `tier`.
+    pub(crate) fn count_tier(&self, tier: Tier, denied: bool) {
+        let t = &self.by_tier[tier.index()];
+        t.decisions.fetch_add(1, Ordering::Relaxed);
+        if denied {
+            t.denied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
