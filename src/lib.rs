@@ -10,6 +10,7 @@
 pub mod adapters;
 pub mod cli;
 pub mod grpc;
+pub mod http;
 pub mod proto;
 pub mod replay;
 pub mod service;

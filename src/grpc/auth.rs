@@ -28,6 +28,20 @@ impl AdminToken {
         &self.0
     }
 
+    /// Checks an HTTP `authorization` header value; the error says what is wrong.
+    pub fn accepts(&self, header: Option<&str>) -> Result<(), &'static str> {
+        let header = header.ok_or("missing `authorization: Bearer <admin token>` header")?;
+        let presented = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or("authorization must be `Bearer <admin token>`")?;
+        if constant_time_eq(presented.trim().as_bytes(), self.0.as_bytes()) {
+            Ok(())
+        } else {
+            Err("wrong admin token")
+        }
+    }
+
     pub fn check<T>(&self, request: &tonic::Request<T>) -> Result<(), ApiError> {
         let header = request.metadata().get("authorization").ok_or_else(|| {
             ApiError::Unauthenticated(

@@ -5,10 +5,9 @@ use super::ApiError;
 use super::requests::history_query;
 use super::sluice_api::SluiceApi;
 use crate::proto::sluice::v1 as pb;
-use std::collections::HashMap;
 
 use super::requests::MAX_ROWS;
-use crate::store::forecast_history::StoredForecast;
+use crate::store::forecast_history::{HORIZON_MS, predicted_for};
 use crate::store::history::{HistoryQuery, StoredAdjustment, StoredScore};
 
 impl SluiceApi {
@@ -73,35 +72,18 @@ impl SluiceApi {
             }
             None => Vec::new(),
         };
-        let by_minute: HashMap<(&str, &str, i64), &[f64]> = rows
-            .iter()
-            .chain(&before)
-            .map(|r| {
-                (
-                    (r.series.as_str(), r.instance.as_str(), r.minute_ms),
-                    &r.forecast[..],
-                )
-            })
-            .collect();
-        let predicted = |r: &StoredForecast, h: usize| {
-            by_minute
-                .get(&(
-                    r.series.as_str(),
-                    r.instance.as_str(),
-                    r.minute_ms - 60_000 * h as i64,
-                ))
-                .and_then(|f| f.get(h - 1).copied())
-        };
+        let predicted = predicted_for(&rows, &before);
         Ok(pb::ListForecastsResponse {
             points: rows
                 .iter()
-                .map(|r| pb::ForecastPoint {
+                .zip(predicted)
+                .map(|(r, (predicted_1, predicted_15))| pb::ForecastPoint {
                     minute_ms: r.minute_ms,
                     series: r.series.clone(),
                     instance: r.instance.clone(),
                     actual: r.actual,
-                    predicted_1: predicted(r, 1),
-                    predicted_15: predicted(r, 15),
+                    predicted_1,
+                    predicted_15,
                     forecast: r.forecast.clone(),
                     method_1: r.method_1.clone(),
                     method_15: r.method_15.clone(),
@@ -110,9 +92,6 @@ impl SluiceApi {
         })
     }
 }
-
-/// The longest horizon, in ms.
-const HORIZON_MS: i64 = 15 * 60_000;
 
 fn adjustment(r: StoredAdjustment) -> pb::Adjustment {
     pb::Adjustment {

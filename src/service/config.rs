@@ -157,6 +157,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
+    /// Address of the HTTP admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz` and the
+    /// dashboard at `/`. Off when unset; TLS and the admin token are the gRPC listener's.
+    #[arg(long, env = "SLUICE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+
     /// OpenTelemetry collector to push metrics and spans to over OTLP/gRPC, e.g.
     /// `http://otel-collector:4317`. Nothing is exported when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = crate::service::telemetry::parse_endpoint)]

@@ -79,6 +79,14 @@ impl Database {
     }
 
     /// Forecasts beside actual counts, newest first (`ListForecasts`; `query.client`: the series).
+    /// The newest rule changes, newest first (the rule audit log).
+    pub async fn audit_log(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::store::AuditEntry>, DatabaseError> {
+        Ok(self.connected()?.audit_log(limit).await?)
+    }
+
     pub async fn forecasts(
         &self,
         query: &HistoryQuery,

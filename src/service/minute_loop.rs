@@ -49,6 +49,37 @@ pub struct LearningStatus {
     pub methods: Vec<SeriesMethods>,
     /// The learned per-client baselines (most used first, at most 50), with route names.
     pub baselines: Vec<(BaselineView, f64, Option<String>)>,
+    /// The last closed minute's measured requests per watched series (and the total `*`).
+    pub measured: Vec<(String, f64)>,
+}
+
+/// Counts since start, for the metrics: clients scored, and limit adjustments by cause, kind
+/// and signal (a handful of combinations: causes, kinds and signals are fixed sets).
+#[derive(Debug, Default)]
+pub struct LearningCounts {
+    pub clients_scored: std::sync::atomic::AtomicU64,
+    pub minutes_closed: std::sync::atomic::AtomicU64,
+    adjustments: Mutex<std::collections::BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+}
+
+impl LearningCounts {
+    fn count_adjustments(&self, changes: &[Adjustment]) {
+        let mut counts = self.adjustments.lock();
+        for a in changes {
+            let kind = a.to.map_or("none", |k| k.name());
+            let signal = a.signal.map_or("none", |s| s.name());
+            *counts.entry((a.cause, kind, signal)).or_default() += 1;
+        }
+    }
+
+    /// (cause, kind now in force, signal) → adjustments.
+    pub fn adjustments(&self) -> Vec<((&'static str, &'static str, &'static str), u64)> {
+        self.adjustments
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
 }
 
 /// What the minute loop is given at start-up.
@@ -80,6 +111,7 @@ pub struct MinuteLoop {
     status: ArcSwap<LearningStatus>,
     /// The list entries last installed.
     lists_seen: Mutex<Vec<ListEntry>>,
+    pub counts: LearningCounts,
 }
 
 fn ms(n: Nanos) -> i64 {
@@ -111,6 +143,7 @@ impl MinuteLoop {
             restored: AtomicBool::new(false),
             status: ArcSwap::from_pointee(status),
             lists_seen: Mutex::new(Vec::new()),
+            counts: LearningCounts::default(),
         }
     }
 
@@ -157,6 +190,7 @@ impl MinuteLoop {
             forecasts: pipeline.last().forecasts.clone(),
             methods: pipeline.last().methods.clone(),
             baselines: views,
+            measured: pipeline.last().measured.clone(),
         }));
     }
 
@@ -187,6 +221,11 @@ impl MinuteLoop {
         drop(minutes);
         span.record("clients", closed.tick.scores.len());
         span.record("actions", closed.tick.actions.len());
+        self.counts
+            .clients_scored
+            .fetch_add(closed.tick.scores.len() as u64, Ordering::Relaxed);
+        self.counts.minutes_closed.fetch_add(1, Ordering::Relaxed);
+        self.counts.count_adjustments(&closed.tick.adjustments);
         log_minute(&closed);
         let batch = minute_batch(&closed, &self.instance);
         self.history.submit(batch.clone());
@@ -215,6 +254,7 @@ impl MinuteLoop {
         let changes = change(&mut minutes, &self.engine);
         let actions = minutes.learner().actions();
         drop(minutes);
+        self.counts.count_adjustments(&changes);
         if !changes.is_empty() {
             self.history
                 .submit(adjustments_batch(&changes, &self.instance, now, &actions));

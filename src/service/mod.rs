@@ -11,6 +11,7 @@ pub mod db_supervisor;
 pub mod fleet;
 pub mod fleet_sync;
 pub mod history_writer;
+pub mod latency;
 pub mod minute_loop;
 pub mod model_slot;
 pub mod readiness;
@@ -19,5 +20,6 @@ pub mod rules_manager;
 pub mod run;
 pub mod shutdown;
 pub mod telemetry;
+pub mod timeline;
 
 pub use run::{StartError, run};

@@ -79,14 +79,19 @@ impl RulesManager {
         // Prefer the database's view (it includes other instances' changes); if it cannot be read
         // right after the commit, apply our own change to what we have and let `sync` catch up.
         match store.load().await {
-            Ok((rev, rules)) => self.engine
-                .replace_rules(RuleSet::build_after(rev, rules, &self.engine.rules())),
+            Ok((rev, rules)) => {
+                self.engine
+                    .replace_rules(RuleSet::build_after(rev, rules, &self.engine.rules()))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "reloading rules after a change failed; applying it locally");
                 let current = self.engine.rules();
                 let next = apply_locally(current.to_rules(), &change);
-                self.engine
-                    .replace_rules(RuleSet::build_after(revision, next, &self.engine.rules()));
+                self.engine.replace_rules(RuleSet::build_after(
+                    revision,
+                    next,
+                    &self.engine.rules(),
+                ));
             }
         }
         Ok(revision)

@@ -24,12 +24,14 @@ use crate::grpc::auth::AdminToken;
 use crate::grpc::rls::Rls;
 use crate::grpc::server::{ServeError, Server, Services};
 use crate::grpc::sluice_api::SluiceApi;
+use crate::http::HttpState;
 use crate::service::backend_loads::BackendLoads;
 use crate::service::clock::LiveClock;
 use crate::service::config::Config;
 use crate::service::database::Database;
 use crate::service::db_supervisor::{self, RulesFiles, SupervisorConfig};
 use crate::service::history_writer::{self, History, HistoryConfig};
+use crate::service::latency::Latency;
 use crate::service::minute_loop::{self, MinuteLoop, MinuteLoopParts};
 use crate::service::model_slot::ModelSlot;
 use crate::service::readiness::Readiness;
@@ -37,6 +39,7 @@ use crate::service::rules_file_follower::RulesFileWatch;
 use crate::service::rules_manager::RulesManager;
 use crate::service::shutdown::{Shutdown, Stages};
 use crate::service::telemetry::{Metrics, Sources};
+use crate::service::timeline::Timeline;
 use crate::store::redact;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,12 @@ pub enum StartError {
     Telemetry(#[from] crate::service::telemetry::TelemetryError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("--http-listen {addr}: {source}")]
+    HttpListen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The admin token: configured, or generated and written where the CLI will find it.
@@ -82,10 +91,34 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
-/// Runs the service on `listener` until `shutdown` completes.
+/// Runs the service on `listener` (and `--http-listen`, if set) until `shutdown` completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let http = match config.http_listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::HttpListen {
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    run_with(config, listener, http, shutdown).await
+}
+
+/// Runs the service on listeners already bound: gRPC on `listener`, the HTTP admin listener on
+/// `http` (tests bind port 0 and read the port back).
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    http: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     // Fail before serving if the rules file is bad: running on the wrong rules is worse than not running.
@@ -98,6 +131,10 @@ pub async fn run(
         None => None,
     };
     let server = Server::new(&config.tls()).await?;
+    let http_tls = match &http {
+        Some(_) => crate::http::tls::server_config(&config.tls()).map_err(ServeError::from)?,
+        None => None,
+    };
     let admin = admin_token(&config)?;
     config.learn.validate().map_err(StartError::Config)?;
     config.fleet.validate().map_err(StartError::Config)?;
@@ -162,7 +199,14 @@ pub async fn run(
         )?),
         None => None,
     };
+    let latency = Arc::new(Latency::default());
     let rpc = metrics.as_ref().map(Metrics::rpc).unwrap_or_default();
+    let rpc = if http.is_some() {
+        rpc.with_latency(latency.clone())
+    } else {
+        rpc
+    };
+    let timeline = Arc::new(Timeline::default());
     let clock = LiveClock::new();
     let caps = config.input_limits();
     let services = Services {
@@ -196,6 +240,22 @@ pub async fn run(
             rpc,
         },
     };
+
+    let http_state = Arc::new(HttpState {
+        engine: engine.clone(),
+        learning: services.api.learning.clone(),
+        models: services.api.models.clone(),
+        history_stats: history_stats.clone(),
+        fleet: fleet.clone(),
+        database: database.clone(),
+        readiness: readiness.subscribe(),
+        timeline: timeline.clone(),
+        latency,
+        admin: services.api.admin.clone(),
+        clock,
+        instance: config.instance_id(),
+        allow_domain: config.allow_domain.clone(),
+    });
 
     let stages = Stages::default();
     let producers = vec![
@@ -238,6 +298,17 @@ pub async fn run(
         ),
     ];
     let mut producers = producers;
+    if http.is_some() {
+        producers.push((
+            "timeline",
+            tokio::spawn(crate::service::timeline::run(
+                timeline,
+                engine.clone(),
+                clock,
+                stages.producers.subscribe(),
+            )),
+        ));
+    }
     if let Some(fleet) = fleet
         .as_ref()
         .filter(|f| f.config().mode == CountersMode::Cached)
@@ -280,11 +351,32 @@ pub async fn run(
         stages.writers.subscribe(),
     ));
 
+    // One shutdown for both listeners: the gRPC server's future, passed on to the HTTP one.
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = http.map(|http| {
+        let addr = http.local_addr().ok();
+        tracing::info!(
+            ?addr,
+            tls = http_tls.is_some(),
+            "serving HTTP (metrics, probes, dashboard)"
+        );
+        tokio::spawn(crate::http::serve(http, http_tls, http_state, async {
+            let _ = http_stopped.await;
+        }))
+    });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");
     let served = server
         .serve(listener, services, readiness.subscribe(), shutdown)
         .await;
+    let _ = http_stop.send(());
+    if let Some(task) = http_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP listener failed"),
+            Err(e) => tracing::error!(error = %e, "HTTP listener panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
 
     stop_in_order(&stages, producers, writer).await;
     database.close().await;

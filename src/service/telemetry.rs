@@ -32,6 +32,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::service::fleet::Fleet;
 use crate::service::history_writer::HistoryStats;
+use crate::service::latency::Latency;
 use crate::service::minute_loop::MinuteLoop;
 use crate::service::model_slot::ModelSlot;
 use sluice_core::engine::Engine;
@@ -142,18 +143,14 @@ pub struct Metrics {
     rpc: RpcMetrics,
 }
 
-/// Upper bounds (seconds) of the call-duration buckets: a decision takes microseconds, so the
-/// SDK's default buckets (0–10,000, meant for milliseconds) would put every call in the first.
-const RPC_DURATION_BOUNDS: [f64; 14] = [
-    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3,
-    1.0,
-];
-
 /// How long the decision RPCs take inside the server (from the handler's start to its reply;
-/// the transport's own time is not included). A no-op without an OTLP endpoint: no clock read.
+/// the transport's own time is not included). A no-op without an OTLP endpoint or `/metrics`:
+/// no clock read.
 #[derive(Clone, Default)]
 pub struct RpcMetrics {
     duration: Option<Histogram<f64>>,
+    /// The histograms `/metrics` shows (with `--http-listen`).
+    latency: Option<Arc<Latency>>,
 }
 
 impl RpcMetrics {
@@ -165,16 +162,27 @@ impl RpcMetrics {
                     .f64_histogram("sluice.rpc.duration")
                     .with_unit("s")
                     .with_description("Time to answer a decision RPC inside the server")
-                    .with_boundaries(RPC_DURATION_BOUNDS.to_vec())
+                    .with_boundaries(crate::service::latency::BOUNDS.to_vec())
                     .build(),
             ),
+            latency: None,
         }
+    }
+
+    /// Also (or only) records into `latency`.
+    pub fn with_latency(mut self, latency: Arc<Latency>) -> RpcMetrics {
+        self.latency = Some(latency);
+        self
     }
 
     /// Starts timing one call of `method`; the time is recorded when the guard is dropped.
     pub fn time(&self, method: &'static str) -> RpcTimer<'_> {
+        let latency = self.latency.as_ref().and_then(|l| l.of(method));
+        let timed = self.duration.is_some() || latency.is_some();
         RpcTimer {
-            running: self.duration.as_ref().map(|h| (h, Instant::now())),
+            started: timed.then(Instant::now),
+            duration: self.duration.as_ref(),
+            latency,
             method,
         }
     }
@@ -182,17 +190,24 @@ impl RpcMetrics {
 
 /// Records a call's duration when dropped, whatever way the handler returned.
 pub struct RpcTimer<'a> {
-    running: Option<(&'a Histogram<f64>, Instant)>,
+    started: Option<Instant>,
+    duration: Option<&'a Histogram<f64>>,
+    latency: Option<&'a crate::service::latency::Histogram>,
     method: &'static str,
 }
 
 impl Drop for RpcTimer<'_> {
     fn drop(&mut self) {
-        if let Some((histogram, started)) = self.running {
+        let Some(started) = self.started else { return };
+        let elapsed = started.elapsed();
+        if let Some(histogram) = self.duration {
             histogram.record(
-                started.elapsed().as_secs_f64(),
+                elapsed.as_secs_f64(),
                 &[KeyValue::new("rpc.method", self.method)],
             );
+        }
+        if let Some(latency) = self.latency {
+            latency.record(elapsed);
         }
     }
 }

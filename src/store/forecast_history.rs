@@ -67,3 +67,39 @@ macro_rules! forecast_backend {
 
 forecast_backend!(sqlite, sqlx::SqlitePool);
 forecast_backend!(postgres, sqlx::PgPool);
+
+/// The longest horizon stored, in ms: what was forecast for a minute comes from the rows up to
+/// this long before it.
+pub const HORIZON_MS: i64 = 15 * 60_000;
+
+/// For each of `rows`, what was forecast for its minute 1 and 15 minutes before (by the same
+/// instance, for the same series), found among `rows` and `earlier` (the rows of the
+/// `HORIZON_MS` before the oldest of `rows`).
+pub fn predicted_for(
+    rows: &[StoredForecast],
+    earlier: &[StoredForecast],
+) -> Vec<(Option<f64>, Option<f64>)> {
+    use std::collections::HashMap;
+    let by_minute: HashMap<(&str, &str, i64), &[f64]> = rows
+        .iter()
+        .chain(earlier)
+        .map(|r| {
+            (
+                (r.series.as_str(), r.instance.as_str(), r.minute_ms),
+                &r.forecast[..],
+            )
+        })
+        .collect();
+    let predicted = |r: &StoredForecast, h: usize| {
+        by_minute
+            .get(&(
+                r.series.as_str(),
+                r.instance.as_str(),
+                r.minute_ms - 60_000 * h as i64,
+            ))
+            .and_then(|f| f.get(h - 1).copied())
+    };
+    rows.iter()
+        .map(|r| (predicted(r, 1), predicted(r, 15)))
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! The HTTP admin listener (`--http-listen`): `/metrics` for Prometheus, `/healthz` and
+//! `/readyz` for probes that cannot speak gRPC, and a live dashboard at `/` with the JSON
+//! endpoints it reads (`/api/…`). The only module that knows HTTP (axum); it reads the
+//! service's state and never changes it.
+//!
+//! TLS and the admin token are the gRPC listener's: with `--tls-cert` this listener speaks TLS
+//! too (and asks for client certificates with `--tls-client-ca`); `/api/…` answers only with
+//! `authorization: Bearer <admin token>`, since its rows name clients. `/metrics` carries no
+//! client key (labels are rules, tiers, reasons) and the probes nothing, so they are open, as
+//! envoyproxy/ratelimit's and Limitador's are.
+
+mod assets;
+mod dashboard;
+pub mod metrics;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use sluice_core::engine::Engine;
+
+use crate::grpc::auth::AdminToken;
+use crate::service::clock::LiveClock;
+use crate::service::database::{Database, DatabaseError};
+use crate::service::fleet::Fleet;
+use crate::service::history_writer::HistoryStats;
+use crate::service::latency::Latency;
+use crate::service::minute_loop::MinuteLoop;
+use crate::service::model_slot::ModelSlot;
+use crate::service::readiness::Ready;
+use crate::service::timeline::Timeline;
+
+/// What the listener reads.
+pub struct HttpState {
+    pub engine: Arc<Engine>,
+    pub learning: Arc<MinuteLoop>,
+    pub models: Arc<ModelSlot>,
+    pub history_stats: Arc<HistoryStats>,
+    pub fleet: Option<Arc<Fleet>>,
+    pub database: Arc<Database>,
+    pub readiness: watch::Receiver<Ready>,
+    pub timeline: Arc<Timeline>,
+    pub latency: Arc<Latency>,
+    pub admin: AdminToken,
+    pub clock: LiveClock,
+    /// This instance's name in the shared history (`--instance-id`).
+    pub instance: String,
+    /// The domain whose limits the busiest keys' buckets are shown for (`--allow-domain`).
+    pub allow_domain: String,
+}
+
+type Shared = Arc<HttpState>;
+
+/// Why an `/api/…` call failed; the status is chosen here, once.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A bad query parameter: 400, naming it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No or a wrong token: 401.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The database is down or failed: 503, the panel shows it and tries again on its next refresh.
+    #[error("the history is unavailable: {0}")]
+    Database(#[from] DatabaseError),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let body = axum::Json(serde_json::json!({ "error": self.to_string() }));
+        (status, body).into_response()
+    }
+}
+
+type ApiResult = Result<axum::Json<serde_json::Value>, HttpError>;
+
+/// Every route.
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/api/overview", get(dashboard::overview))
+        .route("/api/timeline", get(dashboard::timeline))
+        .route("/api/buckets", get(dashboard::buckets))
+        .route("/api/forecasts", get(dashboard::forecasts))
+        .route("/api/anomalies", get(dashboard::anomalies))
+        .route("/api/changes", get(dashboard::changes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/", get(assets::index))
+        .route("/assets/{name}", get(assets::file))
+        .merge(api)
+        .with_state(state)
+}
+
+async fn require_token(
+    State(s): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, HttpError> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    s.admin.accepts(header).map_err(HttpError::Unauthorized)?;
+    Ok(next.run(request).await)
+}
+
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    (headers, metrics::render(&s)).into_response()
+}
+
+/// 200 once the rules are loaded (what gRPC health calls SERVING), else 503; the body says what
+/// is and is not ready either way.
+async fn readyz(State(s): State<Shared>) -> Response {
+    let ready = *s.readiness.borrow();
+    let status = if ready.rules_loaded {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": ready.rules_loaded,
+        "rules_loaded": ready.rules_loaded,
+        "lstm_loaded": ready.lstm_loaded,
+        "shared_counters": ready.shared_counters,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Serves until `shutdown` completes, then lets calls in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                // Dashboards poll every few seconds: small replies, no batching delay.
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// How long the dashboard's page waits between refreshes (the page reads it from here).
+pub const REFRESH: Duration = Duration::from_secs(5);
