@@ -6,7 +6,9 @@
 #     their own standalone servers and three-primary clusters on loopback, and stop them);
 #   - fetches ONNX Runtime's library (PyPI wheel, cached) for the forecaster's tests;
 #   - runs every Rust test (unit, property, end-to-end against SQLite and PostgreSQL);
-#   - runs the Python grpcio client test in a virtualenv under target/.
+#   - installs promtool, Chromium and chromedriver if missing (Debian packages);
+#   - runs the Python tests (grpcio client, the dashboard in headless Chromium, the deployment
+#     files' validators) in a virtualenv under target/.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,17 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
   # The package starts a system-wide server on 6379; the tests use their own ports.
+fi
+# promtool (Debian's `prometheus`) checks /metrics and the deployment's Prometheus config;
+# Chromium and its driver load the dashboard in the Python test.
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} (Debian packages)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export SLUICE_TEST_REDIS_BIN_DIR="$(dirname "$(command -v redis-server)")"
 

@@ -85,6 +85,9 @@ pub async fn fresh_pg_database(base: &str) -> String {
 
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// The HTTP admin listener, when the configuration asked for one (`http_listen`, bound
+    /// here on a free port whatever port it names).
+    pub http: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), sluice::service::StartError>>>,
     _token_dir: tempfile::TempDir,
@@ -129,12 +132,18 @@ impl TestServer {
         config.admin_token_file = token_dir.path().join("token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let http = match config.http_listen.take() {
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(sluice::service::run(config, listener, async {
+        let handle = tokio::spawn(sluice::service::run::run_with(config, listener, http, async {
             let _ = stopped.await;
         }));
         TestServer {
             addr,
+            http: http_addr,
             stop: Some(stop),
             handle: Some(handle),
             _token_dir: token_dir,

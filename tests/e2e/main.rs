@@ -10,6 +10,7 @@ mod corrections;
 mod fleet;
 mod forecast_history;
 mod forecasting;
+mod http;
 mod learning;
 mod outage;
 mod rls;
