@@ -256,9 +256,14 @@ pub async fn anomalies(State(s): State<Shared>, Query(w): Query<Window>) -> ApiR
     Ok(Json(json!({ "scores": scores, "actions": actions })))
 }
 
-/// `throttle`, `block`, `cut` (a pressure cut) or `none`, from an action as stored (JSON with a
-/// `kind`).
+/// `throttle`, `block`, `cut` (a pressure cut) or `none`, from an action as stored.
 fn action_name(stored: Option<&str>) -> &'static str {
+    // Scores store the kind's name alone; adjustments the action as JSON.
+    match stored {
+        Some("block") => return "block",
+        Some("throttle") => return "throttle",
+        _ => {}
+    }
     let kind = stored
         .and_then(|a| serde_json::from_str::<Value>(a).ok())
         .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_owned));

@@ -138,9 +138,14 @@ impl TestServer {
         };
         let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(sluice::service::run::run_with(config, listener, http, async {
-            let _ = stopped.await;
-        }));
+        let handle = tokio::spawn(sluice::service::run::run_with(
+            config,
+            listener,
+            http,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             addr,
             http: http_addr,
