@@ -108,6 +108,7 @@ fn observe(c: &mut Criterion) {
                         event: Event::Decision {
                             allowed: true,
                             anomaly: false,
+                            cut: false,
                         },
                     }));
                     // Close the minute as the server does: every client seen once (`first`),

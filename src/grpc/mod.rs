@@ -9,6 +9,7 @@ pub mod convert;
 pub mod history_api;
 pub mod learning_api;
 pub mod lists_api;
+mod operators_api;
 pub mod requests;
 pub mod rls;
 pub mod server;

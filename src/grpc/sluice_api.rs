@@ -186,6 +186,24 @@ impl Sluice for SluiceApi {
         ))
     }
 
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> RpcResult<pb::GetStatsResponse> {
+        self.admin.check(&request)?;
+        Ok(Response::new(self.get_stats_of(request.get_ref()).await?))
+    }
+
+    async fn list_rule_audit(
+        &self,
+        request: Request<pb::ListRuleAuditRequest>,
+    ) -> RpcResult<pb::ListRuleAuditResponse> {
+        self.admin.check(&request)?;
+        Ok(Response::new(
+            self.list_rule_audit_of(request.get_ref()).await?,
+        ))
+    }
+
     async fn get_model_info(
         &self,
         _request: Request<pb::GetModelInfoRequest>,
@@ -335,11 +353,16 @@ impl Sluice for SluiceApi {
                 reset_after: Some(duration(s.reset_after)),
                 shadow: s.shadow,
                 tracked: s.tracked,
+                cut: s.cut,
             })
             .collect();
+        let (pressure_factor, pressure_cause) = self.pressure_in_force();
         Ok(Response::new(pb::GetClientResponse {
             revision: self.engine.rules().revision(),
             limits,
+            action: self.client_action(&subject),
+            pressure_factor,
+            pressure_cause,
         }))
     }
 

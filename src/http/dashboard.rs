@@ -73,7 +73,7 @@ pub async fn overview(State(s): State<Shared>) -> ApiResult {
         "actions_in_force": s.engine.actions().sorted().len(),
         "pressure_factor": s.engine.pressure(),
         "cut": status.cut.as_ref().map(|c| json!({
-            "factor": c.factor, "since_ms": ms(c.since), "cause": format!("{:?}", c.cause), "shadow": c.shadow,
+            "factor": c.factor, "since_ms": ms(c.since), "cause": c.cause.describe(), "shadow": c.shadow,
         })),
         "forecaster": models.forecaster,
         "anomaly_model_version": status.model.version,
@@ -279,7 +279,7 @@ fn action_name(stored: Option<&str>) -> &'static str {
 pub async fn changes(State(s): State<Shared>, Query(w): Query<Window>) -> ApiResult {
     let now_ms = s.clock.now_millis();
     let since_ms = w.since(now_ms)?;
-    let audit = s.database.audit_log(50).await?;
+    let audit = s.database.audit_log("", 50).await?;
     let rules: Vec<Value> = audit
         .iter()
         .map(|e| {

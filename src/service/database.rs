@@ -79,12 +79,27 @@ impl Database {
     }
 
     /// Forecasts beside actual counts, newest first (`ListForecasts`; `query.client`: the series).
-    /// The newest rule changes, newest first (the rule audit log).
+    /// Traffic over a window (`GetStats`).
+    pub async fn window_stats(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<crate::store::traffic_stats::WindowStats, DatabaseError> {
+        Ok(self
+            .connected()?
+            .window_stats(since_ms, until_ms, limit)
+            .await?)
+    }
+
+    /// The newest rule changes, newest first (the rule audit log); of one rule when `rule_id`
+    /// is not empty.
     pub async fn audit_log(
         &self,
+        rule_id: &str,
         limit: u32,
     ) -> Result<Vec<crate::store::AuditEntry>, DatabaseError> {
-        Ok(self.connected()?.audit_log(limit).await?)
+        Ok(self.connected()?.rule_audit(rule_id, limit).await?)
     }
 
     pub async fn forecasts(

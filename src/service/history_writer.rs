@@ -215,6 +215,8 @@ mod tests {
                     requests: 1,
                     allowed: 1,
                     denied: 0,
+                    denied_anomaly: 0,
+                    denied_cut: 0,
                     errors: 0,
                 })
                 .collect(),

@@ -19,6 +19,8 @@ fn batch(tick: u64) -> HistoryBatch {
                 requests: 1,
                 allowed: 1,
                 denied: 0,
+                denied_anomaly: 0,
+                denied_cut: 0,
                 errors: 0,
             })
             .collect(),

@@ -144,12 +144,18 @@ macro_rules! backend {
                 Ok(())
             }
 
-            pub async fn audit_log(pool: &$pool, limit: u32) -> Result<Vec<AuditEntry>> {
+            /// The newest `limit` changes, of `rule_id` only when it is not empty.
+            pub async fn audit_log(
+                pool: &$pool,
+                rule_id: &str,
+                limit: u32,
+            ) -> Result<Vec<AuditEntry>> {
                 type Row = (i64, i64, String, String, String, Option<String>, Option<String>);
                 let rows: Vec<Row> = sqlx::query_as(
                     "SELECT revision, at_ms, actor, action, rule_id, before_body, after_body \
-                     FROM rule_audit ORDER BY id DESC LIMIT $1",
+                     FROM rule_audit WHERE ($1 = '' OR rule_id = $1) ORDER BY id DESC LIMIT $2",
                 )
+                .bind(rule_id)
                 .bind(limit as i64)
                 .fetch_all(pool)
                 .await?;

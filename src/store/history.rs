@@ -23,6 +23,9 @@ pub struct TrafficRow {
     pub requests: i64,
     pub allowed: i64,
     pub denied: i64,
+    /// Of `denied`: by an anomaly action, and by a limit cut under pressure (the rest: limits).
+    pub denied_anomaly: i64,
+    pub denied_cut: i64,
     pub errors: i64,
 }
 
@@ -182,7 +185,7 @@ macro_rules! history_backend {
                 }
                 for chunk in batch.traffic.chunks(CHUNK) {
                     let mut q = Builder::new(
-                        "INSERT INTO endpoint_traffic (minute_ms, endpoint, tier, requests, allowed, denied, errors) ",
+                        "INSERT INTO endpoint_traffic (minute_ms, endpoint, tier, requests, allowed, denied, denied_anomaly, denied_cut, errors) ",
                     );
                     q.push_values(chunk, |mut b, r| {
                         b.push_bind(r.minute_ms)
@@ -191,6 +194,8 @@ macro_rules! history_backend {
                             .push_bind(r.requests)
                             .push_bind(r.allowed)
                             .push_bind(r.denied)
+                            .push_bind(r.denied_anomaly)
+                            .push_bind(r.denied_cut)
                             .push_bind(r.errors);
                     });
                     // A minute written twice (a retried batch) adds up rather than failing.
@@ -199,6 +204,8 @@ macro_rules! history_backend {
                          requests = endpoint_traffic.requests + excluded.requests, \
                          allowed = endpoint_traffic.allowed + excluded.allowed, \
                          denied = endpoint_traffic.denied + excluded.denied, \
+                         denied_anomaly = endpoint_traffic.denied_anomaly + excluded.denied_anomaly, \
+                         denied_cut = endpoint_traffic.denied_cut + excluded.denied_cut, \
                          errors = endpoint_traffic.errors + excluded.errors",
                     );
                     q.build().execute(&mut *tx).await?;
@@ -353,6 +360,8 @@ macro_rules! history_backend {
                             allowed,
                             denied,
                             errors,
+                            denied_anomaly: 0,
+                            denied_cut: 0,
                         }
                     })
                     .collect())

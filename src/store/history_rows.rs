@@ -103,6 +103,8 @@ pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
                 requests: e.requests as i64,
                 allowed: e.allowed as i64,
                 denied: e.denied as i64,
+                denied_anomaly: e.denied_anomaly as i64,
+                denied_cut: e.denied_cut as i64,
                 errors: e.errors as i64,
             })
             .collect(),

@@ -11,6 +11,7 @@ pub mod history;
 pub mod history_rows;
 pub mod lists;
 pub mod notify;
+pub mod traffic_stats;
 
 use std::time::Duration;
 
@@ -202,10 +203,18 @@ impl Store {
     }
 
     /// The newest audit rows, newest first.
+    /// The newest `limit` changes of one rule.
+    pub async fn rule_audit(&self, rule_id: &str, limit: u32) -> Result<Vec<AuditEntry>> {
+        match self {
+            Store::Sqlite(p) => backend::sqlite::audit_log(p, rule_id, limit).await,
+            Store::Postgres(p) => backend::postgres::audit_log(p, rule_id, limit).await,
+        }
+    }
+
     pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         match self {
-            Store::Sqlite(p) => backend::sqlite::audit_log(p, limit).await,
-            Store::Postgres(p) => backend::postgres::audit_log(p, limit).await,
+            Store::Sqlite(p) => backend::sqlite::audit_log(p, "", limit).await,
+            Store::Postgres(p) => backend::postgres::audit_log(p, "", limit).await,
         }
     }
 
@@ -252,6 +261,21 @@ impl Store {
         match self {
             Store::Sqlite(p) => history::sqlite::scores(p, q).await,
             Store::Postgres(p) => history::postgres::scores(p, q).await,
+        }
+    }
+
+    /// Traffic over [since_ms, until_ms): totals, distinct clients, the busiest endpoint rows.
+    pub async fn window_stats(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<traffic_stats::WindowStats> {
+        match self {
+            Store::Sqlite(p) => traffic_stats::sqlite::window(p, since_ms, until_ms, limit).await,
+            Store::Postgres(p) => {
+                traffic_stats::postgres::window(p, since_ms, until_ms, limit).await
+            }
         }
     }
 

@@ -12,6 +12,7 @@ mod forecast_history;
 mod forecasting;
 mod http;
 mod learning;
+mod operators;
 mod outage;
 mod rls;
 mod service;

@@ -372,6 +372,8 @@ async fn export_features_reads_the_services_stored_traffic() {
                 requests,
                 allowed: requests - denied,
                 denied,
+                denied_anomaly: 0,
+                denied_cut: 0,
                 errors,
             });
         }
@@ -383,6 +385,8 @@ async fn export_features_reads_the_services_stored_traffic() {
                 requests: 1,
                 allowed: 1,
                 denied: 0,
+                denied_anomaly: 0,
+                denied_cut: 0,
                 errors: 0,
             });
         }

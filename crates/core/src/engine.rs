@@ -24,7 +24,7 @@ use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::Buckets;
 use super::forecast::pressure::cut_quota;
 use super::keys::{bucket_key, caller_from_descriptors, subject_key, synthetic_seed};
-use super::learn::actions::{ActionKind, ActionTable, Signal};
+use super::learn::actions::{Action, ActionKind, ActionTable, Signal};
 use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
 use super::limit::{Algorithm, Quota, Rate, Unit};
 use super::limit_stats::LimitOutcome;
@@ -634,6 +634,7 @@ impl Engine {
         let event = Event::Decision {
             allowed: !verdict.over_limit,
             anomaly: by_anomaly,
+            cut: verdict.forecast_cut,
         };
         self.observe(caller, event, now);
         verdict
@@ -679,6 +680,7 @@ impl Engine {
             Event::Decision {
                 allowed: false,
                 anomaly: true,
+                cut: false,
             },
             now,
         );
@@ -694,7 +696,11 @@ impl Engine {
         let mut out = Vec::new();
         for m in &matches {
             for limit in &m.rule.limits {
-                let Some(quota) = limit.quota else { continue };
+                let Some(configured) = limit.quota else {
+                    continue;
+                };
+                let (quota, cut) =
+                    self.pressured(configured, limit, m.rule.priority(), subject.tier);
                 let key = subject_key(limit, &fields, &m.order);
                 let (tracked, outcome) = match self.buckets.get(key) {
                     Some(state) => (true, state.peek(&quota, now)),
@@ -709,10 +715,24 @@ impl Engine {
                     tracked,
                     remaining: outcome.remaining,
                     reset_after: outcome.reset_after,
+                    cut,
                 });
             }
         }
         out
+    }
+
+    /// The anomaly action in force on a subject's address or user (this engine's, else the
+    /// fleet's), as decisions would meet it.
+    pub fn action_for(&self, subject: &Subject<'_>, now: Nanos) -> Option<Action> {
+        let own = self.actions.load();
+        if let Some(a) = own.active_for(subject.remote_address, subject.user_id, now) {
+            return Some(a.clone());
+        }
+        self.fleet_actions
+            .load()
+            .active_for(subject.remote_address, subject.user_id, now)
+            .cloned()
     }
 
     /// Forgets the subject's buckets, giving it its full allowance back. Returns how many existed.

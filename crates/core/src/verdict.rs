@@ -135,6 +135,8 @@ pub struct LimitState {
     pub tracked: bool,
     pub remaining: u64,
     pub reset_after: Nanos,
+    /// The limit reported is cut under pressure for this subject.
+    pub cut: bool,
 }
 
 /// Counters since start; read by health/metrics and tests.

@@ -12,6 +12,8 @@ fn minute_of(endpoint: &str, tier: Tier, requests: u64) -> EndpointMinute {
         requests,
         allowed: requests,
         denied: 0,
+        denied_anomaly: 0,
+        denied_cut: 0,
         errors: 0,
     }
 }

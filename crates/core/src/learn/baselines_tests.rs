@@ -21,6 +21,7 @@ fn minute(clients: &[(String, usize, u32, u32)]) -> Vec<ClientMinute> {
                 event: Event::Decision {
                     allowed: true,
                     anomaly: false,
+                    cut: false,
                 },
             };
             agg.record(&o);
@@ -205,6 +206,7 @@ fn visits(client: &str, paths: &[(&str, u32)]) -> ClientMinute {
                 event: Event::Decision {
                     allowed: true,
                     anomaly: false,
+                    cut: false,
                 },
             };
             agg.record(&o);

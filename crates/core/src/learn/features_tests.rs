@@ -21,6 +21,7 @@ fn minute(reqs: &[Req], denied: &[usize]) -> ClientMinute {
             event: Event::Decision {
                 allowed: !denied.contains(&i),
                 anomaly: false,
+                cut: false,
             },
         };
         agg.record(&o);

@@ -29,6 +29,7 @@ fn requests(
             event: Event::Decision {
                 allowed: true,
                 anomaly: false,
+                cut: false,
             },
         };
         agg.record(&o);

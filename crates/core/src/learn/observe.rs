@@ -66,8 +66,13 @@ pub enum ClientKind {
 /// What happened to one request, as far as the learning loop cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The engine decided. `anomaly` is set when an anomaly action (not a static rule) denied it.
-    Decision { allowed: bool, anomaly: bool },
+    /// The engine decided. `anomaly` is set when an anomaly action (not a static rule) denied it,
+    /// `cut` when a limit cut under pressure did.
+    Decision {
+        allowed: bool,
+        anomaly: bool,
+        cut: bool,
+    },
     /// The gateway reported the upstream's HTTP status (access log or `Report`).
     Outcome { status: u16 },
 }
@@ -323,7 +328,9 @@ impl ClientMinute {
             self.prm = true;
         }
         let counts_as_request = match o.event {
-            Event::Decision { allowed, anomaly } => {
+            Event::Decision {
+                allowed, anomaly, ..
+            } => {
                 self.decided = true;
                 if allowed {
                     self.allowed += 1;
@@ -393,6 +400,9 @@ pub struct EndpointMinute {
     pub requests: u64,
     pub allowed: u64,
     pub denied: u64,
+    /// Of `denied`: by an anomaly action, and by a limit cut under pressure (the rest: limits).
+    pub denied_anomaly: u64,
+    pub denied_cut: u64,
     pub errors: u64,
 }
 
@@ -552,12 +562,21 @@ impl Aggregator {
             None => None,
         };
         match (endpoint, o.event) {
-            (Some(e), Event::Decision { allowed, .. }) => {
+            (
+                Some(e),
+                Event::Decision {
+                    allowed,
+                    anomaly,
+                    cut,
+                },
+            ) => {
                 e.requests += 1;
                 if allowed {
                     e.allowed += 1;
                 } else {
                     e.denied += 1;
+                    e.denied_anomaly += u64::from(anomaly);
+                    e.denied_cut += u64::from(cut && !anomaly);
                 }
             }
             (Some(e), Event::Outcome { status }) if status >= 400 => e.errors += 1,

@@ -15,6 +15,7 @@ fn obs<'a>(client: &'a str, endpoint: &'a str, event: Event, sec: u64) -> Observ
 const OK: Event = Event::Decision {
     allowed: true,
     anomaly: false,
+    cut: false,
 };
 
 #[test]
@@ -58,6 +59,7 @@ fn decisions_count_requests_and_outcomes_count_errors() {
         Event::Decision {
             allowed: false,
             anomaly: false,
+            cut: false,
         },
         2,
     ));
@@ -67,6 +69,7 @@ fn decisions_count_requests_and_outcomes_count_errors() {
         Event::Decision {
             allowed: false,
             anomaly: true,
+            cut: false,
         },
         3,
     ));
