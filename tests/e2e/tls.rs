@@ -315,3 +315,45 @@ async fn bad_tls_settings_are_refused_at_start() {
         }
     }
 }
+
+/// The HTTP admin listener takes the gRPC listener's TLS files: with a client CA, only a client
+/// with a certificate it signed gets an answer, and plain HTTP gets none. curl is the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_listener_speaks_the_same_mutual_tls() {
+    let pki = Pki::new();
+    let db = Db::new(Backend::Sqlite).await;
+    let mut config = config(&db.url);
+    config.tls_cert = Some(pki.path("server.pem"));
+    config.tls_key = Some(pki.path("server.key"));
+    config.tls_client_ca = Some(pki.path("ca.pem"));
+    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = TestServer::spawn(config).await;
+    pki.wait_serving(&server).await;
+    let port = server.http.unwrap().port();
+    let curl = |args: &[&str], scheme: &str| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(pki.path("ca.pem"))
+            .args(args)
+            .arg(format!("{scheme}://localhost:{port}/healthz"));
+        c.output().expect("curl")
+    };
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let client_cert = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let ok = curl(&client_cert, "https");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+    let anonymous = curl(&[], "https");
+    assert!(!anonymous.status.success(), "no client certificate, no answer");
+    let plain = curl(&[], "http");
+    assert!(
+        !plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("ok"),
+        "plain HTTP on a TLS listener gets no answer"
+    );
+    server.stop().await;
+}
