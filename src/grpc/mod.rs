@@ -45,9 +45,25 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Longest `grpc-message` sent: an error quoting a caller's huge input must not become a
+/// reply a default client refuses (4 MB) or a header a proxy drops.
+pub const MAX_MESSAGE_LEN: usize = 1_024;
+
+/// `message`, cut to `MAX_MESSAGE_LEN` bytes at a character boundary, saying so.
+pub fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_LEN {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_LEN;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes, truncated)", &message[..end], message.len())
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
-        let message = e.to_string();
+        let message = bounded(e.to_string());
         match e {
             // The caller sent something we will never accept; retrying the same input is useless.
             ApiError::Invalid(_) => Status::invalid_argument(message),
@@ -85,5 +101,18 @@ impl From<ApiError> for Status {
                 StoreError::BadUrl { .. } | StoreError::Corrupt { .. } | StoreError::Internal(_),
             )) => Status::internal(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary_and_say_so() {
+        assert_eq!(super::bounded("short".into()), "short");
+        let long = "é".repeat(2_000);
+        let cut = super::bounded(long.clone());
+        assert!(cut.len() < super::MAX_MESSAGE_LEN + 64, "{}", cut.len());
+        assert!(cut.ends_with("(4000 bytes, truncated)"), "{cut}");
+        assert!(long.starts_with(cut.split('…').next().unwrap()));
     }
 }

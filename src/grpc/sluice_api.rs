@@ -303,6 +303,7 @@ impl Sluice for SluiceApi {
         if id.is_empty() {
             return Err(ApiError::from(ValidationError::new("id", "must not be empty")).into());
         }
+        check_rule_id("id", id, &self.caps).map_err(ApiError::from)?;
         let rules = self.engine.rules();
         let rule = rules
             .get(id)
@@ -320,6 +321,17 @@ impl Sluice for SluiceApi {
             return Err(
                 ApiError::from(ValidationError::new("ids", "must name at least one rule")).into(),
             );
+        }
+        if req.ids.len() > self.caps.max_rules_per_update {
+            let message = format!(
+                "{} ids, more than {} in one call",
+                req.ids.len(),
+                self.caps.max_rules_per_update
+            );
+            return Err(ApiError::from(ValidationError::new("ids", message)).into());
+        }
+        for (i, id) in req.ids.iter().enumerate() {
+            check_rule_id(&format!("ids[{i}]"), id, &self.caps).map_err(ApiError::from)?;
         }
         let change = RuleChange {
             deletes: req.ids.clone(),
@@ -439,4 +451,23 @@ impl Sluice for SluiceApi {
                 .await?,
         ))
     }
+}
+
+/// A rule id no longer than a valid rule's can be: refused before any lookup or write.
+fn check_rule_id(
+    field: &str,
+    id: &str,
+    caps: &sluice_core::validate::InputLimits,
+) -> Result<(), ValidationError> {
+    let max = caps.max_rule_id_len();
+    if id.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "is {} bytes, longer than any rule id can be ({max})",
+                id.len()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -210,6 +210,55 @@ fn cases() -> Vec<(&'static str, Call, &'static str)> {
             }),
             "id",
         ),
+        // A megabyte id names no rule: refused on its length, the reply stays small (checked
+        // below for every case).
+        (
+            "get a 1 MB id",
+            Box::new(|s: &TestServer| {
+                Box::pin(async move {
+                    s.api()
+                        .await
+                        .get_rule(pb::GetRuleRequest {
+                            id: "d|k=".to_string() + &"x".repeat(1 << 20),
+                        })
+                        .await
+                        .unwrap_err()
+                })
+            }),
+            "id",
+        ),
+        (
+            "delete a 1 MB id",
+            Box::new(|s: &TestServer| {
+                Box::pin(async move {
+                    s.api()
+                        .await
+                        .delete_rules(admin(pb::DeleteRulesRequest {
+                            ids: vec!["d|k".into(), "y".repeat(1 << 20)],
+                            ..Default::default()
+                        }))
+                        .await
+                        .unwrap_err()
+                })
+            }),
+            "ids[1]",
+        ),
+        (
+            "delete 10,001 ids",
+            Box::new(|s: &TestServer| {
+                Box::pin(async move {
+                    s.api()
+                        .await
+                        .delete_rules(admin(pb::DeleteRulesRequest {
+                            ids: (0..10_001).map(|i| format!("d|k={i}")).collect(),
+                            ..Default::default()
+                        }))
+                        .await
+                        .unwrap_err()
+                })
+            }),
+            "ids",
+        ),
     ]
 }
 
@@ -224,6 +273,11 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             status.message().starts_with(field),
             "{name}: message {:?} should name {field:?}",
             status.message()
+        );
+        assert!(
+            status.message().len() <= 2_048,
+            "{name}: a {}-byte message",
+            status.message().len()
         );
     }
     let after = server

@@ -346,10 +346,17 @@ async fn the_http_listener_speaks_the_same_mutual_tls() {
         key.to_str().unwrap(),
     ];
     let ok = curl(&client_cert, "https");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
     let anonymous = curl(&[], "https");
-    assert!(!anonymous.status.success(), "no client certificate, no answer");
+    assert!(
+        !anonymous.status.success(),
+        "no client certificate, no answer"
+    );
     let plain = curl(&[], "http");
     assert!(
         !plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("ok"),

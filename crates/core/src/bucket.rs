@@ -250,11 +250,13 @@ impl BucketState {
             0
         } else {
             let need = if op == Op::Check { 1 } else { hits };
-            let mut freed = 0;
+            let mut freed: u64 = 0;
             let mut at = reset_after;
             for k in oldest..=slot {
-                freed += ring.counts[(k % ring_len) as usize];
-                if used - freed + need <= quota.limit {
+                freed = freed.saturating_add(ring.counts[(k % ring_len) as usize]);
+                // Saturating: `need` may be anything up to u64::MAX (Envoy's hits_addend); a
+                // request that can never fit waits for the whole window, as a fixed window says.
+                if used.saturating_sub(freed).saturating_add(need) <= quota.limit {
                     at = leaves_at(k).saturating_sub(now);
                     break;
                 }

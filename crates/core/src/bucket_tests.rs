@@ -200,6 +200,28 @@ fn run(q: Quota, schedule: &[(u64, u64)]) -> Vec<(Nanos, u64)> {
 }
 
 proptest! {
+    /// Any number of hits, up to u64::MAX, on any state of any algorithm: no panic, no wrap. A
+    /// denial never says to retry sooner than a request of that size could fit: when it can never
+    /// fit, not before the window (or the bucket) has fully recovered.
+    #[test]
+    fn extreme_hits_saturate(
+        alg in prop_oneof![Just(Algorithm::TokenBucket), Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow)],
+        limit in 1u64..1_000,
+        used in 0u64..1_000,
+        hits in prop_oneof![Just(u64::MAX), Just(u64::MAX - 1), Just(u64::MAX / 2), 1_000u64..u64::MAX],
+    ) {
+        let q = quota(alg, limit, Unit::Second, limit);
+        let now = 1_700_000_000 * S + 123_456_789;
+        let mut state = BucketState::default();
+        state.apply(&q, now, used.min(limit), Op::Consume);
+        let denied = state.apply(&q, now, hits, Op::Consume);
+        prop_assert!(!denied.allowed, "{hits} hits never fit a limit of {limit}");
+        prop_assert!(denied.retry_after >= denied.reset_after || denied.reset_after == 0,
+            "retry after {} before the reset at {}", denied.retry_after, denied.reset_after);
+        let refunded = state.apply(&q, now, hits, Op::Refund);
+        prop_assert!(refunded.remaining <= limit);
+    }
+
     #[test]
     fn token_bucket_never_exceeds_capacity_plus_refill(
         limit in 1u64..20, capacity in 1u64..20, sched in schedule()

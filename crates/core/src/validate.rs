@@ -33,6 +33,14 @@ impl Default for InputLimits {
     }
 }
 
+impl InputLimits {
+    /// The longest rule id a valid rule can have (`domain|key=value|…`): longer ids name no
+    /// rule, and are refused before any lookup.
+    pub fn max_rule_id_len(&self) -> usize {
+        self.max_key_len + self.max_entries * (self.max_key_len + self.max_value_len + 2)
+    }
+}
+
 /// Largest `requests_per_unit` accepted: keeps every bucket computation far from overflow.
 pub const MAX_REQUESTS_PER_UNIT: u64 = 1_000_000_000_000;
 
