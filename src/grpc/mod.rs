@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod auth;
 pub mod convert;
 pub mod history_api;
+pub mod incoming;
 pub mod learning_api;
 pub mod lists_api;
 mod operators_api;

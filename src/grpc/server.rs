@@ -4,17 +4,18 @@
 //! are loaded, and `sluice.v1.Forecaster` SERVING only while the LSTM forecasts.
 
 use std::future::Future;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use super::access_log::AccessLogs;
+use super::incoming::{self, ConnectionLimits};
 use super::rls::Rls;
 use super::sluice_api::SluiceApi;
 use super::tls::ServerTlsFiles;
@@ -84,12 +85,24 @@ pub struct Services {
 /// A server ready to run (its TLS files read and checked).
 pub struct Server {
     tls: Option<tonic::transport::ServerTlsConfig>,
+    limits: ConnectionLimits,
 }
+
+/// Most calls in flight on one HTTP/2 connection: Envoy multiplexes many on a few connections;
+/// one peer opening streams without end must not take every worker.
+const MAX_CONCURRENT_STREAMS: u32 = 1_024;
+/// HTTP/2 pings on a quiet connection, and how long an answer may take before it is closed: a
+/// peer that vanished (or never speaks HTTP/2) does not keep its connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Server {
     /// Reads and checks the TLS files (a bad one fails here, before anything is served).
-    pub async fn new(tls: &ServerTlsFiles) -> Result<Server, ServeError> {
-        Ok(Server { tls: tls.load()? })
+    pub async fn new(tls: &ServerTlsFiles, limits: ConnectionLimits) -> Result<Server, ServeError> {
+        Ok(Server {
+            tls: tls.load()?,
+            limits,
+        })
     }
 
     /// Serves until `shutdown` completes, then drains the calls in flight. Health follows
@@ -118,7 +131,10 @@ impl Server {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .expect("the embedded descriptor set is valid");
-        let mut server = tonic::transport::Server::builder();
+        let mut server = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
         if let Some(tls) = self.tls {
             // rustls parses the certificate and key here: a bad one fails the start.
             server = server
@@ -126,6 +142,9 @@ impl Server {
                 .map_err(|e| ServeError::TlsConfig(e.to_string()))?;
         }
         let serving = server
+            .layer(tower::util::MapResponseLayer::new(
+                undecodable_is_invalid_argument as fn(_) -> _,
+            ))
             .add_service(HealthServer::new(HealthService::from_health_reporter(
                 health.reporter.clone(),
             )))
@@ -134,7 +153,7 @@ impl Server {
             .add_service(RateLimitServiceServer::new(services.rls))
             .add_service(AccessLogServiceServer::new(services.access_logs))
             .add_service(SluiceServer::new(services.api))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming::accept(listener, self.limits), async {
                 shutdown.await;
                 tracing::info!("shutting down: draining in-flight calls");
             });
@@ -151,4 +170,25 @@ impl Server {
             _ = follow => unreachable!("following readiness never ends"),
         }
     }
+}
+
+/// A request tonic could not decode (invalid UTF-8 in a string field, a truncated message) is
+/// the caller's mistake: tonic answers INTERNAL; this says INVALID_ARGUMENT, keeping tonic's
+/// message, which names the message and field (`RateLimitRequest.domain: invalid string value`).
+fn undecodable_is_invalid_argument<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::HeaderValue;
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|s| s == "13");
+    let undecodable = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| {
+            m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode")
+        });
+    if internal && undecodable {
+        headers.insert("grpc-status", HeaderValue::from_static("3"));
+    }
+    response
 }

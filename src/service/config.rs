@@ -157,6 +157,15 @@ pub struct Config {
     #[arg(long, env = "SLUICE_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
+    /// Most gRPC connections at once; more wait in the kernel's backlog until one closes.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Milliseconds a new gRPC connection may stay silent before it is closed (an idle socket
+    /// must not hold a connection slot).
+    #[arg(long, env = "SLUICE_FIRST_BYTE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub first_byte_timeout_ms: u64,
+
     /// Address of the HTTP admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz` and the
     /// dashboard at `/`. Off when unset; TLS and the admin token are the gRPC listener's.
     #[arg(long, env = "SLUICE_HTTP_LISTEN")]
@@ -384,6 +393,14 @@ fn parse_unknown_domain(text: &str) -> Result<UnknownDomain, String> {
 }
 
 impl Config {
+    /// How the gRPC listener admits connections.
+    pub fn connection_limits(&self) -> crate::grpc::incoming::ConnectionLimits {
+        crate::grpc::incoming::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms.max(100)),
+        }
+    }
+
     /// The listener's TLS files, as configured (checked by `ServerTlsFiles::load`).
     pub fn tls(&self) -> crate::grpc::tls::ServerTlsFiles {
         crate::grpc::tls::ServerTlsFiles {

@@ -130,7 +130,7 @@ pub async fn run_with(
         },
         None => None,
     };
-    let server = Server::new(&config.tls()).await?;
+    let server = Server::new(&config.tls(), config.connection_limits()).await?;
     let http_tls = match &http {
         Some(_) => crate::http::tls::server_config(&config.tls()).map_err(ServeError::from)?,
         None => None,

@@ -1,0 +1,137 @@
+//! The gRPC listener's connections, accepted with care:
+//! - at most `max_connections` at once: past it, new connections wait in the kernel's backlog
+//!   rather than each costing a task and buffers;
+//! - a connection that sends nothing within `first_byte_timeout` of being accepted is closed
+//!   (an idle socket must not hold a slot for ever; live ones are then watched by HTTP/2
+//!   keepalive);
+//! - an accept that fails (out of file descriptors, say) is retried after a growing pause, up to
+//!   a second, instead of at once in a loop that burns a core and starves the clients already in.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// How connections are admitted.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub first_byte_timeout: Duration,
+}
+
+/// Accepted connections, as a stream for `serve_with_incoming_shutdown`.
+pub fn accept(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+) -> impl Stream<Item = io::Result<Guarded>> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    futures::stream::unfold(
+        (listener, slots, Duration::ZERO),
+        move |(listener, slots, mut backoff)| async move {
+            loop {
+                let permit = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                match listener.accept().await {
+                    Ok((tcp, _)) => {
+                        let _ = tcp.set_nodelay(true);
+                        let guarded = Guarded {
+                            tcp,
+                            _permit: permit,
+                            first_byte: Some(Box::pin(tokio::time::sleep(
+                                limits.first_byte_timeout,
+                            ))),
+                        };
+                        return Some((Ok(guarded), (listener, slots, Duration::ZERO)));
+                    }
+                    Err(e) => {
+                        drop(permit);
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                        tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "gRPC listener: accept failed; pausing");
+                        tokio::time::sleep(backoff).await;
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A connection holding its slot until it is dropped, closed if its first byte is late.
+pub struct Guarded {
+    tcp: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    /// Until the first byte arrives.
+    first_byte: Option<Pin<Box<Sleep>>>,
+}
+
+impl Connected for Guarded {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp.connect_info()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let got_bytes = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        if let Some(deadline) = self.first_byte.as_mut() {
+            if got_bytes {
+                self.first_byte = None;
+            } else if polled.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request on the connection in time",
+                )));
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
