@@ -82,13 +82,36 @@ pub fn admin_token(config: &Config) -> Result<AdminToken, StartError> {
     Ok(token)
 }
 
+/// Writes `text` to `path` readable by the owner only, whatever was there: a new file (mode
+/// 0600, created exclusively beside it) is renamed over the path. An existing file that others
+/// could read is replaced, not rewritten in place (its mode would stay); a symbolic link is
+/// replaced by the file, never followed (its target is left alone).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(text.as_bytes())
+    let written = options
+        .open(&temp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
+    let result = written.and_then(|()| std::fs::rename(&temp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 /// Runs the service on `listener` (and `--http-listen`, if set) until `shutdown` completes.
