@@ -177,6 +177,22 @@ fn cases() -> Vec<(&'static str, Call, &'static str)> {
             "rules[1]",
         ),
         (
+            "update with 100,000 replaces",
+            update_call(vec![pb::Rule {
+                replaces: (0..100_000).map(|i| format!("l{i}")).collect(),
+                ..good()
+            }]),
+            "rules[0].replaces",
+        ),
+        (
+            "update with a 3.5 MB replaces name",
+            update_call(vec![pb::Rule {
+                replaces: vec!["r".repeat(3_500_000)],
+                ..good()
+            }]),
+            "rules[0].replaces[0]",
+        ),
+        (
             "update no limits",
             update_call(vec![pb::Rule {
                 limits: vec![],

@@ -41,6 +41,9 @@ impl InputLimits {
     }
 }
 
+/// Most limit names one rule's `replaces` may list.
+pub const MAX_REPLACES: usize = 64;
+
 /// Largest `requests_per_unit` accepted: keeps every bucket computation far from overflow.
 pub const MAX_REQUESTS_PER_UNIT: u64 = 1_000_000_000_000;
 
@@ -166,7 +169,18 @@ pub fn check_rule(field: &str, rule: &Rule, caps: &InputLimits) -> Result {
             ));
         }
     }
+    if rule.replaces.len() > MAX_REPLACES {
+        return Err(ValidationError::new(
+            format!("{field}.replaces"),
+            format!(
+                "names {} limits, more than the maximum of {MAX_REPLACES}",
+                rule.replaces.len()
+            ),
+        ));
+    }
     for (i, name) in rule.replaces.iter().enumerate() {
+        // Names of limits: as long as a limit's name may be.
+        check_len(&format!("{field}.replaces[{i}]"), name, caps.max_key_len)?;
         if name.is_empty() {
             return Err(ValidationError::new(
                 format!("{field}.replaces[{i}]"),
