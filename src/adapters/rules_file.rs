@@ -23,12 +23,22 @@
 //! endpoint can take), and per limit `algorithm`,
 //! `burst`, `floor`, `ceiling`. Unknown fields are errors, so typos do not pass silently.
 //! This module parses and validates; it changes nothing.
+//!
+//! Hostile files are bounded while they are parsed, not after: a file is at most
+//! `MAX_FILE_BYTES`; every string at most `MAX_STRING_BYTES` and every descriptor and limit
+//! counts against a budget (`node_budget`), checked as YAML aliases are expanded, so an alias
+//! bomb (a megabyte anchored once, aliased twenty thousand times) is refused with a named error
+//! before it can take memory. Nesting is bounded by serde_yaml's depth limit. Callers parse off
+//! the async runtime.
+
+use std::cell::Cell;
 
 use serde::Deserialize;
+use serde::de::{Deserializer, SeqAccess, Visitor};
 
 use sluice_core::limit::{Algorithm, LimitSpec, Rate, Unit};
 use sluice_core::rules::{EntryMatch, Priority, Rule};
-use sluice_core::validate::{InputLimits, ValidationError, check_rule};
+use sluice_core::validate::{InputLimits, ValidationError, check_entry, check_limit, check_rule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesFileError {
@@ -41,6 +51,8 @@ pub enum RulesFileError {
     /// Malformed YAML or a field of the wrong type; serde_yaml's message carries the line.
     #[error("{origin}: {message}")]
     Yaml { origin: String, message: String },
+    #[error("{path}: {size} bytes, more than a rules file may be ({MAX_FILE_BYTES} bytes)")]
+    TooLarge { path: String, size: u64 },
     #[error("{origin}: {error}")]
     Invalid {
         origin: String,
@@ -55,23 +67,112 @@ pub struct RulesFile {
     pub rules: Vec<Rule>,
 }
 
+/// Largest rules file read, in bytes.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+/// Longest string in a rules file (a key, value or name; validation then applies the tighter
+/// `InputLimits`).
+pub const MAX_STRING_BYTES: usize = 64 << 10;
+
+thread_local! {
+    /// Descriptors and limits the file being parsed may still hold (aliases included).
+    static NODES_LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Bytes of strings it may still hold (aliases included): a string aliased many times is
+    /// as many strings once parsed.
+    static STRING_BYTES_LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Bytes of strings one file may hold once its aliases are expanded.
+const STRING_BUDGET: usize = 4 * MAX_FILE_BYTES as usize;
+
+/// Spends `len` bytes of the string budget, or says why the file is refused.
+fn spend_string(len: usize) -> Result<(), String> {
+    if len > MAX_STRING_BYTES {
+        return Err(format!(
+            "a string of {len} bytes, more than a rules file may hold ({MAX_STRING_BYTES})"
+        ));
+    }
+    let left = STRING_BYTES_LEFT.with(Cell::get);
+    if len > left {
+        return Err(format!(
+            "more than {STRING_BUDGET} bytes of strings once YAML aliases are expanded"
+        ));
+    }
+    STRING_BYTES_LEFT.with(|b| b.set(left - len));
+    Ok(())
+}
+
+/// Descriptors and limits one file may hold: every rule of an update, each with its limits,
+/// and the inner descriptors that carry none.
+fn node_budget(caps: &InputLimits) -> usize {
+    caps.max_rules_per_update
+        .saturating_mul(caps.max_limits_per_rule + 2)
+        .saturating_add(1_000)
+}
+
+fn bounded_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    spend_string(s.len()).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn bounded_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    if let Some(s) = &s {
+        spend_string(s.len()).map_err(serde::de::Error::custom)?;
+    }
+    Ok(s)
+}
+
+/// A list whose every element spends one unit of the file's node budget as it is read.
+fn budgeted<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    struct Budgeted<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Budgeted<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            loop {
+                let left = NODES_LEFT.with(Cell::get);
+                if left == 0 {
+                    return Err(serde::de::Error::custom(
+                        "more descriptors and limits than one rules file may hold \
+                         (YAML aliases count each time they are used)",
+                    ));
+                }
+                match seq.next_element()? {
+                    Some(item) => {
+                        NODES_LEFT.with(|n| n.set(n.get().saturating_sub(1)));
+                        out.push(item);
+                    }
+                    None => return Ok(out),
+                }
+            }
+        }
+    }
+    d.deserialize_seq(Budgeted(std::marker::PhantomData))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DomainDoc {
+    #[serde(deserialize_with = "bounded_string")]
     domain: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "budgeted")]
     descriptors: Vec<DescriptorDoc>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DescriptorDoc {
+    #[serde(deserialize_with = "bounded_string")]
     key: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_opt_string")]
     value: Option<String>,
     #[serde(default)]
     rate_limit: Option<LimitDoc>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "budgeted")]
     limits: Vec<LimitDoc>,
     #[serde(default)]
     shadow_mode: bool,
@@ -83,7 +184,7 @@ struct DescriptorDoc {
     /// Requests per minute the endpoint can take (Sluice extension).
     #[serde(default)]
     capacity: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "budgeted")]
     descriptors: Vec<DescriptorDoc>,
 }
 
@@ -96,9 +197,9 @@ struct LimitDoc {
     requests_per_unit: Option<u64>,
     #[serde(default)]
     unlimited: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_opt_string")]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "budgeted")]
     replaces: Vec<ReplacesDoc>,
     #[serde(default)]
     algorithm: Option<Algorithm>,
@@ -113,22 +214,51 @@ struct LimitDoc {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplacesDoc {
+    #[serde(deserialize_with = "bounded_string")]
     name: String,
 }
 
-pub fn load(path: &std::path::Path, caps: &InputLimits) -> Result<RulesFile, RulesFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RulesFileError::Read {
+/// Reads a rules file, refusing one larger than `MAX_FILE_BYTES` before reading it (and
+/// reading no more than that, should it grow meanwhile). Blocking.
+pub fn read(path: &std::path::Path) -> Result<String, RulesFileError> {
+    use std::io::Read;
+    let failed = |source| RulesFileError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let size = file.metadata().map_err(failed)?.len();
+    let too_big = |size: u64| RulesFileError::TooLarge {
+        path: path.display().to_string(),
+        size,
+    };
+    if size > MAX_FILE_BYTES {
+        return Err(too_big(size));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(failed)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
+}
+
+/// Reads, parses and validates a rules file. Blocking.
+pub fn load(path: &std::path::Path, caps: &InputLimits) -> Result<RulesFile, RulesFileError> {
+    let text = read(path)?;
     parse(&path.display().to_string(), &text, caps)
 }
 
 /// Parses and validates a whole file; `origin` names it in errors.
 pub fn parse(origin: &str, text: &str, caps: &InputLimits) -> Result<RulesFile, RulesFileError> {
     let mut file = RulesFile::default();
+    NODES_LEFT.with(|n| n.set(node_budget(caps)));
+    STRING_BYTES_LEFT.with(|b| b.set(STRING_BUDGET));
     for (n, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let doc = DomainDoc::deserialize(document).map_err(|e| RulesFileError::Yaml {
+        let parsed = DomainDoc::deserialize(document);
+        let doc = parsed.map_err(|e| RulesFileError::Yaml {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
@@ -159,6 +289,23 @@ pub fn parse(origin: &str, text: &str, caps: &InputLimits) -> Result<RulesFile, 
             .map_err(invalid)?;
         }
         file.domains.push(doc.domain);
+        if file.rules.len() > caps.max_rules_per_update {
+            break;
+        }
+    }
+    NODES_LEFT.with(|n| n.set(usize::MAX));
+    STRING_BYTES_LEFT.with(|b| b.set(usize::MAX));
+    if file.rules.len() > caps.max_rules_per_update {
+        return Err(RulesFileError::Invalid {
+            origin: origin.to_string(),
+            error: ValidationError::new(
+                "descriptors",
+                format!(
+                    "the file defines more than {} rules, the most one update may hold",
+                    caps.max_rules_per_update
+                ),
+            ),
+        });
     }
     let mut seen = std::collections::HashSet::new();
     for rule in &file.rules {
@@ -180,10 +327,11 @@ fn flatten(
     out: &mut Vec<Rule>,
     caps: &InputLimits,
 ) -> Result<(), ValidationError> {
-    path.push(EntryMatch::parse(
-        &doc.key,
-        doc.value.as_deref().unwrap_or(""),
-    ));
+    let entry = EntryMatch::parse(&doc.key, doc.value.as_deref().unwrap_or(""));
+    // Checked here, where the YAML position of the entry is known: the rule's own check would
+    // name the entry by its depth in the flattened rule.
+    check_entry(at, &entry, path, caps)?;
+    path.push(entry);
     let docs: Vec<(String, &LimitDoc)> = doc
         .rate_limit
         .iter()
@@ -199,7 +347,9 @@ fn flatten(
         let mut limits = Vec::with_capacity(docs.len());
         let mut replaces = Vec::new();
         for (field, l) in &docs {
-            limits.push(limit_spec(field, l)?);
+            let spec = limit_spec(field, l)?;
+            check_limit(field, &spec, caps)?;
+            limits.push(spec);
             replaces.extend(l.replaces.iter().map(|r| r.name.clone()));
         }
         let rule = Rule {

@@ -125,7 +125,7 @@ fn bad_files_name_the_field_or_line() {
         ),
         (
             "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 0}\n",
-            "descriptors[0].limits[0].requests_per_unit",
+            "descriptors[0].rate_limit.requests_per_unit",
         ),
         (
             "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second}\n",
@@ -138,6 +138,19 @@ fn bad_files_name_the_field_or_line() {
         (
             "domain: d\ndescriptors:\n  - key: tier\n    value: GOLD\n    rate_limit: {unit: second, requests_per_unit: 5}\n",
             "unknown tier",
+        ),
+        // The error names the node where it is, not its depth in the flattened rule.
+        (
+            "domain: d\ndescriptors:\n  - key: tier\n    value: GOLD\n    descriptors:\n      - key: user_id\n        rate_limit: {unit: second, requests_per_unit: 5}\n",
+            "descriptors[0].value: unknown tier",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: endpoint\n    descriptors:\n      - key: endpoint\n        rate_limit: {unit: second, requests_per_unit: 5}\n",
+            "descriptors[0].descriptors[0].key: key \"endpoint\" appears twice",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    limits:\n      - {unit: second, requests_per_unit: 5}\n      - {unit: second, requests_per_unit: 0}\n",
+            "descriptors[0].limits[1].requests_per_unit",
         ),
         ("domain: \"\"\n", "domain: must not be empty"),
         (
@@ -160,6 +173,74 @@ fn bad_files_name_the_field_or_line() {
         );
         assert!(err.starts_with("bad.yaml"), "{err}");
     }
+}
+
+/// Hostile files are refused while they are parsed, quickly, with a named reason: an alias bomb
+/// of a big string, one of many strings under the per-string cap, one of many descriptors, and
+/// more rules than one update may hold.
+#[test]
+fn hostile_files_are_refused_while_parsing() {
+    let aliased = |anchored: &str, uses: usize| {
+        let mut t = format!(
+            "domain: d\ndescriptors:\n  - key: k\n    value: &v \"{anchored}\"\n    rate_limit: {{unit: second, requests_per_unit: 1}}\n"
+        );
+        for i in 0..uses {
+            t.push_str(&format!("  - key: k{i}\n    value: *v\n    rate_limit: {{unit: second, requests_per_unit: 1}}\n"));
+        }
+        t
+    };
+    let mut lists = String::from("domain: d\ndescriptors:\n  - key: a\n    descriptors: &l\n");
+    for i in 0..100 {
+        lists.push_str(&format!(
+            "      - {{key: k{i}, rate_limit: {{unit: second, requests_per_unit: 1}}}}\n"
+        ));
+    }
+    for i in 0..2_000 {
+        lists.push_str(&format!("  - key: b{i}\n    descriptors: *l\n"));
+    }
+    let mut many = String::from("domain: d\ndescriptors:\n");
+    for i in 0..10_001 {
+        many.push_str(&format!(
+            "  - {{key: k, value: v{i}, rate_limit: {{unit: second, requests_per_unit: 1}}}}\n"
+        ));
+    }
+    let cases = [
+        (
+            aliased(&"x".repeat(1 << 20), 20_000),
+            "a string of 1048576 bytes",
+        ),
+        (
+            aliased(&"x".repeat(60_000), 20_000),
+            "bytes of strings once YAML aliases are expanded",
+        ),
+        (
+            lists,
+            "more descriptors and limits than one rules file may hold",
+        ),
+        (many, "more than 10000 rules"),
+    ];
+    for (text, want) in cases {
+        let started = std::time::Instant::now();
+        let err = parse("hostile.yaml", &text, &InputLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "wanted {want:?}, got {err:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{want}: refused in {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_file_over_the_size_cap_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(super::MAX_FILE_BYTES + 1).unwrap();
+    let err = super::read(&path).unwrap_err().to_string();
+    assert!(err.contains("more than a rules file may be"), "{err}");
 }
 
 mod no_panics {

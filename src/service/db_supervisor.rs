@@ -14,7 +14,7 @@ use crate::service::readiness::Readiness;
 use crate::service::rules_file_follower::{Change, RulesFileWatch};
 use crate::service::rules_manager::{ManageError, RulesManager};
 use crate::service::shutdown::Shutdown;
-use crate::store::{Store, StoreOptions, notify};
+use crate::store::{Store, StoreError, StoreOptions, notify};
 use tokio::sync::Notify;
 
 /// What the supervisor needs of the configuration.
@@ -32,12 +32,31 @@ pub struct RulesFiles {
 }
 
 impl RulesFiles {
-    /// Looks for a new version unless one is still waiting.
-    fn poll(&mut self, caps: &InputLimits) {
-        let Some(watch) = self.watch.as_mut().filter(|_| self.pending.is_none()) else {
+    /// Looks for a new version unless one is still waiting. Reading and parsing the file run
+    /// on the blocking pool: a large file must not stall the decisions sharing the runtime.
+    async fn poll(&mut self, caps: &InputLimits) {
+        if self.pending.is_some() {
+            return;
+        }
+        let Some(mut watch) = self.watch.take() else {
             return;
         };
-        match watch.poll(caps) {
+        let caps = *caps;
+        let (watch, polled) = match tokio::task::spawn_blocking(move || {
+            let polled = watch.poll(&caps);
+            (watch, polled)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                // Parsing panicked (a bug): the file is no longer followed, which is said.
+                tracing::error!(error = %e, "reading the rules file failed; it is no longer followed");
+                return;
+            }
+        };
+        let watch = self.watch.insert(watch);
+        match polled {
             None => {}
             Some(Ok(change)) => {
                 tracing::info!(origin = watch.origin(), "rules file changed; applying it");
@@ -70,9 +89,18 @@ impl RulesFiles {
                 tracing::info!(origin, rules = count, revision, "applied rules file");
                 Ok(())
             }
-            Err(e) => {
+            // The database is down or busy: the same version is applied once it answers.
+            Err(
+                e @ (ManageError::NotConnected(_) | ManageError::Store(StoreError::Unavailable(_))),
+            ) => {
                 self.pending = Some(change);
                 Err(e)
+            }
+            // Refused for good (invalid, or refused by the store): said once and dropped, so it
+            // blocks neither the sync of other instances' changes nor a later version of the file.
+            Err(e) => {
+                tracing::error!(origin, error = %e, "rules file refused; the rules in force stay");
+                Ok(())
             }
         }
     }
@@ -100,7 +128,7 @@ pub async fn run(
                 tracing::info!(backend = store.backend(), "connected to the rules database");
                 database.set(store);
             }
-            files.poll(&caps);
+            files.poll(&caps).await;
             files.apply(&rules, clock.now_millis()).await?;
             rules.sync().await
         };

@@ -4,6 +4,8 @@
 //!
 //! A changed file that does not parse, or cannot be read, is reported once (naming the line)
 //! and changes nothing: the rules in force stay until a valid version appears.
+//!
+//! Polling reads and parses the file: blocking work, which callers run off the async runtime.
 
 use std::path::{Path, PathBuf};
 
@@ -40,7 +42,8 @@ impl RulesFileWatch {
 
     /// `None` while the file is as last seen; otherwise its new version or why it is unusable.
     pub fn poll(&mut self, caps: &InputLimits) -> Option<Result<Change, RulesFileError>> {
-        let read = std::fs::read_to_string(&self.path);
+        // Bounded (`rules_file::MAX_FILE_BYTES`): a huge file is an error, not a long read.
+        let read = rules_file::read(&self.path);
         let hash = match &read {
             Ok(text) => xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
             // An unreadable file is a state of its own, reported once.
@@ -52,12 +55,7 @@ impl RulesFileWatch {
         self.seen = Some(hash);
         let text = match read {
             Ok(text) => text,
-            Err(source) => {
-                return Some(Err(RulesFileError::Read {
-                    path: self.origin(),
-                    source,
-                }));
-            }
+            Err(e) => return Some(Err(e)),
         };
         Some(rules_file::parse(&self.origin(), &text, caps).map(|file| {
             let mut replace_domains = std::mem::take(&mut self.domains);

@@ -145,14 +145,19 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     // Fail before serving if the rules file is bad: running on the wrong rules is worse than not running.
-    let mut rules_watch = config.rules.as_deref().map(RulesFileWatch::new);
-    let rules_file = match rules_watch.as_mut() {
-        Some(watch) => match watch.poll(&config.input_limits()) {
-            Some(first) => Some(first?),
-            None => None,
-        },
-        None => None,
+    // Read and parsed on the blocking pool, as every later poll is.
+    let (rules_watch, first) = {
+        let watch = config.rules.as_deref().map(RulesFileWatch::new);
+        let caps = config.input_limits();
+        tokio::task::spawn_blocking(move || {
+            let mut watch = watch;
+            let first = watch.as_mut().and_then(|w| w.poll(&caps));
+            (watch, first)
+        })
+        .await
+        .map_err(|e| StartError::Config(format!("--rules: reading the file failed: {e}")))?
     };
+    let rules_file = first.transpose()?;
     let server = Server::new(&config.tls(), config.connection_limits()).await?;
     let http_tls = match &http {
         Some(_) => crate::http::tls::server_config(&config.tls()).map_err(ServeError::from)?,

@@ -112,3 +112,20 @@ def test_undecodable_requests_are_invalid_argument_naming_the_field(small_server
         raw_call(channel, method, payload, metadata=(("authorization", f"Bearer {TOKEN}"),))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
     assert field in e.value.details(), e.value.details()
+
+
+def test_an_alias_bomb_rules_file_is_refused_in_bounded_memory(tmp_path):
+    """1.6 MB: a megabyte anchored once and aliased 20,000 times (it used to expand to 20 GB).
+    `sluice rules check` under a 1.5 GB address-space limit refuses it, naming why."""
+    text = ["domain: d", "descriptors:", "  - key: k", f'    value: &v "{"x" * (1 << 20)}"',
+            "    rate_limit: {unit: second, requests_per_unit: 1}"]
+    for i in range(20_000):
+        text += [f"  - key: k{i}", "    value: *v", "    rate_limit: {unit: second, requests_per_unit: 1}"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(text) + "\n")
+    started = time.time()
+    out = subprocess.run(["prlimit", "--as=1500000000", BIN, "rules", "check", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, (out.returncode, out.stderr[-500:])
+    assert "a string of 1048576 bytes" in out.stderr, out.stderr[-500:]
+    assert time.time() - started < 30

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::limit::LimitSpec;
-use super::rules::{Rule, Tier, ValueMatch, subject_keys};
+use super::rules::{EntryMatch, Rule, Tier, ValueMatch, subject_keys};
 
 /// Caps on request and rule sizes. Configurable (see `config`); the defaults are generous for
 /// real gateways and small enough that no request can make the service do unbounded work.
@@ -85,6 +85,42 @@ pub fn check_len(field: &str, text: &str, max: usize) -> Result {
     Ok(())
 }
 
+/// Validates one entry of a rule's path; `before` are the entries above it (a key may appear
+/// once per rule). `at` names the entry (`rules[3].descriptors[1]`, or a rules file's YAML
+/// position), and errors name its `.key` or `.value`.
+pub fn check_entry(
+    at: &str,
+    entry: &EntryMatch,
+    before: &[EntryMatch],
+    caps: &InputLimits,
+) -> Result {
+    if entry.key.is_empty() {
+        return Err(ValidationError::new(
+            format!("{at}.key"),
+            "must not be empty",
+        ));
+    }
+    check_len(&format!("{at}.key"), &entry.key, caps.max_key_len)?;
+    let value = entry.value.spelling();
+    check_len(&format!("{at}.value"), &value, caps.max_value_len)?;
+    if entry.key == subject_keys::TIER
+        && let ValueMatch::Exact(v) = &entry.value
+        && Tier::parse(v).is_none()
+    {
+        return Err(ValidationError::new(
+            format!("{at}.value"),
+            format!("unknown tier {v:?}: expected STD or PRM"),
+        ));
+    }
+    if before.iter().any(|e| e.key == entry.key) {
+        return Err(ValidationError::new(
+            format!("{at}.key"),
+            format!("key {:?} appears twice in one rule", entry.key),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates one rule; `field` is its position in the batch (e.g. `rules[3]`).
 pub fn check_rule(field: &str, rule: &Rule, caps: &InputLimits) -> Result {
     check_domain(&format!("{field}.domain"), &rule.domain, caps)?;
@@ -117,31 +153,12 @@ pub fn check_rule(field: &str, rule: &Rule, caps: &InputLimits) -> Result {
         ));
     }
     for (i, entry) in rule.path.iter().enumerate() {
-        let at = format!("{field}.descriptors[{i}]");
-        if entry.key.is_empty() {
-            return Err(ValidationError::new(
-                format!("{at}.key"),
-                "must not be empty",
-            ));
-        }
-        check_len(&format!("{at}.key"), &entry.key, caps.max_key_len)?;
-        let value = entry.value.spelling();
-        check_len(&format!("{at}.value"), &value, caps.max_value_len)?;
-        if entry.key == subject_keys::TIER
-            && let ValueMatch::Exact(v) = &entry.value
-            && Tier::parse(v).is_none()
-        {
-            return Err(ValidationError::new(
-                format!("{at}.value"),
-                format!("unknown tier {v:?}: expected STD or PRM"),
-            ));
-        }
-        if rule.path[..i].iter().any(|e| e.key == entry.key) {
-            return Err(ValidationError::new(
-                format!("{at}.key"),
-                format!("key {:?} appears twice in one rule", entry.key),
-            ));
-        }
+        check_entry(
+            &format!("{field}.descriptors[{i}]"),
+            entry,
+            &rule.path[..i],
+            caps,
+        )?;
     }
     if rule.limits.is_empty() {
         return Err(ValidationError::new(
