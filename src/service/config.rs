@@ -127,6 +127,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
     pub db_acquire_timeout_ms: u64,
 
+    /// Longest one database call (a query or a transaction) may take before it fails as
+    /// unavailable, in milliseconds; a rule change waits at most this long for another one.
+    #[arg(long, env = "SLUICE_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_statement_timeout_ms: u64,
+
     #[command(flatten)]
     pub learn: LearnArgs,
 
@@ -479,6 +484,7 @@ impl Config {
             url: self.database_url.clone(),
             busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(self.db_statement_timeout_ms.max(100)),
         }
     }
 }

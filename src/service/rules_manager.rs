@@ -34,6 +34,8 @@ pub struct RulesManager {
     caps: InputLimits,
     /// Rules have been loaded from the database at least once (health reports SERVING).
     loaded: std::sync::atomic::AtomicBool,
+    /// Longest a change waits for the one before it (the database's statement timeout).
+    write_wait: std::time::Duration,
 }
 
 impl RulesManager {
@@ -44,7 +46,26 @@ impl RulesManager {
             writes: Mutex::new(()),
             caps,
             loaded: Default::default(),
+            write_wait: std::time::Duration::from_secs(10),
         }
+    }
+
+    /// A change waits at most `wait` for the one in progress, then fails as unavailable.
+    pub fn with_write_wait(mut self, wait: std::time::Duration) -> RulesManager {
+        self.write_wait = wait;
+        self
+    }
+
+    /// This instance's turn to write, or `Unavailable` if the change before it is stuck.
+    async fn turn_to_write(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ManageError> {
+        tokio::time::timeout(self.write_wait, self.writes.lock())
+            .await
+            .map_err(|_| {
+                ManageError::Store(StoreError::Unavailable(format!(
+                    "another rule change has been in progress for over {} ms",
+                    self.write_wait.as_millis()
+                )))
+            })
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -74,7 +95,7 @@ impl RulesManager {
             }
         }
         let store = self.database.connected()?;
-        let _write = self.writes.lock().await;
+        let _write = self.turn_to_write().await?;
         let revision = store.apply(&change, expected, actor, now_ms).await?;
         // Prefer the database's view (it includes other instances' changes); if it cannot be read
         // right after the commit, apply our own change to what we have and let `sync` catch up.
@@ -104,7 +125,7 @@ impl RulesManager {
         if revision == self.engine.rules().revision() && self.is_loaded() {
             return Ok(false);
         }
-        let _write = self.writes.lock().await;
+        let _write = self.turn_to_write().await?;
         let (revision, rules) = store.load().await?;
         let changed = revision != self.engine.rules().revision() || !self.is_loaded();
         if changed {

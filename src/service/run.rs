@@ -185,11 +185,10 @@ pub async fn run_with(
         None => None,
     };
     let database = Arc::new(Database::default());
-    let rules = Arc::new(RulesManager::new(
-        engine.clone(),
-        database.clone(),
-        config.input_limits(),
-    ));
+    let rules = Arc::new(
+        RulesManager::new(engine.clone(), database.clone(), config.input_limits())
+            .with_write_wait(config.store().statement_timeout),
+    );
     let (history, history_rx) = History::new();
     let history_stats = history.stats.clone();
     // Loading the model (and ONNX Runtime) takes a moment and may fail: off the async workers,

@@ -97,6 +97,8 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// How long to wait for a pooled connection (PostgreSQL: includes connecting).
     pub acquire_timeout: Duration,
+    /// Longest any one call (a query, a transaction) may take before it fails as unavailable.
+    pub statement_timeout: Duration,
 }
 
 impl StoreOptions {
@@ -105,12 +107,22 @@ impl StoreOptions {
             url: url.into(),
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
 
+/// The rules and history database. Every call is bounded by `StoreOptions::statement_timeout`:
+/// a database that stops answering (a hung server, a partition that drops packets) fails the
+/// call as `Unavailable` instead of holding it, and whatever waits behind it, for minutes.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    pub(crate) pool: Pool,
+    statement_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -135,7 +147,10 @@ impl Store {
                 .run(&pool)
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-            Ok(Store::Postgres(pool))
+            Ok(Store {
+                pool: Pool::Postgres(pool),
+                statement_timeout: options.statement_timeout,
+            })
         } else if url.starts_with("sqlite:") {
             let connect: SqliteConnectOptions =
                 url.parse().map_err(|e: sqlx::Error| bad(e.to_string()))?;
@@ -152,32 +167,53 @@ impl Store {
                 .run(&pool)
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-            Ok(Store::Sqlite(pool))
+            Ok(Store {
+                pool: Pool::Sqlite(pool),
+                statement_timeout: options.statement_timeout,
+            })
         } else {
             Err(bad("expected sqlite:PATH or postgres://…".into()))
         }
     }
 
+    /// Runs one call within the statement timeout; a late call is abandoned (sqlx closes its
+    /// connection rather than returning it mid-transaction) and fails as `Unavailable`.
+    async fn within<T>(&self, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.statement_timeout, call).await {
+            Ok(done) => done,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database did not answer within {} ms",
+                self.statement_timeout.as_millis()
+            ))),
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match &self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
         }
     }
 
     pub async fn revision(&self) -> Result<u64> {
-        match self {
-            Store::Sqlite(p) => backend::sqlite::revision(p).await,
-            Store::Postgres(p) => backend::postgres::revision(p).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => backend::sqlite::revision(p).await,
+                Pool::Postgres(p) => backend::postgres::revision(p).await,
+            }
+        })
+        .await
     }
 
     /// Every rule and the revision they are at, read in one transaction.
     pub async fn load(&self) -> Result<(u64, Vec<Rule>)> {
-        match self {
-            Store::Sqlite(p) => backend::sqlite::load(p).await,
-            Store::Postgres(p) => backend::postgres::load(p).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => backend::sqlite::load(p).await,
+                Pool::Postgres(p) => backend::postgres::load(p).await,
+            }
+        })
+        .await
     }
 
     /// Applies `change` in one transaction and returns the new revision. With `expected`, fails
@@ -189,49 +225,64 @@ impl Store {
         actor: &str,
         now_ms: i64,
     ) -> Result<u64> {
-        match self {
-            Store::Sqlite(p) => backend::sqlite::apply(p, change, expected, actor, now_ms).await,
-            Store::Postgres(p) => {
-                let revision = backend::postgres::apply(p, change, expected, actor, now_ms).await?;
-                // Committed: a failed announcement costs the others only the wait for their poll.
-                if let Err(e) = notify::announce(self, revision).await {
-                    tracing::warn!(error = %e, "could not announce the rule change; replicas will poll");
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => backend::sqlite::apply(p, change, expected, actor, now_ms).await,
+                Pool::Postgres(p) => {
+                    let revision = backend::postgres::apply(p, change, expected, actor, now_ms).await?;
+                    // Committed: a failed announcement costs the others only the wait for their poll.
+                    if let Err(e) = notify::announce(self, revision).await {
+                        tracing::warn!(error = %e, "could not announce the rule change; replicas will poll");
+                    }
+                    Ok(revision)
                 }
-                Ok(revision)
             }
-        }
+        })
+        .await
     }
 
     /// The newest audit rows, newest first.
     /// The newest `limit` changes of one rule.
     pub async fn rule_audit(&self, rule_id: &str, limit: u32) -> Result<Vec<AuditEntry>> {
-        match self {
-            Store::Sqlite(p) => backend::sqlite::audit_log(p, rule_id, limit).await,
-            Store::Postgres(p) => backend::postgres::audit_log(p, rule_id, limit).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => backend::sqlite::audit_log(p, rule_id, limit).await,
+                Pool::Postgres(p) => backend::postgres::audit_log(p, rule_id, limit).await,
+            }
+        })
+        .await
     }
 
     pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        match self {
-            Store::Sqlite(p) => backend::sqlite::audit_log(p, "", limit).await,
-            Store::Postgres(p) => backend::postgres::audit_log(p, "", limit).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => backend::sqlite::audit_log(p, "", limit).await,
+                Pool::Postgres(p) => backend::postgres::audit_log(p, "", limit).await,
+            }
+        })
+        .await
     }
 
     /// Writes one learning batch in one transaction.
     pub async fn write_history(&self, batch: &history::HistoryBatch) -> Result<()> {
-        match self {
-            Store::Sqlite(p) => history::sqlite::write(p, batch).await,
-            Store::Postgres(p) => history::postgres::write(p, batch).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => history::sqlite::write(p, batch).await,
+                Pool::Postgres(p) => history::postgres::write(p, batch).await,
+            }
+        })
+        .await
     }
 
     /// The newest saved model (JSON) and the anomaly actions that were in force (JSON each).
     pub async fn load_learning(&self) -> Result<(Option<String>, Vec<String>)> {
-        match self {
-            Store::Sqlite(p) => history::sqlite::load(p).await,
-            Store::Postgres(p) => history::postgres::load(p).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => history::sqlite::load(p).await,
+                Pool::Postgres(p) => history::postgres::load(p).await,
+            }
+        })
+        .await
     }
 
     /// Stored limit adjustments, newest first.
@@ -239,10 +290,13 @@ impl Store {
         &self,
         q: &history::HistoryQuery,
     ) -> Result<Vec<history::StoredAdjustment>> {
-        match self {
-            Store::Sqlite(p) => history::sqlite::adjustments(p, q).await,
-            Store::Postgres(p) => history::postgres::adjustments(p, q).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => history::sqlite::adjustments(p, q).await,
+                Pool::Postgres(p) => history::postgres::adjustments(p, q).await,
+            }
+        })
+        .await
     }
 
     /// Stored forecasts beside actual counts, newest first (`q.client`: the series).
@@ -250,18 +304,24 @@ impl Store {
         &self,
         q: &history::HistoryQuery,
     ) -> Result<Vec<forecast_history::StoredForecast>> {
-        match self {
-            Store::Sqlite(p) => forecast_history::sqlite::forecasts(p, q).await,
-            Store::Postgres(p) => forecast_history::postgres::forecasts(p, q).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => forecast_history::sqlite::forecasts(p, q).await,
+                Pool::Postgres(p) => forecast_history::postgres::forecasts(p, q).await,
+            }
+        })
+        .await
     }
 
     /// Stored client-minute scores, newest first.
     pub async fn scores(&self, q: &history::HistoryQuery) -> Result<Vec<history::StoredScore>> {
-        match self {
-            Store::Sqlite(p) => history::sqlite::scores(p, q).await,
-            Store::Postgres(p) => history::postgres::scores(p, q).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => history::sqlite::scores(p, q).await,
+                Pool::Postgres(p) => history::postgres::scores(p, q).await,
+            }
+        })
+        .await
     }
 
     /// Traffic over [since_ms, until_ms): totals, distinct clients, the busiest endpoint rows.
@@ -271,28 +331,39 @@ impl Store {
         until_ms: i64,
         limit: u32,
     ) -> Result<traffic_stats::WindowStats> {
-        match self {
-            Store::Sqlite(p) => traffic_stats::sqlite::window(p, since_ms, until_ms, limit).await,
-            Store::Postgres(p) => {
-                traffic_stats::postgres::window(p, since_ms, until_ms, limit).await
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => {
+                    traffic_stats::sqlite::window(p, since_ms, until_ms, limit).await
+                }
+                Pool::Postgres(p) => {
+                    traffic_stats::postgres::window(p, since_ms, until_ms, limit).await
+                }
             }
-        }
+        })
+        .await
     }
 
     /// The stored per-minute endpoint × tier traffic (what the forecaster trains on).
     pub async fn traffic_history(&self) -> Result<Vec<history::TrafficRow>> {
-        match self {
-            Store::Sqlite(p) => history::sqlite::traffic(p).await,
-            Store::Postgres(p) => history::postgres::traffic(p).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => history::sqlite::traffic(p).await,
+                Pool::Postgres(p) => history::postgres::traffic(p).await,
+            }
+        })
+        .await
     }
 
     /// Deletes history older than `before_ms`, keeping the newest `keep_models` models.
     pub async fn prune_history(&self, before_ms: i64, keep_models: i64) -> Result<u64> {
-        match self {
-            Store::Sqlite(p) => history::sqlite::prune(p, before_ms, keep_models).await,
-            Store::Postgres(p) => history::postgres::prune(p, before_ms, keep_models).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => history::sqlite::prune(p, before_ms, keep_models).await,
+                Pool::Postgres(p) => history::postgres::prune(p, before_ms, keep_models).await,
+            }
+        })
+        .await
     }
 
     /// The operators' list entries in force at `now_ms` (expired ones are deleted).
@@ -300,18 +371,24 @@ impl Store {
         &self,
         now_ms: i64,
     ) -> Result<Vec<sluice_core::learn::lists::ListEntry>> {
-        match self {
-            Store::Sqlite(p) => lists::sqlite::load(p, now_ms).await,
-            Store::Postgres(p) => lists::postgres::load(p, now_ms).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => lists::sqlite::load(p, now_ms).await,
+                Pool::Postgres(p) => lists::postgres::load(p, now_ms).await,
+            }
+        })
+        .await
     }
 
     /// Adds or replaces a list entry, audited.
     pub async fn put_list_entry(&self, e: &sluice_core::learn::lists::ListEntry) -> Result<()> {
-        match self {
-            Store::Sqlite(p) => lists::sqlite::put(p, e).await,
-            Store::Postgres(p) => lists::postgres::put(p, e).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => lists::sqlite::put(p, e).await,
+                Pool::Postgres(p) => lists::postgres::put(p, e).await,
+            }
+        })
+        .await
     }
 
     /// Removes a list entry, audited; false when there was none.
@@ -322,10 +399,13 @@ impl Store {
         actor: &str,
         now_ms: i64,
     ) -> Result<bool> {
-        match self {
-            Store::Sqlite(p) => lists::sqlite::remove(p, list, client, actor, now_ms).await,
-            Store::Postgres(p) => lists::postgres::remove(p, list, client, actor, now_ms).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => lists::sqlite::remove(p, list, client, actor, now_ms).await,
+                Pool::Postgres(p) => lists::postgres::remove(p, list, client, actor, now_ms).await,
+            }
+        })
+        .await
     }
 
     /// The list audit, newest first: (at_ms, actor, action, list, client).
@@ -333,16 +413,19 @@ impl Store {
         &self,
         limit: i64,
     ) -> Result<Vec<(i64, String, String, String, String)>> {
-        match self {
-            Store::Sqlite(p) => lists::sqlite::audit(p, limit).await,
-            Store::Postgres(p) => lists::postgres::audit(p, limit).await,
-        }
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => lists::sqlite::audit(p, limit).await,
+                Pool::Postgres(p) => lists::postgres::audit(p, limit).await,
+            }
+        })
+        .await
     }
 
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(p) => p.close().await,
-            Store::Postgres(p) => p.close().await,
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
         }
     }
 }

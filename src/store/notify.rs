@@ -11,13 +11,13 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
-use super::{Result, Store};
+use super::{Pool, Result, Store};
 
 pub const RULES_CHANNEL: &str = "sluice_rules";
 
 /// Tells the other replicas the rules changed (PostgreSQL only; SQLite has no other replicas).
 pub async fn announce(store: &Store, revision: u64) -> Result<()> {
-    if let Store::Postgres(pool) = store {
+    if let Pool::Postgres(pool) = &store.pool {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(RULES_CHANNEL)
             .bind(revision.to_string())
@@ -30,7 +30,7 @@ pub async fn announce(store: &Store, revision: u64) -> Result<()> {
 /// Listens for rule changes and wakes `wake` on each one, until the task is dropped. Returns at
 /// once for SQLite. A lost connection is retried every second (the poll covers the gap).
 pub async fn listen(store: Arc<Store>, wake: Arc<Notify>) {
-    let Store::Postgres(pool) = &*store else {
+    let Pool::Postgres(pool) = &store.pool else {
         return;
     };
     loop {

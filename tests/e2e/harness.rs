@@ -397,6 +397,24 @@ impl PgCluster {
         );
     }
 
+    /// Stops every process of the cluster with SIGSTOP (or resumes them with SIGCONT): a server
+    /// that accepts nothing and answers nothing, connections left open.
+    pub fn freeze(&self, frozen: bool) {
+        let pidfile = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).unwrap();
+        let postmaster = pidfile.lines().next().unwrap().trim().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let _ = Command::new("pkill")
+            .args([signal, "-P", &postmaster])
+            .status();
+        assert!(
+            Command::new("kill")
+                .args([signal, &postmaster])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     pub fn down(&self) {
         let out = pg_command("pg_ctl")
             .arg("-D")

@@ -135,6 +135,38 @@ async fn postgres_stopped_and_restarted() {
     b.stop().await;
 }
 
+/// PostgreSQL stops answering (SIGSTOP) with connections open: a rule change fails as
+/// UNAVAILABLE within the statement timeout, the one queued behind it too, decisions go on, and
+/// writes work again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_that_stops_answering_fails_changes_in_time() {
+    let cluster = PgCluster::start();
+    let url = fresh_pg_database(&cluster.url()).await;
+    let mut config = config(&url);
+    config.db_statement_timeout_ms = 1_500;
+    config.resync_interval_ms = 60_000;
+    let server = TestServer::start_with(config).await;
+    update(&server, 5).await.unwrap();
+    cluster.freeze(true);
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(update(&server, 6), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        update(&server, 7).await
+    });
+    let took = started.elapsed();
+    for refused in [first.unwrap_err(), second.unwrap_err()] {
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    }
+    assert!(took < Duration::from_secs(6), "both refused after {took:?}");
+    decisions_still_flow(&server).await;
+    cluster.freeze(false);
+    eventually("writes to work again", async || {
+        update(&server, 8).await.is_ok()
+    })
+    .await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_serving_until_rules_are_loaded() {
     let cluster = PgCluster::start();
