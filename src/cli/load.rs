@@ -42,6 +42,14 @@ pub struct LoadArgs {
     /// Distinct client keys to spread requests over.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
+    /// RLS only: descriptors per request, each a different key (Envoy sends several; a flood
+    /// of distinct keys sends many).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub descriptors: u64,
+    /// Walk the keys in order (every worker its own stride) instead of drawing them at random:
+    /// every key is touched once per `keys / descriptors` requests (for memory measurements).
+    #[arg(long)]
+    pub sweep: bool,
     /// RLS domain (ShouldAllow uses the server's default domain).
     #[arg(long, default_value = "sluice")]
     pub domain: String,
@@ -114,6 +122,11 @@ async fn worker(
     let mut latencies = Vec::new();
     let (mut errors, mut over) = (0, 0);
     let mut n: u64 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let keys = args.keys.max(1);
+    let per_request = args.descriptors.max(1);
+    let workers = args.concurrency.max(1) as u64;
+    let mut swept: u64 = id * per_request;
+    let ip = |k: u64| format!("10.{}.{}.{}", k >> 16 & 0xff, k >> 8 & 0xff, k & 0xff);
     loop {
         let now = Instant::now();
         if now >= end {
@@ -122,19 +135,27 @@ async fn worker(
         n = n
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let k = (n >> 16) % args.keys.max(1);
-        let key = format!("10.{}.{}.{}", k >> 16 & 0xff, k >> 8 & 0xff, k & 0xff);
+        let k = if args.sweep {
+            let k = swept % keys;
+            swept = swept.wrapping_add(workers * per_request);
+            k
+        } else {
+            (n >> 16) % keys
+        };
+        let key = ip(k);
         let denied = match args.api {
             Api::Rls => rls
                 .should_rate_limit(RateLimitRequest {
                     domain: args.domain.clone(),
-                    descriptors: vec![RateLimitDescriptor {
-                        entries: vec![Entry {
-                            key: "remote_address".into(),
-                            value: key,
-                        }],
-                        ..Default::default()
-                    }],
+                    descriptors: (0..per_request)
+                        .map(|d| RateLimitDescriptor {
+                            entries: vec![Entry {
+                                key: "remote_address".into(),
+                                value: if d == 0 { key.clone() } else { ip((k + d) % keys) },
+                            }],
+                            ..Default::default()
+                        })
+                        .collect(),
                     hits_addend: 1,
                 })
                 .await
