@@ -7,6 +7,8 @@
 # closes, the learning loop runs). Reports VmRSS and VmHWM from /proc and the buckets held
 # (`sluice_buckets` from /metrics), one JSON line per run.
 #   scripts/bench-memory.sh [KEYS ...]        (default: 1000000 5000000)
+# CHURN_SECONDS=130 keeps the load on that long after the fill (two minutes close meanwhile:
+# the learning loop drains, scores and records the minute); STORES="sharded" picks the stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin sluice >&2
@@ -24,7 +26,7 @@ YAML
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
 for keys in "${KEYS[@]}"; do
-  for store in moka sharded; do
+  for store in ${STORES:-sharded moka}; do
     for observation in on off; do
       grpc=$(free_port); http=$(free_port)
       extra=()
@@ -49,12 +51,12 @@ for keys in "${KEYS[@]}"; do
         sleep 1
       done
       filled=$(python3 -c "import time; print(round(time.time() - $started, 1))")
-      sleep "$filled"   # a second pass: churn
+      sleep "${CHURN_SECONDS:-$filled}"   # churn: every key used again
       kill $load 2>/dev/null || true; wait $load 2>/dev/null || true
       held=$(curl -s "127.0.0.1:$http/metrics" | awk '$1 == "sluice_buckets" {print int($2)}')
       rss=$(kb VmRSS $server); hwm=$(kb VmHWM $server)
-      printf '{"keys": %d, "store": "%s", "observation": "%s", "buckets_held": %d, "fill_seconds": %s, "idle_rss_mb": %.1f, "rss_mb": %.1f, "peak_rss_mb": %.1f, "bytes_per_key": %.0f}\n' \
-        "$keys" "$store" "$observation" "$held" "$filled" "$(echo "$idle_kb/1024" | bc -l)" \
+      printf '{"keys": %d, "store": "%s", "observation": "%s", "buckets_held": %d, "fill_seconds": %s, "churn_seconds": %s, "idle_rss_mb": %.1f, "rss_mb": %.1f, "peak_rss_mb": %.1f, "bytes_per_key": %.0f}\n' \
+        "$keys" "$store" "$observation" "$held" "$filled" "${CHURN_SECONDS:-$filled}" "$(echo "$idle_kb/1024" | bc -l)" \
         "$(echo "$rss/1024" | bc -l)" "$(echo "$hwm/1024" | bc -l)" "$(echo "($rss-$idle_kb)*1024/$keys" | bc -l)"
       kill $server; wait $server 2>/dev/null || true
     done

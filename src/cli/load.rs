@@ -151,7 +151,11 @@ async fn worker(
                         .map(|d| RateLimitDescriptor {
                             entries: vec![Entry {
                                 key: "remote_address".into(),
-                                value: if d == 0 { key.clone() } else { ip((k + d) % keys) },
+                                value: if d == 0 {
+                                    key.clone()
+                                } else {
+                                    ip((k + d) % keys)
+                                },
                             }],
                             ..Default::default()
                         })

@@ -87,10 +87,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_SHADOW", default_value_t = false)]
     pub shadow: bool,
 
-    /// Where bucket states live: `moka` (a moka cache, the default) or `sharded` (Sluice's own
-    /// sharded table: faster and smaller at millions of keys; see ARCHITECTURE.md).
-    #[arg(long, env = "SLUICE_BUCKET_STORE", default_value = "moka")]
-    pub bucket_store: StoreKind,
+    /// Where bucket states live: `sharded` (Sluice's own sharded table: faster and half the
+    /// memory at a million keys; the default on its own) or `moka` (a moka cache: the default as
+    /// the local cache of `--counters-mode cached`). See ARCHITECTURE.md.
+    #[arg(long, env = "SLUICE_BUCKET_STORE")]
+    pub bucket_store: Option<StoreKind>,
 
     /// Most bucket states kept in memory.
     #[arg(long, env = "SLUICE_CACHE_CAPACITY", default_value_t = 2_000_000)]
@@ -476,7 +477,21 @@ impl Config {
 
     /// The engine on the configured bucket store.
     pub fn build_engine(&self) -> sluice_core::engine::Engine {
-        crate::adapters::moka_store::engine(self.engine(), self.bucket_store)
+        crate::adapters::moka_store::engine(self.engine(), self.bucket_store())
+    }
+
+    /// The bucket store in use: as configured, else `sharded`, or `moka` as the cached
+    /// counters mode's local cache.
+    pub fn bucket_store(&self) -> StoreKind {
+        self.bucket_store.unwrap_or(
+            if self.fleet.url().ok().flatten().is_some()
+                && self.fleet.counters_mode == crate::service::fleet::CountersMode::Cached
+            {
+                StoreKind::Moka
+            } else {
+                StoreKind::Sharded
+            },
+        )
     }
 
     pub fn store(&self) -> StoreOptions {
@@ -524,5 +539,55 @@ impl ModelArgs {
             .map(|dir| dir.join(given))
             .find(|candidate| candidate.is_file())
             .unwrap_or_else(|| given.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::fleet::CountersMode;
+
+    #[test]
+    fn the_bucket_store_defaults_to_sharded_and_to_moka_as_the_cached_modes_cache() {
+        // (configured, counters, mode) -> store
+        let table = [
+            (None, None, CountersMode::Exact, StoreKind::Sharded),
+            (
+                None,
+                Some("redis://r:6379"),
+                CountersMode::Exact,
+                StoreKind::Sharded,
+            ),
+            (
+                None,
+                Some("redis://r:6379"),
+                CountersMode::Cached,
+                StoreKind::Moka,
+            ),
+            (None, None, CountersMode::Cached, StoreKind::Sharded),
+            (
+                Some(StoreKind::Moka),
+                None,
+                CountersMode::Exact,
+                StoreKind::Moka,
+            ),
+            (
+                Some(StoreKind::Sharded),
+                Some("redis://r:6379"),
+                CountersMode::Cached,
+                StoreKind::Sharded,
+            ),
+        ];
+        for (configured, counters, mode, expected) in table {
+            let mut config = Config::default();
+            config.bucket_store = configured;
+            config.fleet.counters = counters.map(String::from);
+            config.fleet.counters_mode = mode;
+            assert_eq!(
+                config.bucket_store(),
+                expected,
+                "{configured:?} {counters:?} {mode:?}"
+            );
+        }
     }
 }

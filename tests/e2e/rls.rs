@@ -313,9 +313,9 @@ async fn unknown_domain_can_take_a_default_limit() {
 }
 
 #[tokio::test]
-async fn the_sharded_bucket_store_serves_the_same_answers() {
+async fn the_moka_bucket_store_serves_the_same_answers() {
     let (_db, server) = TestServer::sqlite_with(|c| {
-        c.bucket_store = sluice::adapters::moka_store::StoreKind::Sharded;
+        c.bucket_store = Some(sluice::adapters::moka_store::StoreKind::Moka);
     })
     .await;
     put_rules(&server, vec![rule("edge", &[("k", "")], 2, pb::Unit::Hour)]).await;
