@@ -579,8 +579,10 @@ mod tests {
             ),
         ];
         for (configured, counters, mode, expected) in table {
-            let mut config = Config::default();
-            config.bucket_store = configured;
+            let mut config = Config {
+                bucket_store: configured,
+                ..Config::default()
+            };
             config.fleet.counters = counters.map(String::from);
             config.fleet.counters_mode = mode;
             assert_eq!(
