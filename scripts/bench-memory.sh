@@ -7,7 +7,7 @@
 # closes, the learning loop runs). Reports VmRSS and VmHWM from /proc and the buckets held
 # (`sluice_buckets` from /metrics), one JSON line per run.
 #   scripts/bench-memory.sh [KEYS ...]        (default: 1000000 5000000)
-# CHURN_SECONDS=130 keeps the load on that long after the fill (two minutes close meanwhile:
+# OBSERVATION="off" picks observation on or off. CHURN_SECONDS=130 keeps the load on that long after the fill (two minutes close meanwhile:
 # the learning loop drains, scores and records the minute); STORES="sharded" picks the stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
 for keys in "${KEYS[@]}"; do
   for store in ${STORES:-sharded moka}; do
-    for observation in on off; do
+    for observation in ${OBSERVATION:-on off}; do
       grpc=$(free_port); http=$(free_port)
       extra=()
       [ "$observation" = off ] && extra=(--max-clients-per-minute 0)
