@@ -102,15 +102,12 @@ struct LimitView {
 /// The busiest keys of the open minute per tier, and their buckets (available vs used).
 pub async fn buckets(State(s): State<Shared>) -> ApiResult {
     let now = s.clock.now();
-    let mut clients = s.engine.observer().peek(1);
-    clients.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.client.cmp(&b.client)));
+    let busiest_by_tier = s.engine.observer().busiest(BUSIEST);
     let domain = s.allow_domain.as_str();
     let mut tiers: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for tier in Tier::ALL {
+    for (tier, clients) in Tier::ALL.into_iter().zip(&busiest_by_tier) {
         let busiest = clients
             .iter()
-            .filter(|c| (tier == Tier::Prm) == c.prm)
-            .take(BUSIEST)
             .map(|c| {
                 let (user, address) = match user_of_key(&c.client) {
                     Some(user) => (user, ""),

@@ -652,6 +652,29 @@ impl Aggregator {
         out
     }
 
+    /// The open minute's `n` busiest clients of each tier (`[STD, PRM]`, most requests first,
+    /// ties by name), copied; nothing is taken. Only the winners are copied, so a dashboard
+    /// asking every few seconds costs a scan, not a copy of every client.
+    pub fn busiest(&self, n: usize) -> [Vec<ClientMinute>; 2] {
+        let mut top: [Vec<ClientMinute>; 2] = [Vec::new(), Vec::new()];
+        fn rank(c: &ClientMinute) -> (std::cmp::Reverse<u32>, &str) {
+            (std::cmp::Reverse(c.requests), &c.client)
+        }
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for c in shard.clients.values() {
+                let tier = &mut top[usize::from(c.prm)];
+                if tier.len() == n && tier.last().is_some_and(|last| rank(c) >= rank(last)) {
+                    continue;
+                }
+                let at = tier.partition_point(|t| rank(t) < rank(c));
+                tier.insert(at, c.clone());
+                tier.truncate(n);
+            }
+        }
+        top
+    }
+
     /// Closes the minute: takes everything aggregated so far and starts afresh. Clients are
     /// returned sorted by name so whatever consumes them is deterministic.
     pub fn drain(&self) -> MinuteData {

@@ -148,3 +148,30 @@ fn a_signed_in_request_counts_for_its_address_and_its_user() {
     assert_eq!(user_of_key("user:alice"), Some("alice"));
     assert_eq!(user_of_key("10.0.0.1"), None);
 }
+
+#[test]
+fn busiest_keeps_the_top_clients_of_each_tier_only() {
+    let agg = Aggregator::new(ObserveConfig::default());
+    for (i, requests) in [(0, 5), (1, 9), (2, 1), (3, 9), (4, 7)] {
+        for _ in 0..requests {
+            let client = format!("10.0.0.{i}");
+            agg.record(&Observation {
+                tier: if i == 4 { Tier::Prm } else { Tier::Std },
+                ..obs(&client, "/e", OK, 1)
+            });
+        }
+    }
+    let [std, prm] = agg.busiest(2);
+    let names = |v: &[ClientMinute]| -> Vec<(String, u32)> {
+        v.iter()
+            .map(|c| (c.client.to_string(), c.requests))
+            .collect()
+    };
+    assert_eq!(
+        names(&std),
+        vec![("10.0.0.1".into(), 9), ("10.0.0.3".into(), 9)],
+        "ties by name"
+    );
+    assert_eq!(names(&prm), vec![("10.0.0.4".into(), 7)]);
+    assert_eq!(agg.peek(1).len(), 5, "nothing was taken");
+}
