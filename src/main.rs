@@ -1,5 +1,5 @@
 //! The `sluice` command: parses the command line and hands each subcommand to its module in
-//! `sluice::cli`. Nothing else happens here.
+//! `sluice::cli`, on mimalloc as the allocator. Nothing else happens here.
 
 use clap::{Parser, Subcommand};
 
