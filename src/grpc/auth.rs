@@ -28,46 +28,56 @@ impl AdminToken {
         &self.0
     }
 
-    /// Checks an HTTP `authorization` header value; the error says what is wrong.
-    pub fn accepts(&self, header: Option<&str>) -> Result<(), &'static str> {
-        let header = header.ok_or("missing `authorization: Bearer <admin token>` header")?;
+    /// The one check both listeners make of an `authorization` value (`None`: absent).
+    fn verify(&self, header: Option<&str>) -> Result<(), Refusal> {
+        let header = header.ok_or(Refusal::Missing)?;
         let presented = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or("authorization must be `Bearer <admin token>`")?;
+            .ok_or(Refusal::NotBearer)?;
         if constant_time_eq(presented.trim().as_bytes(), self.0.as_bytes()) {
             Ok(())
         } else {
-            Err("wrong admin token")
+            Err(Refusal::Wrong)
         }
     }
 
-    pub fn check<T>(&self, request: &tonic::Request<T>) -> Result<(), ApiError> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            ApiError::Unauthenticated(
-                "admin RPC: missing `authorization: Bearer <token>` metadata".into(),
-            )
-        })?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .ok_or_else(|| {
-                ApiError::Unauthenticated(
-                    "admin RPC: authorization must be `Bearer <token>`".into(),
-                )
-            })?;
-        if constant_time_eq(presented.trim().as_bytes(), self.0.as_bytes()) {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthenticated(
-                "admin RPC: wrong admin token".into(),
-            ))
-        }
+    /// Checks an HTTP `authorization` header value; the error says what is wrong.
+    pub fn accepts(&self, header: Option<&str>) -> Result<(), &'static str> {
+        self.verify(header).map_err(|refusal| match refusal {
+            Refusal::Missing => "missing `authorization: Bearer <admin token>` header",
+            Refusal::NotBearer => "authorization must be `Bearer <admin token>`",
+            Refusal::Wrong => "wrong admin token",
+        })
     }
+
+    /// Checks an admin RPC's `authorization` metadata (a value that is not text is not a
+    /// bearer token).
+    pub fn check<T>(&self, request: &tonic::Request<T>) -> Result<(), ApiError> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|h| h.to_str().unwrap_or(""));
+        self.verify(header).map_err(|refusal| {
+            ApiError::Unauthenticated(
+                match refusal {
+                    Refusal::Missing => {
+                        "admin RPC: missing `authorization: Bearer <token>` metadata"
+                    }
+                    Refusal::NotBearer => "admin RPC: authorization must be `Bearer <token>`",
+                    Refusal::Wrong => "admin RPC: wrong admin token",
+                }
+                .into(),
+            )
+        })
+    }
+}
+
+/// Why a presented token was refused.
+enum Refusal {
+    Missing,
+    NotBearer,
+    Wrong,
 }
 
 /// Compares without an early exit, so response time does not reveal how much of a guess was right.

@@ -51,40 +51,57 @@ impl Families {
         self.0.push(f);
     }
 
-    fn counters(&mut self, name: &str, help: &str, samples: Vec<(Labels<'_>, f64)>) {
+    /// A counter or gauge family, one metric per (labels, value).
+    fn values<'l, L: AsRef<[(&'l str, &'l str)]>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) {
         let metrics = samples
             .into_iter()
             .map(|(l, v)| {
-                let mut m = Metric::from_label(labels(l));
-                let mut c = Counter::default();
-                c.set_value(v);
-                m.set_counter(c);
+                let mut m = Metric::from_label(labels(l.as_ref()));
+                if kind == MetricType::COUNTER {
+                    let mut c = Counter::default();
+                    c.set_value(v);
+                    m.set_counter(c);
+                } else {
+                    let mut g = Gauge::default();
+                    g.set_value(v);
+                    m.set_gauge(g);
+                }
                 m
             })
             .collect();
-        self.family(name, help, MetricType::COUNTER, metrics);
+        self.family(name, help, kind, metrics);
+    }
+
+    fn counters<'l, L: AsRef<[(&'l str, &'l str)]>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) {
+        self.values(name, help, MetricType::COUNTER, samples);
     }
 
     fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.counters(name, help, vec![(&[], value as f64)]);
+        self.counters(name, help, [([], value as f64)]);
     }
 
-    fn gauges(&mut self, name: &str, help: &str, samples: Vec<(Labels<'_>, f64)>) {
-        let metrics = samples
-            .into_iter()
-            .map(|(l, v)| {
-                let mut m = Metric::from_label(labels(l));
-                let mut g = Gauge::default();
-                g.set_value(v);
-                m.set_gauge(g);
-                m
-            })
-            .collect();
-        self.family(name, help, MetricType::GAUGE, metrics);
+    fn gauges<'l, L: AsRef<[(&'l str, &'l str)]>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) {
+        self.values(name, help, MetricType::GAUGE, samples);
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.gauges(name, help, vec![(&[], value)]);
+        self.gauges(name, help, [([], value)]);
     }
 }
 
@@ -211,7 +228,7 @@ fn limits(f: &mut Families, state: &HttpState) {
     f.counters(
         "sluice_rule_decisions_total",
         "Decisions per rule and limit, by outcome: ok, near_limit (80% or more used), over_limit, shadow (a shadow-mode limit would have denied)",
-        owned.iter().map(|(l, v)| (&l[..], *v)).collect(),
+        owned,
     );
     f.gauge("sluice_rules", "Rules in force", rules.len() as f64);
     f.gauge(
@@ -261,7 +278,7 @@ fn learning(f: &mut Families, state: &HttpState) {
     f.counters(
         "sluice_limit_adjustments_total",
         "Changes of a client's adaptive limit, by cause, the action after it and the signal that called for it",
-        adjustments.iter().map(|(l, v)| (&l[..], *v)).collect(),
+        adjustments,
     );
     let mut in_force: std::collections::BTreeMap<(&str, &str, &str), u64> = Default::default();
     for kind in ["throttle", "block"] {
@@ -285,7 +302,7 @@ fn learning(f: &mut Families, state: &HttpState) {
     f.gauges(
         "sluice_anomaly_actions",
         "Anomaly actions in force, by kind, the signal that called for them and whether they are recorded only (shadow)",
-        in_force.iter().map(|(l, v)| (&l[..], *v)).collect(),
+        in_force,
     );
     let model = state.learning.status().model.clone();
     f.gauge(
@@ -327,7 +344,7 @@ fn forecasting(f: &mut Families, state: &HttpState) {
     f.gauges(
         "sluice_forecast_requests",
         "Requests per minute forecast for each watched endpoint (and * for all traffic), 1 and 15 minutes ahead",
-        predicted.iter().map(|(l, v)| (&l[..], *v)).collect(),
+        predicted,
     );
     let actual: Vec<(Vec<(&str, &str)>, f64)> = status
         .measured
@@ -337,7 +354,7 @@ fn forecasting(f: &mut Families, state: &HttpState) {
     f.gauges(
         "sluice_actual_requests",
         "Requests measured in the last closed minute for each watched endpoint (and * for all traffic)",
-        actual.iter().map(|(l, v)| (&l[..], *v)).collect(),
+        actual,
     );
     f.gauge(
         "sluice_pressure_factor",

@@ -38,16 +38,10 @@ impl RulesFiles {
         if self.pending.is_some() {
             return;
         }
-        let Some(mut watch) = self.watch.take() else {
+        let Some(watch) = self.watch.take() else {
             return;
         };
-        let caps = *caps;
-        let (watch, polled) = match tokio::task::spawn_blocking(move || {
-            let polled = watch.poll(&caps);
-            (watch, polled)
-        })
-        .await
-        {
+        let (watch, polled) = match watch.poll_off_runtime(*caps).await {
             Ok(done) => done,
             Err(e) => {
                 // Parsing panicked (a bug): the file is no longer followed, which is said.

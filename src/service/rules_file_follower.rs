@@ -20,6 +20,9 @@ pub struct RulesFileWatch {
     domains: Vec<String>,
 }
 
+/// What one poll saw: `None` (unchanged), a new version, or why the file is unusable.
+pub type Polled = Option<Result<Change, RulesFileError>>;
+
 /// A new version of the file, ready to apply.
 pub struct Change {
     pub file: RulesFile,
@@ -40,8 +43,21 @@ impl RulesFileWatch {
         self.path.display().to_string()
     }
 
+    /// `poll` on the blocking pool (reading and parsing a large file must not stall the async
+    /// workers); the watch comes back with what it saw. `Err` only if the parse panicked.
+    pub async fn poll_off_runtime(
+        mut self,
+        caps: InputLimits,
+    ) -> Result<(RulesFileWatch, Polled), tokio::task::JoinError> {
+        tokio::task::spawn_blocking(move || {
+            let polled = self.poll(&caps);
+            (self, polled)
+        })
+        .await
+    }
+
     /// `None` while the file is as last seen; otherwise its new version or why it is unusable.
-    pub fn poll(&mut self, caps: &InputLimits) -> Option<Result<Change, RulesFileError>> {
+    pub fn poll(&mut self, caps: &InputLimits) -> Polled {
         // Bounded (`rules_file::MAX_FILE_BYTES`): a huge file is an error, not a long read.
         let read = rules_file::read(&self.path);
         let hash = match &read {

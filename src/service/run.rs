@@ -146,16 +146,17 @@ pub async fn run_with(
 ) -> Result<(), StartError> {
     // Fail before serving if the rules file is bad: running on the wrong rules is worse than not running.
     // Read and parsed on the blocking pool, as every later poll is.
-    let (rules_watch, first) = {
-        let watch = config.rules.as_deref().map(RulesFileWatch::new);
-        let caps = config.input_limits();
-        tokio::task::spawn_blocking(move || {
-            let mut watch = watch;
-            let first = watch.as_mut().and_then(|w| w.poll(&caps));
-            (watch, first)
-        })
-        .await
-        .map_err(|e| StartError::Config(format!("--rules: reading the file failed: {e}")))?
+    let (rules_watch, first) = match config.rules.as_deref().map(RulesFileWatch::new) {
+        Some(watch) => {
+            let (watch, first) = watch
+                .poll_off_runtime(config.input_limits())
+                .await
+                .map_err(|e| {
+                    StartError::Config(format!("--rules: reading the file failed: {e}"))
+                })?;
+            (Some(watch), first)
+        }
+        None => (None, None),
     };
     let rules_file = first.transpose()?;
     let server = Server::new(&config.tls(), config.connection_limits()).await?;
