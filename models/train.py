@@ -5,7 +5,7 @@ ONNX with its metadata. It computes no features: the encoding lives once, in Rus
 
     python models/train.py --data DIR [--data DIR2 ...] --out models/lstm.onnx
 
-Model: one LSTM layer (hidden 32) over the WINDOW × DIM input, then a dense head to HORIZON
+Model: one LSTM layer (hidden 32; --members K trains K and merges them, see merge()) over the WINDOW × DIM input, then a dense head to HORIZON
 outputs: each is ln(1 + requests) - ln(1 + scale) for one of the next minutes. Trained with Adam
 on sMAPE of the decoded counts (the metric it is judged by) plus a little L1 in log space,
 which keeps gradients alive when counts are 0.
@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--members", type=int, default=1,
+                    help="train this many LSTMs (seeds seed, seed+1, ...) and ship their mean (log space)")
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--log-l1", type=float, default=0.1, help="weight of the L1 term in log space")
@@ -86,23 +88,26 @@ def main():
     n_val = len(idx_val)
 
     H = args.hidden
-    key = jax.random.PRNGKey(args.seed)
-    k1, k2, k3 = jax.random.split(key, 3)
-
-    def uniform(k, shape, fan):
-        lim = 1.0 / np.sqrt(fan)
-        return jax.random.uniform(k, shape, minval=-lim, maxval=lim)
-
-    params = {
-        "W": uniform(k1, (4 * H, dim), H),  # gates i, o, f, c (ONNX order)
-        "R": uniform(k2, (4 * H, H), H),
-        "B": jnp.zeros((8 * H,)).at[2 * H:3 * H].set(1.0),  # forget-gate bias 1 (Wb part)
-        "Wd": uniform(k3, (H, horizon), H),
-        "bd": jnp.zeros((horizon,)),
-    }
     SKIP = args.skip
-    if SKIP:
-        params["Ws"] = jnp.zeros((SKIP, horizon))
+    def initial(seed):
+        key = jax.random.PRNGKey(seed)
+        k1, k2, k3 = jax.random.split(key, 3)
+
+        def uniform(k, shape, fan):
+            lim = 1.0 / np.sqrt(fan)
+            return jax.random.uniform(k, shape, minval=-lim, maxval=lim)
+
+        params = {
+            "W": uniform(k1, (4 * H, dim), H),  # gates i, o, f, c (ONNX order)
+            "R": uniform(k2, (4 * H, H), H),
+            "B": jnp.zeros((8 * H,)).at[2 * H:3 * H].set(1.0),  # forget-gate bias 1 (Wb part)
+            "Wd": uniform(k3, (H, horizon), H),
+            "bd": jnp.zeros((horizon,)),
+        }
+        if SKIP:
+            params["Ws"] = jnp.zeros((SKIP, horizon))
+        return params
+
     req = features.index("log_requests_rel")
 
     def forward(p, xb):
@@ -146,7 +151,6 @@ def main():
     steps_per_epoch = max(1, len(idx_train) // args.batch)
     schedule = optax.cosine_decay_schedule(args.lr, steps_per_epoch * args.epochs, alpha=0.05)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
-    state = opt.init(params)
 
     @jax.jit
     def step(p, st, xb, yb, sb):
@@ -158,18 +162,39 @@ def main():
     def eval_loss(p, xb, yb, sb):
         return loss_fn(p, xb, yb, sb)
 
-    rng = np.random.default_rng(args.seed)
+    def train(seed):
+        params = initial(seed)
+        state = opt.init(params)
+        rng = np.random.default_rng(seed)
+        started = time.time()
+        for epoch in range(args.epochs):
+            order = rng.permutation(idx_train)
+            total = 0.0
+            for s in range(steps_per_epoch):
+                b = order[s * args.batch:(s + 1) * args.batch]
+                params, state, l = step(params, state, x[b], y[b], scale[b])
+                total += float(l)
+            val = float(eval_loss(params, x[idx_val], y[idx_val], scale[idx_val]))
+            print(f"seed {seed} epoch {epoch + 1}: train {total / steps_per_epoch:.4f} val {val:.4f} "
+                  f"({time.time() - started:.0f} s)", file=sys.stderr)
+        return params
+
     started = time.time()
-    for epoch in range(args.epochs):
-        order = rng.permutation(idx_train)
-        total = 0.0
-        for s in range(steps_per_epoch):
-            b = order[s * args.batch:(s + 1) * args.batch]
-            params, state, l = step(params, state, x[b], y[b], scale[b])
-            total += float(l)
-        val = float(eval_loss(params, x[idx_val], y[idx_val], scale[idx_val]))
-        print(f"epoch {epoch + 1}: train {total / steps_per_epoch:.4f} val {val:.4f} "
-              f"({time.time() - started:.0f} s)", file=sys.stderr)
+    members = [train(args.seed + m) for m in range(args.members)]
+    if len(members) > 1:
+        for m, p in zip(range(args.members), members):
+            print(f"member seed {args.seed + m}: val {float(eval_loss(p, x[idx_val], y[idx_val], scale[idx_val])):.4f}",
+                  file=sys.stderr)
+    # The members, merged into one LSTM of hidden H x members whose head averages theirs:
+    # exactly the mean of the members' outputs (log space), one graph for the service.
+    params = merge(members, H, SKIP)
+    if len(members) > 1:
+        probe = x[idx_val[:64]]
+        want = np.mean([np.asarray(forward(p, probe)) for p in members], axis=0)
+        H = H * len(members)
+        err = float(np.abs(np.asarray(forward(params, probe)) - want).max())
+        if err > 1e-4:
+            sys.exit(f"the merged LSTM is not the members' mean: max |diff| {err}")
 
     # Validation metrics on decoded counts (one-step and last step).
     pred = np.asarray(decode(forward(params, x[idx_val]), scale[idx_val]))
@@ -220,7 +245,9 @@ def main():
         "horizon": horizon,
         "features": features,
         "normalisation": metas[0]["normalisation"],
-        "architecture": {"lstm_hidden": H, "layers": 1, "head": "dense"},
+        "architecture": {"lstm_hidden": H, "layers": 1, "head": "dense", "members": args.members,
+                         "member_hidden": args.hidden,
+                         "merge": "block-diagonal: the mean of the members' outputs in log space"},
         "training": {
             "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "data": [{"source": m["source"], "samples": m["samples"]} for m in metas],
@@ -235,6 +262,36 @@ def main():
         json.dump(meta, f, indent=1)
         f.write("\n")
     print(f"wrote {args.out} and {meta_path}", file=sys.stderr)
+
+
+def merge(members, H, skip):
+    """K LSTMs of hidden H as one of hidden K*H: each gate's rows stacked member by member, the
+    recurrent weights block-diagonal (no member sees another's state), the head each member's
+    divided by K. Its output is exactly the mean of the members' outputs."""
+    K = len(members)
+    if K == 1:
+        return members[0]
+    m = [{k: np.asarray(v, np.float32) for k, v in p.items()} for p in members]
+    HK = H * K
+    dim = m[0]["W"].shape[1]
+    W = np.zeros((4 * HK, dim), np.float32)
+    R = np.zeros((4 * HK, HK), np.float32)
+    B = np.zeros((8 * HK,), np.float32)
+    for k, p in enumerate(m):
+        for g in range(4):
+            rows = slice(g * HK + k * H, g * HK + (k + 1) * H)
+            W[rows] = p["W"][g * H:(g + 1) * H]
+            R[rows, k * H:(k + 1) * H] = p["R"][g * H:(g + 1) * H]
+            B[rows] = p["B"][g * H:(g + 1) * H]
+            B[4 * HK + g * HK + k * H:4 * HK + g * HK + (k + 1) * H] = p["B"][4 * H + g * H:4 * H + (g + 1) * H]
+    merged = {
+        "W": W, "R": R, "B": B,
+        "Wd": np.concatenate([p["Wd"] for p in m]) / K,
+        "bd": np.mean([p["bd"] for p in m], axis=0),
+    }
+    if skip:
+        merged["Ws"] = np.mean([p["Ws"] for p in m], axis=0)
+    return merged
 
 
 def export(params, H, window, dim, horizon, path, skip, req):

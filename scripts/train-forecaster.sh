@@ -17,7 +17,8 @@
 # The shipped model (two sites; August 1995 and July 10-26 1998 never seen):
 #   scripts/train-forecaster.sh \
 #     --series ../shared/data/nasa-http-1995-per-minute.csv --to "1995-08-01 00:00:00" \
-#     --and --series ../shared/data/worldcup98-per-minute.csv --to "1998-07-10 00:00:00" --stride 2
+#     --and --series ../shared/data/worldcup98-per-minute.csv --to "1998-07-10 00:00:00" --stride 2 \
+#     -- --version 3 --members 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 groups=()
