@@ -7,7 +7,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice::adapters::moka_store::StoreKind;
 use sluice_core::bucket::Op;
-use sluice_core::engine::{DescriptorInput, Engine};
+use sluice_core::engine::{DescriptorInput, Engine, EngineConfig};
+use sluice_core::learn::observe::ObserveConfig;
 
 mod common;
 
@@ -40,15 +41,36 @@ fn decide(engine: &Engine, key: &str, now: u64) -> bool {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision");
     group.throughput(Throughput::Elements(1));
-    for (store, n) in [
-        (StoreKind::Moka, 1usize),
-        (StoreKind::Moka, 1_000_000),
-        (StoreKind::Sharded, 1),
-        (StoreKind::Sharded, 1_000_000),
+    // Observation "off": caps of 0, so each decision's observation is a hash, a shard lock and a
+    // miss in an empty table (what is left of it). The 1M-key cost is mostly memory: the
+    // difference between the two says what the observation table's misses cost.
+    let no_observation = EngineConfig {
+        observe: ObserveConfig {
+            max_clients: 0,
+            max_endpoints: 0,
+            ..ObserveConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    for (store, n, observed) in [
+        (StoreKind::Moka, 1usize, true),
+        (StoreKind::Moka, 1_000_000, true),
+        (StoreKind::Sharded, 1, true),
+        (StoreKind::Sharded, 1_000_000, true),
+        (StoreKind::Sharded, 1_000_000, false),
     ] {
+        let name = format!(
+            "{store:?}/{n}_keys{}",
+            if observed { "" } else { "/observation_off" }
+        );
+        let config = if observed {
+            EngineConfig::default()
+        } else {
+            no_observation.clone()
+        };
         // Set up inside the closure, so a filtered-out case costs nothing.
-        group.bench_function(format!("{store:?}/{n}_keys").to_lowercase(), |b| {
-            let engine = common::engine(store, 1_000);
+        group.bench_function(name.to_lowercase(), |b| {
+            let engine = common::engine_with(store, 1_000, config.clone());
             let keys = keys(n);
             let mut now = 1_700_000_000_000_000_000u64;
             for k in &keys {

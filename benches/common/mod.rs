@@ -6,8 +6,14 @@ use sluice_core::limit::{LimitSpec, Unit};
 use sluice_core::matcher::RuleSet;
 use sluice_core::rules::Rule;
 
+// Each bench compiles this module on its own; `decision` uses only `engine_with`.
+#[allow(dead_code)]
 pub fn engine(store: StoreKind, requests_per_second: u64) -> Engine {
-    let engine = moka_store::engine(EngineConfig::default(), store);
+    engine_with(store, requests_per_second, EngineConfig::default())
+}
+
+pub fn engine_with(store: StoreKind, requests_per_second: u64, config: EngineConfig) -> Engine {
+    let engine = moka_store::engine(config, store);
     let rule = Rule::new(
         "edge",
         &[("remote_address", "")],

@@ -60,6 +60,9 @@ pub struct LoadArgs {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoadReport {
     pub requests: u64,
+    /// Requests answered during the one-second warm-up (not in `requests` or the latencies):
+    /// with `requests`, what a server did over the whole run, for CPU per request.
+    pub warmup_requests: u64,
     pub errors: u64,
     pub over_limit: u64,
     pub seconds: f64,
@@ -90,8 +93,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let mut latencies = Vec::new();
     let mut report = LoadReport::default();
     for w in workers {
-        let (lat, errors, over) = w.await?;
+        let (lat, warmup, errors, over) = w.await?;
         report.requests += lat.len() as u64;
+        report.warmup_requests += warmup;
         report.errors += errors;
         report.over_limit += over;
         latencies.extend(lat);
@@ -116,11 +120,11 @@ async fn worker(
     args: &LoadArgs,
     measure_from: Instant,
     end: Instant,
-) -> (Vec<u64>, u64, u64) {
+) -> (Vec<u64>, u64, u64, u64) {
     let mut rls = RateLimitServiceClient::new(channel.clone());
     let mut sluice = SluiceClient::new(channel);
     let mut latencies = Vec::new();
-    let (mut errors, mut over) = (0, 0);
+    let (mut errors, mut over, mut warmup) = (0, 0, 0);
     let mut n: u64 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let keys = args.keys.max(1);
     let per_request = args.descriptors.max(1);
@@ -178,6 +182,7 @@ async fn worker(
         };
         let took = now.elapsed().as_nanos() as u64;
         if now < measure_from {
+            warmup += u64::from(denied.is_ok());
             continue;
         }
         match denied {
@@ -188,5 +193,5 @@ async fn worker(
             Err(_) => errors += 1,
         }
     }
-    (latencies, errors, over)
+    (latencies, warmup, errors, over)
 }

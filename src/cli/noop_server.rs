@@ -1,5 +1,5 @@
 //! `sluice noop-server`: a server that answers every Envoy RLS call with OK at once, the floor
-//! any RLS server's cost is measured against (`scripts/bench-grpc.py`).
+//! any RLS server's cost is measured against (`scripts/bench-rls.sh`).
 
 use std::net::SocketAddr;
 

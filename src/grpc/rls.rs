@@ -88,12 +88,17 @@ fn inputs<'r>(
                     "must not be empty",
                 ));
             }
-            check_len(&at(&format!("entries[{j}].key")), &e.key, caps.max_key_len)?;
-            check_len(
-                &at(&format!("entries[{j}].value")),
-                &e.value,
-                caps.max_value_len,
-            )?;
+            // The field's name is built only when the check fails: this runs on every call.
+            if e.key.len() > caps.max_key_len {
+                check_len(&at(&format!("entries[{j}].key")), &e.key, caps.max_key_len)?;
+            }
+            if e.value.len() > caps.max_value_len {
+                check_len(
+                    &at(&format!("entries[{j}].value")),
+                    &e.value,
+                    caps.max_value_len,
+                )?;
+            }
             entries.push((e.key.as_str(), e.value.as_str()));
         }
         let hits = d.hits_addend.as_ref().map_or(request_hits, |h| h.value);

@@ -4,7 +4,6 @@
 //! are loaded, and `sluice.v1.Forecaster` SERVING only while the LSTM forecasts.
 
 use std::future::Future;
-use std::time::Duration;
 
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
@@ -91,10 +90,6 @@ pub struct Server {
 /// Most calls in flight on one HTTP/2 connection: Envoy multiplexes many on a few connections;
 /// one peer opening streams without end must not take every worker.
 const MAX_CONCURRENT_STREAMS: u32 = 1_024;
-/// HTTP/2 pings on a quiet connection, and how long an answer may take before it is closed: a
-/// peer that vanished (or never speaks HTTP/2) does not keep its connection.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Server {
     /// Reads and checks the TLS files (a bad one fails here, before anything is served).
@@ -131,10 +126,10 @@ impl Server {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .expect("the embedded descriptor set is valid");
+        // No HTTP/2 keepalive: dead peers are found by TCP keepalive (`incoming`), which costs
+        // nothing per request.
         let mut server = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
         if let Some(tls) = self.tls {
             // rustls parses the certificate and key here: a bad one fails the start.
             server = server

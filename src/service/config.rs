@@ -149,6 +149,13 @@ pub struct Config {
     )]
     pub learn_tick_secs: u64,
 
+    /// Niceness of the thread that runs the learning loop's minute, its looks, the bucket sweep
+    /// and model reloads (Linux), 0–19: above 0 the decisions are served first on a busy
+    /// machine and this work takes the time they leave; 0 runs it at their priority.
+    #[arg(long, env = "SLUICE_BACKGROUND_NICE", default_value_t = crate::service::background::NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub background_nice: i32,
+
     /// Days of score, traffic and adjustment history kept in the database.
     #[arg(long, env = "SLUICE_HISTORY_RETENTION_DAYS", default_value_t = 14)]
     pub history_retention_days: u64,

@@ -27,6 +27,7 @@ use sluice_core::minute::{ClosedMinute, LOOK_EVERY, MinuteInput, Minutes};
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
 
 use crate::service::backend_loads::BackendLoads;
+use crate::service::background::Background;
 use crate::service::clock::LiveClock;
 use crate::service::database::Database;
 use crate::service::history_writer::History;
@@ -94,6 +95,8 @@ pub struct MinuteLoopParts {
     pub database: Arc<Database>,
     /// This instance's name in the shared `anomaly_actions` table (`--instance-id`).
     pub instance: String,
+    /// Where the minute's work runs: below the decisions' priority.
+    pub background: Background,
 }
 
 pub struct MinuteLoop {
@@ -106,6 +109,7 @@ pub struct MinuteLoop {
     history: History,
     database: Arc<Database>,
     instance: String,
+    background: Background,
     adaptive: bool,
     restored: AtomicBool,
     status: ArcSwap<LearningStatus>,
@@ -139,6 +143,7 @@ impl MinuteLoop {
             history: parts.history,
             database: parts.database,
             instance: parts.instance,
+            background: parts.background,
             adaptive: parts.adaptive,
             restored: AtomicBool::new(false),
             status: ArcSwap::from_pointee(status),
@@ -338,7 +343,10 @@ impl MinuteLoop {
         }
         *self.lists_seen.lock() = entries.clone();
         let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || this.set_lists(entries, now)).await;
+        this.background
+            .clone()
+            .run(move || this.set_lists(entries, now))
+            .await;
     }
 
     /// Loads the saved model and actions once, when the database is first reachable. A model
@@ -447,7 +455,10 @@ pub async fn run(
     let mut looks = 0;
     loop {
         let models = minute_loop.models.clone();
-        let _ = tokio::task::spawn_blocking(move || models.reload_if_changed()).await;
+        minute_loop
+            .background
+            .run(move || models.reload_if_changed())
+            .await;
         readiness.lstm_loaded(minute_loop.models.status().lstm_loaded());
         // Poll for the database every second until the saved state is back.
         let wake = next.min(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -465,7 +476,10 @@ pub async fn run(
             if looks < LOOKS && tokio::time::Instant::now() >= due {
                 looks += 1;
                 let (looking, now) = (minute_loop.clone(), clock.now());
-                let _ = tokio::task::spawn_blocking(move || looking.look(start, now)).await;
+                minute_loop
+                    .background
+                    .run(move || looking.look(start, now))
+                    .await;
             }
             continue;
         }
@@ -474,8 +488,12 @@ pub async fn run(
         next += period;
         let now = clock.now();
         let ticking = minute_loop.clone();
-        // Scoring, training and inference take milliseconds of CPU: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || ticking.tick(start, now)).await;
+        // Scoring, training and inference take milliseconds of CPU: off the async workers, and
+        // below the decisions' priority.
+        minute_loop
+            .background
+            .run(move || ticking.tick(start, now))
+            .await;
         start = now;
     }
 }
@@ -507,6 +525,7 @@ mod tests {
             history,
             database: Arc::new(Database::default()),
             instance: "test".into(),
+            background: Background::start(),
         }));
         let (entered, inside) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();

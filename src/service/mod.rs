@@ -3,6 +3,7 @@
 //! rule sources are its parts. Nothing here imports a subcommand module (`crate::cli`).
 
 pub mod backend_loads;
+pub mod background;
 pub mod clock;
 pub mod config;
 pub mod config_fleet;

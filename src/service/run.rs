@@ -26,6 +26,7 @@ use crate::grpc::server::{ServeError, Server, Services};
 use crate::grpc::sluice_api::SluiceApi;
 use crate::http::HttpState;
 use crate::service::backend_loads::BackendLoads;
+use crate::service::background::Background;
 use crate::service::clock::LiveClock;
 use crate::service::config::Config;
 use crate::service::database::Database;
@@ -203,6 +204,7 @@ pub async fn run_with(
         )
     };
     let loads = Arc::new(BackendLoads::default());
+    let background = Background::start_with(config.background_nice);
     let learning = Arc::new(MinuteLoop::new(MinuteLoopParts {
         engine: engine.clone(),
         learner: config.learn.learner(),
@@ -213,6 +215,7 @@ pub async fn run_with(
         history,
         database: database.clone(),
         instance: config.instance_id(),
+        background: background.clone(),
     }));
     let metrics = match config.telemetry() {
         Some(telemetry) => Some(Metrics::start(
@@ -310,6 +313,7 @@ pub async fn run_with(
             "bucket sweeper",
             tokio::spawn(sweep_buckets(
                 engine.clone(),
+                background,
                 clock,
                 stages.producers.subscribe(),
             )),
@@ -435,12 +439,18 @@ pub async fn stop_in_order(
     }
 }
 
-/// Drops idle bucket states every few seconds, off the async workers (a sweep walks every shard).
-async fn sweep_buckets(engine: Arc<Engine>, clock: LiveClock, mut shutdown: Shutdown) {
+/// Drops idle bucket states every few seconds, off the async workers and below the decisions'
+/// priority (a sweep walks every shard).
+async fn sweep_buckets(
+    engine: Arc<Engine>,
+    background: Background,
+    clock: LiveClock,
+    mut shutdown: Shutdown,
+) {
     while shutdown.sleep(Duration::from_secs(5)).await {
         let engine = engine.clone();
         let now = clock.now();
-        let _ = tokio::task::spawn_blocking(move || engine.sweep(now)).await;
+        background.run(move || engine.sweep(now)).await;
     }
 }
 

@@ -59,24 +59,32 @@ fn pressure_row(c: &PressureChange) -> AdjustmentRow {
     }
 }
 
+/// A client's features as a JSON object, keys in alphabetical order, values to 4 decimals (a
+/// non-finite one is `null`): what `serde_json` makes of a map of them, written straight into
+/// one string. This runs for every scored client every minute (up to 200,000): building a map
+/// per client was a tenth of the minute's CPU.
+pub fn features_json(x: &[f64]) -> String {
+    let mut order: [usize; NAMES.len()] = std::array::from_fn(|i| i);
+    order.sort_unstable_by_key(|&i| NAMES[i]);
+    let mut out = Vec::with_capacity(24 * NAMES.len());
+    out.push(b'{');
+    for i in order.into_iter().filter(|&i| i < x.len()) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, NAMES[i]);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, &((x[i] * 10_000.0).round() / 10_000.0));
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
 /// The history of one closed minute. `instance` names this instance's saved action set, which
 /// is written in adaptive mode only.
 pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
     let tick = &minute.tick;
     let minute_ms = ms(minute.start);
-    let features = |x: &[f64]| {
-        let map: serde_json::Map<String, serde_json::Value> = NAMES
-            .iter()
-            .zip(x)
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    serde_json::json!((v * 10_000.0).round() / 10_000.0),
-                )
-            })
-            .collect();
-        serde_json::Value::Object(map).to_string()
-    };
     let mut adjustments: Vec<AdjustmentRow> = tick.adjustments.iter().map(adjustment_row).collect();
     adjustments.extend(minute.pressure.iter().map(pressure_row));
     HistoryBatch {
@@ -88,7 +96,7 @@ pub fn minute_batch(minute: &ClosedMinute, instance: &str) -> HistoryBatch {
                 client: s.client.to_string(),
                 score: s.score,
                 requests: s.requests as i64,
-                features: features(&s.features),
+                features: features_json(&s.features),
                 action: s.action,
                 model_version: s.model_version as i64,
             })
@@ -196,5 +204,51 @@ pub fn adjustments_batch(
         adjustments: adjustments.iter().map(adjustment_row).collect(),
         actions: Some(action_set(instance, at, actions)),
         ..HistoryBatch::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same text a `serde_json` map of the rounded features gives (the stored format).
+    #[test]
+    fn features_json_is_what_a_map_of_them_serialises_to() {
+        let cases: [&[f64]; 4] = [
+            &[0.0; NAMES.len()],
+            &[
+                1.23456789,
+                -2.5,
+                3.0,
+                f64::NAN,
+                1e-9,
+                1e12,
+                0.33335,
+                7.0,
+                8.0,
+                9.0,
+                10.0,
+                11.0,
+            ],
+            &[f64::INFINITY; NAMES.len()],
+            &[0.5],
+        ];
+        for x in cases {
+            let map: serde_json::Map<String, serde_json::Value> = NAMES
+                .iter()
+                .zip(x)
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        serde_json::json!((v * 10_000.0).round() / 10_000.0),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                features_json(x),
+                serde_json::Value::Object(map).to_string(),
+                "{x:?}"
+            );
+        }
     }
 }

@@ -72,6 +72,7 @@ fn live(trace: &[u8], rules: Vec<Rule>) -> (Vec<Minute>, Vec<HistoryBatch>) {
         history,
         database: Arc::new(Database::default()),
         instance: INSTANCE.into(),
+        background: sluice::service::background::Background::start(),
     });
     let mut minutes = Vec::new();
     let mut looked = Vec::new();

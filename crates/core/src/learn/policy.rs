@@ -59,6 +59,11 @@ impl Allowlist {
     /// Whether a client key is allowlisted. A user key `user:alice` matches the entry `alice`
     /// (or `user:alice`); a network identity matches its exact entry or a network holding it.
     pub fn contains(&self, client: &str) -> bool {
+        // Asked for every scored client every minute: an empty list (the default) answers
+        // without parsing the key as an address.
+        if self.exact.is_empty() && self.networks.is_empty() {
+            return false;
+        }
         let user = super::observe::user_of_key(client);
         if self
             .exact
@@ -66,6 +71,9 @@ impl Allowlist {
             .any(|e| e == client || user == Some(e.as_str()))
         {
             return true;
+        }
+        if self.networks.is_empty() {
+            return false;
         }
         let Ok(ip) = client.parse::<IpAddr>() else {
             return false;
