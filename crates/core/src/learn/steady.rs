@@ -92,23 +92,26 @@ impl Steady {
         acted: impl Fn(&str) -> bool,
     ) {
         for (client, requests) in seen {
-            if !self.clients.contains_key(client) {
-                if self.clients.len() >= self.config.max_clients {
-                    continue;
+            let update = |t: &mut Track| {
+                t.minutes.push_back((minute, requests));
+                if acted(client) {
+                    t.acted = Some(minute);
                 }
-                self.clients.insert(
-                    client.into(),
-                    Track {
-                        first_seen: minute,
-                        ..Track::default()
-                    },
-                );
+            };
+            // One lookup for a known client (this runs for every client every minute).
+            if let Some(t) = self.clients.get_mut(client) {
+                update(t);
+                continue;
             }
-            let t = self.clients.get_mut(client).expect("inserted above");
-            t.minutes.push_back((minute, requests));
-            if acted(client) {
-                t.acted = Some(minute);
+            if self.clients.len() >= self.config.max_clients {
+                continue;
             }
+            let mut t = Track {
+                first_seen: minute,
+                ..Track::default()
+            };
+            update(&mut t);
+            self.clients.insert(client.into(), t);
         }
         let oldest = minute - WINDOW as i64 + 1;
         self.clients.retain(|_, t| {
