@@ -30,7 +30,7 @@ use sluice_core::headers;
 use sluice_core::headers::HeaderStyle;
 use sluice_core::limit::Rate;
 use sluice_core::validate::InputLimits;
-use sluice_core::validate::{ValidationError, check_domain, check_len};
+use sluice_core::validate::{ValidationError, check_domain, check_len_of};
 
 /// Envoy's rate-limit service: the engine, the clock, the input caps and the header style.
 pub struct Rls {
@@ -88,17 +88,17 @@ fn inputs<'r>(
                     "must not be empty",
                 ));
             }
-            // The field's name is built only when the check fails: this runs on every call.
-            if e.key.len() > caps.max_key_len {
-                check_len(&at(&format!("entries[{j}].key")), &e.key, caps.max_key_len)?;
-            }
-            if e.value.len() > caps.max_value_len {
-                check_len(
-                    &at(&format!("entries[{j}].value")),
-                    &e.value,
-                    caps.max_value_len,
-                )?;
-            }
+            // Every call checks these: the field's name is built only when one fails.
+            check_len_of(
+                || at(&format!("entries[{j}].key")),
+                &e.key,
+                caps.max_key_len,
+            )?;
+            check_len_of(
+                || at(&format!("entries[{j}].value")),
+                &e.value,
+                caps.max_value_len,
+            )?;
             entries.push((e.key.as_str(), e.value.as_str()));
         }
         let hits = d.hits_addend.as_ref().map_or(request_hits, |h| h.value);

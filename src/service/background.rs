@@ -2,8 +2,8 @@
 //! its early looks, list installs, model-file reloads and the bucket sweep: one thread at a
 //! lower scheduling priority (nice [`NICE`] on Linux), so that on a saturated machine the
 //! decisions are served first and the batch work takes the time they leave. Before it, that
-//! work ran on tokio's blocking pool at the workers' priority: on two busy cores a minute's close
-//! took a third of the CPU from decisions for as long as it ran, which is where their p99 went.
+//! work ran on tokio's blocking pool at the workers' priority, competing with decisions for as
+//! long as it ran (about a second of CPU a minute at 100,000 clients); the README has the A/B.
 //!
 //! Not for work a caller is waiting on (an admin RPC's training or reload): that stays on
 //! `spawn_blocking`, at full priority. Jobs run one at a time, in the order sent; each producer
@@ -11,9 +11,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-/// The lane's default niceness (`--background-nice`): CFS gives a nice-10 thread about a tenth of a core that nice-0 threads
-/// also want (weights 110 vs 1024), and all of an idle one. Not 19: under sustained saturation
-/// a minute's close must still finish within the minute.
+/// The lane's default niceness (`--background-nice`): CFS gives a nice-10 thread about a tenth
+/// of a core that nice-0 threads also want (weights 110 vs 1024), and all of an idle one. Not
+/// 19: under sustained saturation a minute's close must still finish within the minute.
 pub const NICE: i32 = 10;
 
 /// Jobs waiting for the lane, at most (each producer has at most one in flight).

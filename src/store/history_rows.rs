@@ -64,11 +64,15 @@ fn pressure_row(c: &PressureChange) -> AdjustmentRow {
 /// one string. This runs for every scored client every minute (up to 200,000): building a map
 /// per client was a tenth of the minute's CPU.
 pub fn features_json(x: &[f64]) -> String {
-    let mut order: [usize; NAMES.len()] = std::array::from_fn(|i| i);
-    order.sort_unstable_by_key(|&i| NAMES[i]);
+    static ALPHABETICAL: std::sync::LazyLock<[usize; NAMES.len()]> =
+        std::sync::LazyLock::new(|| {
+            let mut order: [usize; NAMES.len()] = std::array::from_fn(|i| i);
+            order.sort_unstable_by_key(|&i| NAMES[i]);
+            order
+        });
     let mut out = Vec::with_capacity(24 * NAMES.len());
     out.push(b'{');
-    for i in order.into_iter().filter(|&i| i < x.len()) {
+    for &i in ALPHABETICAL.iter().filter(|&&i| i < x.len()) {
         if out.len() > 1 {
             out.push(b',');
         }

@@ -73,9 +73,15 @@ pub fn check_domain(field: &str, domain: &str, caps: &InputLimits) -> Result {
 }
 
 pub fn check_len(field: &str, text: &str, max: usize) -> Result {
+    check_len_of(|| field.to_string(), text, max)
+}
+
+/// `check_len` with the field's name built only when the check fails: for names made per
+/// element (`descriptors[2].entries[0].value`) on paths checked on every call.
+pub fn check_len_of(field: impl FnOnce() -> String, text: &str, max: usize) -> Result {
     if text.len() > max {
         return Err(ValidationError::new(
-            field,
+            field(),
             format!(
                 "is {} bytes long, more than the maximum of {max}",
                 text.len()

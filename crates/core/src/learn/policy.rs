@@ -59,11 +59,6 @@ impl Allowlist {
     /// Whether a client key is allowlisted. A user key `user:alice` matches the entry `alice`
     /// (or `user:alice`); a network identity matches its exact entry or a network holding it.
     pub fn contains(&self, client: &str) -> bool {
-        // Asked for every scored client every minute: an empty list (the default) answers
-        // without parsing the key as an address.
-        if self.exact.is_empty() && self.networks.is_empty() {
-            return false;
-        }
         let user = super::observe::user_of_key(client);
         if self
             .exact
@@ -72,6 +67,8 @@ impl Allowlist {
         {
             return true;
         }
+        // Asked for every scored client every minute: without networks (the default list is
+        // empty) the key is not parsed as an address.
         if self.networks.is_empty() {
             return false;
         }
