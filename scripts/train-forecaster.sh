@@ -18,7 +18,7 @@
 #   scripts/train-forecaster.sh \
 #     --series ../shared/data/nasa-http-1995-per-minute.csv --to "1995-08-01 00:00:00" \
 #     --and --series ../shared/data/worldcup98-per-minute.csv --to "1998-07-10 00:00:00" --stride 2 \
-#     -- --version 3 --members 3
+#     -- --version 4 --members 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 groups=()
