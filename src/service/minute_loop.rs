@@ -200,8 +200,8 @@ impl MinuteLoop {
     }
 
     /// Closes the minute that started at `start` (blocking: scoring, training and inference) and
-    /// submits its history; returns the closed minute and the batch submitted.
-    pub fn tick(&self, start: Nanos, now: Nanos) -> (ClosedMinute, HistoryBatch) {
+    /// submits its history; returns the closed minute.
+    pub fn tick(&self, start: Nanos, now: Nanos) -> ClosedMinute {
         let span = tracing::info_span!(
             "learning_tick",
             minute_ms = ms(start),
@@ -232,9 +232,9 @@ impl MinuteLoop {
         self.counts.minutes_closed.fetch_add(1, Ordering::Relaxed);
         self.counts.count_adjustments(&closed.tick.adjustments);
         log_minute(&closed);
-        let batch = minute_batch(&closed, &self.instance);
-        self.history.submit(batch.clone());
-        (closed, batch)
+        // Submitted, not cloned: a busy minute's batch holds a row per client.
+        self.history.submit(minute_batch(&closed, &self.instance));
+        closed
     }
 
     /// An early look inside the minute that started at `start` (blocking): clients already far
@@ -489,10 +489,11 @@ pub async fn run(
         let now = clock.now();
         let ticking = minute_loop.clone();
         // Scoring, training and inference take milliseconds of CPU: off the async workers, and
-        // below the decisions' priority.
+        // below the decisions' priority. The closed minute is dropped there too: freeing a busy
+        // minute's clients is work of its own.
         minute_loop
             .background
-            .run(move || ticking.tick(start, now))
+            .run(move || drop(ticking.tick(start, now)))
             .await;
         start = now;
     }

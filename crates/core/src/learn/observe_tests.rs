@@ -175,3 +175,30 @@ fn busiest_keeps_the_top_clients_of_each_tier_only() {
     assert_eq!(names(&prm), vec![("10.0.0.4".into(), 7)]);
     assert_eq!(agg.peek(1).len(), 5, "nothing was taken");
 }
+
+#[test]
+fn a_drained_minute_lists_every_client_once_by_name_with_its_own_counts() {
+    let agg = Aggregator::new(ObserveConfig::default());
+    // Many shards and every permutation cycle length: client i makes i % 7 + 1 requests.
+    let clients: Vec<String> = (0..1_000)
+        .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
+        .collect();
+    for (i, client) in clients.iter().enumerate() {
+        for s in 0..(i % 7 + 1) as u64 {
+            agg.record(&obs(client, "/e", OK, s));
+        }
+    }
+    let minute = agg.drain();
+    let mut want: Vec<(String, u32)> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.clone(), (i % 7 + 1) as u32))
+        .collect();
+    want.sort();
+    let got: Vec<(String, u32)> = minute
+        .clients
+        .iter()
+        .map(|c| (c.client.to_string(), c.requests))
+        .collect();
+    assert_eq!(got, want);
+}
