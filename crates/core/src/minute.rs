@@ -165,8 +165,10 @@ impl Minutes {
         if !self.adaptive {
             return Vec::new();
         }
-        let min_requests = self.learner.config().policy.min_requests;
-        let clients = engine.observer().peek(min_requests);
+        let Some(floor) = self.learner.look_floor(start, now) else {
+            return Vec::new();
+        };
+        let clients = engine.observer().peek_where(|c| floor.admits(c));
         let changes = self.learner.look(start, &clients, now);
         if !changes.is_empty() {
             engine.set_actions(self.learner.actions());

@@ -414,6 +414,18 @@ impl Baselines {
         self.ready_since
     }
 
+    /// The lowest threshold of the volume measures (the site, endpoints) or, with `failures`,
+    /// of the failure measures (`None`: none has one yet). A volume value never exceeds the
+    /// client's requests, a failure value its errors (an auth failure is an error too), so a
+    /// client below a `scale` of this on both cannot be beyond any baseline at that scale.
+    pub fn least_threshold(&self, failures: bool) -> Option<f64> {
+        self.measures
+            .keys()
+            .filter(|m| matches!(m, Measure::Errors | Measure::AuthFailures) == failures)
+            .filter_map(|&m| self.threshold(m).map(|t| t.1))
+            .min_by(f64::total_cmp)
+    }
+
     fn forget_rare_endpoints(&mut self) {
         let endpoints = self
             .measures

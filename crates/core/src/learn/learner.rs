@@ -656,6 +656,7 @@ mod corrections;
 #[path = "learner_look.rs"]
 mod look;
 pub use corrections::{Correction, CorrectionKind, FALSE_POSITIVE_TTL, false_positive_reason};
+pub use look::LookFloor;
 
 #[cfg(test)]
 #[path = "learner_tests.rs"]

@@ -22,6 +22,33 @@ use crate::learn::policy::Adjustment;
 use crate::time::{NANOS_PER_SEC, Nanos};
 
 impl Learner {
+    /// Which clients of the minute that started at `start` a look at `now` may act on;
+    /// `None` when it would act on no one (the baselines still warming up, too early in the
+    /// minute). The caller copies only those out of the open minute: with a hundred thousand
+    /// ordinary clients, copying all of them three times a minute cost as much CPU as the
+    /// minute's close.
+    pub fn look_floor(&self, start: Nanos, now: Nanos) -> Option<LookFloor> {
+        let ready = self.baselines.ready_since()?;
+        let minute_index = (start / (60 * NANOS_PER_SEC)) as i64;
+        let elapsed = now.saturating_sub(start) as f64 / NANOS_PER_SEC as f64;
+        if elapsed < MIN_SPAN_SECONDS || minute_index < ready {
+            return None;
+        }
+        // A newcomer's evidence must pass a third of a threshold unstretched
+        // (`Baselines::assess_newcomer`): a count of at most a third of the least cannot.
+        let above_a_third = |failures: bool| {
+            self.baselines
+                .least_threshold(failures)
+                .map_or(u32::MAX, |t| ((t / 3.0).floor() as u32).saturating_add(1))
+        };
+        let floor = LookFloor {
+            min_requests: self.config.policy.min_requests,
+            requests: above_a_third(false),
+            errors: above_a_third(true),
+        };
+        (floor.requests < u32::MAX || floor.errors < u32::MAX).then_some(floor)
+    }
+
     /// Judges the clients of the minute that started at `start`, as observed by `now`
     /// (`clients`: a peek at the open minute, not a drain). Returns the new actions as
     /// adjustments; the table in force is [`Learner::actions`].
@@ -76,6 +103,26 @@ impl Learner {
         );
         self.actions = Arc::new(table);
         adjustments
+    }
+}
+
+/// The least a client must have done for a look to act on it (see [`Learner::look_floor`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LookFloor {
+    /// The policy's minimum: fewer requests are never acted on.
+    pub min_requests: u32,
+    /// Requests that can be beyond a volume baseline, errors beyond a failure baseline.
+    pub requests: u32,
+    pub errors: u32,
+}
+
+impl LookFloor {
+    /// Whether a look may act on `c` (cheap: runs under the open minute's shard locks). A PRM
+    /// client is only ever reported, at the close.
+    pub fn admits(&self, c: &ClientMinute) -> bool {
+        !c.prm
+            && c.requests >= self.min_requests
+            && (c.requests >= self.requests || c.errors >= self.errors)
     }
 }
 

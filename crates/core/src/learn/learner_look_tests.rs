@@ -91,9 +91,17 @@ fn the_look_acts_on_a_flood_inside_the_minute_and_on_no_one_else() {
         );
     }
     // Too early in the minute: a look judges from 20 seconds on.
+    assert_eq!(l.look_floor(start, start + 15 * SEC), None);
     let none = l.look(start, &agg.peek(10), start + 15 * SEC);
     assert!(none.is_empty(), "{none:?}");
-    let changes = l.look(start, &agg.peek(10), start + 30 * SEC);
+    // What the minute loop copies for the look: the flooders, not the 300 people (1 to 12
+    // pages each) nor the 15-page newcomer below a third of the threshold.
+    let now = start + 30 * SEC;
+    let floor = l.look_floor(start, now).expect("the baselines are ready");
+    let candidates = agg.peek_where(|c| floor.admits(c));
+    let names: Vec<&str> = candidates.iter().map(|c| &*c.client).collect();
+    assert_eq!(names, ["10.5.0.1", "203.0.0.1", "203.0.0.2"], "{floor:?}");
+    let changes = l.look(start, &candidates, now);
     for &(client, .., acted) in clients {
         let action = l.actions().get(client).cloned();
         assert_eq!(action.is_some(), acted, "{client}: {action:?}");
@@ -137,5 +145,6 @@ fn the_look_waits_for_the_baselines() {
         (start, start + 30 * SEC),
     );
     assert!(l.look(start, &agg.peek(10), start + 30 * SEC).is_empty());
+    assert_eq!(l.look_floor(start, start + 30 * SEC), None);
     assert!(l.actions().is_empty());
 }
