@@ -175,4 +175,10 @@ for s in servers:
     print(f"| {s} | {med([r['cpu_us'] for r in rs]):.2f} | {med(ratios):.2f} ({min(ratios):.2f} – {max(ratios):.2f}) "
           f"| {med([r['load']['rps'] for r in rs]):,.0f} | {med([r['load']['p50_us'] for r in rs]):.0f} "
           f"| {med([r['load']['p99_us'] for r in rs]):.0f} | {sum(r['load']['errors'] for r in rs)} |")
+# Each Sluice row against Limitador within the same round: the pairing cancels the VM's drift.
+if "limitador" in servers:
+    for s in [s for s in servers if s.startswith("sluice")]:
+        paired = [by[k][s]["cpu_us"] / by[k]["limitador"]["cpu_us"] for k in sorted(by)]
+        print(f"\n{s} ÷ limitador, CPU per decision within each round: median {statistics.median(paired):.3f} "
+              f"({min(paired):.3f} – {max(paired):.3f})")
 PY
