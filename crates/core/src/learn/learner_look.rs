@@ -28,12 +28,7 @@ impl Learner {
     /// ordinary clients, copying all of them three times a minute cost as much CPU as the
     /// minute's close.
     pub fn look_floor(&self, start: Nanos, now: Nanos) -> Option<LookFloor> {
-        let ready = self.baselines.ready_since()?;
-        let minute_index = (start / (60 * NANOS_PER_SEC)) as i64;
-        let elapsed = now.saturating_sub(start) as f64 / NANOS_PER_SEC as f64;
-        if elapsed < MIN_SPAN_SECONDS || minute_index < ready {
-            return None;
-        }
+        self.look_window(start, now)?;
         // A newcomer's evidence must pass a third of a threshold unstretched
         // (`Baselines::assess_newcomer`): a count of at most a third of the least cannot.
         let above_a_third = |failures: bool| {
@@ -49,18 +44,22 @@ impl Learner {
         (floor.requests < u32::MAX || floor.errors < u32::MAX).then_some(floor)
     }
 
+    /// The minute's index and the seconds elapsed in it, when a look at `now` may judge
+    /// anyone: the baselines judge this minute and at least `MIN_SPAN_SECONDS` have passed.
+    fn look_window(&self, start: Nanos, now: Nanos) -> Option<(i64, f64)> {
+        let ready = self.baselines.ready_since()?;
+        let minute_index = (start / (60 * NANOS_PER_SEC)) as i64;
+        let elapsed = now.saturating_sub(start) as f64 / NANOS_PER_SEC as f64;
+        (elapsed >= MIN_SPAN_SECONDS && minute_index >= ready).then_some((minute_index, elapsed))
+    }
+
     /// Judges the clients of the minute that started at `start`, as observed by `now`
     /// (`clients`: a peek at the open minute, not a drain). Returns the new actions as
     /// adjustments; the table in force is [`Learner::actions`].
     pub fn look(&mut self, start: Nanos, clients: &[ClientMinute], now: Nanos) -> Vec<Adjustment> {
-        let Some(ready) = self.baselines.ready_since() else {
+        let Some((minute_index, elapsed)) = self.look_window(start, now) else {
             return Vec::new();
         };
-        let minute_index = (start / (60 * NANOS_PER_SEC)) as i64;
-        let elapsed = now.saturating_sub(start) as f64 / NANOS_PER_SEC as f64;
-        if elapsed < MIN_SPAN_SECONDS || minute_index < ready {
-            return Vec::new();
-        }
         let min_requests = self.config.policy.min_requests;
         let calls: Vec<(&ClientMinute, f64, Option<_>)> = clients
             .iter()

@@ -642,14 +642,8 @@ impl Aggregator {
         self.overflow_total.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The open minute's clients with at least `min_requests` so far, copied (sorted by name),
-    /// for an early look; nothing is taken.
-    pub fn peek(&self, min_requests: u32) -> Vec<ClientMinute> {
-        self.peek_where(|c| c.requests >= min_requests)
-    }
-
-    /// The open minute's clients that `keep` keeps, copied (sorted by name); nothing is taken.
-    /// `keep` runs under a shard's lock: it must be cheap.
+    /// The open minute's clients that `keep` keeps, copied (sorted by name), for an early look;
+    /// nothing is taken. `keep` runs under a shard's lock: it must be cheap.
     pub fn peek_where(&self, keep: impl Fn(&ClientMinute) -> bool) -> Vec<ClientMinute> {
         let mut out: Vec<ClientMinute> = Vec::new();
         for shard in self.shards.iter() {
