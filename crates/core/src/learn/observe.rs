@@ -707,6 +707,8 @@ impl Aggregator {
                 merged.requests += e.requests;
                 merged.allowed += e.allowed;
                 merged.denied += e.denied;
+                merged.denied_anomaly += e.denied_anomaly;
+                merged.denied_cut += e.denied_cut;
                 merged.errors += e.errors;
             }
         }

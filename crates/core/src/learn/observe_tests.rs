@@ -101,6 +101,56 @@ fn decisions_count_requests_and_outcomes_count_errors() {
 }
 
 #[test]
+fn endpoint_minutes_merge_every_count_across_shards() {
+    // Clients in many shards deny `/pay` three ways; the drained minute keeps each way apart
+    // (the operator API's denied_limit / denied_anomaly / denied_pressure_cut read them).
+    let agg = Aggregator::new(ObserveConfig::default());
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+        .collect();
+    let decision = |i: usize| match i % 4 {
+        0 => OK,
+        1 => Event::Decision {
+            allowed: false,
+            anomaly: false,
+            cut: false,
+        },
+        2 => Event::Decision {
+            allowed: false,
+            anomaly: true,
+            cut: false,
+        },
+        _ => Event::Decision {
+            allowed: false,
+            anomaly: false,
+            cut: true,
+        },
+    };
+    for (i, name) in names.iter().enumerate() {
+        agg.record(&obs(name, "/pay", decision(i), 1));
+        agg.record(&obs(name, "/pay", Event::Outcome { status: 500 }, 2));
+    }
+    let minute = agg.drain();
+    assert_eq!(
+        minute.endpoints.len(),
+        1,
+        "one endpoint × tier after the merge"
+    );
+    let pay = &minute.endpoints[0];
+    assert_eq!(
+        (
+            pay.requests,
+            pay.allowed,
+            pay.denied,
+            pay.denied_anomaly,
+            pay.denied_cut,
+            pay.errors
+        ),
+        (200, 50, 150, 50, 50, 200)
+    );
+}
+
+#[test]
 fn classifier_is_case_insensitive() {
     let c = Classifier::default();
     assert!(c.is_tool("PostmanRuntime/7.43.0"));
