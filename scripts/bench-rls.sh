@@ -12,12 +12,15 @@
 #   scripts/bench-rls.sh                              # 5 rounds of 10 s
 #   ROUNDS=3 SECONDS_PER_RUN=60 scripts/bench-rls.sh
 #   SERVERS="noop sluice sluice-alt" SLUICE_ALT_ARGS="--background-nice 0" scripts/bench-rls.sh
+#   SERVERS="noop limitador sluice sluice-alt" SLUICE_ALT_BIN=/tmp/sluice-before scripts/bench-rls.sh
 #
 # Settings (environment): ROUNDS (5), SECONDS_PER_RUN (10), KEYS (100000), CONCURRENCY (32),
 # CONNECTIONS (2); SERVER_CPUS (0) and CLIENT_CPUS (1), for taskset; SERVERS, the rows, from
 # `noop limitador sluice sluice-lean sluice-alt` (noop is required: the ratios are to it);
 # SLUICE_ARGS, more flags for the `sluice` row; SLUICE_ALT_ARGS, those of `sluice-alt` (the
-# `sluice` row's set-up with other flags: an A/B of one setting); LIMITADOR, an already built limitador-server (skips the build);
+# `sluice` row's set-up with other flags: an A/B of one setting); SLUICE_ALT_BIN, the binary of
+# the `sluice-alt` row (default: this checkout's; another build makes it an A/B of two builds,
+# e.g. before and after a change); LIMITADOR, an already built limitador-server (skips the build);
 # LIMITADOR_REPO and LIMITADOR_COMMIT, its source (pinned: every run measures the same
 # Limitador); KEEP=1 keeps the servers' logs.
 #
@@ -116,7 +119,7 @@ for s in $SERVERS; do
     limitador) start limitador 18171 "$L" -p 18171 -P 18191 limits.yaml memory ;;
     sluice) start sluice 18172 "$B" serve --listen 127.0.0.1:18172 --http-listen 127.0.0.1:18182 \
       --database-url "sqlite:$D/sluice.db" --rules rules.yaml --admin-token-file "$D/token" $SLUICE_ARGS ;;
-    sluice-alt) start sluice-alt 18174 "$B" serve --listen 127.0.0.1:18174 --http-listen 127.0.0.1:18184 \
+    sluice-alt) start sluice-alt 18174 "${SLUICE_ALT_BIN:-$B}" serve --listen 127.0.0.1:18174 --http-listen 127.0.0.1:18184 \
       --database-url "sqlite:$D/alt.db" --rules rules.yaml --admin-token-file "$D/token-alt" \
       $SLUICE_ALT_ARGS ;;
     sluice-lean) start sluice-lean 18173 "$B" serve --listen 127.0.0.1:18173 \
