@@ -112,6 +112,20 @@ async fn model_and_actions_survive_a_restart(backend: Backend) {
     assert!(!last.allowed);
     assert_eq!(last.reason, pb::Reason::ThrottledAnomaly as i32);
     assert!(last.anomaly_score >= 0.0 && last.retry_after.is_some());
+    // Those denials reach the history as the anomaly's, through the minute's close and its
+    // merge across observation shards (GetStats reads the endpoint_traffic rows).
+    eventually("GetStats counts the anomaly's denials", async || {
+        let stats = server
+            .api()
+            .await
+            .get_stats(admin(pb::GetStatsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        let total = stats.total.unwrap_or_default();
+        total.denied_anomaly >= 1 && total.denied_limit == 0
+    })
+    .await;
 
     // Give the writer a tick to persist, then restart on the same database.
     eventually("actions persisted", async || {
