@@ -150,8 +150,9 @@ pub struct Config {
     pub learn_tick_secs: u64,
 
     /// Niceness of the thread that runs the learning loop's minute, its looks, the bucket sweep
-    /// and model reloads (Linux), 0–19: above 0 the decisions are served first on a busy
-    /// machine and this work takes the time they leave; 0 runs it at their priority.
+    /// and model reloads, and of the embedded SQLite database's threads (Linux), 0–19: above 0
+    /// the decisions are served first on a busy machine and this work takes the time they
+    /// leave; 0 runs it at their priority.
     #[arg(long, env = "SLUICE_BACKGROUND_NICE", default_value_t = crate::service::background::NICE,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub background_nice: i32,
@@ -507,6 +508,7 @@ impl Config {
             busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             statement_timeout: Duration::from_millis(self.db_statement_timeout_ms.max(100)),
+            worker_nice: self.background_nice,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod history;
 pub mod history_rows;
 pub mod lists;
 pub mod notify;
+pub mod sqlite_threads;
 pub mod traffic_stats;
 
 use std::time::Duration;
@@ -99,6 +100,9 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// Longest any one call (a query, a transaction) may take before it fails as unavailable.
     pub statement_timeout: Duration,
+    /// SQLite only: niceness of the connections' worker threads below the connecting thread's
+    /// (`sqlite_threads`); 0 runs them at its priority.
+    pub worker_nice: i32,
 }
 
 impl StoreOptions {
@@ -108,6 +112,7 @@ impl StoreOptions {
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(10),
+            worker_nice: 0,
         }
     }
 }
@@ -157,10 +162,20 @@ impl Store {
             let connect = connect
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(options.busy_timeout);
+                .busy_timeout(options.busy_timeout)
+                .thread_name(sqlite_threads::thread_name);
+            let nice = options.worker_nice;
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(options.acquire_timeout)
+                // The new connection's thread exists by now: set it (and any other) below the
+                // decision workers. Idempotent, so threads set before are only set again.
+                .after_connect(move |_, _| {
+                    Box::pin(async move {
+                        sqlite_threads::lower_priority(nice);
+                        Ok(())
+                    })
+                })
                 .connect_with(connect)
                 .await?;
             sqlx::migrate!("migrations/sqlite")
