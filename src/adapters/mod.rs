@@ -8,5 +8,6 @@ pub mod onnx;
 pub mod redis_counters;
 pub mod rules_file;
 pub mod series_file;
+pub mod thread_priority;
 pub mod trace_file;
 pub mod training_tensors;

@@ -69,26 +69,12 @@ impl Background {
     }
 }
 
-/// Lowers the calling thread's priority (Linux: niceness is per thread). Best effort: where it
-/// cannot, the lane runs at normal priority.
+/// Lowers the calling thread's priority. Best effort: where it cannot, the lane runs at normal
+/// priority.
 fn lower_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
-    if nice > 0 {
-        // SAFETY: getpriority and setpriority with PRIO_PROCESS and 0 read and change only the
-        // calling thread on Linux (getpriority may return -1 legitimately: the process's own
-        // niceness is the start, so an error there only makes the target less nice).
-        let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        let failed =
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, (current + nice).min(19)) } != 0;
-        if failed {
-            tracing::warn!(
-                error = %std::io::Error::last_os_error(),
-                "could not lower the background thread's priority"
-            );
-        }
+    if let Err(error) = crate::adapters::thread_priority::lower_below_caller(0, nice) {
+        tracing::warn!(%error, "could not lower the background thread's priority");
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 #[cfg(test)]

@@ -21,21 +21,13 @@ pub fn thread_name(id: u64) -> String {
 pub fn lower_priority(nice: i32) -> usize {
     #[cfg(target_os = "linux")]
     if nice > 0 {
-        // SAFETY: getpriority(PRIO_PROCESS, 0) reads the calling thread's niceness (it may
-        // return -1 legitimately; then the target is only less nice).
-        let target = (unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } + nice).min(19);
         let mut set = 0;
         for tid in named_threads() {
-            // SAFETY: on Linux, PRIO_PROCESS with a thread id changes that one thread, here one
-            // of this process's own; raising niceness needs no privilege.
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, target) } == 0 {
-                set += 1;
-            } else {
-                tracing::warn!(
-                    error = %std::io::Error::last_os_error(),
-                    tid,
-                    "could not lower the database thread's priority"
-                );
+            match crate::adapters::thread_priority::lower_below_caller(tid, nice) {
+                Ok(()) => set += 1,
+                Err(error) => {
+                    tracing::warn!(%error, tid, "could not lower the database thread's priority")
+                }
             }
         }
         return set;

@@ -12,6 +12,13 @@ fn obs<'a>(client: &'a str, endpoint: &'a str, event: Event, sec: u64) -> Observ
     }
 }
 
+/// `n` distinct addresses `10.<net>.x.y` (spread over the shards by their hashes).
+fn addresses(net: u8, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("10.{net}.{}.{}", i / 256, i % 256))
+        .collect()
+}
+
 const OK: Event = Event::Decision {
     allowed: true,
     anomaly: false,
@@ -105,9 +112,7 @@ fn endpoint_minutes_merge_every_count_across_shards() {
     // Clients in many shards deny `/pay` three ways; the drained minute keeps each way apart
     // (the operator API's denied_limit / denied_anomaly / denied_pressure_cut read them).
     let agg = Aggregator::new(ObserveConfig::default());
-    let names: Vec<String> = (0..200)
-        .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
-        .collect();
+    let names = addresses(0, 200);
     let decision = |i: usize| match i % 4 {
         0 => OK,
         1 => Event::Decision {
@@ -234,9 +239,7 @@ fn busiest_keeps_the_top_clients_of_each_tier_only() {
 fn a_drained_minute_lists_every_client_once_by_name_with_its_own_counts() {
     let agg = Aggregator::new(ObserveConfig::default());
     // Many shards and every permutation cycle length: client i makes i % 7 + 1 requests.
-    let clients: Vec<String> = (0..1_000)
-        .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
-        .collect();
+    let clients = addresses(1, 1_000);
     for (i, client) in clients.iter().enumerate() {
         for s in 0..(i % 7 + 1) as u64 {
             agg.record(&obs(client, "/e", OK, s));
