@@ -1,5 +1,6 @@
-//! The `sluice` command: parses the command line and hands each subcommand to its module in
-//! `sluice::cli`, on mimalloc as the allocator. Nothing else happens here.
+//! The `sluice` command: parses the command line, starts the runtime (`cli::runtime`) and hands
+//! each subcommand to its module in `sluice::cli`, on mimalloc as the allocator. Nothing else
+//! happens here.
 
 use clap::{Parser, Subcommand};
 
@@ -57,10 +58,20 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let requested = match &cli.command {
+        Command::Serve(config) => config.worker_threads,
+        _ => None,
+    };
+    let runtime = match cli::runtime::build(cli::runtime::workers(requested)) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", cli::error_chain(&e));

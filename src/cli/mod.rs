@@ -11,6 +11,7 @@ pub mod load;
 pub mod noop_server;
 pub mod replay;
 pub mod rules;
+pub mod runtime;
 pub mod serve;
 pub mod simulate;
 pub mod suggest_limits;

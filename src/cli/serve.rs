@@ -24,6 +24,12 @@ pub async fn shutdown_signal() {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let spans = telemetry::init_logging(config.log_format == LogFormat::Json, config.telemetry())?;
+    let (scheduler, workers) = super::runtime::describe();
+    tracing::info!(
+        scheduler,
+        workers,
+        "serving decisions on tokio's {scheduler} scheduler"
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -149,6 +149,12 @@ pub struct Config {
     )]
     pub learn_tick_secs: u64,
 
+    /// Threads serving requests. 1 runs tokio's single-threaded scheduler (cheaper per
+    /// decision: no work stealing to pay for); more, its multi-thread scheduler. Default: one per
+    /// CPU this process may use (affinity mask and cgroup quota), so one CPU means 1.
+    #[arg(long, env = "SLUICE_WORKER_THREADS", value_parser = parse_worker_threads)]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
+
     /// Niceness of the thread that runs the learning loop's minute, its looks, the bucket sweep
     /// and model reloads, and of the embedded SQLite database's threads (Linux), 0–19: above 0
     /// the decisions are served first on a busy machine and this work takes the time they
@@ -449,6 +455,18 @@ impl Config {
     }
 }
 
+/// 1 to 1024 worker threads.
+fn parse_worker_threads(text: &str) -> Result<std::num::NonZeroUsize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ 1..=1024) => {
+            Ok(std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN))
+        }
+        _ => Err(format!(
+            "{text:?} is not a number of threads from 1 to 1024"
+        )),
+    }
+}
+
 impl Default for Config {
     /// The built-in defaults, ignoring the environment (for tests and embedding).
     fn default() -> Self {
@@ -600,5 +618,26 @@ mod tests {
                 "{configured:?} {counters:?} {mode:?}"
             );
         }
+    }
+
+    #[test]
+    fn worker_threads_from_1_to_1024_else_the_flag_is_named() {
+        use clap::Parser;
+        let parse = |value: &str| {
+            Config::try_parse_from(["sluice".to_string(), format!("--worker-threads={value}")])
+                .map(|c| c.worker_threads.map(std::num::NonZeroUsize::get))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("1"), Ok(Some(1)));
+        assert_eq!(parse("1024"), Ok(Some(1024)));
+        for bad in ["0", "1025", "-1", "two", ""] {
+            let error = parse(bad).expect_err(bad);
+            assert!(error.contains("--worker-threads"), "{bad}: {error}");
+        }
+        assert_eq!(
+            Config::default().worker_threads,
+            None,
+            "one per CPU unless asked"
+        );
     }
 }

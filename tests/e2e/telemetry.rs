@@ -175,47 +175,41 @@ async fn collector() -> (SocketAddr, Received) {
 }
 
 /// A `sluice serve` process, killed when dropped.
-struct Process(Child);
+struct Process(Child, std::path::PathBuf);
 
 impl Process {
     /// `sluice serve` in `dir` on `port`, a fresh SQLite database, exporting to `collector`
-    /// every `interval_ms`, with `extra` flags; stderr is kept when `keep_log`.
+    /// every `interval_ms`, with `extra` flags; its log goes to `dir/sluice.log` (a file, not a
+    /// pipe: a pipe nobody reads until the end would stall a chatty server).
     fn serve(
         dir: &std::path::Path,
         port: u16,
         collector: &str,
         interval_ms: u32,
         extra: &[&str],
-        keep_log: bool,
     ) -> Process {
-        Process(
-            Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .current_dir(dir)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--database-url", "sqlite:sluice.db", "--admin-token", TOKEN])
-                .args(["--otlp-endpoint", collector])
-                .args(["--otlp-interval-ms", &interval_ms.to_string()])
-                .args(extra)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(if keep_log {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .spawn()
-                .unwrap(),
-        )
+        let log = std::fs::File::create(dir.join("sluice.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", "sqlite:sluice.db", "--admin-token", TOKEN])
+            .args(["--otlp-endpoint", collector])
+            .args(["--otlp-interval-ms", &interval_ms.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Process(child, dir.join("sluice.log"))
     }
 
-    fn stderr_after_exit(&mut self) -> String {
-        use std::io::Read;
+    /// Stops the server at once and returns its log.
+    fn log_after_kill(&mut self) -> String {
+        let _ = self.0.kill();
         let _ = self.0.wait();
-        let mut text = String::new();
-        if let Some(mut stderr) = self.0.stderr.take() {
-            let _ = stderr.read_to_string(&mut text);
-        }
-        text
+        std::fs::read_to_string(&self.1).unwrap_or_default()
     }
 }
 
@@ -272,18 +266,28 @@ fn ask(client_ip: &str) -> pb::ShouldAllowRequest {
     }
 }
 
+/// On one worker thread (tokio's current-thread scheduler, what one CPU gets) and on two (the
+/// multi-thread one), the server decides, learns, writes history and exports all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_and_spans_reach_an_otlp_collector() {
+async fn metrics_and_spans_reach_an_otlp_collector_on_one_thread() {
+    metrics_and_spans_reach_an_otlp_collector("1", "current-thread").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_spans_reach_an_otlp_collector_on_two_threads() {
+    metrics_and_spans_reach_an_otlp_collector("2", "multi-thread").await;
+}
+
+async fn metrics_and_spans_reach_an_otlp_collector(workers: &str, scheduler: &str) {
     let (collector_addr, received) = collector().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _process = Process::serve(
+    let mut process = Process::serve(
         dir.path(),
         port,
         &format!("http://{collector_addr}"),
         200,
-        &["--learn-tick-secs", "1"],
-        false,
+        &["--learn-tick-secs", "1", "--worker-threads", workers],
     );
     let channel = serving(port).await;
     let mut api = SluiceClient::new(channel.clone());
@@ -376,6 +380,11 @@ async fn metrics_and_spans_reach_an_otlp_collector() {
             .is_some_and(|n| n >= 1.0)
     })
     .await;
+    let log = process.log_after_kill();
+    assert!(
+        log.contains(&format!("tokio's {scheduler} scheduler")),
+        "--worker-threads {workers} did not run the {scheduler} scheduler:\n{log}"
+    );
 }
 
 /// A collector that is down costs nothing but the metrics: decisions go on, and the server
@@ -421,7 +430,7 @@ async fn failed_exports_are_logged() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let mut process = Process::serve(dir.path(), port, &dead, 100, &[], true);
+    let mut process = Process::serve(dir.path(), port, &dead, 100, &[]);
     // Serving despite the dead collector.
     let channel = connect(port).await;
     let mut api = SluiceClient::new(channel);
@@ -433,8 +442,7 @@ async fn failed_exports_are_logged() {
             .allowed
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _ = process.0.kill();
-    let output = process.stderr_after_exit();
+    let output = process.log_after_kill();
     assert!(
         output.contains("PeriodicReader.ExportError"),
         "no export failure in the log:\n{output}"
@@ -475,7 +483,6 @@ async fn the_shared_counters_are_visible_in_metrics() {
         &format!("http://{collector_addr}"),
         200,
         &["--counters", &url, "--counters-budget-ms", "20"],
-        false,
     );
     let channel = serving(port).await;
     let mut api = SluiceClient::new(channel.clone());

@@ -5,6 +5,8 @@
 
 pub mod actions;
 pub mod baselines;
+mod classify;
+mod client_minute;
 pub mod features;
 pub mod forest;
 pub mod learner;

@@ -16,29 +16,25 @@
 //! accounts under its network key. Endpoint × tier traffic is counted once per request.
 //!
 //! It does not decide anything and does not know the forest: `drain` hands the closed minute to the
-//! learner (`learner`), which turns it into features.
+//! learner (`learner`), which turns it into features. One client's minute and how an observation
+//! is folded into it are `client_minute`; what counts as sensitive or tool-like is `classify`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::rules::Tier;
+use crate::time::Nanos;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 
-use crate::rules::Tier;
-
+pub use super::classify::Classifier;
+use super::classify::{Classes, EndpointClass};
+use super::client_minute::Hashes;
+pub use super::client_minute::{ClientKind, ClientMinute, Welford};
 pub use super::routes::{endpoint_hash, is_asset, route_hash, route_template};
-use crate::time::{NANOS_PER_SEC, Nanos};
 
 const SHARDS: usize = 64;
 /// Seed of user keys' hashes, so a user id equal to some address is still another client.
 const USER_KEY_SEED: u64 = 0x05E2_1D5E_ED00_0001;
-/// Distinct endpoints (and user agents, users) remembered exactly per client-minute; past this
-/// every new one is still counted as distinct, so the count stays right and only the histogram's
-/// tail is approximate.
-const EXACT_DISTINCT: usize = 32;
-/// An endpoint whose route is not tracked (past `EXACT_DISTINCT` routes).
-const NO_ROUTE: u8 = u8::MAX;
-
 /// Prefix of user client keys: `user:alice`. Network identities never start with it (an IPv6
 /// address has no `u`), so the two kinds cannot collide.
 pub const USER_KEY_PREFIX: &str = "user:";
@@ -51,16 +47,6 @@ pub fn user_key(user_id: &str) -> String {
 /// The user id of a user client key, `None` for a network identity.
 pub fn user_of_key(key: &str) -> Option<&str> {
     key.strip_prefix(USER_KEY_PREFIX)
-}
-
-/// What a client key names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ClientKind {
-    /// An IP address or session id (the trace's `client`, Envoy's `remote_address`).
-    #[default]
-    Network,
-    /// An authenticated user id, across every address it came from.
-    User,
 }
 
 /// What happened to one request, as far as the learning loop cares.
@@ -90,316 +76,6 @@ pub struct Observation<'a> {
     pub event: Event,
 }
 
-/// Which endpoints and user agents count as sensitive or tool-like: case-insensitive substrings.
-#[derive(Clone, Debug)]
-pub struct Classifier {
-    pub sensitive_endpoints: Vec<String>,
-    pub tool_agents: Vec<String>,
-}
-
-impl Default for Classifier {
-    fn default() -> Self {
-        let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
-        Classifier {
-            sensitive_endpoints: list(&[
-                "login", "signin", "sign-in", "auth", "password", "token", "payment", "checkout",
-            ]),
-            tool_agents: list(&[
-                "curl",
-                "wget",
-                "python",
-                "postman",
-                "go-http-client",
-                "java/",
-                "okhttp",
-                "libwww",
-                "httpclient",
-                "scrapy",
-                "bot",
-                "spider",
-                "crawler",
-                "headless",
-                "node-fetch",
-                "axios",
-            ]),
-        }
-    }
-}
-
-impl Classifier {
-    pub fn is_sensitive(&self, endpoint: &str) -> bool {
-        self.sensitive_endpoints
-            .iter()
-            .any(|n| contains_ci(endpoint, n))
-    }
-
-    pub fn is_tool(&self, user_agent: &str) -> bool {
-        self.tool_agents.iter().any(|n| contains_ci(user_agent, n))
-    }
-}
-
-/// ASCII case-insensitive substring test without allocating (`needle` is lower-case).
-fn contains_ci(haystack: &str, needle: &str) -> bool {
-    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    !n.is_empty()
-        && h.len() >= n.len()
-        && h.windows(n.len())
-            .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
-}
-
-/// Welford's running mean and variance.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Welford {
-    pub n: u64,
-    pub mean: f64,
-    m2: f64,
-}
-
-impl Welford {
-    pub fn push(&mut self, x: f64) {
-        self.n += 1;
-        let delta = x - self.mean;
-        self.mean += delta / self.n as f64;
-        self.m2 += delta * (x - self.mean);
-    }
-
-    /// Population variance; 0 with fewer than two values.
-    pub fn variance(&self) -> f64 {
-        if self.n < 2 {
-            0.0
-        } else {
-            self.m2 / self.n as f64
-        }
-    }
-}
-
-/// A small exact set of hashes, each with a class bit, plus a count of the distinct ones past
-/// `EXACT_DISTINCT` (their class is taken as "not flagged").
-#[derive(Clone, Debug, Default)]
-struct Distinct {
-    seen: SmallVec<[(u64, bool); 2]>,
-    beyond: u32,
-}
-
-impl Distinct {
-    /// The class bit of `hash`, classifying it with `classify` on first sight.
-    fn visit(&mut self, hash: u64, classify: impl FnOnce() -> bool) -> bool {
-        if let Some(e) = self.seen.iter().find(|e| e.0 == hash) {
-            return e.1;
-        }
-        if self.seen.len() < EXACT_DISTINCT {
-            let class = classify();
-            self.seen.push((hash, class));
-            class
-        } else {
-            self.beyond += 1;
-            false
-        }
-    }
-
-    fn count(&self) -> u32 {
-        self.seen.len() as u32 + self.beyond
-    }
-}
-
-/// One client's minute.
-///
-/// `repr(C)`, fields in this order: what every observation updates comes first and together
-/// (about 200 bytes), the rest after. With 100,000 clients a minute the table is far larger
-/// than the caches, and the compiler's own order (by alignment) spread one update over the
-/// whole ~350-byte entry: six cache lines instead of three or four.
-#[derive(Clone, Debug, Default)]
-#[repr(C)]
-pub struct ClientMinute {
-    // Touched by every observation.
-    /// Requests seen: decisions, or outcomes for a client the engine was not asked about.
-    pub requests: u32,
-    pub allowed: u32,
-    /// Denied by static rules.
-    pub denied: u32,
-    /// Denied by an anomaly action; kept apart so an action does not feed its own evidence.
-    pub denied_anomaly: u32,
-    /// Requests to sensitive endpoints, and with a tool user agent.
-    pub sensitive: u32,
-    pub tool_agent: u32,
-    last_seen: Nanos,
-    pub inter_arrival: Welford,
-    pub kind: ClientKind,
-    pub prm: bool,
-    /// The user agent of the latest request: a tool agent counts per request.
-    last_agent_tool: bool,
-    decided: bool,
-    /// (endpoint hash, requests) for the first `EXACT_DISTINCT` endpoints.
-    /// (endpoint hash, requests, sensitive, index of its route in `routes` or `NO_ROUTE`).
-    endpoints: SmallVec<[(u64, u32, bool, u8); 4]>,
-    /// (route hash, requests): endpoints with their ids templated (`/product/{id}`), so a scraper
-    /// walking ten thousand product pages is ten thousand requests to one route.
-    routes: SmallVec<[(u64, u32, bool); 4]>,
-
-    // Touched when a client first appears, by outcomes, or with a user agent or user id.
-    pub client: Box<str>,
-    pub outcomes: u32,
-    /// Outcomes with status ≥ 400.
-    pub errors: u32,
-    /// Outcomes 401 or 403.
-    pub auth_failures: u32,
-    endpoints_beyond: u32,
-    agents: Distinct,
-    /// The other kind of identity: users seen on a network key, addresses seen for a user key.
-    partners: Distinct,
-}
-
-impl ClientMinute {
-    /// Seconds from its first to its last request this minute (0 with one request).
-    pub fn span_seconds(&self) -> f64 {
-        self.inter_arrival.mean * self.inter_arrival.n as f64
-    }
-
-    pub fn distinct_endpoints(&self) -> u32 {
-        self.endpoints.len() as u32 + self.endpoints_beyond
-    }
-
-    /// (route hash, requests, a static asset) of the routes tracked exactly (the first
-    /// `EXACT_DISTINCT`); the hash is [`route_hash`] of the endpoint.
-    pub fn route_counts(&self) -> impl Iterator<Item = (u64, u32, bool)> + '_ {
-        self.routes.iter().copied()
-    }
-
-    /// Requests to the busiest endpoint.
-    pub fn top_endpoint_requests(&self) -> u32 {
-        self.endpoints.iter().map(|e| e.1).max().unwrap_or(0)
-    }
-
-    /// Shannon entropy (bits) of the endpoint histogram; each endpoint past the exact ones is
-    /// taken to have been visited once.
-    pub fn endpoint_entropy(&self) -> f64 {
-        let total: u32 = self.endpoints.iter().map(|e| e.1).sum::<u32>() + self.endpoints_beyond;
-        if total == 0 {
-            return 0.0;
-        }
-        let t = total as f64;
-        let mut h = 0.0;
-        for &(_, c, _, _) in &self.endpoints {
-            let p = c as f64 / t;
-            h -= p * p.log2();
-        }
-        if self.endpoints_beyond > 0 {
-            let p = 1.0 / t;
-            h -= self.endpoints_beyond as f64 * p * p.log2();
-        }
-        h
-    }
-
-    pub fn distinct_agents(&self) -> u32 {
-        self.agents.count()
-    }
-
-    /// Distinct users behind a network key, or distinct addresses a user key came from.
-    pub fn distinct_partners(&self) -> u32 {
-        self.partners.count()
-    }
-
-    /// Counts a request to the route of a newly seen endpoint (its hash and whether it is a
-    /// static asset, from the shard's endpoint cache); returns the route's index
-    /// (`NO_ROUTE` past the exact ones).
-    fn count_route(&mut self, hash: u64, asset: bool) -> u8 {
-        if let Some(i) = self.routes.iter().position(|r| r.0 == hash) {
-            self.routes[i].1 += 1;
-            return i as u8;
-        }
-        if self.routes.len() < EXACT_DISTINCT {
-            self.routes.push((hash, 1, asset));
-            return (self.routes.len() - 1) as u8;
-        }
-        NO_ROUTE
-    }
-
-    /// Folds one observation in. Decisions count requests; outcomes count errors, and count as
-    /// requests only for a client no decision was seen for this minute (a gateway that reports
-    /// without asking), so a request decided and reported is counted once.
-    fn record(&mut self, o: &Observation<'_>, h: &Hashes, classes: &mut Classes<'_>) {
-        if !o.user_agent.is_empty() {
-            self.last_agent_tool = self
-                .agents
-                .visit(h.agent, || classes.tool(h.agent, o.user_agent));
-        }
-        match self.kind {
-            ClientKind::Network if !o.user.is_empty() => {
-                self.partners.visit(h.user, || false);
-            }
-            ClientKind::User => {
-                self.partners.visit(h.client, || false);
-            }
-            ClientKind::Network => {}
-        }
-        if o.tier == Tier::Prm {
-            self.prm = true;
-        }
-        let counts_as_request = match o.event {
-            Event::Decision {
-                allowed, anomaly, ..
-            } => {
-                self.decided = true;
-                if allowed {
-                    self.allowed += 1;
-                } else if anomaly {
-                    self.denied_anomaly += 1;
-                } else {
-                    self.denied += 1;
-                }
-                true
-            }
-            Event::Outcome { status } => {
-                self.outcomes += 1;
-                if status >= 400 {
-                    self.errors += 1;
-                }
-                if status == 401 || status == 403 {
-                    self.auth_failures += 1;
-                }
-                !self.decided
-            }
-        };
-        if !counts_as_request {
-            return;
-        }
-        self.requests += 1;
-        if self.last_agent_tool && !o.user_agent.is_empty() {
-            self.tool_agent += 1;
-        }
-        let sensitive = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint) {
-            Some(e) => {
-                e.1 += 1;
-                // A known endpoint's route is known: no templating on the repeat visit.
-                if let Some(r) = self.routes.get_mut(e.3 as usize) {
-                    r.1 += 1;
-                }
-                e.2
-            }
-            None => {
-                let class = classes.endpoint(h.endpoint, o.endpoint);
-                let sensitive = class.sensitive;
-                let route = self.count_route(class.route, class.asset);
-                if self.endpoints.len() < EXACT_DISTINCT {
-                    self.endpoints.push((h.endpoint, 1, sensitive, route));
-                } else {
-                    self.endpoints_beyond += 1;
-                }
-                sensitive
-            }
-        };
-        if sensitive {
-            self.sensitive += 1;
-        }
-        if self.requests > 1 {
-            // Mild disorder (replays accept a few seconds) counts as a zero gap.
-            let gap = o.now.saturating_sub(self.last_seen);
-            self.inter_arrival.push(gap as f64 / NANOS_PER_SEC as f64);
-        }
-        self.last_seen = self.last_seen.max(o.now);
-    }
-}
-
 /// Traffic of one endpoint for one tier in one minute (the forecaster's training data).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointMinute {
@@ -414,13 +90,6 @@ pub struct EndpointMinute {
     pub errors: u64,
 }
 
-struct Hashes {
-    client: u64,
-    endpoint: u64,
-    agent: u64,
-    user: u64,
-}
-
 #[derive(Default)]
 struct Shard {
     clients: FxHashMap<u64, ClientMinute>,
@@ -430,57 +99,6 @@ struct Shard {
     /// same few hundred agents and routes come back every minute.
     agent_class: FxHashMap<u64, bool>,
     endpoint_class: FxHashMap<u64, EndpointClass>,
-}
-
-/// Entries per shard in each class cache; past it the cache starts afresh (bounded memory
-/// against a flood of made-up user agents).
-const CLASS_CACHE: usize = 4096;
-
-/// The classifier with one shard's caches.
-struct Classes<'a> {
-    classifier: &'a Classifier,
-    agents: &'a mut FxHashMap<u64, bool>,
-    endpoints: &'a mut FxHashMap<u64, EndpointClass>,
-}
-
-/// What is known of an endpoint, whoever calls it: sensitive, its route, a static asset.
-#[derive(Clone, Copy, Debug)]
-struct EndpointClass {
-    sensitive: bool,
-    route: u64,
-    asset: bool,
-}
-
-impl Classes<'_> {
-    fn cached<T: Copy>(
-        cache: &mut FxHashMap<u64, T>,
-        hash: u64,
-        classify: impl FnOnce() -> T,
-    ) -> T {
-        if let Some(&class) = cache.get(&hash) {
-            return class;
-        }
-        if cache.len() >= CLASS_CACHE {
-            cache.clear();
-        }
-        let class = classify();
-        cache.insert(hash, class);
-        class
-    }
-
-    fn tool(&mut self, hash: u64, user_agent: &str) -> bool {
-        let classifier = self.classifier;
-        Classes::cached(self.agents, hash, || classifier.is_tool(user_agent))
-    }
-
-    fn endpoint(&mut self, hash: u64, endpoint: &str) -> EndpointClass {
-        let classifier = self.classifier;
-        Classes::cached(self.endpoints, hash, || EndpointClass {
-            sensitive: classifier.is_sensitive(endpoint),
-            route: route_hash(endpoint),
-            asset: is_asset(endpoint),
-        })
-    }
 }
 
 /// Bounds and classes for the aggregator.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::time::NANOS_PER_SEC;
 
 fn obs<'a>(client: &'a str, endpoint: &'a str, event: Event, sec: u64) -> Observation<'a> {
     Observation {
