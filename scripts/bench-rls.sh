@@ -15,7 +15,9 @@
 #   SERVERS="noop limitador sluice sluice-alt" SLUICE_ALT_BIN=/tmp/sluice-before scripts/bench-rls.sh
 #
 # Settings (environment): ROUNDS (5), SECONDS_PER_RUN (10), KEYS (100000), CONCURRENCY (32),
-# CONNECTIONS (2); SERVER_CPUS (0) and CLIENT_CPUS (1), for taskset; SERVERS, the rows, from
+# CONNECTIONS (2); RATE, requests per second offered to every server (`sluice load --rate`:
+# paced, the same load for all; unset, a closed loop, where a server that answers faster is
+# sent more and batches more per write); SERVER_CPUS (0) and CLIENT_CPUS (1), for taskset; SERVERS, the rows, from
 # `noop limitador sluice sluice-lean sluice-alt` (noop is required: the ratios are to it);
 # SLUICE_ARGS, more flags for the `sluice` row; SLUICE_ALT_ARGS, those of `sluice-alt` (the
 # `sluice` row's set-up with other flags: an A/B of one setting); SLUICE_ALT_BIN, the binary of
@@ -27,6 +29,9 @@
 # Limitador is built once into target/limitador (its own Cargo target; ~15 min on two cores, most
 # of it RocksDB; needs clang, libclang-dev and protobuf-compiler, installed with apt-get when
 # missing and running as root).
+#
+# Every `sluice` process here (servers and client) sees one CPU through taskset, so each runs
+# tokio's current-thread scheduler (`serve --worker-threads`, README).
 #
 # Rows: `noop` is `sluice noop-server`; `limitador` is limitador-server with `memory` storage
 # and one limit per remote_address; `sluice` is the default `sluice serve` (sharded buckets,
@@ -42,6 +47,7 @@ SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
 KEYS="${KEYS:-100000}"
 CONCURRENCY="${CONCURRENCY:-32}"
 CONNECTIONS="${CONNECTIONS:-2}"
+RATE="${RATE:-}"
 SERVER_CPUS="${SERVER_CPUS:-0}"
 CLIENT_CPUS="${CLIENT_CPUS:-1}"
 SERVERS="${SERVERS:-noop limitador sluice}"
@@ -148,13 +154,15 @@ HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 read -r -a ORDER <<< "$SERVERS"
 n=${#ORDER[@]}
-echo "rounds $ROUNDS x ${SECONDS_PER_RUN}s; keys $KEYS; concurrency $CONCURRENCY over $CONNECTIONS connections; servers on cpu $SERVER_CPUS, client on cpu $CLIENT_CPUS" >&2
+echo "rounds $ROUNDS x ${SECONDS_PER_RUN}s; keys $KEYS; concurrency $CONCURRENCY over $CONNECTIONS connections; rate ${RATE:-closed loop}; servers on cpu $SERVER_CPUS, client on cpu $CLIENT_CPUS" >&2
+PACE=()
+[ -n "$RATE" ] && PACE=(--rate "$RATE")
 for round in $(seq 1 "$ROUNDS"); do
   for i in $(seq 0 $((n - 1))); do
     s=${ORDER[$(((i + round - 1) % n))]}
     t0=$(ticks "${PID[$s]}")
     out=$(taskset -c "$CLIENT_CPUS" "$B" load --target "http://127.0.0.1:${PORT[$s]}" --domain bench \
-      --keys "$KEYS" --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" --duration "$SECONDS_PER_RUN")
+      --keys "$KEYS" --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" --duration "$SECONDS_PER_RUN" "${PACE[@]}")
     t1=$(ticks "${PID[$s]}")
     echo "{\"round\":$round,\"server\":\"$s\",\"cpu_ticks\":$((t1 - t0)),\"hz\":$HZ,\"load\":$(echo $out)}" | tee -a "$D/rounds.jsonl" >&2
   done

@@ -50,11 +50,27 @@ pub struct LoadArgs {
     /// every key is touched once per `keys / descriptors` requests (for memory measurements).
     #[arg(long)]
     pub sweep: bool,
+    /// Requests per second to offer in all, paced (each worker sends on its own schedule and
+    /// catches up when late, never more than `--concurrency` in flight). Unset: as fast as the
+    /// server answers (closed loop). A fixed rate below every server's capacity compares their
+    /// CPU per decision at the same load; a closed loop lets the faster one batch more.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
     /// RLS domain (ShouldAllow uses the server's default domain).
     #[arg(long, default_value = "sluice")]
     pub domain: String,
     #[command(flatten)]
     pub tls: crate::cli::client_tls::ClientTlsArgs,
+}
+
+/// A positive, finite number of requests per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a positive number of requests per second"
+        )),
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -131,7 +147,19 @@ async fn worker(
     let workers = args.concurrency.max(1) as u64;
     let mut swept: u64 = id * per_request;
     let ip = |k: u64| format!("10.{}.{}.{}", k >> 16 & 0xff, k >> 8 & 0xff, k & 0xff);
+    // Paced: this worker's share of the rate, its first send offset so the workers interleave.
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(workers as f64 / rate));
+    let mut next_send =
+        Instant::now() + interval.map_or(Duration::ZERO, |i| i * id as u32 / workers as u32);
     loop {
+        if let Some(interval) = interval {
+            if next_send > Instant::now() {
+                tokio::time::sleep_until(next_send.into()).await;
+            }
+            next_send += interval;
+        }
         let now = Instant::now();
         if now >= end {
             break;

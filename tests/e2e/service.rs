@@ -1,4 +1,4 @@
-//! Operability: reflection, graceful shutdown, the health probe command.
+//! Operability: reflection, graceful shutdown, the health probe and load commands.
 
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -74,4 +74,56 @@ async fn the_health_command_is_a_probe() {
     let down = probe(url.clone());
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains(&url));
+}
+
+/// `sluice load --rate` offers that many requests a second (the benchmark's equal-load mode),
+/// where the closed loop offers as many as the server answers; a rate that is not a positive
+/// number is refused naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_command_paces_at_a_rate() {
+    let db = Db::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db.url).await;
+    let load = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["load", "--target", &server.url(), "--domain", "bench"])
+            .args([
+                "--duration",
+                "2",
+                "--concurrency",
+                "4",
+                "--connections",
+                "1",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+        report["requests"].as_u64().unwrap()
+    };
+    let paced = load(&["--rate", "200"]);
+    assert!(
+        (340..=440).contains(&paced),
+        "200 a second for 2 s sent {paced}"
+    );
+    let closed = load(&[]);
+    assert!(closed > 4 * paced, "the closed loop sent only {closed}");
+    for bad in ["0", "-5", "fast", "inf"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["load", &format!("--rate={bad}")])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--rate {bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--rate"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.stop().await;
 }
