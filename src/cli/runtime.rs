@@ -2,13 +2,14 @@
 //! current-thread scheduler when the command may use one CPU, its multi-thread scheduler with
 //! one worker per CPU otherwise. It knows nothing of what runs on it.
 //!
-//! Why two: with a single worker the multi-thread scheduler still pays for what only several
-//! workers need — the shared injection queue, the atomics of work stealing, parking through
-//! the driver — on every task woken, and a gRPC server wakes several tasks per request (the
-//! connection, the stream, the handler). Pinned to one core under the RLS benchmark, Sluice spent
-//! 12.5 µs of CPU per decision on the multi-thread scheduler and 10.3 µs on the current-thread
-//! one, in the same rounds (`scripts/bench-rls.sh`, README). Limitador serves its RLS from a
-//! current-thread runtime too (actix's).
+//! Why two: on one CPU the multi-thread scheduler runs a single worker, and its LIFO slot runs a
+//! woken task next. A gRPC handler that finishes wakes its connection's task, so each response
+//! was written by its own `writev`: 636,159 calls for ~658,000 responses in 8 s under the RLS
+//! benchmark, the kernel's TCP paths 39% of the server's CPU. The current-thread scheduler's
+//! queue is FIFO: every ready handler finishes first and the connection writes ~16 responses at
+//! a time (68,088 calls for ~1,070,000), the kernel 9%. Pinned to one core, CPU per decision fell
+//! from 12.3 to 7.4 µs (`scripts/bench-rls.sh`, README "Measuring"). Limitador serves its RLS
+//! from a current-thread runtime too (actix's).
 //!
 //! "One CPU" is `std::thread::available_parallelism`: the affinity mask (`taskset`, a cpuset)
 //! and a cgroup's CPU quota (a Kubernetes limit of one CPU or less) both count.

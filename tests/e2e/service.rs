@@ -50,28 +50,32 @@ async fn shutdown_stops_every_task_and_frees_the_port() {
         .expect("port is free again");
 }
 
+/// Runs the `sluice` binary with `args`.
+fn sluice(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Its stdout, after checking it exited 0 (else its stderr is the failure).
+fn stdout_of_success(out: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `sluice health` as an exec probe: exit 0 and SERVING from a healthy server, an error naming
 /// the server when nothing answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_command_is_a_probe() {
     let db = Db::new(Backend::Sqlite).await;
     let server = TestServer::start(&db.url).await;
-    let probe = |url: String| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["health", "--timeout", "3", "--server", &url])
-            .output()
-            .unwrap()
-    };
-    let up = probe(server.url());
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), "SERVING");
+    let probe = |url: &str| sluice(&["health", "--timeout", "3", "--server", url]);
+    assert_eq!(stdout_of_success(probe(&server.url())).trim(), "SERVING");
     let url = server.url();
     server.stop().await;
-    let down = probe(url.clone());
+    let down = probe(&url);
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains(&url));
 }
@@ -83,26 +87,21 @@ async fn the_health_command_is_a_probe() {
 async fn the_load_command_paces_at_a_rate() {
     let db = Db::new(Backend::Sqlite).await;
     let server = TestServer::start(&db.url).await;
+    let url = server.url();
     let load = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["load", "--target", &server.url(), "--domain", "bench"])
-            .args([
-                "--duration",
-                "2",
-                "--concurrency",
-                "4",
-                "--connections",
-                "1",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut args = vec![
+            "load",
+            "--target",
+            &url,
+            "--domain",
+            "bench",
+            "--duration",
+            "2",
+        ];
+        args.extend(["--concurrency", "4", "--connections", "1"]);
+        args.extend(extra);
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout_of_success(sluice(&args))).unwrap();
         assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
         report["requests"].as_u64().unwrap()
     };
@@ -114,16 +113,10 @@ async fn the_load_command_paces_at_a_rate() {
     let closed = load(&[]);
     assert!(closed > 4 * paced, "the closed loop sent only {closed}");
     for bad in ["0", "-5", "fast", "inf"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["load", &format!("--rate={bad}")])
-            .output()
-            .unwrap();
+        let out = sluice(&["load", &format!("--rate={bad}")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "--rate {bad} accepted");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("--rate"),
-            "{bad}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(stderr.contains("--rate"), "{bad}: {stderr}");
     }
     server.stop().await;
 }
