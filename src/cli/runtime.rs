@@ -8,9 +8,9 @@
 //! benchmark, the kernel's TCP paths 39% of the server's CPU. The current-thread scheduler's
 //! queue is FIFO: every ready handler finishes first and the connection writes ~16 responses at
 //! a time (68,088 calls for ~1,070,000), the kernel 9%; the multi-thread scheduler with its
-//! LIFO slot disabled (`--cfg tokio_unstable` only, so not used) batched as well. Pinned to one core, CPU per decision fell
-//! from 12.3 to 7.4 µs (`scripts/bench-rls.sh`, README "Measuring"). Limitador serves its RLS
-//! from a current-thread runtime too (actix's).
+//! LIFO slot disabled (`--cfg tokio_unstable` only, so not used) batched as well. Pinned to one
+//! core, CPU per decision fell from 12.3 to 7.4 µs (`scripts/bench-rls.sh`, README
+//! "Measuring"). Limitador serves its RLS from a current-thread runtime too (actix's).
 //!
 //! "One CPU" is `std::thread::available_parallelism`: the affinity mask (`taskset`, a cpuset)
 //! and a cgroup's CPU quota (a Kubernetes limit of one CPU or less) both count.
