@@ -10,7 +10,8 @@
 # The bucket stores keep the default capacity (2,000,000) unless CAPACITY says otherwise: at
 # capacity they evict, which costs memory of its own (fragmentation), and more keys than the
 # capacity are held only up to it. OBSERVATION="off" picks observation on or off. CHURN_SECONDS=130 keeps the load on that long after the fill (two minutes close meanwhile:
-# the learning loop drains, scores and records the minute); STORES="sharded" picks the stores.
+# the learning loop drains, scores and records the minute); STORES="sharded" picks the stores;
+# SERVER_CPUS pins the server (taskset -c), e.g. 0: one CPU, so tokio's current-thread scheduler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin sluice >&2
@@ -34,7 +35,7 @@ for keys in "${KEYS[@]}"; do
       extra=()
       [ "$observation" = off ] && extra=(--max-clients-per-minute 0)
       rm -f "$WORK/sluice.db"*
-      "$BIN" serve --listen "127.0.0.1:$grpc" --http-listen "127.0.0.1:$http" \
+      ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$BIN" serve --listen "127.0.0.1:$grpc" --http-listen "127.0.0.1:$http" \
         --database-url "sqlite:$WORK/sluice.db" --rules "$WORK/rules.yaml" \
         --bucket-store "$store" --cache-capacity "${CAPACITY:-2000000}" --admin-token bench "${extra[@]}" \
         > "$WORK/server.log" 2>&1 &
