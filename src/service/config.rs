@@ -150,8 +150,9 @@ pub struct Config {
     pub learn_tick_secs: u64,
 
     /// Threads serving requests. 1 runs tokio's single-threaded scheduler (cheaper per
-    /// decision: no work stealing to pay for); more, its multi-thread scheduler. Default: one per
-    /// CPU this process may use (affinity mask and cgroup quota), so one CPU means 1.
+    /// decision: a connection writes the responses of every finished handler at once, where the
+    /// multi-thread one writes each on its own); more, its multi-thread scheduler. Default: one
+    /// per CPU this process may use (affinity mask and cgroup quota), so one CPU means 1.
     #[arg(long, env = "SLUICE_WORKER_THREADS", value_parser = parse_worker_threads)]
     pub worker_threads: Option<std::num::NonZeroUsize>,
 
@@ -457,14 +458,10 @@ impl Config {
 
 /// 1 to 1024 worker threads.
 fn parse_worker_threads(text: &str) -> Result<std::num::NonZeroUsize, String> {
-    match text.parse::<usize>() {
-        Ok(n @ 1..=1024) => {
-            Ok(std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN))
-        }
-        _ => Err(format!(
-            "{text:?} is not a number of threads from 1 to 1024"
-        )),
-    }
+    text.parse::<std::num::NonZeroUsize>()
+        .ok()
+        .filter(|n| n.get() <= 1024)
+        .ok_or_else(|| format!("{text:?} is not a number of threads from 1 to 1024"))
 }
 
 impl Default for Config {

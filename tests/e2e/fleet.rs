@@ -460,7 +460,8 @@ async fn pressure_factor(r: &Replica) -> f64 {
 
 /// A Redis Cluster primary fails over twice under load — once on request (`CLUSTER FAILOVER` on
 /// its replica), once killed (its replica elected after the node timeout) — and no decision
-/// fails; afterwards each limit again holds exactly across the replicas.
+/// fails; afterwards each limit again holds exactly across the replicas. One replica runs on
+/// one worker thread (the current-thread scheduler), as in `exact_across_three`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_failover_fails_no_decision() {
     let mut cluster = RedisCluster::start_with(1);

@@ -21,10 +21,11 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::rules::Tier;
-use crate::time::Nanos;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
+
+use crate::rules::Tier;
+use crate::time::Nanos;
 
 pub use super::classify::Classifier;
 use super::classify::{Classes, EndpointClass};
