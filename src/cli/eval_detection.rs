@@ -1,6 +1,9 @@
-//! `sluice eval-detection`: detection quality over many generated worlds (`replay::worlds`), each
-//! replayed through the same engine and minute as the service. Prints one line per world and the
-//! worst and median of each figure — never the best. Default seeds: the held-out set.
+//! `sluice eval-detection`: detection quality over many generated worlds, each replayed through
+//! the same engine and minute as the service. Two families: `mixed` (`replay::worlds`: floods,
+//! stuffing, scrapers, scanners among people, NAT gateways, integrations, flash crowds) and
+//! `scanned` (`replay::scanned`: small and large sites whose failing clients are 10–80%
+//! attackers, in bursts from the first minute). Prints one line per world and the worst and
+//! median of each figure — never the best. Default seeds: the held-out set.
 
 use std::path::PathBuf;
 
@@ -13,7 +16,7 @@ use sluice_core::validate::InputLimits;
 use crate::adapters::moka_store::StoreKind;
 use crate::adapters::rules_file;
 use crate::replay::report::Report;
-use crate::replay::{ReplayOptions, scenario, worlds};
+use crate::replay::{ReplayOptions, scanned, scenario, worlds};
 use crate::service::config::LearnArgs;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -22,6 +25,9 @@ pub struct EvalDetectionArgs {
     /// (the design seeds, 1-20, are for deciding thresholds).
     #[arg(long, default_value = "2001-2020")]
     pub seeds: String,
+    /// Which worlds: `mixed` or `scanned` (see the module docs).
+    #[arg(long, default_value = "mixed", value_parser = ["mixed", "scanned"])]
+    pub family: String,
     /// Cap on a world's drawn population (100 to 50,000 clients); larger worlds take longer.
     #[arg(long, default_value_t = 5_000)]
     pub max_clients: usize,
@@ -31,8 +37,8 @@ pub struct EvalDetectionArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Under each world, list the benign clients it acted on: label, signal and why (to find
-    /// what a false positive is made of; use it on design seeds only).
+    /// Under each world, list the benign clients it acted on (label, signal and why) and the
+    /// failing attacks it missed (to find what an error is made of; design seeds only).
     #[arg(long)]
     pub explain: bool,
     #[command(flatten)]
@@ -55,6 +61,10 @@ pub struct WorldFigures {
     pub benign_denied_ratio: f64,
     /// Median seconds from a bot's first request to its first action (0 when none caught).
     pub delay_p50: f64,
+    /// Benign clients acted on, as a share of the benign clients.
+    pub people_acted_on: f64,
+    /// Attacks acted on / attacks whose requests mostly fail (1 when there are none).
+    pub failing_recall: f64,
 }
 
 /// Worst and median over the worlds.
@@ -71,6 +81,8 @@ pub struct Summary {
     pub benign_denied_median: f64,
     pub delay_p50_max: f64,
     pub delay_p50_median: f64,
+    pub people_acted_on_max: f64,
+    pub failing_recall_min: f64,
 }
 
 fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
@@ -89,8 +101,8 @@ fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
     Ok(seeds)
 }
 
-/// The figures of one replayed world.
-pub fn figures(seed: u64, world: &worlds::WorldParams, r: &Report) -> WorldFigures {
+/// The figures of one replayed world with `bots` attackers of `attacks` kinds.
+pub fn figures(seed: u64, bots: usize, attacks: String, r: &Report) -> WorldFigures {
     let flagged_with = |prefix: &str| {
         r.flagged
             .iter()
@@ -100,8 +112,8 @@ pub fn figures(seed: u64, world: &worlds::WorldParams, r: &Report) -> WorldFigur
     WorldFigures {
         seed,
         clients: r.clients.total,
-        bots: world.bots,
-        attacks: world.attacks.join("+"),
+        bots,
+        attacks,
         precision: r.clients.precision.unwrap_or(1.0),
         recall: r.clients.recall.unwrap_or(1.0),
         prm_acted_on: flagged_with("benign:prm"),
@@ -112,17 +124,53 @@ pub fn figures(seed: u64, world: &worlds::WorldParams, r: &Report) -> WorldFigur
             .detection_delay_seconds
             .as_ref()
             .map_or(0.0, |d| d.p50),
+        people_acted_on: {
+            let benign = r.clients.labelled.get("benign").copied().unwrap_or(0);
+            r.clients.false_positives as f64 / benign.max(1) as f64
+        },
+        failing_recall: r.clients.failing_attacks_recall.unwrap_or(1.0),
     }
 }
 
-/// Replays one world with these options.
+/// One generated world of either family.
+pub struct GeneratedWorld {
+    pub requests: Vec<scenario::Request>,
+    pub attackers: usize,
+    /// Attack kinds, `+`-joined.
+    pub attacks: String,
+    /// What was drawn, as JSON.
+    pub params: String,
+}
+
+/// Generates world `seed` of `family` (`mixed` or `scanned`), its population capped.
+pub fn world_of(family: &str, seed: u64, max_clients: usize) -> GeneratedWorld {
+    if family == "scanned" {
+        let w = scanned::generate(seed, max_clients);
+        GeneratedWorld {
+            attackers: w.params.attackers,
+            attacks: w.params.kinds.join("+"),
+            params: serde_json::to_string(&w.params).unwrap_or_default(),
+            requests: w.requests,
+        }
+    } else {
+        let w = worlds::generate(seed, max_clients);
+        GeneratedWorld {
+            attackers: w.params.bots,
+            attacks: w.params.attacks.join("+"),
+            params: serde_json::to_string(&w.params).unwrap_or_default(),
+            requests: w.requests,
+        }
+    }
+}
+
+/// Replays one world's requests with these options.
 pub fn replay_world(
-    world: &worlds::World,
+    requests: &[scenario::Request],
     args: &EvalDetectionArgs,
     rules: Vec<sluice_core::rules::Rule>,
 ) -> anyhow::Result<Report> {
     let mut trace = Vec::new();
-    scenario::write_csv(&mut trace, &world.requests)?;
+    scenario::write_csv(&mut trace, requests)?;
     let options = ReplayOptions {
         rules,
         engine: EngineConfig {
@@ -159,6 +207,8 @@ pub fn summarize(all: &[WorldFigures]) -> Summary {
         benign_denied_median: median(col(|w| w.benign_denied_ratio)),
         delay_p50_max: max(col(|w| w.delay_p50)),
         delay_p50_median: median(col(|w| w.delay_p50)),
+        people_acted_on_max: max(col(|w| w.people_acted_on)),
+        failing_recall_min: min(col(|w| w.failing_recall)),
     }
 }
 
@@ -172,7 +222,7 @@ pub fn run(args: &EvalDetectionArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     if !args.json {
         println!(
-            "{:>6} {:>7} {:>5} {:<32} {:>9} {:>7} {:>4} {:>6} {:>8} {:>7}",
+            "{:>6} {:>7} {:>5} {:<32} {:>9} {:>7} {:>4} {:>6} {:>8} {:>7} {:>7} {:>8}",
             "seed",
             "clients",
             "bots",
@@ -182,16 +232,18 @@ pub fn run(args: &EvalDetectionArgs) -> anyhow::Result<()> {
             "prm",
             "flash",
             "benign%",
-            "delay"
+            "delay",
+            "people%",
+            "failing"
         );
     }
     for seed in seeds {
-        let world = worlds::generate(seed, args.max_clients);
-        let report = replay_world(&world, args, rules.clone())?;
-        let f = figures(seed, &world.params, &report);
+        let world = world_of(&args.family, seed, args.max_clients);
+        let report = replay_world(&world.requests, args, rules.clone())?;
+        let f = figures(seed, world.attackers, world.attacks, &report);
         if !args.json {
             println!(
-                "{:>6} {:>7} {:>5} {:<32} {:>9.3} {:>7.3} {:>4} {:>6} {:>8.3} {:>7.0}",
+                "{:>6} {:>7} {:>5} {:<32} {:>9.3} {:>7.3} {:>4} {:>6} {:>8.3} {:>7.0} {:>7.2} {:>8.3}",
                 f.seed,
                 f.clients,
                 f.bots,
@@ -201,7 +253,9 @@ pub fn run(args: &EvalDetectionArgs) -> anyhow::Result<()> {
                 f.prm_acted_on,
                 f.flash_flagged,
                 f.benign_denied_ratio * 100.0,
-                f.delay_p50
+                f.delay_p50,
+                f.people_acted_on * 100.0,
+                f.failing_recall
             );
         }
         if args.explain && !args.json {
@@ -218,6 +272,12 @@ pub fn run(args: &EvalDetectionArgs) -> anyhow::Result<()> {
                     flagged.requests,
                     flagged.signal,
                     flagged.why
+                );
+            }
+            for m in &report.clients.failing_attacks_missed {
+                println!(
+                    "         missed {} {}: {} requests, {} failing, over {:.0} s",
+                    m.label, m.client, m.requests, m.failed, m.seconds
                 );
             }
         }

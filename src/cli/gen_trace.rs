@@ -13,7 +13,8 @@ use crate::replay::scenario;
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenTraceArgs {
     /// normal, ddos, credential-stuffing, scraper, account-scraper, flash-crowd, mix,
-    /// payment-spike, worldcup-spike, or world:SEED (a generated world of `eval-detection`).
+    /// payment-spike, worldcup-spike, world:SEED or scanned:SEED (a generated world of
+    /// `eval-detection`, of its `mixed` or `scanned` family).
     #[arg(long)]
     pub scenario: String,
     /// Output file (default: standard output).
@@ -36,14 +37,18 @@ pub struct GenTraceArgs {
 }
 
 pub fn gen_trace(args: &GenTraceArgs) -> anyhow::Result<()> {
-    // `world:SEED`: one of `eval-detection`'s generated worlds (population capped at 1000 × scale).
-    if let Some(seed) = args.scenario.strip_prefix("world:") {
-        let seed: u64 = seed
-            .parse()
-            .with_context(|| format!("--scenario {}: world:SEED", args.scenario))?;
-        let world = crate::replay::worlds::generate(seed, (1000.0 * args.scale) as usize);
-        eprintln!("{}", serde_json::to_string(&world.params)?);
-        return write(args, &world.requests);
+    // `world:SEED` / `scanned:SEED`: one of `eval-detection`'s generated worlds (population
+    // capped at 1000 / 5000 × scale).
+    for (prefix, family, cap) in [("world:", "mixed", 1000.0), ("scanned:", "scanned", 5000.0)] {
+        if let Some(seed) = args.scenario.strip_prefix(prefix) {
+            let seed: u64 = seed
+                .parse()
+                .with_context(|| format!("--scenario {}: {prefix}SEED", args.scenario))?;
+            let world =
+                crate::cli::eval_detection::world_of(family, seed, (cap * args.scale) as usize);
+            eprintln!("{}", world.params);
+            return write(args, &world.requests);
+        }
     }
     let requests = scenario::generate(&scenario::Params {
         scenario: args.scenario.clone(),

@@ -9,6 +9,7 @@
 
 pub mod lead;
 pub mod report;
+pub mod scanned;
 pub mod scenario;
 pub mod worldcup;
 pub mod worlds;
@@ -152,8 +153,11 @@ impl Replay<'_, '_> {
         if !allowed && !by_anomaly && verdict.forecast_cut {
             self.report.forecast_cut();
         }
+        // The trace's own status (denied requests keep theirs): what the client did, for the
+        // report's failing-attacks figure.
+        let failed = row.status.is_some_and(|s| s >= 400);
         self.report.request(
-            row.client, row.user, row.label, row.ts_ms, allowed, by_anomaly,
+            row.client, row.user, row.label, row.ts_ms, allowed, by_anomaly, failed,
         );
         if let Some(w) = self.decisions.as_mut() {
             let reason = match (allowed, by_anomaly, verdict.anomaly) {

@@ -87,7 +87,33 @@ pub struct ClientSummary {
     pub precision: Option<f64>,
     pub recall: Option<f64>,
     pub detection_delay_seconds: Option<Delays>,
+    /// Attack clients with at least `FAILING_ATTACK_MIN` requests, most of them failing in the
+    /// trace (status ≥ 400): attacks any site can tell from people by what a gateway sees
+    /// (scanners, exploit bursts, credential stuffing). Of those, how many were acted on:
+    /// `failing_attacks_acted_on / failing_attacks` checks the failure signals on your logs.
+    pub failing_attacks: u64,
+    pub failing_attacks_acted_on: u64,
+    pub failing_attacks_recall: Option<f64>,
+    /// The failing attacks not acted on (the first `MISSED_LISTED` by name): what escaped.
+    pub failing_attacks_missed: Vec<Missed>,
 }
+
+/// A failing attack that was never acted on.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Missed {
+    pub client: String,
+    pub label: String,
+    pub requests: u64,
+    pub failed: u64,
+    /// Seconds from its first to its last request.
+    pub seconds: f64,
+}
+
+/// Missed failing attacks listed at most.
+const MISSED_LISTED: usize = 100;
+
+/// Requests from which an attack client whose requests mostly fail counts in `failing_attacks`.
+pub const FAILING_ATTACK_MIN: u64 = 20;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Report {
@@ -161,10 +187,13 @@ pub struct PressureEvent {
 struct ClientTrack {
     labels: SmallLabels,
     first_attack_ms: Option<i64>,
+    last_ms: i64,
     first_flagged_ms: Option<i64>,
     max_score: f64,
     blocked: bool,
     requests: u64,
+    /// Requests whose status in the trace was ≥ 400.
+    failed: u64,
     signal: Option<(&'static str, String)>,
     marked_false_positive_ms: Option<i64>,
 }
@@ -217,9 +246,11 @@ impl Tracks {
         self.0.get_mut(key).expect("inserted above")
     }
 
-    fn request(&mut self, key: &str, label: &str, ts_ms: i64) {
+    fn request(&mut self, key: &str, label: &str, ts_ms: i64, failed: bool) {
         let track = self.get(key);
         track.requests += 1;
+        track.failed += failed as u64;
+        track.last_ms = track.last_ms.max(ts_ms);
         if !label.is_empty() {
             track.labels.add(label);
         }
@@ -253,6 +284,20 @@ impl Tracks {
                 (None, true) => s.false_negatives += 1,
                 _ => {}
             }
+            if attack && t.requests >= FAILING_ATTACK_MIN && 2 * t.failed >= t.requests {
+                s.failing_attacks += 1;
+                s.failing_attacks_acted_on += t.first_flagged_ms.is_some() as u64;
+                if t.first_flagged_ms.is_none() && s.failing_attacks_missed.len() < MISSED_LISTED {
+                    s.failing_attacks_missed.push(Missed {
+                        client: name(&key),
+                        label: label.clone(),
+                        requests: t.requests,
+                        failed: t.failed,
+                        seconds: (t.last_ms - t.first_attack_ms.unwrap_or(t.last_ms)) as f64
+                            / 1000.0,
+                    });
+                }
+            }
             if let (Some(f), true, Some(a)) = (t.first_flagged_ms, attack, t.first_attack_ms) {
                 delays.push(((f - a).max(0)) as f64 / 1000.0);
             }
@@ -281,6 +326,8 @@ impl Tracks {
                 1.0
             });
             s.recall = Some(if attackers > 0.0 { tp / attackers } else { 1.0 });
+            s.failing_attacks_recall = (s.failing_attacks > 0)
+                .then(|| s.failing_attacks_acted_on as f64 / s.failing_attacks as f64);
         }
         if !delays.is_empty() {
             delays.sort_by(f64::total_cmp);
@@ -304,6 +351,7 @@ impl ReportBuilder {
         ts_ms: i64,
         allowed: bool,
         by_anomaly: bool,
+        failed: bool,
     ) {
         self.report.requests += 1;
         if allowed {
@@ -325,9 +373,9 @@ impl ReportBuilder {
                     .add(allowed),
             }
         }
-        self.clients.request(client, label, ts_ms);
+        self.clients.request(client, label, ts_ms, failed);
         if !user.is_empty() {
-            self.users.request(user, label, ts_ms);
+            self.users.request(user, label, ts_ms, failed);
         }
     }
 

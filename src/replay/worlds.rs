@@ -87,24 +87,26 @@ pub struct World {
     pub requests: Vec<Request>,
 }
 
-struct Gen {
-    rng: StdRng,
-    out: Vec<Request>,
-    end_ms: i64,
+/// A world being generated: its random source and requests (shared with `scanned`).
+pub(super) struct Gen {
+    pub rng: StdRng,
+    pub out: Vec<Request>,
+    /// Requests at or after this are dropped.
+    pub end_ms: i64,
 }
 
 impl Gen {
-    fn exp(&mut self, mean: f64) -> f64 {
+    pub(super) fn exp(&mut self, mean: f64) -> f64 {
         let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
         -mean * u.ln()
     }
 
-    fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
+    pub(super) fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
         (self.rng.random_range(lo.ln()..hi.ln())).exp()
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push(
+    pub(super) fn push(
         &mut self,
         ts_ms: i64,
         client: &str,

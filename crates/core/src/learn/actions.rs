@@ -100,7 +100,7 @@ pub struct Action {
     /// actions from before this field read as `forest`.
     #[serde(default)]
     pub signal: Signal,
-    /// Why, in words: the evidence the signal saw (`420 requests/min, the site's p99 is 35`).
+    /// Why, in words: the evidence the signal saw (`420 requests/min; the site's p99 is 35 (threshold 140)`).
     #[serde(default)]
     pub why: Arc<str>,
 }

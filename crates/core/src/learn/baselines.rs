@@ -1,10 +1,20 @@
 //! Rate baselines learned from the site's own traffic: for each measure — requests per endpoint
-//! and tier, requests to the whole site, errors, authentication failures — the distribution of
-//! per-client values per minute, as an exponentially decayed log-scale histogram. A client is
-//! *beyond* a baseline when its value exceeds `factor ×` the measure's p99 (and an absolute
-//! minimum), however many clients do the same: values beyond the threshold are never learned, so
-//! a botnet of any size cannot teach the baseline that it is normal (the masking an isolation
-//! forest suffers from).
+//! and tier, requests to the whole site, failed page requests, authentication failures — the
+//! distribution of per-client values per minute, as an exponentially decayed log-scale histogram.
+//! A client is *beyond* a baseline when its value exceeds `factor ×` the measure's p99 (and an
+//! absolute minimum), however many clients do the same: values beyond the threshold are never
+//! learned, so a botnet of any size cannot teach the baseline that it is normal (the masking an
+//! isolation forest suffers from).
+//!
+//! Learned only from clients in good standing: never from a client under an action, nor from one
+//! whose page requests mostly fail. On a small site being scanned nearly every client that fails
+//! is a scanner; learning the failure measures from them taught the site that scanning is normal
+//! (a real log's threshold rose to 431 errors a minute). And one prior no site can talk away: a
+//! client failing at least [`FAILURE_PRIOR`] page requests a minute, most of them, is beyond the
+//! failure baselines wherever the typical client rarely fails ([`Baselines::site_rarely_fails`]).
+//!
+//! Failures count pages, not static assets: a page's missing icon fails for every visitor of
+//! that page (real phones ask for four `apple-touch-icon` variants most sites lack).
 //!
 //! Values are per identity: a network key behind which several people are seen (distinct user
 //! agents or users, as at a NAT gateway) has its counts divided by that number, so a shared
@@ -42,6 +52,21 @@ const LEARN_BOUND: f64 = 2.0;
 const CROWD_SHARE: f64 = 0.05;
 const CROWD_MIN: u32 = 20;
 
+/// Failed page requests a minute beyond which a client whose page requests mostly fail is never
+/// normal, on a site whose typical client rarely fails — whatever the learned p99 says. A person
+/// who mistypes, follows dead links or retries a login fails a few times a minute, not twenty.
+pub const FAILURE_PRIOR: f64 = 20.0;
+/// A site "rarely fails" while fewer than this share of its clients' minutes (clients in good
+/// standing or not, but under no action) have most of their page requests failing: the median
+/// client does not fail. Half, not less: where scanners are a third of the clients, the
+/// typical client still does not fail, and the prior must hold there most of all.
+const RARELY_FAILS_SHARE: f64 = 0.5;
+/// Client-minutes with outcomes seen before the site's failure share is trusted.
+const FAILURE_SHARE_MIN: f64 = 20.0;
+/// Failed page requests from which a mostly failing client is no longer in good standing (a
+/// visitor whose one request was a dead link still is).
+const GOOD_STANDING_FAILURES: u32 = 2;
+
 /// What a baseline measures per client-minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measure {
@@ -54,7 +79,7 @@ pub enum Measure {
     },
     /// Requests to the whole site.
     Site,
-    /// Responses with status ≥ 400.
+    /// Responses with status ≥ 400 to pages (not static assets).
     Errors,
     /// 401 and 403 responses.
     AuthFailures,
@@ -65,7 +90,7 @@ impl Measure {
         match self {
             Measure::Endpoint { .. } => "requests to one route",
             Measure::Site => "requests",
-            Measure::Errors => "errors",
+            Measure::Errors => "failed page requests",
             Measure::AuthFailures => "authentication failures",
         }
     }
@@ -162,6 +187,12 @@ pub struct Finding {
     pub value: f64,
     pub p99: f64,
     pub threshold: f64,
+    /// Minutes the value was counted over: 1, or more for the slow failure window.
+    pub minutes: u32,
+    /// The threshold is the site-independent failure prior, not the learned one.
+    pub prior: bool,
+    /// Requests the evidence spans when it reaches over earlier minutes (the window), else 0.
+    pub requests: u32,
 }
 
 impl Finding {
@@ -178,10 +209,39 @@ impl Finding {
             }
             (measure, _) => measure.name().to_string(),
         };
-        format!(
-            "{:.0} {what}/min, the site's p99 is {:.0} (threshold {:.0})",
-            self.value, self.p99, self.threshold
-        )
+        let failing = matches!(self.measure, Measure::Errors | Measure::AuthFailures);
+        let most = if failing {
+            ", most of its page requests failing"
+        } else {
+            ""
+        };
+        let over = if self.minutes > 1 {
+            format!(" in the last {} minutes", self.minutes)
+        } else {
+            "/min".to_string()
+        };
+        let bar = if self.prior {
+            format!(
+                "people here rarely fail, and {:.0} a minute is never normal (the p99 of clients in good standing is {:.0})",
+                self.threshold, self.p99
+            )
+        } else if self.minutes > 1 {
+            format!(
+                "threshold {:.0} over the window, twice a minute's (the p99 of clients in good standing is {:.0})",
+                self.threshold, self.p99
+            )
+        } else if failing {
+            format!(
+                "the p99 of clients in good standing is {:.0} (threshold {:.0})",
+                self.p99, self.threshold
+            )
+        } else {
+            format!(
+                "the site's p99 is {:.0} (threshold {:.0})",
+                self.p99, self.threshold
+            )
+        };
+        format!("{:.0} {what}{over}{most}; {bar}", self.value)
     }
 }
 
@@ -209,6 +269,10 @@ pub struct Baselines {
     measures: FxHashMap<Measure, Histogram>,
     /// The minute the site-wide measure first had enough history to judge.
     ready_since: Option<i64>,
+    /// Decayed client-minutes with outcomes under no action, and those whose page requests
+    /// mostly failed: how often the site's typical client fails.
+    with_outcomes: f64,
+    mostly_failing: f64,
 }
 
 /// People seen behind a client key: distinct user agents or users on a network key, at least 1.
@@ -238,7 +302,7 @@ pub fn values(c: &ClientMinute) -> Vec<(Measure, f64)> {
         .collect();
     out.push((Measure::Site, c.requests as f64 / people));
     if c.outcomes > 0 {
-        out.push((Measure::Errors, c.errors as f64 / people));
+        out.push((Measure::Errors, c.page_errors() as f64 / people));
         out.push((Measure::AuthFailures, c.auth_failures as f64 / people));
     }
     out
@@ -250,6 +314,8 @@ impl Baselines {
             config,
             measures: FxHashMap::default(),
             ready_since: None,
+            with_outcomes: 0.0,
+            mostly_failing: 0.0,
         }
     }
 
@@ -264,18 +330,59 @@ impl Baselines {
         }
     }
 
-    /// The threshold of a measure, once it has seen enough client-minutes.
-    pub fn threshold(&self, measure: Measure) -> Option<(f64, f64)> {
+    /// Counts how often the minute's clients (under no action) fail, before they are judged: a
+    /// median-like statistic the minute's own scanners cannot move unless they are most of the
+    /// clients, so the failure prior holds from a site's first busy minute. Once a minute.
+    pub fn note_failing<'a>(&mut self, clients: impl Iterator<Item = &'a ClientMinute>) {
+        self.with_outcomes *= self.config.decay;
+        self.mostly_failing *= self.config.decay;
+        for c in clients.filter(|c| c.kind == ClientKind::Network && c.outcomes > 0) {
+            self.with_outcomes += 1.0;
+            self.mostly_failing += c.mostly_failing_pages(1) as u8 as f64;
+        }
+    }
+
+    /// Whether the site's typical client rarely fails (`None`: too few outcomes seen to say):
+    /// fewer than half of the minutes of clients under no action had most of their page
+    /// requests failing. Counted over every such client, scanners included: the prior it
+    /// switches on needs only the typical client, and scanners are rarely most of the clients.
+    pub fn site_rarely_fails(&self) -> Option<bool> {
+        (self.with_outcomes >= FAILURE_SHARE_MIN)
+            .then(|| self.mostly_failing < RARELY_FAILS_SHARE * self.with_outcomes)
+    }
+
+    /// The threshold of a measure, once it has seen enough client-minutes, and whether it is
+    /// the failure prior's (`FAILURE_PRIOR`, lower than the learned one, or the only one yet).
+    pub fn threshold_of(&self, measure: Measure) -> Option<(f64, f64, bool)> {
+        let learned = self.learned_threshold(measure);
+        let failures = matches!(measure, Measure::Errors | Measure::AuthFailures);
+        if failures && self.site_rarely_fails() == Some(true) {
+            return match learned {
+                Some((p99, t)) if t <= FAILURE_PRIOR => Some((p99, t, false)),
+                Some((p99, _)) => Some((p99, FAILURE_PRIOR, true)),
+                None => Some((0.0, FAILURE_PRIOR, true)),
+            };
+        }
+        learned.map(|(p99, t)| (p99, t, false))
+    }
+
+    /// The threshold learned from the site's traffic alone, once the measure has seen enough
+    /// client-minutes: (p99, `factor ×` p99 but at least the measure's minimum).
+    fn learned_threshold(&self, measure: Measure) -> Option<(f64, f64)> {
         let h = self.measures.get(&measure)?;
         let needed = match measure {
             Measure::Site => self.config.min_samples,
             _ => self.config.min_route_samples,
         };
-        if h.total < needed {
-            return None;
-        }
-        let p99 = h.quantile(0.99);
-        Some((p99, (self.config.factor * p99).max(self.min_for(measure))))
+        (h.total >= needed).then(|| {
+            let p99 = h.quantile(0.99);
+            (p99, (self.config.factor * p99).max(self.min_for(measure)))
+        })
+    }
+
+    /// The threshold of a measure (its p99 and the value beyond which a client is beyond it).
+    pub fn threshold(&self, measure: Measure) -> Option<(f64, f64)> {
+        self.threshold_of(measure).map(|(p99, t, _)| (p99, t))
     }
 
     /// The measures on which `c` is beyond the site's baseline, most excessive first. An
@@ -297,7 +404,16 @@ impl Baselines {
     /// second or two, and a burst stretched to a minute is not a rate. (A flood of assets is
     /// judged on its first whole minute, like everyone.)
     pub fn assess_newcomer(&self, c: &ClientMinute, stretch: f64) -> Vec<Finding> {
-        let raw: Vec<Finding> = self.assess_with(c, 1.0 / 3.0, 1.0, Requests::Pages);
+        // Failures must also be at least the measure's minimum in number, unstretched: three
+        // mistyped passwords in twenty seconds are not a rate of nine a minute.
+        let raw: Vec<Finding> = self
+            .assess_with(c, 1.0 / 3.0, 1.0, Requests::Pages)
+            .into_iter()
+            .filter(|f| match f.measure {
+                Measure::Errors | Measure::AuthFailures => f.value >= self.min_for(f.measure),
+                _ => true,
+            })
+            .collect();
         self.assess_with(c, 1.0, stretch, Requests::Pages)
             .into_iter()
             .filter(|f| raw.iter().any(|r| r.measure == f.measure))
@@ -311,13 +427,13 @@ impl Baselines {
         stretch: f64,
         counted: Requests,
     ) -> Vec<Finding> {
-        // Failures count only for a client whose requests mostly fail: a busy integration with
-        // one error in a hundred fails more often than a person, and is not an attacker.
-        let mostly_failing = |failures: u32| 2 * failures >= c.outcomes.max(1);
+        // Failures count only for a client whose page requests mostly fail: a busy integration
+        // with one error in a hundred fails more often than a person, and is not an attacker.
+        let page_outcomes = c.page_outcomes().max(1);
+        let mostly_failing = |failures: u32| 2 * failures >= page_outcomes;
         let mut measured = values(c);
         if counted == Requests::Pages {
-            let assets: u32 = c.route_counts().filter(|r| r.2).map(|r| r.1).sum();
-            let pages = c.requests.saturating_sub(assets) as f64 / identities(c);
+            let pages = c.requests.saturating_sub(c.asset_requests()) as f64 / identities(c);
             measured.retain(|(m, _)| !matches!(m, Measure::Endpoint { asset: true, .. }));
             for (m, value) in measured.iter_mut() {
                 if *m == Measure::Site {
@@ -328,15 +444,16 @@ impl Baselines {
         let mut found: Vec<Finding> = measured
             .into_iter()
             .filter(|(measure, _)| match measure {
-                Measure::Errors => mostly_failing(c.errors),
+                Measure::Errors => mostly_failing(c.page_errors()),
                 Measure::AuthFailures => mostly_failing(c.auth_failures),
                 _ => true,
             })
             .filter_map(|(measure, value)| {
-                let (p99, threshold) = self.threshold(measure).or_else(|| match measure {
-                    Measure::Endpoint { .. } => self.threshold(Measure::Site),
-                    _ => None,
-                })?;
+                let (p99, threshold, prior) =
+                    self.threshold_of(measure).or_else(|| match measure {
+                        Measure::Endpoint { .. } => self.threshold_of(Measure::Site),
+                        _ => None,
+                    })?;
                 let threshold = threshold * scale;
                 let value = value * stretch;
                 (value > threshold).then_some(Finding {
@@ -344,6 +461,9 @@ impl Baselines {
                     value,
                     p99,
                     threshold,
+                    minutes: 1,
+                    prior,
+                    requests: 0,
                 })
             })
             .collect();
@@ -351,20 +471,25 @@ impl Baselines {
         found
     }
 
-    /// Learns this minute's client-minutes that are under no action: each value up to twice its
-    /// measure's p99 (and below its threshold) (all values while a measure is still warming up, except those beyond
+    /// Learns this minute's client-minutes that are under no action and in good standing (their
+    /// page requests do not mostly fail): each value up to twice its measure's p99 (and below
+    /// its threshold) (all values while a measure is still warming up, except those beyond
     /// eight times its median: a botnet present from the start does not become the baseline).
     pub fn learn<'a>(&mut self, minute: i64, clients: impl Iterator<Item = &'a ClientMinute>) {
         let decay = self.config.decay;
         for h in self.measures.values_mut() {
             h.decay_to(minute, decay);
         }
+        let good: Vec<&ClientMinute> = clients
+            .filter(|c| c.kind == ClientKind::Network)
+            .filter(|c| !c.mostly_failing_pages(GOOD_STANDING_FAILURES))
+            .collect();
         let mut add: Vec<(Measure, f64)> = Vec::new();
         // Per measure: its p99, this minute's values and how many of them are above the p99.
         let mut above: FxHashMap<Measure, (f64, u32, u32)> = FxHashMap::default();
-        for c in clients.filter(|c| c.kind == ClientKind::Network) {
+        for c in good {
             for (measure, value) in values(c) {
-                let keep = match self.threshold(measure) {
+                let keep = match self.learned_threshold(measure) {
                     // Learned up to twice the p99 (or the threshold, if lower): attackers a little
                     // under the threshold do not creep the baseline up either.
                     Some((p99, threshold)) => {
@@ -404,7 +529,7 @@ impl Baselines {
             h.total += 1.0;
         }
         self.forget_rare_endpoints();
-        if self.ready_since.is_none() && self.threshold(Measure::Site).is_some() {
+        if self.ready_since.is_none() && self.learned_threshold(Measure::Site).is_some() {
             self.ready_since = Some(minute + 1);
         }
     }

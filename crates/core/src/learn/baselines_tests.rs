@@ -62,6 +62,7 @@ fn trained(minutes: usize, extra: impl Fn(usize) -> Vec<(String, usize, u32, u32
         let mut clients = ordinary(300, m);
         clients.extend(extra(m));
         let data = minute(&clients);
+        b.note_failing(data.iter());
         b.learn(m as i64, data.iter());
     }
     b
@@ -387,4 +388,119 @@ fn failures_are_judged_from_a_few_dozen_values_before_the_site_wide_measure() {
             "{what}: {found:?}"
         );
     }
+}
+
+/// Issue 27's trap: on a small site nearly every client that fails is a scanner. Learning the
+/// failure measure from them taught the site that scanning is normal; learned from clients in
+/// good standing only, a scanner is beyond it however many others scan.
+#[test]
+fn scanners_that_are_most_of_the_failing_clients_do_not_become_the_baseline() {
+    // 100 people who never fail, and every minute 40 scanners failing 10 to 200 times (none
+    // acted on: all of them reach `learn`, as they did on the real log).
+    let b = {
+        let mut b = Baselines::new(BaselineConfig::default());
+        for m in 0..60usize {
+            let mut clients: Vec<(String, usize, u32, u32)> = (0..100)
+                .map(|i| (format!("10.0.0.{i}"), 1, 1 + ((i + m) % 9) as u32, 0))
+                .collect();
+            clients.extend((0..40).map(|i| {
+                let failed = 10 + ((i * 37 + m * 11) % 190) as u32;
+                (format!("203.0.{m}.{i}"), 1, failed + 1, failed)
+            }));
+            let data = minute(&clients);
+            b.note_failing(data.iter());
+            b.learn(m as i64, data.iter());
+        }
+        b
+    };
+    let (_, threshold, _) = b.threshold_of(Measure::Errors).unwrap();
+    assert!(threshold <= 8.0, "failure threshold {threshold}");
+    // A scanner failing 12 times in a minute is beyond it; a person is not.
+    assert_eq!(
+        findings(&b, ("198.51.100.1".into(), 1, 13, 12)),
+        vec![Measure::Errors]
+    );
+    assert!(findings(&b, ("10.9.9.9".into(), 1, 9, 0)).is_empty());
+    assert_eq!(b.site_rarely_fails(), Some(true));
+}
+
+/// The prior no site's traffic can talk away: where the typical client rarely fails, a client
+/// failing more than 20 page requests a minute, most of its requests, is beyond the failure
+/// baseline even when the learned threshold is higher (busy integrations with a few per cent
+/// of errors set the p99 of clients in good standing high).
+#[test]
+fn the_failure_prior_caps_a_high_learned_threshold() {
+    let b = trained(30, |m| {
+        // 10 integrations making 600 requests a minute, 10% failing: in good standing.
+        (0..10)
+            .map(|i| (format!("198.51.{m}.{i}"), 1, 600, 60))
+            .collect()
+    });
+    let (p99, threshold, prior) = b.threshold_of(Measure::Errors).unwrap();
+    assert!(p99 >= 40.0, "p99 {p99}");
+    assert!(prior);
+    assert_eq!(threshold, FAILURE_PRIOR);
+    let found = b.assess(&minute(&[("203.0.113.9".into(), 1, 30, 25)])[0]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].measure, Measure::Errors);
+    assert!(
+        found[0].why(None).contains("never normal"),
+        "{}",
+        found[0].why(None)
+    );
+    // The integrations themselves do not mostly fail: not beyond it.
+    assert!(findings(&b, ("198.51.0.1".into(), 1, 600, 60)).is_empty());
+}
+
+/// A site where most clients' requests fail is not one where failing is rare: the prior stays
+/// off and the learned threshold decides.
+#[test]
+fn the_failure_prior_is_off_where_most_clients_fail() {
+    let b = trained(30, |m| {
+        (0..400)
+            .map(|i| (format!("100.64.{m}.{i}"), 1, 4, 3))
+            .collect()
+    });
+    assert_eq!(b.site_rarely_fails(), Some(false));
+    let (_, _, prior) = b.threshold_of(Measure::Errors).unwrap();
+    assert!(!prior);
+}
+
+/// Failed static assets say nothing of a client: a phone asking for four missing
+/// `apple-touch-icon` variants twice (as real ones do) is not a failing client.
+#[test]
+fn failed_assets_are_not_failures() {
+    let b = trained(30, |_| Vec::new());
+    let agg = Aggregator::new(ObserveConfig::default());
+    let record = |endpoint: &str, status: u16| {
+        let o = Observation {
+            now: 0,
+            client: "192.0.2.44",
+            user: "",
+            tier: Tier::Std,
+            endpoint,
+            user_agent: "MobileSafari/604.1",
+            event: Event::Decision {
+                allowed: true,
+                anomaly: false,
+                cut: false,
+            },
+        };
+        agg.record(&o);
+        agg.record(&Observation {
+            event: Event::Outcome { status },
+            ..o
+        });
+    };
+    record("/m/search", 200);
+    for _ in 0..2 {
+        for icon in ["-120x120-precomposed", "-120x120", "-precomposed", ""] {
+            record(&format!("/apple-touch-icon{icon}.png"), 404);
+        }
+        record("/favicon.ico", 200);
+    }
+    let phone = &agg.drain().clients[0];
+    assert_eq!((phone.errors, phone.page_errors()), (8, 0));
+    assert!(!phone.mostly_failing_pages(1));
+    assert!(b.assess(phone).is_empty());
 }

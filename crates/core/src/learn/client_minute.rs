@@ -108,9 +108,11 @@ pub struct ClientMinute {
     /// The user agent of the latest request: a tool agent counts per request.
     last_agent_tool: bool,
     decided: bool,
-    /// (endpoint hash, requests) for the first `EXACT_DISTINCT` endpoints.
-    /// (endpoint hash, requests, sensitive, index of its route in `routes` or `NO_ROUTE`).
-    endpoints: SmallVec<[(u64, u32, bool, u8); 4]>,
+    /// (endpoint hash, requests, sensitive, index of its route in `routes` or `NO_ROUTE`, a
+    /// static asset) for the first `EXACT_DISTINCT` endpoints.
+    endpoints: SmallVec<[(u64, u32, bool, u8, bool); 4]>,
+    /// Requests to static assets (every one, also past the tracked endpoints and routes).
+    asset_requests: u32,
     /// (route hash, requests): endpoints with their ids templated (`/product/{id}`), so a scraper
     /// walking ten thousand product pages is ten thousand requests to one route.
     routes: SmallVec<[(u64, u32, bool); 4]>,
@@ -122,6 +124,10 @@ pub struct ClientMinute {
     pub errors: u32,
     /// Outcomes 401 or 403.
     pub auth_failures: u32,
+    /// Outcomes with status ≥ 400 for a static asset (`.png`, `.js`, ...): a page's missing
+    /// icon or stylesheet fails for every visitor of that page and says nothing of the client
+    /// (real phones ask for four `apple-touch-icon` variants that most sites do not have).
+    pub asset_errors: u32,
     endpoints_beyond: u32,
     agents: Distinct,
     /// The other kind of identity: users seen on a network key, addresses seen for a user key.
@@ -132,6 +138,30 @@ impl ClientMinute {
     /// Seconds from its first to its last request this minute (0 with one request).
     pub fn span_seconds(&self) -> f64 {
         self.inter_arrival.mean * self.inter_arrival.n as f64
+    }
+
+    /// Failed requests to pages (everything but static assets): what the failure signals count.
+    pub fn page_errors(&self) -> u32 {
+        self.errors.saturating_sub(self.asset_errors)
+    }
+
+    /// Outcomes of page requests, estimated from the share of its requests that were pages
+    /// (outcomes are not classified one by one: that would cost every outcome a lookup).
+    pub fn page_outcomes(&self) -> u32 {
+        let requests = self.requests.max(1) as u64;
+        let pages = self.requests.saturating_sub(self.asset_requests) as u64;
+        ((self.outcomes as u64 * pages).div_ceil(requests) as u32).max(self.page_errors())
+    }
+
+    /// Whether most of its page requests failed (and at least `at_least` of them did).
+    pub fn mostly_failing_pages(&self, at_least: u32) -> bool {
+        let failed = self.page_errors();
+        failed >= at_least.max(1) && 2 * failed >= self.page_outcomes()
+    }
+
+    /// Requests to static assets this minute.
+    pub fn asset_requests(&self) -> u32 {
+        self.asset_requests
     }
 
     pub fn distinct_endpoints(&self) -> u32 {
@@ -158,7 +188,7 @@ impl ClientMinute {
         }
         let t = total as f64;
         let mut h = 0.0;
-        for &(_, c, _, _) in &self.endpoints {
+        for &(_, c, ..) in &self.endpoints {
             let p = c as f64 / t;
             h -= p * p.log2();
         }
@@ -232,6 +262,11 @@ impl ClientMinute {
                 self.outcomes += 1;
                 if status >= 400 {
                     self.errors += 1;
+                    // Only failures are classified (a cached lookup per shard): the common
+                    // outcome costs nothing more.
+                    if classes.endpoint(h.endpoint, o.endpoint).asset {
+                        self.asset_errors += 1;
+                    }
                 }
                 if status == 401 || status == 403 {
                     self.auth_failures += 1;
@@ -246,27 +281,28 @@ impl ClientMinute {
         if self.last_agent_tool && !o.user_agent.is_empty() {
             self.tool_agent += 1;
         }
-        let sensitive = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint) {
+        let (sensitive, asset) = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint) {
             Some(e) => {
                 e.1 += 1;
                 // A known endpoint's route is known: no templating on the repeat visit.
                 if let Some(r) = self.routes.get_mut(e.3 as usize) {
                     r.1 += 1;
                 }
-                e.2
+                (e.2, e.4)
             }
             None => {
                 let class = classes.endpoint(h.endpoint, o.endpoint);
-                let sensitive = class.sensitive;
                 let route = self.count_route(class.route, class.asset);
                 if self.endpoints.len() < EXACT_DISTINCT {
-                    self.endpoints.push((h.endpoint, 1, sensitive, route));
+                    self.endpoints
+                        .push((h.endpoint, 1, class.sensitive, route, class.asset));
                 } else {
                     self.endpoints_beyond += 1;
                 }
-                sensitive
+                (class.sensitive, class.asset)
             }
         };
+        self.asset_requests += asset as u32;
         if sensitive {
             self.sensitive += 1;
         }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::actions::{Action, ActionKind, ActionTable, Signal};
 use super::baselines::{BaselineConfig, Baselines, Finding, Measure, identities};
+use super::failure_window::{self, FailureWindow};
 use super::features::{self, DIM, Features};
 use super::forest::{Forest, ForestParams};
 use super::lists::{ListEntry, Lists};
@@ -145,7 +146,12 @@ pub struct Learner {
     lists: Vec<ListEntry>,
     /// Route names by hash, for the words of findings and status (`name_routes`).
     route_names: FxHashMap<u64, String>,
+    /// Failing clients' failed page requests over the last minutes (the slow failure signal).
+    failures: FailureWindow,
 }
+
+/// Failing clients the slow failure window remembers at most.
+const MAX_FAILING_CLIENTS: usize = 100_000;
 
 /// A client above this share of a threshold for `SUSTAINED_MINUTES` minutes in a row is beyond
 /// it: people burst, machines keep going.
@@ -183,6 +189,7 @@ impl Learner {
             sustained: FxHashMap::default(),
             lists: Vec::new(),
             route_names: FxHashMap::default(),
+            failures: FailureWindow::new(MAX_FAILING_CLIENTS),
         }
     }
 
@@ -315,6 +322,7 @@ impl Learner {
             let per_minute = (allowance * identities(c)).ceil() as u64;
             let call = Call {
                 kind: ActionKind::Throttle { per_minute },
+                evidence: f.requests,
                 signal,
                 why: f
                     .why(match f.measure {
@@ -328,6 +336,7 @@ impl Learner {
         if signal == Signal::Heuristic {
             let call = self.config.policy.kind_for_risk(risk).map(|kind| Call {
                 kind,
+                evidence: 0,
                 signal,
                 why: format!(
                     "a tool user agent with {} of {} requests failing",
@@ -348,6 +357,7 @@ impl Learner {
             .flatten()
             .map(|kind| Call {
                 kind,
+                evidence: 0,
                 signal: Signal::Forest,
                 why: format!(
                     "isolation-forest score {risk:.3}, at or above the site's threshold {forest_threshold:.3}"
@@ -371,6 +381,13 @@ impl Learner {
             .collect();
         let forest_threshold = self.forest_threshold();
         self.name_routes(&data.endpoints);
+        let in_force = self.actions.clone();
+        self.baselines.note_failing(
+            measured
+                .iter()
+                .map(|(c, _)| c)
+                .filter(|c| in_force.get(&c.client).is_none()),
+        );
         let mut calls: Vec<(f64, Option<Call>)> = measured
             .iter()
             .map(|(c, x)| {
@@ -385,6 +402,14 @@ impl Learner {
                         findings = self
                             .baselines
                             .assess_newcomer(c, 60.0 / here.max(MIN_SPAN_SECONDS));
+                    }
+                }
+                // The slow window, for a client with nothing against it this minute or too few
+                // requests in it for the policy to act on one minute's evidence.
+                if findings.is_empty() || c.requests < self.config.policy.min_requests {
+                    let window = self.window_findings(c, minute_index);
+                    if !window.is_empty() {
+                        findings = window;
                     }
                 }
                 let established = self.judged_established(c);
@@ -421,6 +446,8 @@ impl Learner {
             })
             .collect();
         self.note_sustained(minute_index, &measured);
+        self.failures
+            .record(minute_index, measured.iter().map(|(c, _)| c));
         self.learn_baselines(minute_index, &measured, &calls, &table, &lists);
         self.remember(minute, &measured, &table);
         self.actions = table.clone();
@@ -484,6 +511,33 @@ impl Learner {
             return Vec::new();
         }
         near
+    }
+
+    /// The slow failure signal: a client whose page requests mostly failed over the last
+    /// minutes (this one included), more of them than [`failure_window::window_threshold`] of
+    /// a minute's failure threshold (per person behind the key).
+    fn window_findings(&self, c: &ClientMinute, minute: i64) -> Vec<Finding> {
+        if c.page_errors() == 0 {
+            return Vec::new();
+        }
+        let sum = self.failures.sum(c, minute);
+        let Some((p99, per_minute, _)) = self.baselines.threshold_of(Measure::Errors) else {
+            return Vec::new();
+        };
+        let threshold = failure_window::window_threshold(per_minute);
+        let value = sum.failed as f64 / identities(c);
+        if sum.minutes < 2 || value <= threshold || 2 * sum.failed < sum.outcomes {
+            return Vec::new();
+        }
+        vec![Finding {
+            measure: Measure::Errors,
+            value,
+            p99,
+            threshold,
+            minutes: sum.minutes,
+            prior: false,
+            requests: sum.outcomes,
+        }]
     }
 
     /// Updates the streaks of clients above the sustained bar; forgets the others.

@@ -40,6 +40,8 @@ impl Learner {
             min_requests: self.config.policy.min_requests,
             requests: above_a_third(false),
             errors: above_a_third(true),
+            // A client the slow failure window remembers may pass it with one more failure.
+            window: !self.failures.is_empty(),
         };
         (floor.requests < u32::MAX || floor.errors < u32::MAX).then_some(floor)
     }
@@ -64,9 +66,7 @@ impl Learner {
         let calls: Vec<(&ClientMinute, f64, Option<_>)> = clients
             .iter()
             // A PRM client is only ever reported, and the close reports it.
-            .filter(|c| {
-                c.requests >= min_requests && !c.prm && self.actions.get(&c.client).is_none()
-            })
+            .filter(|c| !c.prm && self.actions.get(&c.client).is_none())
             .filter_map(|c| {
                 // Here since before the minute: judged on the whole elapsed part; arrived
                 // during it: on the span of its own requests.
@@ -75,9 +75,19 @@ impl Learner {
                 } else {
                     c.span_seconds().min(elapsed)
                 };
-                let findings = self
-                    .baselines
-                    .assess_newcomer(c, 60.0 / here.max(MIN_SPAN_SECONDS));
+                let mut findings = if c.requests >= min_requests {
+                    self.baselines
+                        .assess_newcomer(c, 60.0 / here.max(MIN_SPAN_SECONDS))
+                } else {
+                    Vec::new()
+                };
+                // The slow failure window over the earlier minutes and this one so far.
+                if findings.is_empty() || c.requests < min_requests {
+                    let window = self.window_findings(c, minute_index);
+                    if !window.is_empty() {
+                        findings = window;
+                    }
+                }
                 if findings.is_empty() {
                     return None;
                 }
@@ -113,6 +123,8 @@ pub struct LookFloor {
     /// Requests that can be beyond a volume baseline, errors beyond a failure baseline.
     pub requests: u32,
     pub errors: u32,
+    /// The slow failure window holds clients: any failing client may be beyond it.
+    pub window: bool,
 }
 
 impl LookFloor {
@@ -120,8 +132,9 @@ impl LookFloor {
     /// client is only ever reported, at the close.
     pub fn admits(&self, c: &ClientMinute) -> bool {
         !c.prm
-            && c.requests >= self.min_requests
-            && (c.requests >= self.requests || c.errors >= self.errors)
+            && ((c.requests >= self.min_requests
+                && (c.requests >= self.requests || c.errors >= self.errors))
+                || (self.window && c.errors > c.asset_errors))
     }
 }
 

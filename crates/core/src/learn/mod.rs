@@ -7,6 +7,7 @@ pub mod actions;
 pub mod baselines;
 mod classify;
 mod client_minute;
+pub mod failure_window;
 pub mod features;
 pub mod forest;
 pub mod learner;

@@ -140,6 +140,17 @@ pub struct Call {
     pub kind: ActionKind,
     pub signal: Signal,
     pub why: Arc<str>,
+    /// Requests the evidence spans when it reaches back over earlier minutes (the slow failure
+    /// window); 0 when it is this minute's alone. Counts towards `min_requests`.
+    pub evidence: u32,
+}
+
+impl Assessment<'_> {
+    /// Requests the evidence rests on: this minute's, or the call's window when longer.
+    pub fn evidence(&self) -> u32 {
+        self.requests
+            .max(self.call.as_ref().map_or(0, |c| c.evidence))
+    }
 }
 
 /// One client's evidence this minute.
@@ -178,7 +189,7 @@ impl PolicyConfig {
     /// The action the signals call for, inside the envelope: nothing with too little evidence,
     /// for an allowlisted client, or for a PRM client (reported instead).
     pub fn action_for(&self, a: &Assessment<'_>) -> Option<Call> {
-        if a.requests < self.min_requests || self.allowlist.contains(a.client) || a.prm {
+        if a.evidence() < self.min_requests || self.allowlist.contains(a.client) || a.prm {
             return None;
         }
         a.call.clone()
@@ -241,7 +252,7 @@ impl PolicyConfig {
             if acting
                 && !denied
                 && a.prm
-                && a.requests >= self.min_requests
+                && a.evidence() >= self.min_requests
                 && !self.allowlist.contains(a.client)
                 && let Some(call) = &a.call
             {
@@ -264,6 +275,7 @@ impl PolicyConfig {
                     kind: ActionKind::Block,
                     signal: Signal::Denylist,
                     why: "on the operators' denylist".into(),
+                    evidence: 0,
                 })
             } else if acting {
                 self.action_for(a)

@@ -22,6 +22,7 @@ fn assess_by(client: &str, risk: f64, requests: u32, prm: bool, signal: Signal) 
         kind,
         signal,
         why: format!("{} {risk}", signal.name()).into(),
+        evidence: 0,
     });
     Assessment {
         client,
