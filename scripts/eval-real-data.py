@@ -130,7 +130,22 @@ def scanned_zanbil(zanbil, bursts, path, rng, count=100):
         w.writerows(rows)
 
 
-def summary(report):
+def failing_attacks(trace, report):
+    """Attack clients with 20+ requests, most failing in the trace, and how many were acted on
+    (computed from the trace and the flagged list, so any build's report can be scored)."""
+    per = {}
+    with open(trace, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["label"].startswith("attack"):
+                n = per.setdefault(r["client"], [0, 0])
+                n[0] += 1
+                n[1] += int(r["status"] or 0) >= 400
+    failing = {c for c, (n, bad) in per.items() if n >= 20 and 2 * bad >= n}
+    flagged = {f["client"] for f in report["flagged"]}
+    return len(failing), len(failing & flagged)
+
+
+def summary(report, trace=None):
     c = report["clients"]
     flagged = report["flagged"]
     benign_flagged = [f for f in flagged if f["label"] and not f["label"].startswith("attack")
@@ -150,6 +165,7 @@ def summary(report):
         "failing_attacks": c.get("failing_attacks"),
         "failing_attacks_acted_on": c.get("failing_attacks_acted_on"),
         "failing_attacks_recall": c.get("failing_attacks_recall"),
+        "failing_attacks_from_trace": failing_attacks(trace, report) if trace else None,
         "failing_attacks_missed": c.get("failing_attacks_missed", [])[:10],
         "acted_on": [{k: f[k] for k in ("client", "label", "signal", "why")} for f in flagged[:20]],
     }
@@ -191,7 +207,9 @@ def main():
                 bursts += combined_bursts(extra)
             path = os.path.join(tmp, f"scanned-{seed}.csv")
             scanned_zanbil(zanbil, bursts, path, rng)
-            s = summary(replay(a.sluice, path, os.path.join(tmp, f"s{seed}.json")))
+            s = summary(replay(a.sluice, path, os.path.join(tmp, f"s{seed}.json")), path)
+            n, acted = s["failing_attacks_from_trace"]
+            s["failing_attacks_recall"] = acted / n if n else None
             s["placement"] = seed
             runs.append(s)
         worst = lambda key, f: f(r[key] for r in runs if r[key] is not None)

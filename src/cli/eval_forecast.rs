@@ -86,6 +86,12 @@ pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
                 .collect();
             println!("{h:>8} selected = {}", words.join(", "));
         }
+        if let Some(hs) = report.hindsight.get(h) {
+            println!(
+                "{h:>8} selected / best single candidate in hindsight: {:.3} overall ({}), worst week {:.3} (weeks: {:?})",
+                hs.overall, hs.best_overall, hs.worst_week, hs.weeks
+            );
+        }
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::baseline::Baseline;
-use super::selector::{Choice, Selector, SelectorConfig};
+use super::selector::{Choice, METHODS, Method, Selector, SelectorConfig};
 use super::{Forecast, Forecaster, HORIZON, MinutePoint, WINDOW};
 
 /// Horizons reported, in minutes.
@@ -32,6 +32,12 @@ impl ErrorSum {
         if denom > 0.0 {
             self.smape += diff / denom;
         }
+    }
+
+    pub fn merge(&mut self, other: &ErrorSum) {
+        self.n += other.n;
+        self.abs += other.abs;
+        self.smape += other.smape;
     }
 
     pub fn score(&self) -> Score {
@@ -59,6 +65,84 @@ pub struct Evaluation {
     pub horizons: BTreeMap<u32, BTreeMap<&'static str, Score>>,
     /// Horizon → the selector's choices over the evaluated minutes: method → share of minutes.
     pub selected_methods: BTreeMap<u32, BTreeMap<&'static str, f64>>,
+    /// Horizon → what is served against the best single candidate in hindsight (sMAPE ratios),
+    /// over the whole evaluation and per week of evaluated minutes.
+    pub hindsight: BTreeMap<u32, Hindsight>,
+}
+
+/// What is served against the best single candidate in hindsight: selected sMAPE ÷ the least
+/// sMAPE any one candidate (`selector::Method`) made over the same minutes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Hindsight {
+    pub overall: f64,
+    pub best_overall: &'static str,
+    /// Per whole week of evaluated minutes (a last partial week of at least a day counts too).
+    pub weeks: Vec<f64>,
+    pub worst_week: f64,
+}
+
+/// Minutes of a hindsight week.
+const WEEK_MINUTES: usize = 7 * 1440;
+
+/// Per-week sMAPE sums of what is served and of each candidate at one horizon.
+#[derive(Default)]
+struct WeekScores {
+    served: Vec<ErrorSum>,
+    candidates: Vec<[ErrorSum; METHODS]>,
+}
+
+impl WeekScores {
+    fn add(
+        &mut self,
+        week: usize,
+        actual: f64,
+        served: f64,
+        candidates: &[[f64; HORIZON]],
+        i: usize,
+    ) {
+        while self.served.len() <= week {
+            self.served.push(ErrorSum::default());
+            self.candidates.push([ErrorSum::default(); METHODS]);
+        }
+        self.served[week].add(actual, served);
+        for (m, c) in candidates.iter().enumerate().take(METHODS) {
+            self.candidates[week][m].add(actual, c[i]);
+        }
+    }
+
+    fn hindsight(&self) -> Hindsight {
+        let ratio = |served: &ErrorSum, candidates: &[ErrorSum; METHODS]| {
+            let (best, m) = candidates
+                .iter()
+                .enumerate()
+                .map(|(m, e)| (e.score().smape, m))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .unwrap_or((0.0, 0));
+            (
+                served.score().smape / best.max(1e-12),
+                Method::ALL[m].name(),
+            )
+        };
+        let mut served = ErrorSum::default();
+        let mut all = [ErrorSum::default(); METHODS];
+        let mut weeks = Vec::new();
+        for (w, s) in self.served.iter().enumerate() {
+            served.merge(s);
+            for (a, c) in all.iter_mut().zip(&self.candidates[w]) {
+                a.merge(c);
+            }
+            if s.n >= 1440 {
+                weeks.push((ratio(s, &self.candidates[w]).0 * 1000.0).round() / 1000.0);
+            }
+        }
+        let (overall, best_overall) = ratio(&served, &all);
+        Hindsight {
+            overall: (overall * 1000.0).round() / 1000.0,
+            best_overall,
+            worst_week: weeks.iter().copied().fold(0.0, f64::max),
+            weeks,
+        }
+    }
 }
 
 /// Fewest minutes a baseline must leave to score before it is taken into an evaluation.
@@ -101,6 +185,7 @@ pub fn evaluate(
     let mut chosen: [BTreeMap<&'static str, u64>; HORIZON] =
         std::array::from_fn(|_| BTreeMap::new());
     let mut base = [[ErrorSum::default(); 4]; HORIZON];
+    let mut weekly: Vec<WeekScores> = (0..HORIZON).map(|_| WeekScores::default()).collect();
     // Origin o sees minutes o-WINDOW+1..=o and forecasts o+1..=o+HORIZON.
     // Every origin: the selector learns each candidate's error from the start of the series.
     let origins: Vec<usize> = (WINDOW - 1..series.len().saturating_sub(1)).collect();
@@ -161,6 +246,13 @@ pub fn evaluate(
             model[h - 1].add(counts[m], model_says);
             let serving = &served[m - h];
             selected[h - 1].add(counts[m], serving.forecast[h - 1]);
+            weekly[h - 1].add(
+                (m - first) / WEEK_MINUTES,
+                counts[m],
+                serving.forecast[h - 1],
+                &serving.candidates,
+                h - 1,
+            );
             *chosen[h - 1]
                 .entry(serving.methods[h - 1].name())
                 .or_default() += 1;
@@ -171,7 +263,9 @@ pub fn evaluate(
     }
     let mut horizons = BTreeMap::new();
     let mut selected_methods = BTreeMap::new();
+    let mut hindsight = BTreeMap::new();
     for h in REPORTED {
+        hindsight.insert(h as u32, weekly[h - 1].hindsight());
         let mut methods = BTreeMap::new();
         methods.insert("selected", selected[h - 1].score());
         methods.insert("model", model[h - 1].score());
@@ -194,5 +288,32 @@ pub fn evaluate(
         minutes_evaluated: model[0].n,
         horizons,
         selected_methods,
+        hindsight,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Served worse than the best candidate in week 0 and equal to it in week 1; a week with
+    /// less than a day of minutes is left out of the weeks.
+    #[test]
+    fn hindsight_compares_with_each_weeks_best_candidate() {
+        let mut w = WeekScores::default();
+        let mut candidates = vec![[120.0; HORIZON]; METHODS];
+        candidates[Method::Last as usize] = [110.0; HORIZON];
+        for week in 0..2 {
+            let served = if week == 0 { 130.0 } else { 110.0 };
+            for _ in 0..1440 {
+                w.add(week, 100.0, served, &candidates, 0);
+            }
+        }
+        w.add(2, 100.0, 500.0, &candidates, 0);
+        let h = w.hindsight();
+        let expected = ((30.0 / 115.0) / (10.0 / 105.0) * 1000.0f64).round() / 1000.0;
+        assert_eq!(h.weeks, vec![expected, 1.0]);
+        assert_eq!(h.worst_week, expected);
+        assert_eq!(h.best_overall, "last");
+    }
 }

@@ -205,6 +205,10 @@ impl std::fmt::Debug for Selector {
 pub struct Choice {
     pub forecast: Vec<f64>,
     pub methods: Vec<Method>,
+    /// Every candidate's forecast, by `Method` index then horizon (for scoring each in
+    /// hindsight; not part of what is served or reported).
+    #[serde(skip)]
+    pub candidates: Vec<[f64; HORIZON]>,
 }
 
 impl Choice {
@@ -475,6 +479,7 @@ impl Selector {
         let choice = Choice {
             forecast: served.iter().map(|s| s.0).collect(),
             methods: served.iter().map(|s| s.1).collect(),
+            candidates: by.to_vec(),
         };
         self.said.push_back(Said { origin, by });
         while self.said.len() > HORIZON {

@@ -205,3 +205,23 @@ fn yesterday_is_chosen_for_a_daily_pattern() {
     let (chosen, _) = run(&series, |_| None);
     assert_eq!(chosen[1], Method::Day, "at 15 minutes");
 }
+
+/// Every candidate's forecast comes with the choice (scored in hindsight by `eval`), and what
+/// is served is one of them.
+#[test]
+fn a_choice_carries_every_candidates_forecast() {
+    let mut s = Selector::new(SelectorConfig::default());
+    let mut choice = Choice::default();
+    for m in 0..120 {
+        s.observe(m, 10.0 + (m % 7) as f64);
+        choice = s.forecast(None);
+    }
+    assert_eq!(choice.candidates.len(), METHODS);
+    for i in 0..HORIZON {
+        assert!(
+            choice.candidates.iter().any(|c| c[i] == choice.forecast[i]),
+            "served {} is no candidate's at {i}",
+            choice.forecast[i]
+        );
+    }
+}
