@@ -214,6 +214,22 @@ fn log_entry(ip: &str, path: &str, status: u32) -> HttpAccessLogEntry {
     }
 }
 
+/// One message of access-log entries over an Envoy access-log stream.
+async fn send_access_logs(
+    als: &mut AccessLogServiceClient<tonic::transport::Channel>,
+    entries: Vec<HttpAccessLogEntry>,
+) {
+    let message = StreamAccessLogsMessage {
+        identifier: None,
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+            log_entry: entries,
+        })),
+    };
+    als.stream_access_logs(futures::stream::iter(vec![message]))
+        .await
+        .unwrap();
+}
+
 /// Features of `client`'s scored minutes, as the history table holds them.
 async fn features_of(db_url: &str, client: &str) -> Vec<serde_json::Value> {
     let sql = "SELECT features FROM anomaly_scores WHERE client = $1";
@@ -265,15 +281,7 @@ async fn outcomes_feed_error_features(backend: Backend) {
             )
         })
         .collect();
-    let message = StreamAccessLogsMessage {
-        identifier: None,
-        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
-            log_entry: entries,
-        })),
-    };
-    als.stream_access_logs(futures::stream::iter(vec![message]))
-        .await
-        .unwrap();
+    send_access_logs(&mut als, entries).await;
 
     eventually("both clients scored with their errors", async || {
         let reported = features_of(&db.url, "198.51.100.7").await;
@@ -593,15 +601,7 @@ async fn scanners_that_are_most_of_the_failing_clients_are_acted_on() {
             }
             entries.push(entry(ip, "/", 200));
         }
-        let message = StreamAccessLogsMessage {
-            identifier: None,
-            log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
-                log_entry: entries,
-            })),
-        };
-        als.stream_access_logs(futures::stream::iter(vec![message]))
-            .await
-            .unwrap();
+        send_access_logs(&mut als, entries).await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let flagged = flagged(&server).await;
         scanners
