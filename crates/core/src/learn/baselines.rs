@@ -227,7 +227,7 @@ impl Finding {
             )
         } else if self.minutes > 1 {
             format!(
-                "threshold {:.0} over the window, twice a minute's (the p99 of clients in good standing is {:.0})",
+                "threshold {:.0} over the window (twice a minute's, at least 10; the p99 of clients in good standing is {:.0})",
                 self.threshold, self.p99
             )
         } else if failing {

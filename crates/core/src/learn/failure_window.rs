@@ -79,16 +79,17 @@ impl FailureWindow {
             if failed == 0 {
                 continue;
             }
-            if !self.clients.contains_key(&c.client) && self.clients.len() >= self.max_clients {
-                continue;
+            let slot = (minute, failed, c.page_outcomes());
+            if let Some(recent) = self.clients.get_mut(&c.client) {
+                // The oldest slot gives way.
+                if let Some(oldest) = recent.iter_mut().min_by_key(|s| s.0) {
+                    *oldest = slot;
+                }
+            } else if self.clients.len() < self.max_clients {
+                let mut recent = [(i64::MIN, 0, 0); MINUTES - 1];
+                recent[0] = slot;
+                self.clients.insert(c.client.clone(), recent);
             }
-            let entry = self
-                .clients
-                .entry(c.client.clone())
-                .or_insert([(i64::MIN, 0, 0); MINUTES - 1]);
-            // The oldest slot gives way.
-            let oldest = (0..entry.len()).min_by_key(|&i| entry[i].0).unwrap_or(0);
-            entry[oldest] = (minute, failed, c.page_outcomes());
         }
         self.clients.retain(|_, recent| {
             recent

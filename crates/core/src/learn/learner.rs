@@ -404,14 +404,7 @@ impl Learner {
                             .assess_newcomer(c, 60.0 / here.max(MIN_SPAN_SECONDS));
                     }
                 }
-                // The slow window, for a client with nothing against it this minute or too few
-                // requests in it for the policy to act on one minute's evidence.
-                if findings.is_empty() || c.requests < self.config.policy.min_requests {
-                    let window = self.window_findings(c, minute_index);
-                    if !window.is_empty() {
-                        findings = window;
-                    }
-                }
+                let findings = self.or_window(findings, c, minute_index);
                 let established = self.judged_established(c);
                 self.call(c, x, &findings, established, forest_threshold)
             })
@@ -511,6 +504,18 @@ impl Learner {
             return Vec::new();
         }
         near
+    }
+
+    /// `findings`, or the slow failure window's when it has some and this minute's evidence is
+    /// nothing or too few requests for the policy to act on (a slow scanner makes few a minute).
+    fn or_window(&self, findings: Vec<Finding>, c: &ClientMinute, minute: i64) -> Vec<Finding> {
+        if findings.is_empty() || c.requests < self.config.policy.min_requests {
+            let window = self.window_findings(c, minute);
+            if !window.is_empty() {
+                return window;
+            }
+        }
+        findings
     }
 
     /// The slow failure signal: a client whose page requests mostly failed over the last

@@ -75,19 +75,14 @@ impl Learner {
                 } else {
                     c.span_seconds().min(elapsed)
                 };
-                let mut findings = if c.requests >= min_requests {
+                let findings = if c.requests >= min_requests {
                     self.baselines
                         .assess_newcomer(c, 60.0 / here.max(MIN_SPAN_SECONDS))
                 } else {
                     Vec::new()
                 };
                 // The slow failure window over the earlier minutes and this one so far.
-                if findings.is_empty() || c.requests < min_requests {
-                    let window = self.window_findings(c, minute_index);
-                    if !window.is_empty() {
-                        findings = window;
-                    }
-                }
+                let findings = self.or_window(findings, c, minute_index);
                 if findings.is_empty() {
                     return None;
                 }

@@ -5,7 +5,8 @@
 //! - an action lasts `action_ttl` and is re-evaluated each minute: flagged again renews it (the
 //!   stronger of the old and new kinds while the old is unexpired); not flagged lets it run out;
 //! - nothing is acted on during cold start (no model yet), nor for a client with fewer than
-//!   `min_requests` requests in the minute (too little evidence), nor for an allowlisted client;
+//!   `min_requests` requests in the minute (too little evidence; a call whose evidence spans
+//!   earlier minutes, the slow failure window, counts the window's), nor for an allowlisted client;
 //! - PRM clients are never acted on by an anomaly action: what the signals call for against them
 //!   is recorded (`reported`), so they keep every limit their rules give them.
 //!
@@ -145,14 +146,6 @@ pub struct Call {
     pub evidence: u32,
 }
 
-impl Assessment<'_> {
-    /// Requests the evidence rests on: this minute's, or the call's window when longer.
-    pub fn evidence(&self) -> u32 {
-        self.requests
-            .max(self.call.as_ref().map_or(0, |c| c.evidence))
-    }
-}
-
 /// One client's evidence this minute.
 #[derive(Clone, Debug)]
 pub struct Assessment<'a> {
@@ -163,6 +156,14 @@ pub struct Assessment<'a> {
     pub prm: bool,
     /// What the signals call for, if anything.
     pub call: Option<Call>,
+}
+
+impl Assessment<'_> {
+    /// Requests the evidence rests on: this minute's, or the call's window when longer.
+    pub fn evidence(&self) -> u32 {
+        self.requests
+            .max(self.call.as_ref().map_or(0, |c| c.evidence))
+    }
 }
 
 /// A change to a client's adaptive limit, as kept in history.
