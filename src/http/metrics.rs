@@ -420,12 +420,42 @@ fn storage(f: &mut Families, state: &HttpState) {
         ),
         (
             "sluice_counters_dropped_hits_total",
-            "Cached mode: admitted hits never flushed (too many keys waiting while Redis was down)",
+            "Admitted hits never flushed (too many keys waiting while Redis was down)",
             &s.dropped_hits,
+        ),
+        (
+            "sluice_counters_late_total",
+            "Exact mode: scripts that answered after their decision's budget, then reconciled",
+            &s.late,
+        ),
+        (
+            "sluice_counters_refunded_hits_total",
+            "Exact mode: hits a late script counted for a refused decision, given back",
+            &s.refunded_hits,
+        ),
+        (
+            "sluice_counters_local_admitted_hits_total",
+            "Hits admitted without the shared counters (failure policy, or cached mode while they were out of reach)",
+            &s.local_admitted_hits,
+        ),
+        (
+            "sluice_counters_reconciled_hits_total",
+            "Exact mode: hits admitted without the counters, added to them once they answered",
+            &s.reconciled_hits,
         ),
     ] {
         f.counter(name, help, load(counter));
     }
+    f.counter(
+        "sluice_counters_repaired_keys_total",
+        "Counters' keys that held something other than a bucket state, reset to fresh buckets",
+        fleet.counters().repaired_keys(),
+    );
+    f.gauge(
+        "sluice_fleet_replicas",
+        "The local policy's divisor: --fleet-replicas, else the replicas alive in the fleet state",
+        fleet.divisor() as f64,
+    );
     f.gauge(
         "sluice_counters_degraded",
         "1 while the breaker is open (decisions follow the failure policy), else 0",

@@ -343,6 +343,9 @@ impl Tracks {
 }
 
 impl ReportBuilder {
+    /// One request of the replay, as the report counts it (one flat call on the replay's hot
+    /// loop: a struct built per request would cost more than it says).
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         client: &str,

@@ -173,8 +173,9 @@ pub struct Config {
     #[arg(long, env = "SLUICE_HISTORY_BUFFER", default_value_t = 200_000)]
     pub history_buffer: usize,
 
-    /// This instance's name where several share one database (its anomaly actions are stored
-    /// under it). Default: the host name.
+    /// This instance's name where several share one database or counters (its anomaly actions
+    /// and fleet state are stored under it). Default: `HOST:PORT`, the host name and the gRPC
+    /// port, so replicas on one host are distinct and a restarted one is itself again.
     #[arg(long, env = "SLUICE_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
@@ -431,18 +432,20 @@ impl Config {
         }
     }
 
-    /// `--instance-id`, else the host name, else `sluice`.
-    pub fn instance_id(&self) -> String {
+    /// `--instance-id`, else `HOST:PORT` (the host name, else `sluice`; `port`: the gRPC
+    /// listener's).
+    pub fn instance_id(&self, port: u16) -> String {
         self.instance_id
             .clone()
             .filter(|id| !id.trim().is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .ok()
                     .map(|h| h.trim().to_string())
                     .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "sluice".to_string());
+                format!("{host}:{port}")
             })
-            .unwrap_or_else(|| "sluice".to_string())
     }
 
     /// Where to export telemetry, if anywhere.

@@ -27,19 +27,23 @@ pub struct FleetArgs {
     #[arg(long, env = "SLUICE_COUNTERS_PREFIX", default_value = "sluice")]
     pub counters_prefix: String,
 
-    /// Milliseconds a decision waits for the shared counters before the failure policy answers
-    /// (Envoy's whole rate-limit timeout is 20 ms by default).
-    #[arg(long, env = "SLUICE_COUNTERS_BUDGET_MS", default_value_t = 5)]
+    /// Milliseconds a decision waits for the shared counters before it is answered without them
+    /// (Envoy's whole rate-limit call times out at 20 ms by default: 15 leaves it 5). In exact
+    /// mode a decision that misses it while Redis is alive is refused (`allow`: admitted) and
+    /// reconciled when its script lands; set it above Redis's slowest answers under load.
+    #[arg(long, env = "SLUICE_COUNTERS_BUDGET_MS", default_value_t = 15)]
     pub counters_budget_ms: u64,
 
     /// When the shared counters cannot answer: `allow`, `deny`, or `local` (this replica's own
-    /// buckets, each limit divided by --fleet-replicas).
+    /// buckets, each limit divided by the replicas alive, or --fleet-replicas).
     #[arg(long, env = "SLUICE_COUNTERS_FAILURE_POLICY", default_value = "local")]
     pub counters_failure_policy: FailurePolicy,
 
-    /// Replicas expected to share the limits (the `local` policy's divisor).
-    #[arg(long, env = "SLUICE_FLEET_REPLICAS", default_value_t = 1)]
-    pub fleet_replicas: u64,
+    /// Replicas sharing the limits (the `local` policy's divisor). Unset: the replicas alive in
+    /// the fleet state the replicas publish every second (the last count known before an
+    /// outage).
+    #[arg(long, env = "SLUICE_FLEET_REPLICAS")]
+    pub fleet_replicas: Option<u64>,
 
     /// Consecutive failures after which decisions stop asking the counters for a cool-down.
     #[arg(long, env = "SLUICE_COUNTERS_BREAKER_FAILURES", default_value_t = 3)]
@@ -71,7 +75,10 @@ impl FleetArgs {
         if !(1..=10_000).contains(&self.counters_flush_ms) {
             return Err("--counters-flush-ms must be in [1, 10000]".into());
         }
-        if !(1..=10_000).contains(&self.fleet_replicas) {
+        if self
+            .fleet_replicas
+            .is_some_and(|r| !(1..=10_000).contains(&r))
+        {
             return Err("--fleet-replicas must be in [1, 10000]".into());
         }
         if self.counters_breaker_failures == 0 {

@@ -4,15 +4,25 @@
 //! breaker stops paying the budget on every request while Redis stays down. Every fallback is
 //! counted; recovery is automatic (the breaker lets one probe through after its cool-down).
 //!
+//! Exact mode never admits what the counters did not count while Redis is alive: a decision
+//! that misses its budget is refused (under `allow`: admitted) at once, and its script, still
+//! on its way, is awaited (`late`): hits it counted for a refused decision are given back,
+//! hits admitted that it did not count are added. What the policy admits while the breaker
+//! is open is added to the counters as soon as they answer again (`flush_loop`).
+//!
 //! Not here: the bucket arithmetic (the core's, and `decide.lua` on Redis) or the connection.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[path = "fleet_late.rs"]
+mod late;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use sluice_core::bucket::{Op, Outcome};
-use sluice_core::engine::{BucketOp, DescriptorInput, Engine, Prepared, Subject, Verdict};
+use sluice_core::engine::{BucketOp, DescriptorInput, Engine, Prepared, Subject, Verdict, refuses};
 use sluice_core::time::Nanos;
 
 use crate::adapters::redis_counters::{CountersError, RedisCounters};
@@ -86,8 +96,9 @@ pub struct FleetConfig {
     /// The most a decision waits for Redis.
     pub budget: Duration,
     pub policy: FailurePolicy,
-    /// Replicas expected to share the limits: the `local` policy enforces `limit / replicas`.
-    pub replicas: u64,
+    /// Replicas sharing the limits, when set (`--fleet-replicas`): the `local` policy enforces
+    /// `limit / replicas`. Unset: the replicas alive in the fleet state (`Fleet::divisor`).
+    pub replicas: Option<u64>,
     /// Consecutive failures that open the breaker.
     pub breaker_failures: u32,
     /// How long an open breaker skips Redis before one probe is let through.
@@ -107,6 +118,13 @@ pub struct FleetStats {
     pub cached: AtomicU64,
     pub flushes: AtomicU64,
     pub dropped_hits: AtomicU64,
+    /// Exact mode: scripts that answered after their decision's budget (and were reconciled),
+    /// hits they counted for a refused decision and gave back, and hits admitted without the
+    /// counters (by the policy) — each added to them once they answer (`reconciled_hits`).
+    pub late: AtomicU64,
+    pub refunded_hits: AtomicU64,
+    pub local_admitted_hits: AtomicU64,
+    pub reconciled_hits: AtomicU64,
 }
 
 /// Keys waiting for a flush at most (while Redis is down they accumulate).
@@ -115,6 +133,15 @@ const MAX_PENDING_KEYS: usize = 100_000;
 const FLUSH_CHUNK: usize = 256;
 /// The longest a flush script is waited for.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// Exact mode: how often hits admitted without the counters are added to them.
+const RECONCILE_EVERY: Duration = Duration::from_millis(100);
+/// The longest the connection waits for one answer before it calls it an error: longer than a
+/// budget, so a script a busy node or a slow Redis delays lands (and is reconciled) instead of
+/// failing and counting against the breaker; a hung Redis is found this long after a call.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_millis(250);
+/// Keys remembered as refused by the counters, at most (the failure policy refuses them until
+/// the counters' own retry-after).
+const EXHAUSTED_KEYS: u64 = 100_000;
 
 /// Closed: Redis is asked. Open until `until`: it is not; then one probe is let through.
 #[derive(Debug)]
@@ -178,8 +205,17 @@ pub struct Fleet {
     config: FleetConfig,
     breaker: Breaker,
     readiness: Readiness,
-    /// Cached mode: hits admitted locally since the last flush, by bucket.
+    /// Hits admitted that the counters have not counted yet, by bucket: the cached mode's since
+    /// the last flush; the exact mode's admitted by the failure policy.
     pending: Mutex<FxHashMap<u128, (BucketOp, u64)>>,
+    /// Replicas alive at the last fleet-state round (`fleet_sync`).
+    live_replicas: AtomicU64,
+    /// Exact mode: late scripts being awaited (`late`), at most `late::MAX_IN_FLIGHT`.
+    late_in_flight: AtomicUsize,
+    /// Exact mode: keys the counters last refused, until when (this replica's clock): while
+    /// they cannot be asked, the `local` policy refuses these rather than admit from its share
+    /// what the fleet has already spent.
+    exhausted: moka::sync::Cache<u128, Nanos>,
     pub stats: FleetStats,
 }
 
@@ -192,6 +228,9 @@ impl Fleet {
             breaker: Breaker::new(),
             readiness,
             pending: Mutex::new(FxHashMap::default()),
+            live_replicas: AtomicU64::new(1),
+            late_in_flight: AtomicUsize::new(0),
+            exhausted: moka::sync::Cache::new(EXHAUSTED_KEYS),
             stats: FleetStats::default(),
         }
     }
@@ -211,7 +250,7 @@ impl Fleet {
 
     /// Envoy RLS on the shared counters.
     pub async fn check_descriptors(
-        &self,
+        self: &Arc<Self>,
         engine: &Engine,
         domain: &str,
         inputs: &[DescriptorInput<'_>],
@@ -224,7 +263,7 @@ impl Fleet {
 
     /// `ShouldAllow` on the shared counters.
     pub async fn should_allow(
-        &self,
+        self: &Arc<Self>,
         engine: &Engine,
         domain: &str,
         subject: &Subject<'_>,
@@ -236,7 +275,12 @@ impl Fleet {
         engine.conclude(subject, prepared, &outcomes, now)
     }
 
-    async fn settle(&self, engine: &Engine, prepared: &Prepared, now: Nanos) -> Vec<Outcome> {
+    async fn settle(
+        self: &Arc<Self>,
+        engine: &Engine,
+        prepared: &Prepared,
+        now: Nanos,
+    ) -> Vec<Outcome> {
         if prepared.is_blocked() || prepared.ops().len() == 0 {
             return Vec::new();
         }
@@ -245,29 +289,116 @@ impl Fleet {
             return self.settle_cached(engine, prepared, &ops, now);
         }
         if self.breaker.admit() {
-            let call = self.counters.run(&ops);
-            if let Some(outcomes) = self
-                .ask(self.config.budget, call, "no answer within the budget")
-                .await
-            {
-                self.stats.shared.fetch_add(1, Ordering::Relaxed);
-                return outcomes;
+            let counters = self.counters.clone();
+            let owned = ops.clone();
+            let mut call: late::Call = Box::pin(async move { counters.run(&owned).await });
+            match tokio::time::timeout(self.config.budget, call.as_mut()).await {
+                Ok(Ok(outcomes)) => {
+                    self.answered();
+                    self.stats.shared.fetch_add(1, Ordering::Relaxed);
+                    self.remember_refusals(&ops, &outcomes, now);
+                    return outcomes;
+                }
+                Ok(Err(error)) => {
+                    // The script may not have run: what the policy admits is added later.
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    self.note_failure(&error.to_string());
+                }
+                Err(_) => {
+                    // Redis is believed alive (the breaker is closed) and the script is on its
+                    // way: the answer must not admit what the counters may refuse, so it is a
+                    // refusal (or, under `allow`, an admission the counters are told of); the
+                    // script is awaited and its hits given back, or the admitted ones added.
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    let outcomes = match self.config.policy {
+                        FailurePolicy::Allow => ops.iter().map(|_| allowed()).collect(),
+                        FailurePolicy::Deny | FailurePolicy::Local => refused(&ops),
+                    };
+                    self.reconcile_later(call, ops, outcomes.clone());
+                    return outcomes;
+                }
             }
         }
         self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-        match self.config.policy {
-            FailurePolicy::Local => engine.settle_locally(prepared, self.config.replicas, now),
+        let outcomes = match self.config.policy {
+            FailurePolicy::Local if self.known_exhausted(&ops, now) => refused(&ops),
+            FailurePolicy::Local => engine.settle_locally(prepared, self.divisor(), now),
             FailurePolicy::Allow => ops.iter().map(|_| allowed()).collect(),
-            FailurePolicy::Deny => ops
-                .iter()
-                .map(|op| {
-                    if op.op == Op::Consume && op.hits > 0 {
-                        denied(op)
-                    } else {
-                        allowed()
-                    }
-                })
-                .collect(),
+            FailurePolicy::Deny => refused(&ops),
+        };
+        // Admitted without the counters: they are told as soon as they answer again.
+        self.owe(&ops, &outcomes);
+        outcomes
+    }
+
+    /// Remembers the keys whose enforced consume the counters refused, until their retry-after.
+    fn remember_refusals(&self, ops: &[BucketOp], outcomes: &[Outcome], now: Nanos) {
+        for (op, o) in ops.iter().zip(outcomes) {
+            if op.enforced && op.op == Op::Consume && !o.allowed && o.retry_after > 0 {
+                let until = now.saturating_add(o.retry_after);
+                // A hot key is refused thousands of times a second: write only what moves.
+                const CLOSE_ENOUGH: Nanos = 100_000_000;
+                let known = self.exhausted.get(&op.key).unwrap_or(0);
+                if until > known.saturating_add(CLOSE_ENOUGH) {
+                    self.exhausted.insert(op.key, until);
+                }
+            }
+        }
+    }
+
+    /// Whether the counters last refused one of `ops`' enforced keys and its retry-after has
+    /// not passed.
+    fn known_exhausted(&self, ops: &[BucketOp], now: Nanos) -> bool {
+        ops.iter()
+            .filter(|op| op.enforced && op.op == Op::Consume)
+            .any(|op| self.exhausted.get(&op.key).is_some_and(|until| until > now))
+    }
+
+    /// The `local` policy's divisor: `--fleet-replicas`, else the replicas alive at the last
+    /// round of the fleet state (at least 1; the last count known when Redis went away).
+    pub fn divisor(&self) -> u64 {
+        self.config
+            .replicas
+            .unwrap_or_else(|| self.live_replicas.load(Ordering::Relaxed))
+            .max(1)
+    }
+
+    /// The fleet-state round saw `replicas` replicas alive (this one included).
+    pub fn set_live_replicas(&self, replicas: u64) {
+        self.live_replicas.store(replicas.max(1), Ordering::Relaxed);
+    }
+
+    /// A decision answered `outcomes` without the counters counting it: unless it was refused,
+    /// the hits it admitted are queued to be added to them at the next flush, and counted as
+    /// admitted locally.
+    fn owe(&self, ops: &[BucketOp], outcomes: &[Outcome]) {
+        let hits = self.queue(ops, outcomes);
+        self.stats
+            .local_admitted_hits
+            .fetch_add(hits, Ordering::Relaxed);
+    }
+
+    /// Queues the hits `outcomes` admitted (none if they refuse the request) for the next
+    /// flush; returns how many.
+    fn queue(&self, ops: &[BucketOp], outcomes: &[Outcome]) -> u64 {
+        if refuses(ops, outcomes) {
+            return 0;
+        }
+        let admitted: Vec<(BucketOp, u64)> = ops
+            .iter()
+            .zip(outcomes)
+            .filter(|(op, o)| op.op == Op::Consume && o.allowed && op.hits > 0)
+            .map(|(op, _)| (*op, op.hits))
+            .collect();
+        self.put_back(&admitted);
+        admitted.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The counters answered: the breaker hears it (and readiness, if it closes).
+    fn answered(&self) {
+        if self.breaker.success() {
+            self.readiness.shared_counters(true);
         }
     }
 
@@ -279,31 +410,26 @@ impl Fleet {
         ops: &[BucketOp],
         now: Nanos,
     ) -> Vec<Outcome> {
-        let outcomes = engine.settle_locally(prepared, 1, now);
+        // While the counters are out of reach no global state comes back: each replica keeps
+        // to its share of each limit (the copy it holds is judged against the share).
+        let share = if self.breaker.is_open() {
+            self.divisor()
+        } else {
+            1
+        };
+        let outcomes = engine.settle_locally(prepared, share, now);
         self.stats.cached.fetch_add(1, Ordering::Relaxed);
-        let denied = ops
-            .iter()
-            .zip(&outcomes)
-            .any(|(op, o)| op.enforced && op.op == Op::Consume && !o.allowed);
-        if !denied {
-            let mut pending = self.pending.lock();
-            for (op, outcome) in ops.iter().zip(&outcomes) {
-                if op.op != Op::Consume || !outcome.allowed || op.hits == 0 {
-                    continue;
-                }
-                if pending.len() >= MAX_PENDING_KEYS && !pending.contains_key(&op.key) {
-                    self.stats
-                        .dropped_hits
-                        .fetch_add(op.hits, Ordering::Relaxed);
-                    continue;
-                }
-                pending.entry(op.key).or_insert((*op, 0)).1 += op.hits;
-            }
+        let hits = self.queue(ops, &outcomes);
+        if share > 1 {
+            self.stats
+                .local_admitted_hits
+                .fetch_add(hits, Ordering::Relaxed);
         }
         outcomes
     }
 
-    /// Cached mode: sends the hits admitted since the last flush and adopts the global states,
+    /// Sends the hits admitted that the counters have not counted; the cached mode adopts the
+    /// global states they answer with (the exact mode decides on the counters themselves),
     /// in scripts of at most `FLUSH_CHUNK` buckets (one script holds Redis for its whole run:
     /// thousands of keys in one would stall every other replica's calls). A chunk that fails
     /// puts its hits and the rest back for the next flush; a chunk that timed out may have run
@@ -323,6 +449,13 @@ impl Fleet {
                 return;
             };
             self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            if self.config.mode == CountersMode::Exact {
+                let hits: u64 = chunk.iter().map(|(_, n)| n).sum();
+                self.stats
+                    .reconciled_hits
+                    .fetch_add(hits, Ordering::Relaxed);
+                continue;
+            }
             let pending = self.pending.lock();
             for ((op, _), state) in chunk.iter().zip(states) {
                 if let Some(state) = state {
@@ -343,9 +476,7 @@ impl Fleet {
     ) -> Option<T> {
         match tokio::time::timeout(wait, call).await {
             Ok(Ok(answer)) => {
-                if self.breaker.success() {
-                    self.readiness.shared_counters(true);
-                }
+                self.answered();
                 Some(answer)
             }
             Ok(Err(error)) => {
@@ -395,6 +526,19 @@ fn allowed() -> Outcome {
     }
 }
 
+/// Every consuming operation refused, checks answered.
+fn refused(ops: &[BucketOp]) -> Vec<Outcome> {
+    ops.iter()
+        .map(|op| {
+            if op.op == Op::Consume && op.hits > 0 {
+                denied(op)
+            } else {
+                allowed()
+            }
+        })
+        .collect()
+}
+
 /// A refusal while the counters are out of reach: retry after a second (when the breaker will
 /// have probed again or the next replica may answer).
 fn denied(_op: &BucketOp) -> Outcome {
@@ -406,8 +550,9 @@ fn denied(_op: &BucketOp) -> Outcome {
     }
 }
 
-/// Cached mode: flushes every `flush` until shutdown, then once more (what was admitted before
-/// shutdown reaches the shared counters).
+/// Flushes every `flush` (cached mode) or `RECONCILE_EVERY` (exact mode: the hits the failure
+/// policy admitted) until shutdown, then once more (what was admitted before shutdown reaches
+/// the shared counters).
 pub async fn flush_loop(
     fleet: std::sync::Arc<Fleet>,
     engine: std::sync::Arc<Engine>,
@@ -415,7 +560,11 @@ pub async fn flush_loop(
     mut shutdown: crate::service::shutdown::Shutdown,
 ) {
     loop {
-        let running = shutdown.sleep(fleet.config.flush).await;
+        let every = match fleet.config.mode {
+            CountersMode::Cached => fleet.config.flush,
+            CountersMode::Exact => RECONCILE_EVERY,
+        };
+        let running = shutdown.sleep(every).await;
         fleet.flush(&engine, clock.now()).await;
         if !running {
             return;

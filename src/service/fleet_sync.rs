@@ -2,7 +2,8 @@
 //! enforces (its actions in force and its cut) to the shared counters' store, and installs what
 //! the others published as the engine's fleet actions and fleet cut. An action taken by any
 //! replica is so enforced by all within about two seconds, and a replica that starts late picks
-//! up the actions in force on its first round. A replica silent for `STALE` is forgotten.
+//! up the actions in force on its first round. A replica silent for `STALE` is forgotten. The
+//! count of replicas alive is the fleet's own size: the `local` failure policy's divisor.
 //!
 //! Until the learning loop itself runs over the fleet, each replica still learns from the
 //! traffic it sees; this only makes what any of them decided hold everywhere.
@@ -84,6 +85,8 @@ async fn round(
     let mut merged: FxHashMap<Arc<str>, Action> = FxHashMap::default();
     let mut pressure = 1.0f64;
     let mut stale = Vec::new();
+    // This one, and every other that published within `STALE_MS`: the `local` policy's divisor.
+    let mut alive = 1u64;
     for (id, json) in counters.states().await? {
         if id == instance {
             continue;
@@ -96,6 +99,7 @@ async fn round(
             stale.push(id);
             continue;
         }
+        alive += 1;
         pressure = pressure.min(state.pressure);
         for action in state.actions.into_iter().filter(|a| a.expires_at > now) {
             match merged.get(&action.client) {
@@ -109,6 +113,7 @@ async fn round(
     }
     engine.set_fleet_actions(Arc::new(ActionTable::from_map(merged)));
     engine.set_fleet_pressure(pressure);
+    fleet.set_live_replicas(alive);
     counters.drop_states(&stale).await?;
     Ok(())
 }

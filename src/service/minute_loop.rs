@@ -281,6 +281,7 @@ impl MinuteLoop {
         );
         self.history.submit(HistoryBatch {
             model: model_row(&snapshot),
+            instance: self.instance.clone(),
             ..HistoryBatch::default()
         });
         Ok(info)
@@ -358,7 +359,7 @@ impl MinuteLoop {
         let Some(store) = self.database.get() else {
             return;
         };
-        let (model, actions) = match store.load_learning().await {
+        let (model, actions) = match store.load_learning(&self.instance).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load the saved model yet");

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::adapters::redis_counters::RedisCounters;
-use crate::service::fleet::{self, CountersMode, Fleet};
+use crate::service::fleet::{self, Fleet};
 use crate::service::fleet_sync;
 use std::time::Duration;
 
@@ -170,13 +170,18 @@ pub async fn run_with(
     config.fleet.validate().map_err(StartError::Config)?;
     let engine = Arc::new(config.build_engine());
     let readiness = Readiness::default();
+    // One name for this instance in the shared history and the fleet state.
+    let instance = config.instance_id(listener.local_addr().map_or(0, |a| a.port()));
     let fleet = match config.fleet.url().map_err(StartError::Config)? {
         Some(url) => {
             let fleet_config = config.fleet.config();
-            let counters =
-                RedisCounters::connect(&url, &config.fleet.counters_prefix, fleet_config.budget)
-                    .await
-                    .map_err(|e| StartError::Config(format!("--counters: {e}")))?;
+            let counters = RedisCounters::connect(
+                &url,
+                &config.fleet.counters_prefix,
+                fleet_config.budget.max(fleet::ANSWER_TIMEOUT),
+            )
+            .await
+            .map_err(|e| StartError::Config(format!("--counters: {e}")))?;
             tracing::info!(counters = ?counters, "limits are shared through the counters");
             Some(Arc::new(Fleet::new(
                 counters,
@@ -214,7 +219,7 @@ pub async fn run_with(
         loads: loads.clone(),
         history,
         database: database.clone(),
-        instance: config.instance_id(),
+        instance: instance.clone(),
         background: background.clone(),
     }));
     let metrics = match config.telemetry() {
@@ -284,7 +289,7 @@ pub async fn run_with(
         latency,
         admin: services.api.admin.clone(),
         clock,
-        instance: config.instance_id(),
+        instance: instance.clone(),
         allow_domain: config.allow_domain.clone(),
     });
 
@@ -341,10 +346,7 @@ pub async fn run_with(
             )),
         ));
     }
-    if let Some(fleet) = fleet
-        .as_ref()
-        .filter(|f| f.config().mode == CountersMode::Cached)
-    {
+    if let Some(fleet) = fleet.as_ref() {
         producers.push((
             "counters flush",
             tokio::spawn(fleet::flush_loop(
@@ -361,11 +363,7 @@ pub async fn run_with(
             tokio::spawn(fleet_sync::run(
                 fleet,
                 engine,
-                // Replicas on one host share a host name: the address tells them apart.
-                match listener.local_addr() {
-                    Ok(addr) => format!("{}@{addr}", config.instance_id()),
-                    Err(_) => format!("{}@{}", config.instance_id(), std::process::id()),
-                },
+                instance,
                 clock,
                 stages.producers.subscribe(),
             )),

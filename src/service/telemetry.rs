@@ -400,8 +400,44 @@ const FLEET: &[Reading<Fleet>] = &[
     (
         "sluice.counters.dropped_hits",
         Kind::Counter,
-        "Cached mode: admitted hits never flushed (too many keys waiting while Redis was down)",
+        "Admitted hits never flushed (too many keys waiting while Redis was down)",
         |f| stat(&f.stats.dropped_hits),
+    ),
+    (
+        "sluice.counters.late",
+        Kind::Counter,
+        "Exact mode: scripts that answered after their decision's budget, then reconciled",
+        |f| stat(&f.stats.late),
+    ),
+    (
+        "sluice.counters.refunded_hits",
+        Kind::Counter,
+        "Exact mode: hits a late script counted for a refused decision, given back",
+        |f| stat(&f.stats.refunded_hits),
+    ),
+    (
+        "sluice.counters.local_admitted_hits",
+        Kind::Counter,
+        "Hits admitted without the shared counters (failure policy, or cached mode while they were out of reach)",
+        |f| stat(&f.stats.local_admitted_hits),
+    ),
+    (
+        "sluice.counters.reconciled_hits",
+        Kind::Counter,
+        "Exact mode: hits admitted without the counters, added to them once they answered",
+        |f| stat(&f.stats.reconciled_hits),
+    ),
+    (
+        "sluice.counters.repaired_keys",
+        Kind::Counter,
+        "Counters' keys that held something other than a bucket state, reset to fresh buckets",
+        |f| f.counters().repaired_keys(),
+    ),
+    (
+        "sluice.fleet.replicas",
+        Kind::Gauge,
+        "The local policy's divisor: --fleet-replicas, else the replicas alive in the fleet state",
+        |f| f.divisor(),
     ),
     (
         "sluice.counters.degraded",

@@ -254,10 +254,12 @@ macro_rules! history_backend {
                 }
                 if let Some(m) = &batch.model {
                     sqlx::query(
-                        "INSERT INTO learner_models (version, trained_at_ms, trained_on, body) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (version) DO UPDATE SET trained_at_ms = excluded.trained_at_ms, \
+                        "INSERT INTO learner_models (instance, version, trained_at_ms, trained_on, body) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (instance, version) DO UPDATE SET trained_at_ms = excluded.trained_at_ms, \
                          trained_on = excluded.trained_on, body = excluded.body",
                     )
+                    .bind(batch.instance.as_str())
                     .bind(m.version)
                     .bind(m.trained_at_ms)
                     .bind(m.trained_on)
@@ -269,11 +271,14 @@ macro_rules! history_backend {
                 Ok(())
             }
 
-            /// The newest model's body and the actions in force, every instance's.
-            pub async fn load(pool: &$pool) -> Result<(Option<String>, Vec<String>)> {
+            /// `instance`'s newest model's body (else the newest of any instance: a new replica
+            /// starts from a peer's) and the actions in force, every instance's.
+            pub async fn load(pool: &$pool, instance: &str) -> Result<(Option<String>, Vec<String>)> {
                 let model: Option<String> = sqlx::query_scalar(
-                    "SELECT body FROM learner_models ORDER BY version DESC LIMIT 1",
+                    "SELECT body FROM learner_models \
+                     ORDER BY CASE WHEN instance = $1 THEN 0 ELSE 1 END, version DESC, trained_at_ms DESC LIMIT 1",
                 )
+                .bind(instance)
                 .fetch_optional(pool)
                 .await?;
                 let actions: Vec<String> =
@@ -367,7 +372,7 @@ macro_rules! history_backend {
                     .collect())
             }
 
-            /// Deletes history older than `before_ms` (and all but the newest few models).
+            /// Deletes history older than `before_ms` (and all but each instance's newest few models).
             pub async fn prune(pool: &$pool, before_ms: i64, keep_models: i64) -> Result<u64> {
                 let mut deleted = 0;
                 for sql in [
@@ -379,7 +384,9 @@ macro_rules! history_backend {
                     deleted += sqlx::query(sql).bind(before_ms).execute(pool).await?.rows_affected();
                 }
                 deleted += sqlx::query(
-                    "DELETE FROM learner_models WHERE version <= (SELECT MAX(version) FROM learner_models) - $1",
+                    "DELETE FROM learner_models WHERE version <= \
+                     (SELECT MAX(newer.version) FROM learner_models AS newer \
+                      WHERE newer.instance = learner_models.instance) - $1",
                 )
                 .bind(keep_models)
                 .execute(pool)

@@ -289,12 +289,13 @@ impl Store {
         .await
     }
 
-    /// The newest saved model (JSON) and the anomaly actions that were in force (JSON each).
-    pub async fn load_learning(&self) -> Result<(Option<String>, Vec<String>)> {
+    /// `instance`'s newest saved model (JSON; else any instance's newest) and the anomaly
+    /// actions that were in force (JSON each).
+    pub async fn load_learning(&self, instance: &str) -> Result<(Option<String>, Vec<String>)> {
         self.within(async {
             match &self.pool {
-                Pool::Sqlite(p) => history::sqlite::load(p).await,
-                Pool::Postgres(p) => history::postgres::load(p).await,
+                Pool::Sqlite(p) => history::sqlite::load(p, instance).await,
+                Pool::Postgres(p) => history::postgres::load(p, instance).await,
             }
         })
         .await

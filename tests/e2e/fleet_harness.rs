@@ -255,6 +255,19 @@ impl Replica {
         crate::harness::health_at(self.channel().await, service).await
     }
 
+    /// Sends calls for `key` until health `sluice.v1.Counters` says `status`: a breaker opens
+    /// and probes on traffic, not on time alone.
+    pub async fn counters_under_traffic(&self, key: &str, status: ServingStatus) {
+        for _ in 0..200 {
+            spread(&[self], 1, 1, "fleet", key, "probe").await;
+            if self.health("sluice.v1.Counters").await == status as i32 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.wait_for("sluice.v1.Counters", status).await;
+    }
+
     pub async fn wait_for(&self, service: &str, status: ServingStatus) {
         for _ in 0..1_500 {
             if self.health(service).await == status as i32 {
@@ -366,4 +379,31 @@ pub async fn spread(
         total.latencies.extend(part.latencies);
     }
     total
+}
+
+/// Six clients, two per replica of `replicas` (three), each making 10 calls for `key=value`
+/// 30 ms apart (starting 5 ms after one another): how many were admitted.
+pub async fn paced(replicas: [&Replica; 3], key: &'static str, value: &str) -> u64 {
+    let mut tasks = Vec::new();
+    for (i, r) in replicas.iter().chain(replicas.iter()).enumerate() {
+        let channel = r.channel().await;
+        let value = value.to_string();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+            let mut client = RateLimitServiceClient::new(channel);
+            let mut admitted = 0u64;
+            for _ in 0..10 {
+                if ask(&mut client, "fleet", &[(key, &value)]).await.unwrap() {
+                    admitted += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    admitted
 }

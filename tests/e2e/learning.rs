@@ -543,7 +543,7 @@ async fn instances_sharing_a_database_keep_each_others_actions(backend: Backend)
             })
             .await
             .unwrap();
-        let (_, mut saved) = store.load_learning().await.unwrap();
+        let (_, mut saved) = store.load_learning("test").await.unwrap();
         saved.sort();
         assert_eq!(saved, expected, "after step {i} ({instance} at {at_ms})");
     }
@@ -551,6 +551,49 @@ async fn instances_sharing_a_database_keep_each_others_actions(backend: Backend)
 }
 
 store_tests!(instances_sharing_a_database_keep_each_others_actions);
+
+/// Several instances on one database each keep their own models: two training their version 2
+/// never overwrite each other's; a restarting instance loads its own newest, a new one the
+/// newest of any; pruning keeps each instance's newest. Steps: (instance, version, body) written,
+/// then (loading instance, expected body).
+async fn instances_sharing_a_database_keep_their_own_models(backend: Backend) {
+    use sluice::store::history::{HistoryBatch, ModelRow};
+    use sluice::store::{Store, StoreOptions};
+    let db = Db::new(backend).await;
+    let store = Store::connect(&StoreOptions::new(&db.url)).await.unwrap();
+    for (instance, version, body) in [
+        ("a", 1, "a1"),
+        ("b", 1, "b1"),
+        ("a", 2, "a2"),
+        ("b", 2, "b2"),
+        ("b", 3, "b3"),
+    ] {
+        store
+            .write_history(&HistoryBatch {
+                model: Some(ModelRow {
+                    version,
+                    trained_at_ms: version * 1_000,
+                    trained_on: 10,
+                    body: body.into(),
+                }),
+                instance: instance.into(),
+                ..HistoryBatch::default()
+            })
+            .await
+            .unwrap();
+    }
+    for (loading, expected) in [("a", "a2"), ("b", "b3"), ("new", "b3")] {
+        let (model, _) = store.load_learning(loading).await.unwrap();
+        assert_eq!(model.as_deref(), Some(expected), "{loading} loads");
+    }
+    // Keep each instance's newest one: a's version 2 stays though b is at 3.
+    store.prune_history(0, 1).await.unwrap();
+    let (model, _) = store.load_learning("a").await.unwrap();
+    assert_eq!(model.as_deref(), Some("a2"), "a's newest survives pruning");
+    store.close().await;
+}
+
+store_tests!(instances_sharing_a_database_keep_their_own_models);
 
 /// Issue 27 in the live server: a small site (8 people, fewer clients a minute than any crowd
 /// rule needs) whose failing clients are all scanners: every scanner is acted on by the

@@ -8,6 +8,7 @@ mod allow;
 mod bad_input;
 mod corrections;
 mod fleet;
+mod fleet_busy;
 mod forecast_history;
 mod forecasting;
 mod http;

@@ -97,6 +97,24 @@ def test_kubernetes_manifests_validate_against_the_schemas():
         kubernetes_validate.validate(broken, "1.30", strict=True)
 
 
+def test_redis_keeps_the_counters_across_a_restart():
+    import kubernetes_validate
+
+    documents = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "redis.yaml").read_text()) if d]
+    assert sorted(d["kind"] for d in documents) == ["Service", "StatefulSet"]
+    for d in documents:
+        kubernetes_validate.validate(d, "1.30", strict=True)
+    stateful = next(d for d in documents if d["kind"] == "StatefulSet")
+    args = stateful["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert stateful["spec"]["volumeClaimTemplates"], "the append-only file is on a volume"
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    redis = compose["services"]["redis"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert any(v.split(":")[1] == "/data" for v in redis["volumes"])
+    assert "redis" in compose["volumes"]
+
+
 def test_every_rules_file_is_valid(tmp_path):
     config_map = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "sluice.yaml").read_text())
                       if d and d["kind"] == "ConfigMap")

@@ -755,7 +755,7 @@ impl Engine {
 
 #[path = "engine_prepared.rs"]
 mod prepared;
-pub use prepared::{BucketOp, Prepared};
+pub use prepared::{BucketOp, Prepared, give_backs, refuses};
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

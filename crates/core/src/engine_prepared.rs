@@ -34,6 +34,26 @@ pub struct BucketOp {
     pub enforced: bool,
 }
 
+/// Whether `outcomes` (answering `ops`) refuse the request: an enforced consume was denied.
+pub fn refuses(ops: &[BucketOp], outcomes: &[Outcome]) -> bool {
+    ops.iter()
+        .zip(outcomes)
+        .any(|(op, o)| op.enforced && op.op == Op::Consume && !o.allowed)
+}
+
+/// The refunds that give back what `outcomes` kept of `ops`: each consume admitted with hits.
+pub fn give_backs(ops: &[BucketOp], outcomes: &[Outcome]) -> Vec<BucketOp> {
+    ops.iter()
+        .zip(outcomes)
+        .filter(|(op, o)| op.op == Op::Consume && o.allowed && op.hits > 0)
+        .map(|(op, _)| BucketOp {
+            op: Op::Refund,
+            enforced: false,
+            ..*op
+        })
+        .collect()
+}
+
 struct Limit {
     slot: usize,
     label: Arc<LimitLabel>,

@@ -2,7 +2,12 @@
 -- clock (so replicas' clocks cannot skew a bucket). States are strings "<algorithm> <numbers>":
 -- "t credit last" (credit in token x window_ms units), "f window_start count",
 -- "s newest_slot c0 .. c10". Ops: c consume, k check, r refund, a add (count hits admitted
--- elsewhere, unconditionally: the cached mode's flush). Prepended to decide.lua and sync.lua.
+-- elsewhere, unconditionally: the cached mode's flush and the exact mode's reconciliation; a
+-- token bucket's credit may go below zero, a debt repaid by refill before anything is admitted).
+-- A value that is not a state this script wrote (another type, garbage, a window or slot in the
+-- future, negative counts) is that key's problem only: it is reset to a fresh bucket and counted
+-- in `repaired`, never an error (an error would count against the whole fleet's breaker).
+-- Prepended to decide.lua and sync.lua.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -11,7 +16,23 @@ local RING = SLOTS + 1
 
 local function fmt(x) return string.format('%.0f', x) end
 
-local function parse(raw)
+-- Keys reset because their value was not a bucket state.
+local repaired = 0
+
+-- A finite number at most `hi` and at least `lo`, else nil.
+local function num(x, lo, hi)
+  local v = tonumber(x)
+  if v == nil or v ~= v or v < lo or v > hi then return nil end
+  return v
+end
+
+-- The state at `key` as its fields (empty: fresh). `valid` checks them for algorithm `algo`.
+local function read(key)
+  local ok, raw = pcall(redis.call, 'GET', key)
+  if not ok then
+    repaired = repaired + 1
+    return {}
+  end
   local out = {}
   if raw then
     for x in string.gmatch(raw, '%S+') do out[#out + 1] = x end
@@ -19,10 +40,42 @@ local function parse(raw)
   return out
 end
 
+local BIG = 9007199254740992 -- 2^53: beyond it a double no longer counts exactly.
+
+-- Whether `s` is a state of `algo` this script could have written (for a limit of `limit` per
+-- window of `win` ms); a state of another algorithm is a rule change, not damage.
+local function valid(s, algo, cap, win)
+  if #s == 0 then return true end
+  if s[1] ~= 't' and s[1] ~= 'f' and s[1] ~= 's' then return false end
+  if s[1] ~= algo then return true end
+  if algo == 't' then
+    return #s == 3 and num(s[2], -cap * win, BIG) ~= nil and num(s[3], 0, now + win) ~= nil
+  elseif algo == 'f' then
+    return #s == 3 and num(s[2], 0, now + win) ~= nil and num(s[3], 0, BIG) ~= nil
+  end
+  if #s ~= 2 + SLOTS + 1 or num(s[2], 0, math.floor(now / (win / SLOTS)) + 1) == nil then
+    return false
+  end
+  for i = 3, #s do
+    if num(s[i], 0, BIG) == nil then return false end
+  end
+  return true
+end
+
+-- The fields at `key`, reset (and counted) when they are not a state of `algo`.
+local function parse_checked(key, algo, cap, win)
+  local s = read(key)
+  if not valid(s, algo, cap, win) then
+    repaired = repaired + 1
+    return {}
+  end
+  return s
+end
+
 local function token(s, limit, cap, win, hits, op)
   local full = cap * win
   local credit, last = full, now
-  if s[1] == 't' then credit = tonumber(s[2]); last = tonumber(s[3]) end
+  if s[1] == 't' then credit = math.min(full, tonumber(s[2])); last = tonumber(s[3]) end
   if now > last then
     credit = math.min(full, credit + (now - last) * limit)
     last = now
@@ -35,7 +88,10 @@ local function token(s, limit, cap, win, hits, op)
   elseif op == 'k' then
     ok = credit >= win
   elseif op == 'a' then
-    credit = math.max(0, credit - needed)
+    -- Hits admitted elsewhere are owed even beyond the credit: forgetting them would let
+    -- every replica refill at the full rate. The debt is at most a full bucket (repaid in
+    -- one window at the refill rate), so an outage's local admissions cannot lock a key out.
+    credit = math.max(-full, credit - needed)
     ok = true
   else
     credit = math.min(full, credit + needed)
@@ -50,7 +106,8 @@ local function token(s, limit, cap, win, hits, op)
   if not ok then
     if needed > full then retry = wait(full) else retry = wait(math.max(needed, win)) end
   end
-  return ok, math.floor(credit / win), wait(full), retry, 't ' .. fmt(credit) .. ' ' .. fmt(last)
+  return ok, math.max(0, math.floor(credit / win)), wait(full), retry,
+    't ' .. fmt(credit) .. ' ' .. fmt(last)
 end
 
 local function fixed(s, limit, win, hits, op)

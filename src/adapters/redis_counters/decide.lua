@@ -2,7 +2,8 @@
 -- KEYS[i]: the bucket of operation i.
 -- ARGV, 8 per operation: algorithm (t|f|s), limit, capacity, window_ms, hits,
 --   op (c: consume, k: check, r: refund), enforced (1|0), ttl_ms.
--- Returns 4 integers per operation: allowed (1|0), remaining, reset_after_ms, retry_after_ms.
+-- Returns 4 integers per operation: allowed (1|0), remaining, reset_after_ms, retry_after_ms;
+-- then the number of keys whose value was not a bucket state and was reset (buckets.lua).
 -- If an enforced consume is denied, no operation's change is kept (a denied request consumes
 -- nothing), though each outcome is reported as computed.
 
@@ -12,9 +13,8 @@ for i = 1, #KEYS do
   local algo, op = ARGV[b + 1], ARGV[b + 6]
   local limit, cap, win = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local hits = tonumber(ARGV[b + 5])
-  local raw = redis.call('GET', KEYS[i])
-  saved[i] = raw
-  local s = parse(raw)
+  local s = parse_checked(KEYS[i], algo, cap, win)
+  if #s > 0 then saved[i] = table.concat(s, ' ') end
   local ok, remaining, reset, retry, state = apply(algo, s, limit, cap, win, hits, op)
   if (not ok) and op == 'c' and ARGV[b + 7] == '1' then denied = true end
   -- Later operations on the same key see this one's change.
@@ -26,7 +26,7 @@ for i = 1, #KEYS do
 end
 if denied then
   -- Put every key back as it was before this call (in reverse: a key written twice ends at
-  -- the state before its first write).
+  -- the state before its first write; a damaged value stays repaired, as a fresh bucket).
   for i = #KEYS, 1, -1 do
     if saved[i] then
       redis.call('SET', KEYS[i], saved[i], 'PX', ARGV[(i - 1) * 8 + 8])
@@ -35,4 +35,5 @@ if denied then
     end
   end
 end
+out[#out + 1] = repaired
 return out

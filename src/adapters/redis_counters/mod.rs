@@ -23,7 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use sluice_core::bucket::{BucketState, Op, Outcome, SLIDING_SLOTS, SlidingRing};
-use sluice_core::engine::BucketOp;
+use sluice_core::engine::{BucketOp, give_backs, refuses};
 use sluice_core::limit::Algorithm;
 use sluice_core::time::Nanos;
 
@@ -93,6 +93,8 @@ pub struct RedisCounters {
     script: std::sync::Arc<redis::Script>,
     sync: std::sync::Arc<redis::Script>,
     prefix: String,
+    /// Keys whose value was not a bucket state, reset by the scripts (`buckets.lua`).
+    repaired: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -145,7 +147,24 @@ impl RedisCounters {
             script: std::sync::Arc::new(redis::Script::new(SCRIPT)),
             sync: std::sync::Arc::new(redis::Script::new(SYNC)),
             prefix: prefix.to_string(),
+            repaired: Default::default(),
         })
+    }
+
+    /// Keys found holding something other than a bucket state and reset, since start.
+    pub fn repaired_keys(&self) -> u64 {
+        self.repaired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_repaired(&self, keys: u64) {
+        if keys > 0 {
+            self.repaired
+                .fetch_add(keys, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                keys,
+                "counters' keys held something other than a bucket state; reset to fresh buckets"
+            );
+        }
     }
 
     fn key(&self, id: u128) -> String {
@@ -196,21 +215,8 @@ impl RedisCounters {
                 outcomes[i] = outcome;
             }
         }
-        let denied = ops
-            .iter()
-            .zip(&outcomes)
-            .any(|(op, o)| op.enforced && op.op == Op::Consume && !o.allowed);
-        if denied {
-            let give_back: Vec<BucketOp> = ops
-                .iter()
-                .zip(&outcomes)
-                .filter(|(op, o)| op.op == Op::Consume && o.allowed && op.hits > 0)
-                .map(|(op, _)| BucketOp {
-                    op: Op::Refund,
-                    enforced: false,
-                    ..*op
-                })
-                .collect();
+        if refuses(ops, &outcomes) {
+            let give_back = give_backs(ops, &outcomes);
             for op in give_back {
                 self.run_group(std::slice::from_ref(&op)).await?;
             }
@@ -242,12 +248,13 @@ impl RedisCounters {
             Connection::Standalone(c) => invocation.invoke_async(&mut c.clone()).await?,
             Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await?,
         };
-        if reply.len() != ops.len() * 4 {
+        if reply.len() != ops.len() * 4 + 1 {
             return Err(CountersError::ShortReply {
                 got: reply.len(),
                 asked: ops.len(),
             });
         }
+        self.note_repaired(reply[ops.len() * 4].max(0) as u64);
         let ms = |v: i64| (v.max(0) as u64).saturating_mul(1_000_000);
         Ok(reply
             .chunks_exact(4)
@@ -287,15 +294,17 @@ impl RedisCounters {
                 Connection::Standalone(c) => invocation.invoke_async(&mut c.clone()).await?,
                 Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await?,
             };
-            if reply.len() != group.len() + 1 {
+            if reply.len() != group.len() + 2 {
                 return Err(CountersError::ShortReply {
                     got: reply.len(),
                     asked: group.len(),
                 });
             }
             let redis_now: i64 = reply[group.len()].parse().unwrap_or(0);
+            self.note_repaired(reply[group.len() + 1].parse().unwrap_or(0));
             for (&i, text) in group.iter().zip(&reply) {
-                states[i] = shared_state(text, redis_now, local_now);
+                let limit = items[i].0.quota.limit;
+                states[i] = shared_state(text, redis_now, local_now, limit);
             }
         }
         Ok(states)
@@ -354,19 +363,39 @@ fn algorithm_code(algorithm: Algorithm) -> &'static str {
 /// A state string of `buckets.lua` as the core's `BucketState`, on this replica's clock: token
 /// credit is in token x window units either way (milliseconds there, nanoseconds here, so × 10^6);
 /// the refill instant is moved by the clocks' difference; windows and slots are epoch-aligned.
-fn shared_state(text: &str, redis_now_ms: i64, local_now: Nanos) -> Option<BucketState> {
+/// A token debt (negative credit, hits admitted beyond it) is no credit until the refill at
+/// `limit` per millisecond has repaid it: the refill instant moves that far ahead.
+fn shared_state(
+    text: &str,
+    redis_now_ms: i64,
+    local_now: Nanos,
+    limit: u64,
+) -> Option<BucketState> {
     const NS: u128 = 1_000_000;
     let mut parts = text.split(' ');
     let kind = parts.next()?;
+    if kind == "t" {
+        let numbers: Vec<i64> = parts.map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let [credit, last] = numbers.as_slice() else {
+            return None;
+        };
+        let age_ns = (redis_now_ms.max(0) as u64).saturating_sub((*last).max(0) as u64) * 1_000_000;
+        let last = local_now.saturating_sub(age_ns);
+        return Some(if *credit >= 0 {
+            BucketState::Token {
+                credit: *credit as u128 * NS,
+                last,
+            }
+        } else {
+            let repaid_in_ns = (credit.unsigned_abs() / limit.max(1)).saturating_mul(1_000_000);
+            BucketState::Token {
+                credit: 0,
+                last: last.saturating_add(repaid_in_ns),
+            }
+        });
+    }
     let numbers: Vec<u64> = parts.map(|p| p.parse().ok()).collect::<Option<_>>()?;
     match (kind, numbers.as_slice()) {
-        ("t", [credit, last]) => {
-            let age_ns = (redis_now_ms.max(0) as u64).saturating_sub(*last) * 1_000_000;
-            Some(BucketState::Token {
-                credit: *credit as u128 * NS,
-                last: local_now.saturating_sub(age_ns),
-            })
-        }
         ("f", [start, count]) => Some(BucketState::Fixed {
             window_start: start.saturating_mul(1_000_000),
             count: *count,

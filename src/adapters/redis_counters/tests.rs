@@ -29,6 +29,14 @@ fn state_strings_become_bucket_states() {
                 count: 4,
             }),
         ),
+        // A debt of 2,000 token x ms at 10 per ms: no credit, and no refill for 200 ms more.
+        (
+            "t -2000 1700000000500",
+            Some(BucketState::Token {
+                credit: 0,
+                last: local_now + 200_000_000,
+            }),
+        ),
         ("s 42 0 0 0 7 0 0 0 0 0 0 0", Some(ring)),
         // Anything else is not adopted.
         ("s 42 0 0 7", None),
@@ -39,7 +47,7 @@ fn state_strings_become_bucket_states() {
     ];
     for (text, expected) in cases {
         assert_eq!(
-            shared_state(text, redis_now_ms, local_now),
+            shared_state(text, redis_now_ms, local_now, 10),
             expected,
             "{text:?}"
         );

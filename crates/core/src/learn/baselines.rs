@@ -348,7 +348,7 @@ impl Baselines {
     /// switches on needs only the typical client, and scanners are rarely most of the clients.
     pub fn site_rarely_fails(&self) -> Option<bool> {
         (self.with_outcomes >= FAILURE_SHARE_MIN)
-            .then(|| self.mostly_failing < RARELY_FAILS_SHARE * self.with_outcomes)
+            .then_some(self.mostly_failing < RARELY_FAILS_SHARE * self.with_outcomes)
     }
 
     /// The threshold of a measure, once it has seen enough client-minutes, and whether it is

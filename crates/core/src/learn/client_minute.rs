@@ -52,6 +52,10 @@ impl Welford {
     }
 }
 
+/// One tracked endpoint of a client-minute: (endpoint hash, requests, sensitive, index of its
+/// route in `routes` or `NO_ROUTE`, a static asset).
+type TrackedEndpoint = (u64, u32, bool, u8, bool);
+
 /// A small exact set of hashes, each with a class bit, plus a count of the distinct ones past
 /// `EXACT_DISTINCT` (their class is taken as "not flagged").
 #[derive(Clone, Debug, Default)]
@@ -110,7 +114,7 @@ pub struct ClientMinute {
     decided: bool,
     /// (endpoint hash, requests, sensitive, index of its route in `routes` or `NO_ROUTE`, a
     /// static asset) for the first `EXACT_DISTINCT` endpoints.
-    endpoints: SmallVec<[(u64, u32, bool, u8, bool); 4]>,
+    endpoints: SmallVec<[TrackedEndpoint; 4]>,
     /// Requests to static assets (every one, also past the tracked endpoints and routes).
     asset_requests: u32,
     /// (route hash, requests): endpoints with their ids templated (`/product/{id}`), so a scraper
