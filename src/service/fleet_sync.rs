@@ -42,9 +42,24 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     let mut warned = false;
+    // The replicas counted in the rounds of the last `STALE_MS`: the divisor is their most, so
+    // a Redis restarted empty (every state gone until each replica publishes again) does not
+    // make a replica believe it is alone.
+    let mut counted: std::collections::VecDeque<(i64, u64)> = Default::default();
     loop {
         match tokio::time::timeout(ROUND, round(&fleet, &engine, &instance, clock)).await {
-            Ok(Ok(())) => warned = false,
+            Ok(Ok(alive)) => {
+                warned = false;
+                let now_ms = clock.now_millis();
+                counted.push_back((now_ms, alive));
+                while counted
+                    .front()
+                    .is_some_and(|(at, _)| now_ms - at > STALE_MS)
+                {
+                    counted.pop_front();
+                }
+                fleet.set_live_replicas(counted.iter().map(|(_, n)| *n).max().unwrap_or(1));
+            }
             Ok(Err(e)) if !warned => {
                 warned = true;
                 tracing::warn!(error = %e, "could not share actions with the fleet; retrying");
@@ -61,12 +76,13 @@ pub async fn run(
     }
 }
 
+/// One round: publishes, installs the others' actions and cut; returns the replicas alive.
 async fn round(
     fleet: &Fleet,
     engine: &Engine,
     instance: &str,
     clock: LiveClock,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
     let (now, now_ms) = (clock.now(), clock.now_millis());
     let own = ReplicaState {
         at_ms: now_ms,
@@ -113,7 +129,6 @@ async fn round(
     }
     engine.set_fleet_actions(Arc::new(ActionTable::from_map(merged)));
     engine.set_fleet_pressure(pressure);
-    fleet.set_live_replicas(alive);
     counters.drop_states(&stale).await?;
-    Ok(())
+    Ok(alive)
 }

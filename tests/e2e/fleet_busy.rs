@@ -42,6 +42,9 @@ impl Drop for Busy {
     }
 }
 
+/// One fixed-window limit of 100 an hour on descriptor `fw`.
+const FW_100_AN_HOUR: &str = "domain: fleet\ndescriptors:\n  - key: fw\n    rate_limit: {unit: hour, requests_per_unit: 100, algorithm: fixed_window}\n";
+
 async fn pg() -> String {
     let base = std::env::var("SLUICE_TEST_PG_URL")
         .expect("fleet tests need SLUICE_TEST_PG_URL: run ./scripts/test.sh");
@@ -180,17 +183,17 @@ async fn cached_token_buckets_owe_what_they_admitted_beyond_the_credit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_under_traffic_stays_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = rules_file(
-        dir.path(),
-        "domain: fleet\ndescriptors:\n  - key: fw\n    rate_limit: {unit: hour, requests_per_unit: 100, algorithm: fixed_window}\n",
-    );
+    let rules = rules_file(dir.path(), FW_100_AN_HOUR);
     let mut redis = Redis::start();
     let url = redis.url();
-    let [a, b, c] = three(
-        &rules,
-        &["--counters", &url, "--counters-breaker-cooldown-ms", "300"],
-    )
-    .await;
+    let args = ["--counters", &url, "--counters-breaker-cooldown-ms", "300"];
+    let db = pg().await;
+    // The first replica's /metrics says what it admitted alone and how many it counts.
+    let http = format!("127.0.0.1:{}", free_port());
+    let with_http = [&args[..], &["--http-listen", &http]].concat();
+    let a = Replica::start(&db, &rules, &with_http).await;
+    let b = Replica::start(&db, &rules, &args).await;
+    let c = Replica::start(&db, &rules, &args).await;
     // Two fleet-state rounds: every replica has counted the others.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let busy = Busy::every_cpu();
@@ -232,6 +235,29 @@ async fn a_redis_restart_under_traffic_stays_within_the_bound() {
     assert!(
         total <= 2 * 100 * windows,
         "{total} admitted in the hour across a restart without persistence: bound 2 x 100"
+    );
+    let (_, metrics) = crate::http::get(http.parse().unwrap(), "/metrics", None).await;
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert_eq!(
+        metric("sluice_fleet_replicas"),
+        3.0,
+        "the fleet counts itself"
+    );
+    let alone = metric("sluice_counters_local_admitted_hits_total");
+    // Two keys were used while Redis was away (the traffic's and the probes'): 100 / 3 each.
+    assert!(
+        (1.0..=2.0 * 34.0).contains(&alone),
+        "{alone} hits admitted alone by one replica of three, two keys of 100"
+    );
+    assert_eq!(
+        metric("sluice_counters_reconciled_hits_total"),
+        alone,
+        "every hit admitted alone was added to the counters"
     );
     // Redis forgot the 40 admitted before; it was told what was admitted while it was away.
     assert!(
@@ -392,4 +418,144 @@ async fn replicas_on_one_host_are_distinct_by_default() {
     for (name, port) in names.iter().zip(&expected) {
         assert!(name.ends_with(port.as_str()), "{name} is HOST{port}");
     }
+}
+
+/// The README's outage figures: three replicas, one limit of 100 a minute (fixed window), three
+/// clients at 2, 10 and 40 calls a second (each its own key, round robin over the replicas),
+/// busy CPUs; Redis killed 12 s in and restarted 12 s later, 36 s in all. No decision fails.
+/// Returns (rate, calls sent, admitted) per key and minute.
+async fn outage_at_several_rates(mut redis: Redis) -> Vec<(u64, u64, u64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(
+        dir.path(),
+        "domain: fleet\ndescriptors:\n  - key: fw\n    rate_limit: {unit: minute, requests_per_unit: 100, algorithm: fixed_window}\n",
+    );
+    let url = redis.url();
+    let [a, b, c] = three(
+        &rules,
+        &["--counters", &url, "--counters-breaker-cooldown-ms", "300"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let channels = [a.channel().await, b.channel().await, c.channel().await];
+    let busy = Busy::every_cpu();
+    let started = Instant::now();
+    let run = rand::random::<u32>();
+    let mut tasks = Vec::new();
+    for rate in [2u64, 10, 40] {
+        let channels = channels.clone();
+        let value = format!("rate{rate}-{run}");
+        tasks.push(tokio::spawn(async move {
+            let mut clients: Vec<_> = channels
+                .into_iter()
+                .map(RateLimitServiceClient::new)
+                .collect();
+            let mut tick = tokio::time::interval(Duration::from_millis(1_000 / rate));
+            // (minute since the epoch, admitted) per call; failures counted apart.
+            let (mut calls, mut failed) = (Vec::new(), 0u64);
+            let mut i = 0usize;
+            while started.elapsed() < Duration::from_secs(36) {
+                tick.tick().await;
+                let client = &mut clients[i % 3];
+                i += 1;
+                let minute = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    / 60;
+                match ask(client, "fleet", &[("fw", &value)]).await {
+                    Ok(admitted) => calls.push((minute, admitted)),
+                    Err(_) => failed += 1,
+                }
+            }
+            (rate, calls, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    redis.down();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    redis.up();
+    let mut out = Vec::new();
+    for t in tasks {
+        let (rate, calls, failed) = t.await.unwrap();
+        assert_eq!(failed, 0, "{rate}/s: no decision fails");
+        let mut by_minute = std::collections::BTreeMap::<u64, (u64, u64)>::new();
+        for (minute, admitted) in calls {
+            let m = by_minute.entry(minute).or_default();
+            m.0 += 1;
+            m.1 += u64::from(admitted);
+        }
+        out.extend(
+            by_minute
+                .into_values()
+                .map(|(sent, admitted)| (rate, sent, admitted)),
+        );
+    }
+    drop(busy);
+    out
+}
+
+/// Without persistence Redis forgets the minute's counts when it restarts: a key spent before
+/// the outage gets the limit again, so a minute admits up to twice the limit — the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_at_several_rates_stays_within_the_bound() {
+    for (rate, sent, admitted) in outage_at_several_rates(Redis::start()).await {
+        eprintln!("outage, in memory, {rate}/s: a minute admitted {admitted} of {sent} sent");
+        assert!(
+            admitted <= 200,
+            "{rate}/s: {admitted} admitted in one minute, limit 100, bound 2 x 100"
+        );
+    }
+}
+
+/// With the append-only file (the shipped files' Redis), the minute's counts survive the
+/// restart, and keys the counters refused stay refused while Redis is away: a minute admits
+/// the limit, plus at most the replicas' shares for a key not yet spent when Redis went away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_with_persistence_admits_about_the_limit() {
+    for (rate, sent, admitted) in outage_at_several_rates(Redis::start_persistent()).await {
+        eprintln!("outage, persistent, {rate}/s: a minute admitted {admitted} of {sent} sent");
+        assert!(
+            admitted <= 100 + 3 * 34,
+            "{rate}/s: {admitted} admitted in one minute, limit 100 + the replicas' shares"
+        );
+    }
+}
+
+/// Cached mode, Redis away, a key first used during the outage: each replica keeps to its share
+/// of the limit (it has no global state to adopt), so the fleet admits about the limit, not
+/// three times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_mode_keeps_to_shares_while_redis_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), FW_100_AN_HOUR);
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let [a, b, c] = three(&rules, &["--counters", &url, "--counters-mode", "cached"]).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    redis.down();
+    for r in [&a, &b, &c] {
+        r.counters_under_traffic("fw", ServingStatus::NotServing)
+            .await;
+    }
+    let busy = Busy::every_cpu();
+    let hour = hour_now();
+    let got = spread(&[&a, &b, &c], 6, 600, "fleet", "fw", "first-used-in-outage").await;
+    drop(busy);
+    let windows = 1 + hour_now() - hour;
+    eprintln!(
+        "cached, Redis away, a new key: {} of 600 admitted, limit 100",
+        got.admitted
+    );
+    assert_eq!(got.failed, 0);
+    assert!(
+        got.admitted <= 3 * 34 * windows,
+        "{} admitted: three replicas keep to 100 / 3 each",
+        got.admitted
+    );
+    assert!(
+        got.admitted >= 90,
+        "{} admitted: about the limit",
+        got.admitted
+    );
 }

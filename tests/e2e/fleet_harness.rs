@@ -34,11 +34,12 @@ fn redis_bin(name: &str) -> String {
     path.display().to_string()
 }
 
-/// One `redis-server` on loopback, in memory only.
+/// One `redis-server` on loopback, in memory only (or with its append-only file).
 pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     cluster: bool,
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -47,11 +48,26 @@ impl Redis {
         Self::start_node(false)
     }
 
+    /// A server that keeps its data across `down` and `up` (the append-only file, fsynced on
+    /// every write), as the shipped compose and Kubernetes files run it.
+    pub fn start_persistent() -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            cluster: false,
+            persistent: true,
+            child: None,
+        };
+        redis.up();
+        redis
+    }
+
     fn start_node(cluster: bool) -> Redis {
         let mut redis = Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             cluster,
+            persistent: false,
             child: None,
         };
         redis.up();
@@ -61,8 +77,21 @@ impl Redis {
     /// (Re)starts the server on its port and waits until it answers PING.
     pub fn up(&mut self) {
         let mut cmd = Command::new(redis_bin("redis-server"));
+        let persistence = if self.persistent {
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]
+            .as_slice()
+        } else {
+            ["--save", "", "--appendonly", "no"].as_slice()
+        };
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(persistence)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

@@ -12,7 +12,7 @@ use crate::harness::*;
 use sluice::proto::sluice::v1 as pb;
 
 /// One HTTP/1.1 GET (connection closed after): the status and the body.
-async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!("GET {path} HTTP/1.1\r\nHost: sluice\r\n{auth}Connection: close\r\n\r\n");
