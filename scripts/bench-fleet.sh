@@ -20,7 +20,7 @@ descriptors:
 R
 redis-server --port "$RPORT" --save "" --appendonly no --daemonize yes --pidfile "$D/redis.pid" >/dev/null
 sleep 0.5
-common=(--database-url "sqlite:$D/x.db" --rules "$D/rules.yaml" --admin-token t --no-adaptive)
+common=(--database-url "sqlite:$D/x.db" --rules "$D/rules.yaml" --admin-token bench-admin-token-0001 --no-adaptive)
 "$B" serve --listen "127.0.0.1:$P_MEM" "${common[@]/x.db/mem.db}" --admin-token-file "$D/ta" >"$D/mem.log" 2>&1 & S1=$!
 "$B" serve --listen "127.0.0.1:$P_EXACT" "${common[@]/x.db/exact.db}" --admin-token-file "$D/tb" \
   --counters "redis://127.0.0.1:$RPORT/" --counters-budget-ms 50 >"$D/exact.log" 2>&1 & S2=$!

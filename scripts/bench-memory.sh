@@ -37,7 +37,7 @@ for keys in "${KEYS[@]}"; do
       rm -f "$WORK/sluice.db"*
       ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$BIN" serve --listen "127.0.0.1:$grpc" --http-listen "127.0.0.1:$http" \
         --database-url "sqlite:$WORK/sluice.db" --rules "$WORK/rules.yaml" \
-        --bucket-store "$store" --cache-capacity "${CAPACITY:-2000000}" --admin-token bench "${extra[@]}" \
+        --bucket-store "$store" --cache-capacity "${CAPACITY:-2000000}" --admin-token bench-admin-token-0001 "${extra[@]}" \
         > "$WORK/server.log" 2>&1 &
       server=$!
       until "$BIN" health --server "127.0.0.1:$grpc" >/dev/null 2>&1; do sleep 0.2; done

@@ -25,7 +25,7 @@ cat > limits.yaml <<'R'
 R
 redis-server --port 16391 --save "" --appendonly no --daemonize yes --pidfile $D/redis.pid >/dev/null; sleep 0.5
 RURL=redis://127.0.0.1:16391
-C=(--rules rules.yaml --admin-token t --no-adaptive)
+C=(--rules rules.yaml --admin-token bench-admin-token-0001 --no-adaptive)
 $B serve --listen 127.0.0.1:18071 --database-url sqlite:a.db "${C[@]}" --admin-token-file ta > la 2>&1 & S1=$!
 $B serve --listen 127.0.0.1:18072 --database-url sqlite:b.db "${C[@]}" --admin-token-file tb --counters $RURL/ --counters-prefix ex --counters-budget-ms 50 > lb 2>&1 & S2=$!
 $B serve --listen 127.0.0.1:18073 --database-url sqlite:c.db "${C[@]}" --admin-token-file tc --counters $RURL/ --counters-prefix ca --counters-mode cached > lc 2>&1 & S3=$!

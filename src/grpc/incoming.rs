@@ -1,8 +1,10 @@
 //! The gRPC listener's connections, accepted with care:
 //! - at most `max_connections` at once: past it, new connections wait in the kernel's backlog
 //!   rather than each costing a task and buffers;
-//! - a connection that sends nothing within `first_byte_timeout` of being accepted is closed
-//!   (an idle socket must not hold a slot for ever);
+//! - a connection on which no request has arrived within `first_byte_timeout` of being accepted
+//!   is closed (an idle socket must not hold a slot for ever; nor one that sent a byte, the
+//!   HTTP/2 preface or pings and then nothing that is a request). A request arriving is told
+//!   through the connection's [`ConnInfo`], which tonic hands each request ([`mark_served`]);
 //! - a peer that vanishes is found by TCP keepalive ([`KEEPALIVE`]) and its connection closed.
 //!   The kernel's probes, not HTTP/2 pings: with pings configured hyper reads the clock and
 //!   takes a mutex on every frame received and every poll of the connection, ~1% of a
@@ -11,8 +13,10 @@
 //!   a second, instead of at once in a loop that burns a core and starves the clients already in.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -59,7 +63,8 @@ pub fn accept(
                         let guarded = Guarded {
                             tcp,
                             _permit: permit,
-                            first_byte: Some(Box::pin(tokio::time::sleep(
+                            served: Arc::default(),
+                            first_request: Some(Box::pin(tokio::time::sleep(
                                 limits.first_byte_timeout,
                             ))),
                         };
@@ -78,20 +83,73 @@ pub fn accept(
     )
 }
 
-/// A connection holding its slot until it is dropped, closed if its first byte is late.
+/// A connection holding its slot until it is dropped, closed if its first request is late.
 pub struct Guarded {
     tcp: TcpStream,
     _permit: OwnedSemaphorePermit,
-    /// Until the first byte arrives.
-    first_byte: Option<Pin<Box<Sleep>>>,
+    /// Set when a request arrives on the connection (`mark_served`).
+    served: Arc<AtomicBool>,
+    /// Until the first request arrives.
+    first_request: Option<Pin<Box<Sleep>>>,
+}
+
+/// What tonic hands each request about its connection: the addresses, and the flag that tells
+/// the connection a request arrived.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    tcp: TcpConnectInfo,
+    served: Arc<AtomicBool>,
+}
+
+impl ConnInfo {
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.tcp.remote_addr()
+    }
 }
 
 impl Connected for Guarded {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp.connect_info()
+        ConnInfo {
+            tcp: self.tcp.connect_info(),
+            served: self.served.clone(),
+        }
     }
+}
+
+/// The connection a request came on (with or without TLS).
+fn conn_info<B>(request: &tonic::codegen::http::Request<B>) -> Option<&ConnInfo> {
+    let extensions = request.extensions();
+    extensions.get::<ConnInfo>().or_else(|| {
+        extensions
+            .get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+            .map(|tls| tls.get_ref())
+    })
+}
+
+/// A layer's function: tells the request's connection that a request arrived (it is no
+/// longer closed for silence).
+pub fn mark_served<B>(
+    request: tonic::codegen::http::Request<B>,
+) -> tonic::codegen::http::Request<B> {
+    if let Some(info) = conn_info(&request) {
+        info.served.store(true, Ordering::Relaxed);
+    }
+    request
+}
+
+/// The caller's address, as the connection knows it.
+pub fn remote_addr<T>(request: &tonic::Request<T>) -> Option<SocketAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ConnInfo>()
+        .or_else(|| {
+            extensions
+                .get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+                .map(|tls| tls.get_ref())
+        })
+        .and_then(ConnInfo::remote_addr)
 }
 
 impl AsyncRead for Guarded {
@@ -100,13 +158,16 @@ impl AsyncRead for Guarded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        let got_bytes = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before;
-        if let Some(deadline) = self.first_byte.as_mut() {
-            if got_bytes {
-                self.first_byte = None;
-            } else if polled.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+        if self.first_request.is_some() {
+            if self.served.load(Ordering::Relaxed) {
+                self.first_request = None;
+            } else if self
+                .first_request
+                .as_mut()
+                .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+            {
+                // Bytes that are not a request (one byte, the preface, pings) do not count.
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no request on the connection in time",

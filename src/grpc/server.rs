@@ -140,6 +140,10 @@ impl Server {
             .layer(tower::util::MapResponseLayer::new(
                 undecodable_is_invalid_argument as fn(_) -> _,
             ))
+            // A request arrived: its connection is no longer closed for silence.
+            .layer(tower::util::MapRequestLayer::new(
+                incoming::mark_served as fn(_) -> _,
+            ))
             .add_service(HealthServer::new(HealthService::from_health_reporter(
                 health.reporter.clone(),
             )))

@@ -83,8 +83,7 @@ impl SluiceApi {
         if !named.is_empty() {
             return named.chars().take(200).collect();
         }
-        request
-            .remote_addr()
+        crate::grpc::incoming::remote_addr(request)
             .map_or_else(|| "admin".to_string(), |a| format!("admin@{a}"))
     }
 }

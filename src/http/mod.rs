@@ -5,12 +5,13 @@
 //!
 //! TLS and the admin token are the gRPC listener's: with `--tls-cert` this listener speaks TLS
 //! too (and asks for client certificates with `--tls-client-ca`); `/api/…` answers only with
-//! `authorization: Bearer <admin token>`, since its rows name clients. `/metrics` carries no
+//! `authorization: Bearer <admin token>` (the scheme in any case), since its rows name clients. `/metrics` carries no
 //! client key (labels are rules, tiers, reasons) and the probes nothing, so they are open, as
 //! envoyproxy/ratelimit's and Limitador's are.
 
 mod assets;
 mod dashboard;
+pub mod guard;
 pub mod metrics;
 pub mod tls;
 
@@ -106,7 +107,33 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{name}", get(assets::file))
         .merge(api)
+        .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// What every response tells the browser: run only this origin's scripts (none inline), load
+/// nothing from elsewhere, never be framed (clickjacking), never sniff a type, send no referrer.
+/// Styles may be inline: the charting library sizes its elements with style attributes.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 async fn require_token(
@@ -149,17 +176,19 @@ async fn readyz(State(s): State<Shared>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Serves until `shutdown` completes, then lets calls in flight finish.
+/// Serves until `shutdown` completes, then lets calls in flight finish. Connections are capped
+/// and must send their request heads in time (`guard`).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: guard::HttpLimits,
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state);
     match tls {
         Some(config) => {
-            let listener = tls::TlsListener::new(listener, config)?;
+            let listener = guard::Guarded::new(tls::TlsListener::new(listener, config)?, limits);
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -169,7 +198,7 @@ pub async fn serve(
                 // Dashboards poll every few seconds: small replies, no batching delay.
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
+            axum::serve(guard::Guarded::new(listener, limits), app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }

@@ -179,14 +179,27 @@ pub struct Config {
     #[arg(long, env = "SLUICE_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
-    /// Most gRPC connections at once; more wait in the kernel's backlog until one closes.
+    /// Most gRPC connections at once; more wait in the kernel's backlog until one closes. Lowered
+    /// at start to what the process's descriptor limit leaves after the HTTP listener's and a
+    /// reserve (the log says so).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Milliseconds a new gRPC connection may stay silent before it is closed (an idle socket
-    /// must not hold a connection slot).
-    #[arg(long, env = "SLUICE_FIRST_BYTE_TIMEOUT_MS", default_value_t = 10_000)]
+    /// Milliseconds a connection may go without a request before it is closed: a new gRPC
+    /// connection until its first request (bytes that are not a request, such as the HTTP/2
+    /// preface or pings, do not count); on the HTTP listener, each request's head.
+    #[arg(
+        long,
+        env = "SLUICE_FIRST_BYTE_TIMEOUT_MS",
+        alias = "first-request-timeout-ms",
+        default_value_t = 10_000
+    )]
     pub first_byte_timeout_ms: u64,
+
+    /// Most HTTP admin connections at once (more wait in the kernel's backlog): the admin port
+    /// never takes the descriptors the decision port needs.
+    #[arg(long, env = "SLUICE_HTTP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub http_max_connections: usize,
 
     /// Address of the HTTP admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz` and the
     /// dashboard at `/`. Off when unset; TLS and the admin token are the gRPC listener's.
@@ -420,6 +433,14 @@ impl Config {
         crate::grpc::incoming::ConnectionLimits {
             max_connections: self.max_connections.max(1),
             first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms.max(100)),
+        }
+    }
+
+    /// How the HTTP admin listener admits connections.
+    pub fn http_limits(&self) -> crate::http::guard::HttpLimits {
+        crate::http::guard::HttpLimits {
+            max_connections: self.http_max_connections.max(1),
+            head_timeout: Duration::from_millis(self.first_byte_timeout_ms.max(100)),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod config_fleet;
 pub mod database;
 pub mod db_supervisor;
+pub mod descriptors;
 pub mod fleet;
 pub mod fleet_sync;
 pub mod history_writer;

@@ -70,7 +70,7 @@ pub enum StartError {
 /// The admin token: configured, or generated and written where the CLI will find it.
 pub fn admin_token(config: &Config) -> Result<AdminToken, StartError> {
     if let Some(token) = config.admin_token.as_ref().filter(|t| !t.is_empty()) {
-        return Ok(AdminToken::new(token.clone()));
+        return AdminToken::new(token).map_err(StartError::Config);
     }
     let token = AdminToken::generate();
     write_private(&config.admin_token_file, token.secret()).map_err(|source| {
@@ -96,10 +96,12 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    // An unpredictable name: one another user could guess could be made in advance (a file or
+    // a link), and `create_new` would then fail the start.
     let temp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{:016x}.tmp",
         name.to_string_lossy(),
-        std::process::id()
+        rand::random::<u64>()
     ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -113,6 +115,34 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Both listeners' connection caps, fitted to the descriptors the process may open
+/// (`descriptors`): said in the log when lowered.
+fn connection_caps(
+    config: &Config,
+) -> (
+    crate::grpc::incoming::ConnectionLimits,
+    crate::http::guard::HttpLimits,
+) {
+    let (mut grpc, mut http) = (config.connection_limits(), config.http_limits());
+    if let Some(descriptors) = crate::service::descriptors::raise_limit() {
+        let (g, h) = crate::service::descriptors::caps(
+            grpc.max_connections,
+            http.max_connections,
+            descriptors,
+        );
+        if (g, h) != (grpc.max_connections, http.max_connections) {
+            tracing::warn!(
+                descriptors,
+                grpc_connections = g,
+                http_connections = h,
+                "the descriptor limit is low: connection caps lowered to fit it with a reserve"
+            );
+        }
+        (grpc.max_connections, http.max_connections) = (g, h);
+    }
+    (grpc, http)
 }
 
 /// Runs the service on `listener` (and `--http-listen`, if set) until `shutdown` completes.
@@ -160,7 +190,8 @@ pub async fn run_with(
         None => (None, None),
     };
     let rules_file = first.transpose()?;
-    let server = Server::new(&config.tls(), config.connection_limits()).await?;
+    let (connection_limits, http_limits) = connection_caps(&config);
+    let server = Server::new(&config.tls(), connection_limits).await?;
     let http_tls = match &http {
         Some(_) => crate::http::tls::server_config(&config.tls()).map_err(ServeError::from)?,
         None => None,
@@ -390,9 +421,15 @@ pub async fn run_with(
             tls = http_tls.is_some(),
             "serving HTTP (metrics, probes, dashboard)"
         );
-        tokio::spawn(crate::http::serve(http, http_tls, http_state, async {
-            let _ = http_stopped.await;
-        }))
+        tokio::spawn(crate::http::serve(
+            http,
+            http_tls,
+            http_limits,
+            http_state,
+            async {
+                let _ = http_stopped.await;
+            },
+        ))
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, database = %redact(&config.database_url), "serving gRPC");

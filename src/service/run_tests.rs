@@ -147,9 +147,16 @@ fn the_token_file_is_private_whatever_was_there() {
     );
     assert_eq!(mode(&link), 0o600);
 
+    // Someone who can write the directory made the temporary file of the old, predictable
+    // name (process id) in advance: the token is written all the same.
     let fresh = dir.path().join("fresh.token");
+    let planted = dir
+        .path()
+        .join(format!(".fresh.token.{}.tmp", std::process::id()));
+    std::fs::write(&planted, "planted").unwrap();
     super::write_private(&fresh, "t").unwrap();
     assert_eq!(mode(&fresh), 0o600);
+    std::fs::remove_file(&planted).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())

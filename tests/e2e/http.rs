@@ -13,6 +13,12 @@ use sluice::proto::sluice::v1 as pb;
 
 /// One HTTP/1.1 GET (connection closed after): the status and the body.
 pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let (status, _, body) = get_with_head(addr, path, token).await;
+    (status, body)
+}
+
+/// One HTTP/1.1 GET: the status, the head (status line and headers, lower-cased) and the body.
+async fn get_with_head(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!("GET {path} HTTP/1.1\r\nHost: sluice\r\n{auth}Connection: close\r\n\r\n");
@@ -21,7 +27,8 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Str
     tcp.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let head = head.to_ascii_lowercase();
     // Chunked bodies (axum streams larger ones): keep only the data lines.
     let body = if text
         .to_ascii_lowercase()
@@ -31,7 +38,7 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Str
     } else {
         body.to_string()
     };
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -56,6 +63,33 @@ fn sample(text: &str, series: &str) -> f64 {
 
 async fn http_server() -> (Db, TestServer) {
     TestServer::sqlite_with(|c| c.http_listen = Some("127.0.0.1:0".parse().unwrap())).await
+}
+
+/// Every response carries the headers that keep a browser safe: a content security policy
+/// allowing only this origin's scripts, no framing, no type sniffing, no referrer.
+#[tokio::test]
+async fn every_response_says_how_a_browser_must_treat_it() {
+    let (_db, server) = http_server().await;
+    let http = server.http.unwrap();
+    for (path, token) in [
+        ("/", None),
+        ("/assets/dashboard.js", None),
+        ("/metrics", None),
+        ("/api/overview", Some(TOKEN)),
+        ("/api/overview", None),
+    ] {
+        let (_, head, _) = get_with_head(http, path, token).await;
+        for wanted in [
+            "content-security-policy: default-src 'none'; script-src 'self';",
+            "frame-ancestors 'none'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(head.contains(wanted), "{path}: no {wanted:?} in\n{head}");
+        }
+    }
+    server.stop().await;
 }
 
 #[tokio::test]

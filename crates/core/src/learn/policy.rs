@@ -44,11 +44,13 @@ impl Allowlist {
                 Some((ip, bits)) => {
                     let ip: IpAddr = ip
                         .parse()
-                        .map_err(|_| format!("allowlist entry {entry:?}: not an IP network"))?;
+                        .map_err(|_| format!("entry {entry:?}: not an IP network"))?;
                     let max = if ip.is_ipv4() { 32 } else { 128 };
-                    let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| {
-                        format!("allowlist entry {entry:?}: prefix must be 0..={max}")
-                    })?;
+                    let bits: u8 = bits
+                        .parse()
+                        .ok()
+                        .filter(|b| *b <= max)
+                        .ok_or_else(|| format!("entry {entry:?}: prefix must be 0..={max}"))?;
                     list.networks.push((ip, bits));
                 }
                 None => list.exact.push(entry.to_string()),

@@ -126,6 +126,8 @@ fn allowlist_errors_name_the_entry() {
     ] {
         let e = Allowlist::parse(text).unwrap_err();
         assert!(e.contains(needle), "{text}: {e}");
+        // The same parser reads the deny list: the words must not name the allowlist.
+        assert!(!e.contains("allowlist"), "{text}: {e}");
     }
 }
 
