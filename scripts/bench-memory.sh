@@ -26,8 +26,7 @@ descriptors:
   - key: remote_address
     rate_limit: {unit: minute, requests_per_unit: 1000}
 YAML
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
+. scripts/lib/proc.sh
 for keys in "${KEYS[@]}"; do
   for store in ${STORES:-sharded moka}; do
     for observation in ${OBSERVATION:-on off}; do

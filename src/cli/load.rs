@@ -59,8 +59,22 @@ pub struct LoadArgs {
     /// RLS domain (ShouldAllow uses the server's default domain).
     #[arg(long, default_value = "sluice")]
     pub domain: String,
+    /// ShouldAllow only: every subject field (client address, user id, user agent, endpoint)
+    /// is made this many bytes long, distinct per key (a flood of caller-chosen strings, for
+    /// memory measurements). 0: the usual short address and one endpoint.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub pad_bytes: u64,
     #[command(flatten)]
     pub tls: crate::cli::client_tls::ClientTlsArgs,
+}
+
+/// `field` and `key` padded with `x` to `bytes` (never shorter than the two).
+fn padded(field: &str, key: &str, bytes: usize) -> String {
+    let mut out = format!("{field}-{key}-");
+    while out.len() < bytes {
+        out.push('x');
+    }
+    out
 }
 
 /// A positive, finite number of requests per second.
@@ -198,10 +212,21 @@ async fn worker(
                 .map(|r| r.get_ref().overall_code == Code::OverLimit as i32),
             Api::Allow => sluice
                 .should_allow(pb::ShouldAllowRequest {
-                    subject: Some(pb::Subject {
-                        client_ip: key,
-                        endpoint: "/api/browse".into(),
-                        ..Default::default()
+                    subject: Some(if args.pad_bytes == 0 {
+                        pb::Subject {
+                            client_ip: key,
+                            endpoint: "/api/browse".into(),
+                            ..Default::default()
+                        }
+                    } else {
+                        let pad = |field: &str| padded(field, &key, args.pad_bytes as usize);
+                        pb::Subject {
+                            client_ip: pad("ip"),
+                            user_id: pad("user"),
+                            user_agent: pad("agent"),
+                            endpoint: format!("/{}", pad("endpoint")),
+                            ..Default::default()
+                        }
                     }),
                     ..Default::default()
                 })

@@ -224,11 +224,11 @@ impl MinuteLoop {
         });
         self.publish(&minutes);
         drop(minutes);
-        span.record("clients", closed.tick.scores.len());
+        span.record("clients", closed.tick.scored);
         span.record("actions", closed.tick.actions.len());
         self.counts
             .clients_scored
-            .fetch_add(closed.tick.scores.len() as u64, Ordering::Relaxed);
+            .fetch_add(closed.tick.scored as u64, Ordering::Relaxed);
         self.counts.minutes_closed.fetch_add(1, Ordering::Relaxed);
         self.counts.count_adjustments(&closed.tick.adjustments);
         log_minute(&closed);

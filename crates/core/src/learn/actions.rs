@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::observe::user_of_key;
+use super::observe::{bounded_key, user_of_key};
 use crate::time::Nanos;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,8 +135,9 @@ impl ActionTable {
         self.by_client.len()
     }
 
+    /// The action on `client` (as given or as stored: compared as `bounded_key` makes it).
     pub fn get(&self, client: &str) -> Option<&Action> {
-        self.by_client.get(client)
+        self.by_client.get(&*bounded_key(client))
     }
 
     /// The action in force for `client` at `now` (an expired one is ignored even before the next
@@ -145,7 +146,9 @@ impl ActionTable {
         if self.by_client.is_empty() || client.is_empty() {
             return None;
         }
-        self.by_client.get(client).filter(|a| a.expires_at > now)
+        self.by_client
+            .get(&*bounded_key(client))
+            .filter(|a| a.expires_at > now)
     }
 
     /// The action in force for a request from `address` by `user` (either may be empty): the
@@ -159,7 +162,7 @@ impl ActionTable {
             true => None,
             false => self
                 .users
-                .get(user)
+                .get(&*bounded_key(user))
                 .and_then(|key| self.by_client.get(key))
                 .filter(|a| a.expires_at > now),
         };

@@ -47,3 +47,21 @@ fn a_request_meets_the_stronger_of_its_address_and_user_actions() {
         assert_eq!(got, expected, "{address:?} as {user:?}");
     }
 }
+
+/// Kilobyte ids are stored bounded (`bounded_key`): a request carrying the raw id still meets
+/// the action on it, and another long id with the same beginning does not.
+#[test]
+fn actions_on_long_ids_are_met_by_the_raw_ids() {
+    use crate::learn::observe::{bounded_key, user_key};
+    let later = NOW + 60 * NANOS_PER_SEC;
+    let (long_user, long_address) = ("u".repeat(1_000), "s".repeat(1_000));
+    let table = ActionTable::from_actions([
+        action(&user_key(&long_user), ActionKind::Block, later),
+        action(&bounded_key(&long_address), ActionKind::Block, later),
+    ]);
+    assert!(table.active_for("192.0.2.9", &long_user, NOW).is_some());
+    assert!(table.active_for(&long_address, "", NOW).is_some());
+    assert!(table.get(&long_address).is_some());
+    let other = format!("{}v", "u".repeat(999));
+    assert!(table.active_for("192.0.2.9", &other, NOW).is_none());
+}

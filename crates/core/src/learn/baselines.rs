@@ -273,6 +273,8 @@ pub struct Baselines {
     /// mostly failed: how often the site's typical client fails.
     with_outcomes: f64,
     mostly_failing: f64,
+    /// The most endpoint measures held at once, ever (the bound the learning keeps).
+    most_endpoint_measures: usize,
 }
 
 /// People seen behind a client key: distinct user agents or users on a network key, at least 1.
@@ -316,6 +318,7 @@ impl Baselines {
             ready_since: None,
             with_outcomes: 0.0,
             mostly_failing: 0.0,
+            most_endpoint_measures: 0,
         }
     }
 
@@ -519,7 +522,23 @@ impl Baselines {
             }
             _ => true,
         });
+        // New endpoint measures are taken up to twice the cap, then trimmed to it: a flood of
+        // made-up endpoints (a new route each request) must not make a histogram each first.
+        let room = 2 * self.config.max_endpoints;
+        let mut endpoints = self
+            .measures
+            .keys()
+            .filter(|m| matches!(m, Measure::Endpoint { .. }))
+            .count();
         for (measure, value) in add {
+            if matches!(measure, Measure::Endpoint { .. }) && !self.measures.contains_key(&measure)
+            {
+                if endpoints >= room {
+                    continue;
+                }
+                endpoints += 1;
+                self.most_endpoint_measures = self.most_endpoint_measures.max(endpoints);
+            }
             let h = self.measures.entry(measure).or_insert_with(|| {
                 let mut h = Histogram::new();
                 h.last_minute = minute;

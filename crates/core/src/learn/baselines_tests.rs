@@ -504,3 +504,54 @@ fn failed_assets_are_not_failures() {
     assert!(!phone.mostly_failing_pages(1));
     assert!(b.assess(phone).is_empty());
 }
+
+/// A flood of made-up endpoints (a new route each request) makes at most twice the cap of
+/// endpoint histograms in a minute, and the cap stays after it.
+#[test]
+fn a_flood_of_new_endpoints_makes_a_bounded_number_of_measures() {
+    let mut b = Baselines::new(BaselineConfig {
+        max_endpoints: 50,
+        ..BaselineConfig::default()
+    });
+    let agg = Aggregator::new(ObserveConfig::default());
+    // Letters, not digits: a segment with digits is an id, and ids share one route.
+    let letters = |i: usize| -> String {
+        (0..3)
+            .map(|k| (b'a' + (i / 26usize.pow(k) % 26) as u8) as char)
+            .collect()
+    };
+    let endpoints: Vec<String> = (0..1_000)
+        .map(|i| format!("/made-up/{}", letters(i)))
+        .collect();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let client = format!("10.0.{}.{}", i / 250, i % 250);
+        agg.record(&Observation {
+            now: NANOS_PER_SEC,
+            client: &client,
+            user: "",
+            tier: Tier::Std,
+            endpoint,
+            user_agent: "",
+            event: Event::Decision {
+                allowed: true,
+                anomaly: false,
+                cut: false,
+            },
+        });
+    }
+    let clients = agg.drain().clients;
+    b.learn(0, clients.iter());
+    let kept = b
+        .measures
+        .keys()
+        .filter(|m| matches!(m, Measure::Endpoint { .. }))
+        .count();
+    assert!(
+        kept <= 50,
+        "{kept} endpoint measures after the minute, cap 50"
+    );
+    assert_eq!(
+        b.most_endpoint_measures, 100,
+        "during the minute at most twice the cap were made"
+    );
+}

@@ -107,11 +107,19 @@ pub struct ScoreRecord {
     pub model_version: u64,
 }
 
+/// Score records a tick keeps at most: every client under an action, then the highest scores.
+/// A minute of 200,000 clients (a flood of made-up ids) would otherwise hand the history a row
+/// for each — hundreds of megabytes in flight at the close, and as many rows a minute on disk.
+pub const MAX_SCORE_RECORDS: usize = 5_000;
+
 /// Everything one tick produced; the caller installs `actions` and stores the rest.
 #[derive(Debug, Default)]
 pub struct Tick {
     pub actions: Arc<ActionTable>,
+    /// At most `MAX_SCORE_RECORDS`: the clients under an action, then the highest scores.
     pub scores: Vec<ScoreRecord>,
+    /// Clients scored (`scores` keeps at most `MAX_SCORE_RECORDS` of them).
+    pub scored: usize,
     pub adjustments: Vec<Adjustment>,
     pub traffic: Vec<EndpointMinute>,
     pub overflow: u64,
@@ -425,19 +433,23 @@ impl Learner {
             .collect();
         adjustments.extend(self.block_denied(&lists, &mut by_client, now));
         let table = Arc::new(ActionTable::from_map(by_client));
-        let scores = measured
-            .iter()
-            .zip(&calls)
-            .map(|((c, x), (score, _))| ScoreRecord {
+        let scored = measured.len();
+        let scores = kept_scores(
+            measured
+                .iter()
+                .zip(&calls)
+                .map(|((c, x), (score, _))| (c, x, *score)),
+            &table,
+            |(c, x, score)| ScoreRecord {
                 minute,
                 client: c.client.clone(),
-                score: *score,
+                score,
                 features: *x,
                 requests: c.requests,
                 action: table.get(&c.client).map(|a| a.kind.name()),
                 model_version: self.version,
-            })
-            .collect();
+            },
+        );
         self.note_sustained(minute_index, &measured);
         self.failures
             .record(minute_index, measured.iter().map(|(c, _)| c));
@@ -448,6 +460,7 @@ impl Learner {
         Tick {
             actions: table,
             scores,
+            scored,
             adjustments,
             traffic: data.endpoints,
             overflow: data.overflow,
@@ -716,6 +729,27 @@ mod corrections;
 mod look;
 pub use corrections::{Correction, CorrectionKind, FALSE_POSITIVE_TTL, false_positive_reason};
 pub use look::LookFloor;
+
+/// The score records a tick keeps (`MAX_SCORE_RECORDS`): every scored client under an action,
+/// then the highest scores; only those kept are built.
+fn kept_scores<'a, X: 'a>(
+    scored: impl Iterator<Item = (&'a ClientMinute, X, f64)>,
+    table: &ActionTable,
+    record: impl Fn((&'a ClientMinute, X, f64)) -> ScoreRecord,
+) -> Vec<ScoreRecord> {
+    let mut all: Vec<(bool, f64, (&'a ClientMinute, X, f64))> = scored
+        .map(|item| (table.get(&item.0.client).is_some(), item.2, item))
+        .collect();
+    if all.len() > MAX_SCORE_RECORDS {
+        // Acted on first, then by score; the order of what is kept is the minute's (by name).
+        all.select_nth_unstable_by(MAX_SCORE_RECORDS - 1, |a, b| {
+            b.0.cmp(&a.0).then(b.1.total_cmp(&a.1))
+        });
+        all.truncate(MAX_SCORE_RECORDS);
+        all.sort_by(|a, b| a.2.0.client.cmp(&b.2.0.client));
+    }
+    all.into_iter().map(|(_, _, item)| record(item)).collect()
+}
 
 #[cfg(test)]
 #[path = "learner_tests.rs"]

@@ -201,7 +201,10 @@ impl Learner {
         let mut changes = Vec::new();
         let mut by_client: FxHashMap<Arc<str>, Action> = FxHashMap::default();
         for a in self.actions.iter() {
-            if clients.iter().any(|c| **c == *a.client) {
+            if clients
+                .iter()
+                .any(|c| *crate::learn::observe::bounded_key(c) == *a.client)
+            {
                 changes.push(lifted(a, now, cause));
             } else {
                 by_client.insert(a.client.clone(), a.clone());

@@ -133,3 +133,63 @@ fn each_correction_does_what_the_api_does() {
             .any(|e| e.reason == "false positive: ops ticket 7")
     );
 }
+
+/// A minute of more clients than the history keeps: every client acted on, then the highest
+/// scores, in the minute's order; with fewer, every one.
+#[test]
+fn the_history_keeps_the_acted_on_and_the_highest_scores() {
+    use crate::learn::actions::{Action, ActionKind, ActionTable};
+    let clients: Vec<ClientMinute> = (0..MAX_SCORE_RECORDS + 100)
+        .map(|i| {
+            let mut c = ClientMinute::default();
+            c.client = format!("c{i:06}").into();
+            c
+        })
+        .collect();
+    // Client i scores i / n: the highest are the last; c000000 (the lowest) is acted on.
+    let n = clients.len() as f64;
+    let acted = Action {
+        client: "c000000".into(),
+        kind: ActionKind::Block,
+        score: 0.0,
+        since: 0,
+        expires_at: 1,
+        shadow: false,
+        model_version: 1,
+        signal: Default::default(),
+        why: "".into(),
+    };
+    let table = ActionTable::from_actions([acted]);
+    let record = |(c, _, score): (&ClientMinute, (), f64)| ScoreRecord {
+        minute: 0,
+        client: c.client.clone(),
+        score,
+        features: Default::default(),
+        requests: 0,
+        action: None,
+        model_version: 1,
+    };
+    let items = || {
+        clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c, (), i as f64 / n))
+    };
+    let kept = kept_scores(items(), &table, record);
+    assert_eq!(kept.len(), MAX_SCORE_RECORDS);
+    assert_eq!(
+        &*kept[0].client, "c000000",
+        "the acted-on client is kept, first by name"
+    );
+    assert!(
+        kept.windows(2).all(|w| w[0].client < w[1].client),
+        "in the minute's order"
+    );
+    let lowest_other = kept[1..].iter().map(|r| r.score).fold(1.0, f64::min);
+    assert!(
+        lowest_other >= 101.0 / n - 1e-9,
+        "the highest scores: lowest kept {lowest_other}"
+    );
+    let few = kept_scores(items().take(10), &table, record);
+    assert_eq!(few.len(), 10, "a small minute keeps every client");
+}

@@ -6,6 +6,8 @@
 //!   shard once: client and endpoint × tier counters live in the same shard and are merged when
 //!   the minute is drained);
 //! - strings are allocated once per client (and endpoint) per minute; repeat visits only hash;
+//!   each is at most `MAX_STORED_KEY` bytes (longer ones are kept as a prefix and a hash,
+//!   [`bounded_key`]), so a minute's memory is bounded in bytes, not only in entries;
 //! - at most `max_clients` clients and `max_endpoints` (shard, endpoint × tier) entries are
 //!   tracked per minute; observations beyond the cap are counted in `overflow`, never stored.
 //!
@@ -40,9 +42,47 @@ const USER_KEY_SEED: u64 = 0x05E2_1D5E_ED00_0001;
 /// address has no `u`), so the two kinds cannot collide.
 pub const USER_KEY_PREFIX: &str = "user:";
 
-/// The client key under which a user's requests are aggregated and acted on.
+/// The longest client identity (address, session or user id) the learning loop keeps as given.
+pub const MAX_STORED_KEY: usize = 128;
+/// Of a longer one, the bytes kept before its hash.
+const KEPT_PREFIX: usize = 96;
+
+/// A client identity as the learning loop stores and compares it: as given up to
+/// `MAX_STORED_KEY` bytes; longer, its first `KEPT_PREFIX` bytes, `…` and a 64-bit hash of the
+/// whole (still one identity each, at most 115 bytes; of a user key `user:<id>`, the id so).
+/// Callers choose these strings: a flood of kilobyte ids must not make every stored copy (the
+/// minute, the history, the actions) a kilobyte. Idempotent, so any side of a comparison may
+/// apply it again.
+pub fn bounded_key(raw: &str) -> std::borrow::Cow<'_, str> {
+    match raw.strip_prefix(USER_KEY_PREFIX) {
+        Some(id) if id.len() > MAX_STORED_KEY => {
+            std::borrow::Cow::Owned(format!("{USER_KEY_PREFIX}{}", bounded_id(id)))
+        }
+        Some(_) => std::borrow::Cow::Borrowed(raw),
+        None => bounded_id(raw),
+    }
+}
+
+/// An id or address bounded as `bounded_key` says (no user prefix considered).
+fn bounded_id(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.len() <= MAX_STORED_KEY {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut cut = KEPT_PREFIX;
+    while !raw.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}…{:016x}",
+        &raw[..cut],
+        xxhash_rust::xxh3::xxh3_64(raw.as_bytes())
+    ))
+}
+
+/// The client key under which a user's requests are aggregated and acted on (the id bounded
+/// as `bounded_key` does).
 pub fn user_key(user_id: &str) -> String {
-    format!("{USER_KEY_PREFIX}{user_id}")
+    format!("{USER_KEY_PREFIX}{}", bounded_id(user_id))
 }
 
 /// The user id of a user client key, `None` for a network identity.
@@ -182,7 +222,7 @@ impl Aggregator {
             Some(e) => Some(e),
             None if self.reserve(&self.endpoints, self.config.max_endpoints) => {
                 let e = shard.endpoints.entry(endpoint_key).or_default();
-                e.endpoint = o.endpoint.into();
+                e.endpoint = bounded_key(o.endpoint).into();
                 e.tier = o.tier;
                 Some(e)
             }
@@ -227,7 +267,7 @@ impl Aggregator {
                 let c = shard.clients.entry(key).or_default();
                 c.kind = kind;
                 c.client = match kind {
-                    ClientKind::Network => o.client.into(),
+                    ClientKind::Network => bounded_key(o.client).into(),
                     ClientKind::User => user_key(o.user).into(),
                 };
                 Some(c)

@@ -260,3 +260,51 @@ fn a_drained_minute_lists_every_client_once_by_name_with_its_own_counts() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn long_identities_are_stored_bounded_and_stay_distinct() {
+    let long_a = format!("{}a", "x".repeat(1_000));
+    let long_b = format!("{}b", "x".repeat(1_000));
+    // (raw, stored length at most, stored as given)
+    for (raw, given) in [
+        ("203.0.113.7", true),
+        ("user:alice", true),
+        (long_a.as_str(), false),
+        (&format!("user:{long_a}"), false),
+    ] {
+        let stored = bounded_key(raw);
+        assert!(stored.len() <= MAX_STORED_KEY, "{}", stored.len());
+        assert_eq!(stored == raw, given, "{raw:.20}");
+        assert_eq!(bounded_key(&stored), stored, "idempotent: {raw:.20}");
+    }
+    assert_ne!(
+        bounded_key(&long_a),
+        bounded_key(&long_b),
+        "a hash keeps them apart"
+    );
+    assert!(bounded_key(&format!("user:{long_a}")).starts_with("user:"));
+    assert_eq!(user_key(&long_a), bounded_key(&format!("user:{long_a}")));
+    // A multi-byte character at the cut is kept whole.
+    let accented = "é".repeat(100);
+    assert!(bounded_key(&accented).len() <= MAX_STORED_KEY);
+
+    // Observed with kilobyte ids, a minute stores bounded names; actions found by the raw ids.
+    let agg = Aggregator::new(ObserveConfig::default());
+    let mut o = obs(
+        &long_a,
+        "/x",
+        Event::Decision {
+            allowed: true,
+            anomaly: false,
+            cut: false,
+        },
+        1,
+    );
+    o.user = &long_b;
+    agg.record(&o);
+    let minute = agg.drain();
+    assert_eq!(minute.clients.len(), 2);
+    for c in &minute.clients {
+        assert!(c.client.len() <= MAX_STORED_KEY, "{}", c.client.len());
+    }
+}

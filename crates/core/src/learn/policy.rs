@@ -53,7 +53,9 @@ impl Allowlist {
                         .ok_or_else(|| format!("entry {entry:?}: prefix must be 0..={max}"))?;
                     list.networks.push((ip, bits));
                 }
-                None => list.exact.push(entry.to_string()),
+                None => list
+                    .exact
+                    .push(super::observe::bounded_key(entry).into_owned()),
             }
         }
         Ok(list)
@@ -62,6 +64,8 @@ impl Allowlist {
     /// Whether a client key is allowlisted. A user key `user:alice` matches the entry `alice`
     /// (or `user:alice`); a network identity matches its exact entry or a network holding it.
     pub fn contains(&self, client: &str) -> bool {
+        // Exact entries are kept bounded (`bounded_key`); so is the key they are compared with.
+        let client = &*super::observe::bounded_key(client);
         let user = super::observe::user_of_key(client);
         if self
             .exact

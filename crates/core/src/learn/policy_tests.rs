@@ -248,3 +248,16 @@ fn a_renewal_keeps_the_signal_that_decided_the_kind_in_force() {
         (ActionKind::Block, Signal::Heuristic)
     );
 }
+
+/// Entries and client keys longer than the stored bound are compared as stored: the raw id,
+/// the stored key and its user key all match; another long id with the same start does not.
+#[test]
+fn long_entries_match_the_keys_they_name() {
+    use crate::learn::observe::{bounded_key, user_key};
+    let long = "k".repeat(1_000);
+    let list = Allowlist::parse(&long).unwrap();
+    assert!(list.contains(&long));
+    assert!(list.contains(&bounded_key(&long)));
+    assert!(list.contains(&user_key(&long)));
+    assert!(!list.contains(&format!("{}j", "k".repeat(999))));
+}

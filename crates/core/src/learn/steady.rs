@@ -3,7 +3,8 @@
 //! it is busy: the volume signal and the forest leave it alone while it stays within twice its own
 //! usual rate. (Failing requests and explicit heuristics still apply to it.)
 //!
-//! Bounded: clients unseen for a window are forgotten, and at most `max_clients` are kept.
+//! Bounded: clients unseen for a window are forgotten, and at most `max_clients` are kept, by
+//! a 64-bit hash of their key (only identity matters here: no name is stored).
 
 use std::collections::VecDeque;
 
@@ -42,7 +43,13 @@ struct Track {
 #[derive(Clone, Debug, Default)]
 pub struct Steady {
     config: SteadyConfig,
-    clients: FxHashMap<Box<str>, Track>,
+    /// By `id(client key)`.
+    clients: FxHashMap<u64, Track>,
+}
+
+/// A client key's identity here.
+fn id(client: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(client.as_bytes())
 }
 
 impl Steady {
@@ -57,7 +64,7 @@ impl Steady {
     /// `min_minutes` of the last `WINDOW` (before this one), never acted on in them, and now
     /// within twice its median rate.
     pub fn is_established(&self, client: &str, requests: u32) -> bool {
-        let Some(t) = self.clients.get(client) else {
+        let Some(t) = self.clients.get(&id(client)) else {
             return false;
         };
         if t.acted.is_some() || t.minutes.len() < self.config.min_minutes {
@@ -72,14 +79,14 @@ impl Steady {
     /// Whether `client` was seen in `minute`.
     pub fn was_seen(&self, client: &str, minute: i64) -> bool {
         self.clients
-            .get(client)
+            .get(&id(client))
             .is_some_and(|t| t.minutes.iter().any(|m| m.0 == minute))
     }
 
     /// Whether `client` was already here before `since` (when the baselines began to judge) and
     /// has not been seen long enough to tell whether it is established: it is given the time.
     pub fn is_pending(&self, client: &str, since: i64) -> bool {
-        self.clients.get(client).is_some_and(|t| {
+        self.clients.get(&id(client)).is_some_and(|t| {
             t.first_seen < since && t.acted.is_none() && t.minutes.len() < self.config.min_minutes
         })
     }
@@ -99,7 +106,8 @@ impl Steady {
                 }
             };
             // One lookup for a known client (this runs for every client every minute).
-            if let Some(t) = self.clients.get_mut(client) {
+            let key = id(client);
+            if let Some(t) = self.clients.get_mut(&key) {
                 update(t);
                 continue;
             }
@@ -111,7 +119,7 @@ impl Steady {
                 ..Track::default()
             };
             update(&mut t);
-            self.clients.insert(client.into(), t);
+            self.clients.insert(key, t);
         }
         let oldest = minute - WINDOW as i64 + 1;
         self.clients.retain(|_, t| {
