@@ -40,15 +40,16 @@ pub fn eval_forecast(args: &EvalForecastArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --series or --trace"),
     };
     let from = minute_arg("from", &args.from)?;
-    let (mut forecaster, fallback) =
-        load_or_baseline(&args.model.forecast_model, args.model.ort_dylib.as_deref());
+    // Found as `serve` and `replay` find it: from the working directory, else beside the binary.
+    let model = args.model.model_path();
+    let (mut forecaster, fallback) = load_or_baseline(&model, args.model.ort_dylib.as_deref());
     match (&fallback, crate::adapters::onnx::loaded_runtime()) {
         (Some(reason), _) => eprintln!(
             "warning: the LSTM is unavailable, scoring the fallback baseline instead: {reason}"
         ),
         (None, Some(library)) => eprintln!(
             "forecasting with the LSTM {} on ONNX Runtime {}",
-            args.model.forecast_model.display(),
+            model.display(),
             library.display()
         ),
         (None, None) => {}

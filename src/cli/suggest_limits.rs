@@ -78,6 +78,11 @@ pub fn run(args: &SuggestLimitsArgs) -> anyhow::Result<()> {
         site.p99, site.p999, site.per_minute
     );
     let views = baselines.views();
+    // One descriptor per route, whichever tiers used it: the rules are keyed by endpoint, and a
+    // route written once per tier is "the same descriptor defined twice". The limit is the
+    // larger tier's (a limit below what PRM clients used would throttle them); the comment
+    // gives each tier's figures.
+    let mut by_route: BTreeMap<&str, Vec<(&str, f64, f64, u64)>> = BTreeMap::new();
     for s in all.iter().filter(|s| s.endpoint.is_some()) {
         let hash = s.endpoint.expect("filtered");
         let samples = views
@@ -91,21 +96,28 @@ pub fn run(args: &SuggestLimitsArgs) -> anyhow::Result<()> {
             continue;
         };
         let tier = s.tier.map_or("STD", |t| t.as_str());
-        let note = format!("p99 {:.0}/min, p99.9 {:.0}/min, {tier}", s.p99, s.p999);
+        by_route
+            .entry(route.as_str())
+            .or_default()
+            .push((tier, s.p99, s.p999, s.per_minute));
+    }
+    for (route, tiers) in by_route {
+        let per_minute = tiers.iter().map(|t| t.3).max().unwrap_or(1);
+        let note = tiers
+            .iter()
+            .map(|(tier, p99, p999, _)| format!("{tier}: p99 {p99:.0}/min, p99.9 {p999:.0}/min"))
+            .collect::<Vec<_>>()
+            .join("; ");
         let value = match route.find("{id}") {
-            None => route.clone(),
+            None => route.to_string(),
             Some(i) if route[i..] == *"{id}" => format!("{}*", &route[..i]),
             Some(_) => {
-                out += &format!(
-                    "  # {route}: {} a minute per client ({note})\n",
-                    s.per_minute
-                );
+                out += &format!("  # {route}: {per_minute} a minute per client ({note})\n");
                 continue;
             }
         };
         out += &format!(
-            "  - key: endpoint\n    value: \"{value}\"\n    descriptors:\n      - key: remote_address   # {note}\n        rate_limit: {{unit: minute, requests_per_unit: {}}}\n",
-            s.per_minute
+            "  - key: endpoint\n    value: \"{value}\"\n    descriptors:\n      - key: remote_address   # {note}\n        rate_limit: {{unit: minute, requests_per_unit: {per_minute}}}\n"
         );
     }
     print!("{out}");

@@ -295,6 +295,34 @@ fn without_the_runtime_or_a_sound_model_forecasting_falls_back_to_the_baseline()
     }
 }
 
+/// Run from any directory, `eval-forecast` finds the shipped model as `serve` and `replay` do
+/// (beside the binary), instead of scoring the fallback.
+#[test]
+fn eval_forecast_finds_the_model_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = write_temp(&dir, "s.csv", &series_csv(9, 30.0));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = sluice()
+        .args(["eval-forecast", "--json", "--series"])
+        .arg(&series)
+        .current_dir(elsewhere.path())
+        .env("ORT_DYLIB_PATH", runtime())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["forecaster"],
+        "lstm",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_bad_series_is_refused_naming_the_line() {
     // (what, file text, expected start of the message)

@@ -369,6 +369,21 @@ fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
     }
 }
 
+/// What `sluice suggest-limits --trace PATH` prints (it must succeed).
+fn suggest_limits(path: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["suggest-limits", "--trace"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `sluice suggest-limits` prints a rules file that the rules parser accepts, with a site-wide
 /// per-client limit learned from the trace.
 #[test]
@@ -378,17 +393,7 @@ fn suggested_limits_are_a_valid_rules_file() {
     let world = sluice::replay::worlds::generate(3, 300);
     let mut file = std::fs::File::create(&path).unwrap();
     scenario::write_csv(&mut file, &world.requests).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["suggest-limits", "--trace"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = suggest_limits(&path);
     let parsed = sluice::adapters::rules_file::parse("suggested", &text, &InputLimits::default())
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let site = parsed
@@ -397,6 +402,50 @@ fn suggested_limits_are_a_valid_rules_file() {
         .find(|r| r.id() == "sluice|remote_address")
         .expect("a per-client limit for the whole site");
     assert!(site.limits[0].rate.unwrap().requests_per_unit >= 1);
+}
+
+/// An endpoint both tiers use is one descriptor in the suggested file (written once per tier,
+/// `rules check` refused it: "the same descriptor is defined twice"), with the larger tier's
+/// limit and both tiers' figures.
+#[test]
+fn an_endpoint_both_tiers_use_is_suggested_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trace.csv");
+    let mut file = std::fs::File::create(&path).unwrap();
+    writeln!(
+        file,
+        "ts,client,user,tier,endpoint,method,user_agent,status,label"
+    )
+    .unwrap();
+    // 60 clients a minute for 40 minutes, half STD and half PRM (PRM busier), all on /api/search.
+    let start = 1_700_000_000i64;
+    let mut rows = Vec::new();
+    for minute in 0..40 {
+        for c in 0..60 {
+            let (tier, per_minute) = if c % 2 == 0 { ("STD", 3) } else { ("PRM", 6) };
+            for r in 0..per_minute {
+                let t = start + minute * 60 + (c * 7 + r * 9) % 60;
+                rows.push((
+                    t,
+                    format!("{t}000,10.0.0.{c},u{c},{tier},/api/search,GET,Mozilla/5.0,200,benign"),
+                ));
+            }
+        }
+    }
+    rows.sort();
+    for (_, row) in rows {
+        writeln!(file, "{row}").unwrap();
+    }
+    drop(file);
+    let text = suggest_limits(&path);
+    assert_eq!(text.matches("value: \"/api/search\"").count(), 1, "{text}");
+    assert!(
+        text.contains("STD: p99") && text.contains("PRM: p99"),
+        "{text}"
+    );
+    sluice::adapters::rules_file::parse("suggested", &text, &InputLimits::default())
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
 }
 
 /// `sluice eval-detection`'s arguments, parsed as the command line would.
