@@ -245,10 +245,12 @@ async fn redis_down_follows_the_policy_and_recovers() {
     );
 }
 
-/// A rule changed through one replica is in force on the others within a second: PostgreSQL
-/// announces it (the poll here is a minute, so only the announcement can be that fast).
+/// A rule changed through one replica is in force on the others by PostgreSQL's announcement:
+/// the poll here is a minute and the replicas started seconds ago, so reaching them within 30 s
+/// can only be the announcement (how fast it is, typically well under a second, is printed: a
+/// figure, not a timed assertion a loaded machine could fail).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rule_change_reaches_the_other_replicas_within_a_second() {
+async fn a_rule_change_reaches_the_other_replicas_by_announcement() {
     use sluice::proto::sluice::v1 as pb;
     use sluice::proto::sluice::v1::sluice_client::SluiceClient;
 
@@ -279,8 +281,8 @@ async fn a_rule_change_reaches_the_other_replicas_within_a_second() {
     for r in [&b, &c] {
         while rules_revision(r).await < written {
             assert!(
-                changed_at.elapsed() < Duration::from_secs(1),
-                "the change did not reach the replica on port {} within a second",
+                changed_at.elapsed() < Duration::from_secs(30),
+                "the change did not reach the replica on port {} before a poll could bring it",
                 r.port
             );
             tokio::time::sleep(Duration::from_millis(10)).await;

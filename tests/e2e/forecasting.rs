@@ -315,10 +315,28 @@ async fn without_a_model_the_baseline_forecasts_and_decisions_go_on() {
         )],
     )
     .await;
-    assert_eq!(browse(&server, "u", pb::Tier::Std).await.0, 3);
+    let (admitted, _) = browse(&server, "u", pb::Tier::Std).await;
+    assert_eq!(admitted, 3);
     // Forecasts still come (from the baseline) once a window of traffic exists: checked in
-    // replay; here only that ticks run without a model.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // replay; here only that ticks run without a model — the minute with a request from an
+    // address (observed; `browse` sends user ids only) closes and is recorded.
+    server
+        .api()
+        .await
+        .should_allow(pb::ShouldAllowRequest {
+            subject: Some(pb::Subject {
+                client_ip: "203.0.113.5".into(),
+                endpoint: "/api/browse".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually("a minute closed without a model", async || {
+        requests_recorded(&server).await >= 1
+    })
+    .await;
     assert_eq!(info(&server).await.forecaster, "baseline:mean5");
     server.stop().await;
 }

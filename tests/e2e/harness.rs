@@ -243,6 +243,21 @@ pub async fn health_at(channel: Channel, service: &str) -> i32 {
 }
 
 /// A request carrying the admin token.
+/// Requests the history has counted (closed minutes only): when it grows past requests sent,
+/// the minute holding them has closed and been judged.
+pub async fn requests_recorded(server: &TestServer) -> u64 {
+    server
+        .api()
+        .await
+        .get_stats(admin(pb::GetStatsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .total
+        .unwrap_or_default()
+        .requests
+}
+
 pub fn admin<T>(message: T) -> tonic::Request<T> {
     with_token(message, TOKEN)
 }

@@ -127,12 +127,16 @@ async fn model_and_actions_survive_a_restart(backend: Backend) {
     })
     .await;
 
-    // Give the writer a tick to persist, then restart on the same database.
-    eventually("actions persisted", async || {
-        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-        true
+    // The writer persists the model and the actions: restart once the database holds them.
+    let store = sluice::store::Store::connect(&sluice::store::StoreOptions::new(&db.url))
+        .await
+        .unwrap();
+    eventually("the model and every action persisted", async || {
+        let (model, actions) = store.load_learning("").await.unwrap();
+        model.is_some() && actions.len() >= CLIENTS.len()
     })
     .await;
+    store.close().await;
     server.stop().await;
     let server = TestServer::start_with(cfg).await;
     eventually("model and actions restored", async || {
