@@ -49,6 +49,19 @@ enum Command {
     EvalDetection(Box<cli::eval_detection::EvalDetectionArgs>),
     /// Print suggested static limits (a rules file) learned from a trace of your own traffic.
     SuggestLimits(Box<cli::suggest_limits::SuggestLimitsArgs>),
+    /// Call any Sluice RPC of a running server: JSON in, JSON out (`sluice call ListFlagged`).
+    Call(Box<cli::call::CallArgs>),
+    /// Ask a running server whether a request may pass (`ShouldAllow`); prints the answer.
+    Decide(Box<cli::call::DecideArgs>),
+    /// A client's limits and action (`get`), or give it its allowance back (`reset`).
+    Client {
+        #[command(subcommand)]
+        command: cli::call::ClientCommand,
+    },
+    /// The clients a running server acts on now, and why.
+    Flagged(Box<cli::call::FlaggedArgs>),
+    /// Traffic and denials by endpoint and tier, from a running server's history.
+    Stats(Box<cli::call::StatsArgs>),
     /// Ask a running server's health (exit 0 when SERVING): an exec probe that also speaks TLS.
     Health(cli::health::HealthArgs),
     /// A server that answers every Envoy RLS call with OK at once (the benchmark's baseline).
@@ -97,6 +110,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ExportFeatures(args) => cli::export_features::export_features(&args).await?,
         Command::EvalForecast(args) => cli::eval_forecast::eval_forecast(&args)?,
         Command::Health(args) => cli::health::run(&args).await?,
+        Command::Call(args) => {
+            println!(
+                "{}",
+                cli::call::call(&args.method, &args.request, &args.connection).await?
+            );
+        }
+        Command::Decide(args) => {
+            let request = args.request()?;
+            let reply = cli::call::call("ShouldAllow", &request, &args.subject.connection);
+            println!("{}", reply.await?);
+        }
+        Command::Client { command } => println!("{}", cli::call::client(&command).await?),
+        Command::Flagged(args) => {
+            let request = serde_json::json!({"limit": args.limit}).to_string();
+            println!(
+                "{}",
+                cli::call::call("ListFlagged", &request, &args.connection).await?
+            );
+        }
+        Command::Stats(args) => {
+            let request = args.request();
+            let reply = cli::call::call("GetStats", &request, &args.connection);
+            println!("{}", reply.await?);
+        }
         Command::EvalDetection(args) => cli::eval_detection::run(&args)?,
         Command::SuggestLimits(args) => cli::suggest_limits::run(&args)?,
         Command::NoopServer { listen } => {

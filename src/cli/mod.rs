@@ -1,6 +1,7 @@
 //! The `sluice` subcommands, one module each; `main.rs` only parses and dispatches. These are
 //! clients of the rest of the crate: nothing outside `cli` imports from here.
 
+pub mod call;
 pub mod client_tls;
 pub mod eval_detection;
 pub mod eval_forecast;

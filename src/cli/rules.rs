@@ -8,7 +8,7 @@ use anyhow::Context;
 use sluice_core::limit::LimitSpec;
 use sluice_core::validate::InputLimits;
 
-use super::client_tls::ClientTlsArgs;
+use super::call::call;
 use crate::adapters::rules_file;
 use crate::grpc::convert::rule_to_proto;
 use crate::proto::sluice::v1 as pb;
@@ -20,22 +20,24 @@ pub enum RulesCommand {
     /// Apply a rules file to a running server: its domains' rules become exactly the file's.
     Apply {
         file: PathBuf,
-        #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:50051")]
-        server: String,
-        /// Admin token; defaults to SLUICE_ADMIN_TOKEN, then the server's generated token file.
-        #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        #[arg(
-            long,
-            env = "SLUICE_ADMIN_TOKEN_FILE",
-            default_value = "sluice-admin.token"
-        )]
-        token_file: PathBuf,
         /// Fail unless the server's rules are at this revision.
         #[arg(long)]
         expected_revision: Option<u64>,
         #[command(flatten)]
-        tls: ClientTlsArgs,
+        connection: crate::cli::call::Connection,
+    },
+    /// A running server's rules, as JSON (`ListRules`; `--domain` for one domain).
+    List {
+        #[arg(long, default_value = "")]
+        domain: String,
+        #[command(flatten)]
+        connection: crate::cli::call::Connection,
+    },
+    /// One rule of a running server by its id, as JSON (`GetRule`).
+    Get {
+        id: String,
+        #[command(flatten)]
+        connection: crate::cli::call::Connection,
     },
 }
 
@@ -72,6 +74,14 @@ fn describe_limit(limit: &LimitSpec) -> String {
 
 pub async fn run(command: RulesCommand) -> anyhow::Result<()> {
     match command {
+        RulesCommand::List { domain, connection } => {
+            let request = serde_json::json!({ "domain": domain }).to_string();
+            println!("{}", call("ListRules", &request, &connection).await?);
+        }
+        RulesCommand::Get { id, connection } => {
+            let request = serde_json::json!({ "id": id }).to_string();
+            println!("{}", call("GetRule", &request, &connection).await?);
+        }
         RulesCommand::Check { file } => {
             let parsed = rules_file::load(&file, &InputLimits::default())?;
             for rule in &parsed.rules {
@@ -88,26 +98,18 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<()> {
         }
         RulesCommand::Apply {
             file,
-            server,
-            token,
-            token_file,
             expected_revision,
-            tls,
+            connection,
         } => {
             let parsed = rules_file::load(&file, &InputLimits::default())?;
-            let token = match token {
-                Some(t) => t,
-                None => std::fs::read_to_string(&token_file)
-                    .with_context(|| {
-                        format!(
-                            "no --token / SLUICE_ADMIN_TOKEN, and cannot read {}",
-                            token_file.display()
-                        )
-                    })?
-                    .trim()
-                    .to_string(),
-            };
-            let mut client = pb::sluice_client::SluiceClient::new(tls.connect(&server).await?);
+            let token = connection.token().with_context(|| {
+                format!(
+                    "no --token / SLUICE_ADMIN_TOKEN, and cannot read {}",
+                    connection.token_file.display()
+                )
+            })?;
+            let channel = connection.tls.connect(&connection.server).await?;
+            let mut client = pb::sluice_client::SluiceClient::new(channel);
             let mut request = tonic::Request::new(pb::UpdateRulesRequest {
                 rules: parsed.rules.iter().map(rule_to_proto).collect(),
                 expected_revision,

@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod allow;
 mod bad_input;
+mod cli;
 mod corrections;
 mod fleet;
 mod fleet_busy;
