@@ -237,11 +237,15 @@ pub fn run(args: &EvalDetectionArgs) -> anyhow::Result<()> {
             "failing"
         );
     }
-    for seed in seeds {
+    let mut progress = crate::cli::progress::Progress::new("eval-detection");
+    let worlds = seeds.len() as u64;
+    for (done, seed) in seeds.into_iter().enumerate() {
+        progress.update(done as u64, Some(worlds), &format!("worlds, seed {seed}"));
         let world = world_of(&args.family, seed, args.max_clients);
         let report = replay_world(&world.requests, args, rules.clone())?;
         let f = figures(seed, world.attackers, world.attacks, &report);
         if !args.json {
+            progress.clear();
             println!(
                 "{:>6} {:>7} {:>5} {:<32} {:>9.3} {:>7.3} {:>4} {:>6} {:>8.3} {:>7.0} {:>7.2} {:>8.3}",
                 f.seed,

@@ -10,6 +10,7 @@ pub mod gen_trace;
 pub mod health;
 pub mod load;
 pub mod noop_server;
+pub mod progress;
 pub mod replay;
 pub mod rules;
 pub mod runtime;

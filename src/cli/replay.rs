@@ -68,6 +68,18 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
+    // Progress on a terminal: minutes closed and the trace's clock.
+    let mut progress = crate::cli::progress::Progress::new("replay");
+    let mut minutes = 0u64;
+    let mut on_minute = |closed: &sluice_core::minute::ClosedMinute| {
+        minutes += 1;
+        let clients = closed.tick.scored;
+        progress.update(
+            minutes,
+            None,
+            &format!("minutes closed, {clients} clients in the last"),
+        );
+    };
     let options = ReplayOptions {
         rules,
         engine: EngineConfig {
@@ -80,7 +92,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         forecaster: Some(forecaster),
         adaptive: !args.learn.no_adaptive,
         domain: args.domain.clone(),
-        on_minute: None,
+        on_minute: Some(&mut on_minute),
         corrections,
     };
     let input =

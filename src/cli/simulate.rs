@@ -65,7 +65,13 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<Summary> {
     let tick = Duration::from_millis(10);
     let mut next = tokio::time::Instant::now();
     let mut owed = 0.0;
+    let mut progress = crate::cli::progress::Progress::new("simulate");
     while started.elapsed() < total {
+        progress.update(
+            started.elapsed().as_secs(),
+            Some(args.duration),
+            &format!("seconds, {} requests sent", summary.sent),
+        );
         next += tick;
         tokio::time::sleep_until(next).await;
         let phase = started.elapsed().as_secs_f64() / total.as_secs_f64();
