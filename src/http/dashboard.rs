@@ -132,11 +132,21 @@ pub async fn buckets(State(s): State<Shared>) -> ApiResult {
                         shadow: l.shadow,
                     })
                     .collect();
+                // An anomaly action in force is the limit that holds: a throttled client's rule
+                // bucket may be full while the action denies it.
+                let action = s.engine.action_for(&subject, now).map(|a| {
+                    let per_minute = match a.kind {
+                        ActionKind::Throttle { per_minute } => Some(per_minute),
+                        ActionKind::Block => None,
+                    };
+                    json!({ "kind": a.kind.name(), "per_minute": per_minute, "shadow": a.shadow })
+                });
                 json!({
                     "client": c.client,
                     "requests": c.requests,
                     "denied": c.denied + c.denied_anomaly,
                     "limits": limits,
+                    "action": action,
                 })
             })
             .collect();

@@ -134,6 +134,10 @@ def test_every_panel_shows_data_in_a_real_browser(busy_server):
     # The history the panels read: a minute's forecasts need a full 60-minute window first.
     wait_for("forecasts", lambda: any(s["points"] for s in api("/api/forecasts?minutes=60")["series"]), 150)
     wait_for("anomaly scores", lambda: api("/api/anomalies")["scores"], 60)
+    # The failing client's bucket row says which limit is in force: its anomaly action.
+    wait_for("the acted-on client's action in its bucket row",
+             lambda: any(k["client"] == "198.51.100.7" and k.get("action")
+                         for keys in api("/api/buckets")["tiers"].values() for k in keys), 60)
     wait_for("a client under action", lambda: api("/api/anomalies")["actions"], 60)
 
     options = webdriver.ChromeOptions()
@@ -158,6 +162,10 @@ def test_every_panel_shows_data_in_a_real_browser(busy_server):
         assert driver.find_elements("css selector", "#scores canvas"), "the scores scatter is drawn"
         assert driver.find_elements("css selector", "#forecasts canvas"), "a forecast chart is drawn"
         assert "198.51.100.7" in driver.find_element("id", "actions").text, "the failing client is under action"
+        # Times are never broken across lines, however narrow a table gets.
+        times = driver.find_elements("css selector", "td .t")
+        assert times, "the tables show times"
+        assert all(t.value_of_css_property("white-space") == "nowrap" for t in times)
         assert driver.find_element("id", "login").get_attribute("hidden") is not None
     finally:
         driver.quit()

@@ -55,7 +55,8 @@ function setPanel(id, rows, content) {
   p.dataset.rows = String(rows);
 }
 
-function time(ms) { return new Date(ms).toLocaleTimeString(); }
+// A time never broken across lines ("3:34:01 AM" whole, however narrow the table).
+function time(ms) { return el("span", { class: "t" }, new Date(ms).toLocaleTimeString()); }
 
 const charts = {};
 // Draws (or redraws) a uPlot chart in a panel; `opts.series` after the x axis.
@@ -115,6 +116,13 @@ async function buckets() {
     box.append(el("div", { class: "tier" }, tier));
     const lines = [];
     for (const k of keys) {
+      if (k.action) {
+        // The action's limit is the one in force (a rule bucket may still be full beside it).
+        rows++;
+        const held = k.action.per_minute === null ? "blocked" : "throttled to " + k.action.per_minute + " per minute";
+        lines.push([k.client, k.requests, k.denied, "anomaly action" + (k.action.shadow ? " (shadow)" : ""),
+          held + " — in force"]);
+      }
       const limits = k.limits.length ? k.limits : [null];
       for (const l of limits) {
         rows++;

@@ -443,7 +443,9 @@ impl Learner {
             |(c, x, score)| ScoreRecord {
                 minute,
                 client: c.client.clone(),
-                score,
+                // Under an action, the score it carries when higher (a denylisted client's
+                // is 1.0, as the API says, whatever the forest made of its minute).
+                score: table.get(&c.client).map_or(score, |a| score.max(a.score)),
                 features: *x,
                 requests: c.requests,
                 action: table.get(&c.client).map(|a| a.kind.name()),
