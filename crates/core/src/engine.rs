@@ -22,10 +22,10 @@ use smallvec::SmallVec;
 
 use super::bucket::{BucketState, Op, Outcome};
 use super::buckets::Buckets;
-use super::forecast::pressure::cut_quota;
 use super::keys::{bucket_key, caller_from_descriptors, subject_key, synthetic_seed};
 use super::learn::actions::{Action, ActionKind, ActionTable, Signal};
 use super::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
+use super::limit::cut_quota;
 use super::limit::{Algorithm, Quota, Rate, Unit};
 use super::limit_stats::LimitOutcome;
 use super::matcher::{CompiledLimit, LimitLabel, RuleSet, SubjectMatch};
@@ -538,13 +538,18 @@ impl Engine {
         if verdict.over_limit {
             for &i in &taken {
                 let a = &applied[i as usize];
-                let (hits, _) = ops(a.slot);
-                self.buckets.update(a.key, a.keep_for, now, |state| {
-                    state.apply(&a.quota, now, hits, Op::Refund)
-                });
+                self.refund(a.key, a.keep_for, &a.quota, ops(a.slot).0, now);
             }
         }
         self.finish(caller, verdict, now)
+    }
+
+    /// Gives `hits` back to a bucket that took them for a request another limit denied (the
+    /// one refund path: the in-process decision and the fleet's local fallback both use it).
+    pub(crate) fn refund(&self, key: u128, keep_for: Nanos, quota: &Quota, hits: u64, now: Nanos) {
+        self.buckets.update(key, keep_for, now, |state| {
+            state.apply(quota, now, hits, Op::Refund)
+        });
     }
 
     /// The caller's anomaly action, if one is in force: a throttle joins `applied`; a block

@@ -210,9 +210,7 @@ impl Engine {
         if denied {
             for (op, outcome) in ops.iter().zip(&outcomes) {
                 if op.op == Op::Consume && outcome.allowed && op.hits > 0 {
-                    self.buckets.update(op.key, op.keep_for, now, |state| {
-                        state.apply(&op.quota, now, op.hits, Op::Refund)
-                    });
+                    self.refund(op.key, op.keep_for, &op.quota, op.hits, now);
                 }
             }
         }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Forecast;
-use crate::limit::Quota;
 use crate::time::{NANOS_PER_SEC, Nanos};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -258,21 +257,8 @@ impl PressureConfig {
     }
 }
 
-/// A quota under a cut: its rate and its burst capacity each cut by `cut_limit`.
-pub fn cut_quota(quota: Quota, factor: f64, floor: Option<u64>) -> Quota {
-    Quota {
-        limit: cut_limit(quota.limit, factor, floor),
-        capacity: cut_limit(quota.capacity, factor, floor),
-        ..quota
-    }
-}
-
-/// A limit under a cut: `limit` requests per unit times `factor`, rounded up, never below the
-/// limit's `floor` nor below 1.
-pub fn cut_limit(limit: u64, factor: f64, floor: Option<u64>) -> u64 {
-    let cut = (limit as f64 * factor).ceil() as u64;
-    cut.max(floor.unwrap_or(0)).max(1).min(limit)
-}
+// The cut's arithmetic is the decision path's: `limit::cut_quota`, `limit::cut_limit`.
+pub use crate::limit::{cut_limit, cut_quota};
 
 #[cfg(test)]
 #[path = "pressure_tests.rs"]
