@@ -242,7 +242,6 @@ pub async fn health_at(channel: Channel, service: &str) -> i32 {
         .unwrap_or(-1)
 }
 
-/// A request carrying the admin token.
 /// Requests the history has counted (closed minutes only): when it grows past requests sent,
 /// the minute holding them has closed and been judged.
 pub async fn requests_recorded(server: &TestServer) -> u64 {
@@ -258,6 +257,7 @@ pub async fn requests_recorded(server: &TestServer) -> u64 {
         .requests
 }
 
+/// A request carrying the admin token.
 pub fn admin<T>(message: T) -> tonic::Request<T> {
     with_token(message, TOKEN)
 }
