@@ -6,7 +6,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use sluice::service::telemetry::RpcMetrics;
+use sluice::service::latency::RpcMetrics;
+use sluice::service::telemetry::rpc_metrics;
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("rpc_timer");
@@ -20,7 +21,7 @@ fn bench(c: &mut Criterion) {
         .with_interval(std::time::Duration::from_secs(3600))
         .build();
     let provider = SdkMeterProvider::builder().with_reader(reader).build();
-    let on = RpcMetrics::new(&provider.meter("bench"));
+    let on = rpc_metrics(&provider.meter("bench"));
     group.bench_function("on", |b| b.iter(|| drop(black_box(on.time("ShouldAllow")))));
     group.finish();
 }

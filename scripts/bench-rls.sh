@@ -31,7 +31,7 @@
 # missing and running as root).
 #
 # Every `sluice` process here (servers and client) sees one CPU through taskset, so each runs
-# tokio's current-thread scheduler (`serve --worker-threads`, README).
+# tokio's current-thread scheduler (`serve --worker-threads`, docs/performance.md).
 #
 # Rows: `noop` is `sluice noop-server`; `limitador` is limitador-server with `memory` storage
 # and one limit per remote_address; `sluice` is the default `sluice serve` (sharded buckets,

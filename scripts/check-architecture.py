@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks that ARCHITECTURE.md's code map is true: every file or directory it names exists, and
 every Rust source file of the two packages (src/, crates/core/src/) is named, by itself or by a
-directory named with a trailing slash. Prints what is wrong and exits 1; silent and 0 when true.
+directory named with a trailing slash; and every file of a directory row of tests, benches and
+scripts (`tests/e2e/`, `scripts/`, ...) is named in that row. Prints what is wrong and exits 1; silent and 0 when true.
 
 Names are read from the first column of the code map's table: a bold heading (`crates/core/`,
 `src/service/`, ...) sets the directory the rows below are relative to (`crates/core/src/` for
@@ -23,11 +24,39 @@ def expand(name):
     return [name[:m.start()] + part + name[m.end():] for part in m.group(1).split(",")]
 
 
-def code_map_cells(text):
+def code_map_rows(text):
     section = text.split("## Code map", 1)[1].split("\n## ", 1)[0]
     for line in section.splitlines():
         if line.startswith("| ") and not line.startswith("| ---"):
-            yield line.split("|")[1].strip()
+            yield line
+
+
+def code_map_cells(text):
+    for line in code_map_rows(text):
+        yield line.split("|")[1].strip()
+
+
+# Directories whose rows must name each of their files (they hold no Rust module tree).
+LISTED_DIRS = ("tests/", "benches/", "scripts/")
+
+
+def unlisted(repo, text):
+    """Files of a tests, benches or scripts directory row that the row does not name."""
+    out = []
+    for line in code_map_rows(text):
+        first = line.split("|")[1].strip().strip("`")
+        if not (first.startswith(LISTED_DIRS) and first.endswith("/")):
+            continue
+        directory = repo / first
+        if not directory.is_dir():
+            continue
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            if "__pycache__" in path.parts:
+                continue
+            relative = path.relative_to(directory).as_posix()
+            if f"`{relative}`" not in line and f"`{path.name}`" not in line:
+                out.append(f"{first}{relative}")
+    return out
 
 
 def check(repo):
@@ -59,7 +88,7 @@ def check(repo):
         if resolved in named or any(d in named for d in resolved.parents):
             continue
         unnamed.append(str(path.relative_to(repo)))
-    return missing, unnamed
+    return missing, unnamed + unlisted(repo, text)
 
 
 def main():

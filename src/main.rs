@@ -4,8 +4,8 @@
 
 use clap::{Parser, Subcommand};
 
+use sluice::app::config::Config;
 use sluice::cli;
-use sluice::service::config::Config;
 
 /// mimalloc, not glibc's malloc: under a decision load glibc's per-thread arenas kept growing
 /// (a server with 1M keys held 414 MB after two minutes of churn) and its malloc and free were

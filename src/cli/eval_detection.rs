@@ -15,9 +15,9 @@ use sluice_core::validate::InputLimits;
 
 use crate::adapters::moka_store::StoreKind;
 use crate::adapters::rules_file;
+use crate::app::config::LearnArgs;
 use crate::replay::report::Report;
 use crate::replay::{ReplayOptions, scanned, scenario, worlds};
-use crate::service::config::LearnArgs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct EvalDetectionArgs {

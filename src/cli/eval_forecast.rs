@@ -8,7 +8,7 @@ use sluice_core::forecast::series::TOTAL;
 
 use crate::adapters::series_file::{self, minute_arg};
 use crate::adapters::trace_file;
-use crate::service::config::ModelArgs;
+use crate::service::model_slot::ModelArgs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct EvalForecastArgs {

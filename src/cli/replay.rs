@@ -14,8 +14,8 @@ use crate::adapters::corrections_file;
 use crate::adapters::moka_store::StoreKind;
 use crate::adapters::onnx::load_or_baseline;
 use crate::adapters::rules_file;
+use crate::app::config::LearnArgs;
 use crate::replay::ReplayOptions;
-use crate::service::config::LearnArgs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReplayArgs {

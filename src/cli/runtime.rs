@@ -2,15 +2,12 @@
 //! current-thread scheduler when the command may use one CPU, its multi-thread scheduler with
 //! one worker per CPU otherwise. It knows nothing of what runs on it.
 //!
-//! Why two: on one CPU the multi-thread scheduler runs a single worker, and its LIFO slot runs a
-//! woken task next. A gRPC handler that finishes wakes its connection's task, so each response
-//! was written by its own `writev`: 636,159 calls for ~658,000 responses in 8 s under the RLS
-//! benchmark, the kernel's TCP paths 39% of the server's CPU. The current-thread scheduler's
-//! queue is FIFO: every ready handler finishes first and the connection writes ~16 responses at
-//! a time (68,088 calls for ~1,070,000), the kernel 9%; the multi-thread scheduler with its
-//! LIFO slot disabled (`--cfg tokio_unstable` only, so not used) batched as well. Pinned to one
-//! core, CPU per decision fell from 12.3 to 7.4 µs (`scripts/bench-rls.sh`, README
-//! "Measuring"). Limitador serves its RLS from a current-thread runtime too (actix's).
+//! Why two: on one CPU the multi-thread scheduler runs a single worker whose LIFO slot runs a
+//! woken task next, so a finished gRPC handler's connection task writes each response on its
+//! own (a `writev` per response). The current-thread scheduler's queue is FIFO: every ready
+//! handler finishes first and the connection writes many responses at a time, which costs the
+//! kernel far less CPU per decision. docs/performance.md has the measurements and the command
+//! behind them. Limitador serves its RLS from a current-thread runtime too (actix's).
 //!
 //! "One CPU" is `std::thread::available_parallelism`: the affinity mask (`taskset`, a cpuset)
 //! and a cgroup's CPU quota (a Kubernetes limit of one CPU or less) both count.

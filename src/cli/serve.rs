@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::service::config::{Config, LogFormat};
+use crate::app::config::{Config, LogFormat};
 use crate::service::telemetry;
 
 /// SIGINT or SIGTERM.
@@ -33,7 +33,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let served = crate::service::run(config, listener, shutdown_signal()).await;
+    let served = crate::app::run(config, listener, shutdown_signal()).await;
     spans.shutdown().await;
     Ok(served?)
 }

@@ -16,8 +16,8 @@ use sluice_core::learn::baselines::suggestions;
 use sluice_core::learn::observe::{route_hash, route_template};
 
 use crate::adapters::trace_file::{self, TraceError};
+use crate::app::config::LearnArgs;
 use crate::replay::{ReplayOptions, run_keeping_state};
-use crate::service::config::LearnArgs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct SuggestLimitsArgs {

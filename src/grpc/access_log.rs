@@ -14,15 +14,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 use std::sync::Arc;
 
-use crate::service::clock::LiveClock;
-use sluice_core::engine::{Engine, Subject};
+use crate::service::handles::Handles;
+use sluice_core::engine::Subject;
 
-/// Envoy's access-log service: outcomes go to the engine's observation.
+/// Envoy's access-log service: outcomes go to the engine's observation (a client, path or user
+/// agent longer than the input caps' `max_value_len` is cut).
 pub struct AccessLogs {
-    pub engine: Arc<Engine>,
-    pub clock: LiveClock,
-    /// Longest client, path or user agent kept (longer ones are cut).
-    pub max_value_len: usize,
+    pub handles: Arc<Handles>,
 }
 
 /// One entry as an outcome: `None` when it has no client address or no status.
@@ -57,12 +55,12 @@ impl AccessLogService for AccessLogs {
         request: Request<Streaming<StreamAccessLogsMessage>>,
     ) -> Result<Response<StreamAccessLogsResponse>, Status> {
         let mut stream = request.into_inner();
-        let max_len = self.max_value_len;
+        let max_len = self.handles.caps.max_value_len;
         while let Some(message) = stream.message().await? {
             let Some(LogEntries::HttpLogs(logs)) = message.log_entries else {
                 continue;
             };
-            let now = self.clock.now();
+            let now = self.handles.clock.now();
             for entry in &logs.log_entry {
                 let Some((client, endpoint, agent, status)) = outcome(entry, max_len) else {
                     continue;
@@ -73,7 +71,7 @@ impl AccessLogService for AccessLogs {
                     user_agent: &agent,
                     ..Subject::default()
                 };
-                self.engine.report_outcome(&subject, status, now);
+                self.handles.engine.report_outcome(&subject, status, now);
             }
         }
         Ok(Response::new(StreamAccessLogsResponse {}))

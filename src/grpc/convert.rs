@@ -5,6 +5,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_li
 
 use crate::proto::sluice::v1 as pb;
 use sluice_core::engine::Subject;
+use sluice_core::learn::actions::ActionKind;
 use sluice_core::limit::{Algorithm, LimitSpec, Rate, Unit};
 use sluice_core::rules::{EntryMatch, Priority, Rule, Tier};
 use sluice_core::time::Nanos;
@@ -227,4 +228,12 @@ pub fn subject_from_proto<'a>(
         method: &subject.method,
         user_agent: &subject.user_agent,
     })
+}
+
+/// The reason a decision denied by an anomaly action carries.
+pub fn action_reason(kind: ActionKind) -> pb::Reason {
+    match kind {
+        ActionKind::Block => pb::Reason::BlockedAnomaly,
+        ActionKind::Throttle { .. } => pb::Reason::ThrottledAnomaly,
+    }
 }

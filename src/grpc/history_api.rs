@@ -15,8 +15,12 @@ impl SluiceApi {
         &self,
         req: &pb::ListHistoryRequest,
     ) -> Result<pb::ListAdjustmentsResponse, ApiError> {
-        let q = history_query(req, self.caps.max_value_len, self.clock.now_millis())?;
-        let rows = self.database.adjustments(&q).await?;
+        let q = history_query(
+            req,
+            self.handles.caps.max_value_len,
+            self.handles.clock.now_millis(),
+        )?;
+        let rows = self.handles.database.adjustments(&q).await?;
         Ok(pb::ListAdjustmentsResponse {
             adjustments: rows.into_iter().map(adjustment).collect(),
         })
@@ -26,8 +30,12 @@ impl SluiceApi {
         &self,
         req: &pb::ListHistoryRequest,
     ) -> Result<pb::ListScoresResponse, ApiError> {
-        let q = history_query(req, self.caps.max_value_len, self.clock.now_millis())?;
-        let rows = self.database.scores(&q).await?;
+        let q = history_query(
+            req,
+            self.handles.caps.max_value_len,
+            self.handles.clock.now_millis(),
+        )?;
+        let rows = self.handles.database.scores(&q).await?;
         Ok(pb::ListScoresResponse {
             scores: rows.into_iter().map(score).collect(),
         })
@@ -47,8 +55,8 @@ impl SluiceApi {
         };
         let q = history_query(
             &as_history,
-            self.caps.max_value_len,
-            self.clock.now_millis(),
+            self.handles.caps.max_value_len,
+            self.handles.clock.now_millis(),
         )
         .map_err(|mut e| {
             // The history query calls the key `client`; here it is the series.
@@ -57,7 +65,7 @@ impl SluiceApi {
             }
             e
         })?;
-        let rows = self.database.forecasts(&q).await?;
+        let rows = self.handles.database.forecasts(&q).await?;
         // What was forecast for each minute comes from the rows up to 15 minutes before it: the
         // ones listed, and those just before the oldest listed.
         let before = match rows.iter().map(|r| r.minute_ms).min() {
@@ -68,7 +76,7 @@ impl SluiceApi {
                     limit: MAX_ROWS,
                     ..q.clone()
                 };
-                self.database.forecasts(&q).await?
+                self.handles.database.forecasts(&q).await?
             }
             None => Vec::new(),
         };

@@ -4,6 +4,7 @@
 //! running minute or inference.
 
 use super::ApiError;
+use super::convert::action_reason;
 use super::requests;
 use super::sluice_api::SluiceApi;
 use crate::proto::sluice::v1 as pb;
@@ -12,25 +13,18 @@ use sluice_core::learn::baselines::Measure;
 use sluice_core::learn::features::NAMES;
 use sluice_core::time::NANOS_PER_MILLI;
 
-pub fn reason(kind: ActionKind) -> pb::Reason {
-    match kind {
-        ActionKind::Block => pb::Reason::BlockedAnomaly,
-        ActionKind::Throttle { .. } => pb::Reason::ThrottledAnomaly,
-    }
-}
-
 impl SluiceApi {
     pub(super) fn report_outcome(&self, req: &pb::ReportRequest) -> Result<(), ApiError> {
-        let (subject, status, count) = requests::report(req, &self.caps)?;
-        let now = self.clock.now();
+        let (subject, status, count) = requests::report(req, &self.handles.caps)?;
+        let now = self.handles.clock.now();
         for _ in 0..count {
-            self.engine.report_outcome(&subject, status, now);
+            self.handles.engine.report_outcome(&subject, status, now);
         }
         Ok(())
     }
 
     pub(super) fn flagged(&self, req: &pb::ListFlaggedRequest) -> pb::ListFlaggedResponse {
-        let mut all = self.engine.actions().sorted();
+        let mut all = self.handles.engine.actions().sorted();
         let total = all.len() as u32;
         all.sort_by(|a, b| {
             b.score
@@ -48,7 +42,7 @@ impl SluiceApi {
             .take(limit)
             .map(|a| pb::FlaggedClient {
                 client: a.client.to_string(),
-                reason: reason(a.kind) as i32,
+                reason: action_reason(a.kind) as i32,
                 limit_per_minute: match a.kind {
                     ActionKind::Throttle { per_minute } => per_minute,
                     ActionKind::Block => 0,
@@ -66,10 +60,10 @@ impl SluiceApi {
     }
 
     pub(super) fn model_info(&self) -> pb::ModelInfo {
-        let learning = self.learning.status();
+        let learning = self.handles.learning.status();
         let info = &learning.model;
-        let forecast = self.models.status();
-        let config = self.learning.config();
+        let forecast = self.handles.models.status();
+        let config = self.handles.learning.config();
         let cut = learning.cut.as_ref();
         pb::ModelInfo {
             version: info.version,
@@ -83,14 +77,15 @@ impl SluiceApi {
             throttle_at: config.policy.throttle_at,
             throttle_per_minute: config.policy.throttle_per_minute,
             retrain_every_secs: config.retrain_every.as_secs(),
-            adaptive: self.learning.adaptive(),
+            adaptive: self.handles.learning.adaptive(),
             shadow: config.policy.shadow,
-            flagged: self.engine.actions().len() as u32,
+            flagged: self.handles.engine.actions().len() as u32,
             history_dropped: self
+                .handles
                 .history_stats
                 .dropped_rows
                 .load(std::sync::atomic::Ordering::Relaxed),
-            observation_overflow: self.engine.observer().overflow_total(),
+            observation_overflow: self.handles.engine.observer().overflow_total(),
             forecaster: forecast.forecaster.clone(),
             forecast_model_path: forecast.model_path.clone(),
             forecast_model_version: forecast.model_version,
@@ -142,11 +137,13 @@ impl SluiceApi {
         &self,
         req: &pb::ReportLoadRequest,
     ) -> Result<pb::ReportLoadResponse, ApiError> {
-        let (backend, utilisation) = requests::report_load(req, &self.caps)?;
-        self.loads.report(backend, utilisation, self.clock.now());
-        let cut = self.learning.status().cut.clone();
-        let threshold = self.learning.pressure().load_threshold;
-        let pending = cut.is_none() && self.learning.adaptive() && utilisation >= threshold;
+        let (backend, utilisation) = requests::report_load(req, &self.handles.caps)?;
+        self.handles
+            .loads
+            .report(backend, utilisation, self.handles.clock.now());
+        let cut = self.handles.learning.status().cut.clone();
+        let threshold = self.handles.learning.pressure().load_threshold;
+        let pending = cut.is_none() && self.handles.learning.adaptive() && utilisation >= threshold;
         Ok(pb::ReportLoadResponse {
             factor: cut.as_ref().map_or(1.0, |c| c.factor),
             cause: match &cut {

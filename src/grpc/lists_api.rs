@@ -34,7 +34,7 @@ impl SluiceApi {
         &self,
         f: impl FnOnce(&crate::service::minute_loop::MinuteLoop) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
-        let learning = Arc::clone(&self.learning);
+        let learning = Arc::clone(&self.handles.learning);
         tokio::task::spawn_blocking(move || f(&learning))
             .await
             .map_err(|e| ApiError::Internal(format!("applying the change failed: {e}")))
@@ -48,7 +48,7 @@ impl SluiceApi {
         ttl_secs: u64,
         actor: String,
     ) -> ListEntry {
-        let now = self.clock.now();
+        let now = self.handles.clock.now();
         ListEntry {
             list,
             client: client.to_string(),
@@ -66,10 +66,11 @@ impl SluiceApi {
     ) -> Result<pb::ClientListEntry, ApiError> {
         let list = requests::list_kind("list", req.list)?;
         let (client, reason, ttl) =
-            requests::list_entry_parts(&req.client, &req.reason, req.ttl_secs, &self.caps)?;
+            requests::list_entry_parts(&req.client, &req.reason, req.ttl_secs, &self.handles.caps)?;
         let entry = self.new_entry(list, client, reason, ttl, actor);
-        let now = self.clock.now();
+        let now = self.handles.clock.now();
         let entries = self
+            .handles
             .database
             .put_list_entry(&entry, (now / NANOS_PER_MILLI) as i64)
             .await?;
@@ -84,9 +85,10 @@ impl SluiceApi {
         actor: String,
     ) -> Result<pb::RemoveFromClientListResponse, ApiError> {
         let list = requests::list_kind("list", req.list)?;
-        sluice_core::validate::check_len("client", &req.client, self.caps.max_value_len)?;
-        let now = self.clock.now();
+        sluice_core::validate::check_len("client", &req.client, self.handles.caps.max_value_len)?;
+        let now = self.handles.clock.now();
         let (removed, entries) = self
+            .handles
             .database
             .remove_list_entry(list, &req.client, &actor, (now / NANOS_PER_MILLI) as i64)
             .await?;
@@ -95,8 +97,8 @@ impl SluiceApi {
     }
 
     pub(super) async fn lists(&self) -> Result<pb::ListClientListsResponse, ApiError> {
-        let now_ms = self.clock.now_millis();
-        let entries = self.database.list_entries(now_ms).await?;
+        let now_ms = self.handles.clock.now_millis();
+        let entries = self.handles.database.list_entries(now_ms).await?;
         Ok(pb::ListClientListsResponse {
             entries: entries.iter().map(entry_to_proto).collect(),
         })
@@ -113,7 +115,7 @@ impl SluiceApi {
             req.ttl_secs
         };
         let (client, reason, ttl) =
-            requests::list_entry_parts(&req.client, &req.reason, ttl, &self.caps)?;
+            requests::list_entry_parts(&req.client, &req.reason, ttl, &self.handles.caps)?;
         let entry = self.new_entry(
             ListKind::Allow,
             client,
@@ -121,8 +123,9 @@ impl SluiceApi {
             ttl,
             actor,
         );
-        let now = self.clock.now();
+        let now = self.handles.clock.now();
         let entries = self
+            .handles
             .database
             .put_list_entry(&entry, (now / NANOS_PER_MILLI) as i64)
             .await?;
@@ -142,7 +145,7 @@ impl SluiceApi {
         if keys.is_empty() {
             return Ok(0);
         }
-        let now = self.clock.now();
+        let now = self.handles.clock.now();
         self.on_learner(move |l| l.lift(keys, now, "reset")).await
     }
 }

@@ -88,8 +88,9 @@ impl SluiceApi {
         &self,
         req: &pb::GetStatsRequest,
     ) -> Result<pb::GetStatsResponse, ApiError> {
-        let (since_ms, until_ms, limit) = stats_window(req, self.clock.now_millis())?;
+        let (since_ms, until_ms, limit) = stats_window(req, self.handles.clock.now_millis())?;
         let stats = self
+            .handles
             .database
             .window_stats(since_ms, until_ms, limit)
             .await?;
@@ -107,7 +108,7 @@ impl SluiceApi {
         &self,
         req: &pb::ListRuleAuditRequest,
     ) -> Result<pb::ListRuleAuditResponse, ApiError> {
-        check_len("rule_id", &req.rule_id, self.caps.max_value_len * 4)?;
+        check_len("rule_id", &req.rule_id, self.handles.caps.max_value_len * 4)?;
         if req.limit > MAX_ROWS {
             return Err(ValidationError::new(
                 "limit",
@@ -120,7 +121,7 @@ impl SluiceApi {
         } else {
             req.limit
         };
-        let entries = self.database.audit_log(&req.rule_id, limit).await?;
+        let entries = self.handles.database.audit_log(&req.rule_id, limit).await?;
         Ok(pb::ListRuleAuditResponse {
             entries: entries
                 .into_iter()
@@ -140,8 +141,9 @@ impl SluiceApi {
     /// The anomaly action on a subject, as `GetClient` shows it.
     pub(super) fn client_action(&self, subject: &Subject<'_>) -> Option<pb::ClientAction> {
         let ms = |n: u64| (n / NANOS_PER_MILLI) as i64;
-        self.engine
-            .action_for(subject, self.clock.now())
+        self.handles
+            .engine
+            .action_for(subject, self.handles.clock.now())
             .map(|a| pb::ClientAction {
                 client: a.client.to_string(),
                 kind: a.kind.name().into(),
@@ -160,8 +162,8 @@ impl SluiceApi {
 
     /// The cut in force and why (`""` with factor 1 when there is none).
     pub(super) fn pressure_in_force(&self) -> (f64, String) {
-        let factor = self.engine.pressure();
-        let cause = match self.learning.status().cut.as_ref() {
+        let factor = self.handles.engine.pressure();
+        let cause = match self.handles.learning.status().cut.as_ref() {
             Some(cut) if factor < 1.0 => cut.cause.describe(),
             _ if factor < 1.0 => "a cut another replica shares (fleet)".into(),
             _ => String::new(),

@@ -18,29 +18,21 @@ use super::convert::{unit_from_envoy_override, unit_to_envoy};
 use std::sync::Arc;
 
 use super::ApiError;
-use crate::service::clock::LiveClock;
-use crate::service::telemetry::RpcMetrics;
+use crate::service::handles::Handles;
 use sluice_core::bucket::Op;
 use sluice_core::engine::AnomalyHit;
 use sluice_core::engine::DescriptorInput;
-use sluice_core::engine::Engine;
 
-use crate::service::fleet::Fleet;
 use sluice_core::headers;
 use sluice_core::headers::HeaderStyle;
 use sluice_core::limit::Rate;
 use sluice_core::validate::InputLimits;
 use sluice_core::validate::{ValidationError, check_domain, check_len_of};
 
-/// Envoy's rate-limit service: the engine, the clock, the input caps and the header style.
+/// Envoy's rate-limit service: the service's handle bundle and the header style of its replies.
 pub struct Rls {
-    pub engine: Arc<Engine>,
-    /// Shared counters (`--counters`): the decision's buckets live there.
-    pub fleet: Option<Arc<Fleet>>,
-    pub clock: LiveClock,
-    pub caps: InputLimits,
+    pub handles: Arc<Handles>,
     pub headers: HeaderStyle,
-    pub rpc: RpcMetrics,
 }
 
 /// Validates a request and borrows it as engine input.
@@ -140,18 +132,15 @@ impl RateLimitService for Rls {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        let _timer = self.rpc.time("ShouldRateLimit");
+        let _timer = self.handles.rpc.time("ShouldRateLimit");
         let req = request.get_ref();
-        let inputs = inputs(&self.caps, req).map_err(ApiError::from)?;
-        let now = self.clock.now();
-        let verdict = match &self.fleet {
-            None => self.engine.check_descriptors(&req.domain, &inputs, now),
-            Some(fleet) => {
-                fleet
-                    .check_descriptors(&self.engine, &req.domain, &inputs, now)
-                    .await
-            }
-        };
+        let inputs = inputs(&self.handles.caps, req).map_err(ApiError::from)?;
+        let now = self.handles.clock.now();
+        let verdict = self
+            .handles
+            .decider
+            .check_descriptors(&req.domain, &inputs, now)
+            .await;
         let statuses = verdict
             .statuses
             .iter()

@@ -92,8 +92,9 @@ pub struct Server {
 const MAX_CONCURRENT_STREAMS: u32 = 1_024;
 
 impl Server {
-    /// Reads and checks the TLS files (a bad one fails here, before anything is served).
-    pub async fn new(tls: &ServerTlsFiles, limits: ConnectionLimits) -> Result<Server, ServeError> {
+    /// Reads and checks the TLS files (a bad one fails here, before anything is served);
+    /// blocking, so the composition root calls it off the runtime.
+    pub fn new(tls: &ServerTlsFiles, limits: ConnectionLimits) -> Result<Server, ServeError> {
         Ok(Server {
             tls: tls.load()?,
             limits,

@@ -5,57 +5,32 @@ use tonic::{Request, Response, Status};
 use std::sync::Arc;
 
 use super::ApiError;
-use super::auth::AdminToken;
+use super::auth::CheckAdmin;
 use super::convert::{
-    algorithm_to_proto, duration, rule_from_proto, rule_to_proto, subject_from_proto, unit_to_proto,
+    action_reason, algorithm_to_proto, duration, rule_from_proto, rule_to_proto,
+    subject_from_proto, unit_to_proto,
 };
 use crate::proto::sluice::v1 as pb;
 use crate::proto::sluice::v1::sluice_server::Sluice;
-use crate::service::backend_loads::BackendLoads;
-use crate::service::clock::LiveClock;
-use crate::service::database::Database;
-use crate::service::history_writer::HistoryStats;
-use crate::service::minute_loop::MinuteLoop;
-use crate::service::model_slot::ModelSlot;
-use crate::service::rules_manager::RulesManager;
-use crate::service::telemetry::RpcMetrics;
-use sluice_core::engine::Engine;
+use crate::service::handles::Handles;
 
-use crate::service::fleet::Fleet;
 use sluice_core::headers;
 use sluice_core::headers::HeaderStyle;
 use sluice_core::rules::RuleChange;
-use sluice_core::validate::InputLimits;
 use sluice_core::validate::{ValidationError, check_domain};
 
-/// Sluice's API, with the handles its RPCs use: the engine (decisions, clients, rules in force),
-/// rule management, the minute loop's status and training, the model slot, backend loads, and
-/// the database for history reads.
+/// Sluice's API: the service's handle bundle and the header style of `ShouldAllow` replies.
 pub struct SluiceApi {
-    pub engine: Arc<Engine>,
-    /// Shared counters (`--counters`): decisions' buckets live there.
-    pub fleet: Option<Arc<Fleet>>,
-    pub clock: LiveClock,
-    pub caps: InputLimits,
+    pub handles: Arc<Handles>,
     pub headers: HeaderStyle,
-    /// The domain of requests that name none.
-    pub default_domain: String,
-    pub admin: AdminToken,
-    pub rules: Arc<RulesManager>,
-    pub learning: Arc<MinuteLoop>,
-    pub models: Arc<ModelSlot>,
-    pub loads: Arc<BackendLoads>,
-    pub database: Arc<Database>,
-    pub history_stats: Arc<HistoryStats>,
-    pub rpc: RpcMetrics,
 }
 
 impl SluiceApi {
     fn domain<'a>(&'a self, requested: &'a str) -> std::result::Result<&'a str, ValidationError> {
         if requested.is_empty() {
-            Ok(&self.default_domain)
+            Ok(&self.handles.default_domain)
         } else {
-            check_domain("domain", requested, &self.caps)?;
+            check_domain("domain", requested, &self.handles.caps)?;
             Ok(requested)
         }
     }
@@ -71,8 +46,9 @@ impl SluiceApi {
         let actor = Self::actor(request, actor);
         let (upserts, deletes) = (change.upserts.len(), change.deletes.clone());
         let revision = self
+            .handles
             .rules
-            .update(change, expected, &actor, self.clock.now_millis())
+            .update(change, expected, &actor, self.handles.clock.now_millis())
             .await?;
         tracing::info!(revision, actor, upserts, ?deletes, "rules changed");
         Ok(revision)
@@ -96,21 +72,18 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ShouldAllowRequest>,
     ) -> RpcResult<pb::ShouldAllowResponse> {
-        let _timer = self.rpc.time("ShouldAllow");
+        let _timer = self.handles.rpc.time("ShouldAllow");
         let req = request.get_ref();
-        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.caps)
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.handles.caps)
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
         let cost = if req.cost == 0 { 1 } else { req.cost as u64 };
-        let now = self.clock.now();
-        let verdict = match &self.fleet {
-            None => self.engine.should_allow(domain, &subject, cost, now),
-            Some(fleet) => {
-                fleet
-                    .should_allow(&self.engine, domain, &subject, cost, now)
-                    .await
-            }
-        };
+        let now = self.handles.clock.now();
+        let verdict = self
+            .handles
+            .decider
+            .should_allow(domain, &subject, cost, now)
+            .await;
         let deciding = verdict.deciding();
         let allowed = !verdict.over_limit;
         let headers = headers::render(self.headers, deciding, !allowed)
@@ -135,7 +108,7 @@ impl Sluice for SluiceApi {
             limit_name: limit.map_or_else(String::new, |l| l.label.name.clone()),
             reason: match verdict.anomaly {
                 _ if allowed => pb::Reason::WithinLimit,
-                Some(hit) if hit.denied && !hit.shadow => super::learning_api::reason(hit.kind),
+                Some(hit) if hit.denied && !hit.shadow => action_reason(hit.kind),
                 _ if verdict.forecast_cut => pb::Reason::ThrottledForecast,
                 _ => pb::Reason::OverLimit,
             } as i32,
@@ -153,7 +126,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListFlaggedRequest>,
     ) -> RpcResult<pb::ListFlaggedResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         Ok(Response::new(self.flagged(request.get_ref())))
     }
 
@@ -161,7 +134,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListHistoryRequest>,
     ) -> RpcResult<pb::ListAdjustmentsResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         Ok(Response::new(
             self.list_adjustments_of(request.get_ref()).await?,
         ))
@@ -171,7 +144,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListHistoryRequest>,
     ) -> RpcResult<pb::ListScoresResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         Ok(Response::new(self.list_scores_of(request.get_ref()).await?))
     }
 
@@ -179,7 +152,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListForecastsRequest>,
     ) -> RpcResult<pb::ListForecastsResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         Ok(Response::new(
             self.list_forecasts_of(request.get_ref()).await?,
         ))
@@ -189,7 +162,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> RpcResult<pb::GetStatsResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         Ok(Response::new(self.get_stats_of(request.get_ref()).await?))
     }
 
@@ -197,7 +170,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListRuleAuditRequest>,
     ) -> RpcResult<pb::ListRuleAuditResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         Ok(Response::new(
             self.list_rule_audit_of(request.get_ref()).await?,
         ))
@@ -211,9 +184,9 @@ impl Sluice for SluiceApi {
     }
 
     async fn train_now(&self, request: Request<pb::TrainNowRequest>) -> RpcResult<pb::ModelInfo> {
-        self.admin.check(&request)?;
-        let learning = self.learning.clone();
-        let now = self.clock.now();
+        self.handles.admin.check(&request)?;
+        let learning = self.handles.learning.clone();
+        let now = self.handles.clock.now();
         // Growing a forest is CPU work: off the async workers.
         let trained = tokio::task::spawn_blocking(move || learning.train_now(now))
             .await
@@ -227,7 +200,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ReportLoadRequest>,
     ) -> RpcResult<pb::ReportLoadResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         let reply = self.report_load_of(request.get_ref())?;
         Ok(Response::new(reply))
     }
@@ -236,8 +209,8 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ReloadModelsRequest>,
     ) -> RpcResult<pb::ModelInfo> {
-        self.admin.check(&request)?;
-        let models = self.models.clone();
+        self.handles.admin.check(&request)?;
+        let models = self.handles.models.clone();
         // Loading a model runs ONNX Runtime: off the async workers.
         let loaded = tokio::task::spawn_blocking(move || models.reload())
             .await
@@ -250,7 +223,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::UpdateRulesRequest>,
     ) -> RpcResult<pb::UpdateRulesResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         let req = request.get_ref();
         if req.rules.is_empty() && req.replace_domains.is_empty() {
             let nothing = ValidationError::new(
@@ -286,7 +259,7 @@ impl Sluice for SluiceApi {
         request: Request<pb::ListRulesRequest>,
     ) -> RpcResult<pb::ListRulesResponse> {
         let domain = &request.get_ref().domain;
-        let rules = self.engine.rules();
+        let rules = self.handles.engine.rules();
         Ok(Response::new(pb::ListRulesResponse {
             revision: rules.revision(),
             rules: rules
@@ -302,8 +275,8 @@ impl Sluice for SluiceApi {
         if id.is_empty() {
             return Err(ApiError::from(ValidationError::new("id", "must not be empty")).into());
         }
-        check_rule_id("id", id, &self.caps).map_err(ApiError::from)?;
-        let rules = self.engine.rules();
+        check_rule_id("id", id, &self.handles.caps).map_err(ApiError::from)?;
+        let rules = self.handles.engine.rules();
         let rule = rules
             .get(id)
             .ok_or_else(|| ApiError::NotFound(format!("no rule with id {id:?}")))?;
@@ -314,23 +287,23 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::DeleteRulesRequest>,
     ) -> RpcResult<pb::DeleteRulesResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         let req = request.get_ref();
         if req.ids.is_empty() {
             return Err(
                 ApiError::from(ValidationError::new("ids", "must name at least one rule")).into(),
             );
         }
-        if req.ids.len() > self.caps.max_rules_per_update {
+        if req.ids.len() > self.handles.caps.max_rules_per_update {
             let message = format!(
                 "{} ids, more than {} in one call",
                 req.ids.len(),
-                self.caps.max_rules_per_update
+                self.handles.caps.max_rules_per_update
             );
             return Err(ApiError::from(ValidationError::new("ids", message)).into());
         }
         for (i, id) in req.ids.iter().enumerate() {
-            check_rule_id(&format!("ids[{i}]"), id, &self.caps).map_err(ApiError::from)?;
+            check_rule_id(&format!("ids[{i}]"), id, &self.handles.caps).map_err(ApiError::from)?;
         }
         let change = RuleChange {
             deletes: req.ids.clone(),
@@ -347,12 +320,13 @@ impl Sluice for SluiceApi {
         request: Request<pb::GetClientRequest>,
     ) -> RpcResult<pb::GetClientResponse> {
         let req = request.get_ref();
-        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.caps)
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.handles.caps)
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
         let limits = self
+            .handles
             .engine
-            .client_state(domain, &subject, self.clock.now())
+            .client_state(domain, &subject, self.handles.clock.now())
             .into_iter()
             .map(|s| pb::LimitState {
                 rule_id: s.limit.label.rule_id.clone(),
@@ -369,7 +343,7 @@ impl Sluice for SluiceApi {
             .collect();
         let (pressure_factor, pressure_cause) = self.pressure_in_force();
         Ok(Response::new(pb::GetClientResponse {
-            revision: self.engine.rules().revision(),
+            revision: self.handles.engine.rules().revision(),
             limits,
             action: self.client_action(&subject),
             pressure_factor,
@@ -381,12 +355,12 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ResetClientRequest>,
     ) -> RpcResult<pb::ResetClientResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         let req = request.get_ref();
-        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.caps)
+        let subject = subject_from_proto("subject", req.subject.as_ref(), &self.handles.caps)
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
-        let reset = self.engine.reset_client(domain, &subject);
+        let reset = self.handles.engine.reset_client(domain, &subject);
         let mut keys = Vec::new();
         if !subject.remote_address.is_empty() {
             keys.push(subject.remote_address.to_string());
@@ -413,7 +387,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::UpdateClientListRequest>,
     ) -> RpcResult<pb::ClientListEntry> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         let actor = Self::actor(&request, &request.get_ref().actor);
         Ok(Response::new(
             self.update_list(request.get_ref(), actor).await?,
@@ -424,7 +398,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::RemoveFromClientListRequest>,
     ) -> RpcResult<pb::RemoveFromClientListResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         let actor = Self::actor(&request, &request.get_ref().actor);
         Ok(Response::new(
             self.remove_from_list(request.get_ref(), actor).await?,
@@ -435,7 +409,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::ListClientListsRequest>,
     ) -> RpcResult<pb::ListClientListsResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         Ok(Response::new(self.lists().await?))
     }
 
@@ -443,7 +417,7 @@ impl Sluice for SluiceApi {
         &self,
         request: Request<pb::MarkFalsePositiveRequest>,
     ) -> RpcResult<pb::MarkFalsePositiveResponse> {
-        self.admin.check(&request)?;
+        self.handles.admin.check(&request)?;
         let actor = Self::actor(&request, &request.get_ref().actor);
         Ok(Response::new(
             self.mark_false_positive_of(request.get_ref(), actor)

@@ -2,7 +2,7 @@
 //! answers one panel from what the service already holds (engine, learning loop, the timeline)
 //! or reads from the history in the database; none of them changes anything.
 //!
-//! The shapes are the page's, documented in README.md ("Dashboard"); they carry client keys, so
+//! The shapes are the page's, documented in docs/operating.md ("Watching it"); they carry client keys, so
 //! the listener asks for the admin token.
 
 use std::collections::BTreeMap;
@@ -58,7 +58,7 @@ pub async fn overview(State(s): State<Shared>) -> ApiResult {
     let rules = s.engine.rules();
     let status = s.learning.status();
     let models = s.models.status();
-    let ready = *s.readiness.borrow();
+    let ready = *s.ready.borrow();
     Ok(Json(json!({
         "instance": s.instance,
         "version": env!("CARGO_PKG_VERSION"),
@@ -103,7 +103,7 @@ struct LimitView {
 pub async fn buckets(State(s): State<Shared>) -> ApiResult {
     let now = s.clock.now();
     let busiest_by_tier = s.engine.observer().busiest(BUSIEST);
-    let domain = s.allow_domain.as_str();
+    let domain = s.default_domain.as_str();
     let mut tiers: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for (tier, clients) in Tier::ALL.into_iter().zip(&busiest_by_tier) {
         let busiest = clients

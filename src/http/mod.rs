@@ -26,41 +26,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use sluice_core::engine::Engine;
+use crate::service::database::DatabaseError;
+use crate::service::handles::Handles;
 
-use crate::grpc::auth::AdminToken;
-use crate::service::clock::LiveClock;
-use crate::service::database::{Database, DatabaseError};
-use crate::service::fleet::Fleet;
-use crate::service::history_writer::HistoryStats;
-use crate::service::latency::Latency;
-use crate::service::minute_loop::MinuteLoop;
-use crate::service::model_slot::ModelSlot;
-use crate::service::readiness::Ready;
-use crate::service::timeline::Timeline;
-
-/// What the listener reads.
-pub struct HttpState {
-    pub engine: Arc<Engine>,
-    pub learning: Arc<MinuteLoop>,
-    pub models: Arc<ModelSlot>,
-    pub history_stats: Arc<HistoryStats>,
-    pub fleet: Option<Arc<Fleet>>,
-    pub database: Arc<Database>,
-    pub readiness: watch::Receiver<Ready>,
-    pub timeline: Arc<Timeline>,
-    pub latency: Arc<Latency>,
-    pub admin: AdminToken,
-    pub clock: LiveClock,
-    /// This instance's name in the shared history (`--instance-id`).
-    pub instance: String,
-    /// The domain whose limits the busiest keys' buckets are shown for (`--allow-domain`).
-    pub allow_domain: String,
-}
-
-type Shared = Arc<HttpState>;
+/// What the listener reads: the service's handle bundle.
+type Shared = Arc<Handles>;
 
 /// Why an `/api/…` call failed; the status is chosen here, once.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +132,7 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
 /// 200 once the rules are loaded (what gRPC health calls SERVING), else 503; the body says what
 /// is and is not ready either way.
 async fn readyz(State(s): State<Shared>) -> Response {
-    let ready = *s.readiness.borrow();
+    let ready = *s.ready.borrow();
     let status = if ready.rules_loaded {
         StatusCode::OK
     } else {

@@ -3,7 +3,7 @@
 //! lower scheduling priority (nice [`NICE`] on Linux), so that on a saturated machine the
 //! decisions are served first and the batch work takes the time they leave. Before it, that
 //! work ran on tokio's blocking pool at the workers' priority, competing with decisions for as
-//! long as it ran (about a second of CPU a minute at 100,000 clients); the README has the A/B.
+//! long as it ran (about a second of CPU a minute at 100,000 clients); docs/performance.md has the A/B.
 //!
 //! Not for work a caller is waiting on (an admin RPC's training or reload): that stays on
 //! `spawn_blocking`, at full priority. Jobs run one at a time, in the order sent; each producer

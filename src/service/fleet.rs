@@ -71,7 +71,7 @@ pub enum CountersMode {
     #[default]
     Exact,
     /// Decisions are answered at once from local buckets; hits are flushed to Redis every
-    /// `flush` and the global state read back. Over-admission is bounded (README).
+    /// `flush` and the global state read back. Over-admission is bounded (docs/fleet.md).
     Cached,
 }
 

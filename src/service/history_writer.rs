@@ -7,7 +7,7 @@
 //! (counted) past the cap — carrying any model or action set they held forward, so the state a
 //! restart needs is never the part lost. It also prunes history past the retention period.
 //!
-//! At shutdown it is told to stop only after every producer has been joined (`service::run`), so
+//! At shutdown it is told to stop only after every producer has been joined (`app::run`), so
 //! its last drain sees every batch they submitted: each row is written or counted as dropped.
 
 use std::collections::VecDeque;

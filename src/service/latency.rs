@@ -1,9 +1,12 @@
-//! Decision latency as a fixed-bucket histogram of atomics: one clock read at each end of a
-//! decision RPC and three relaxed increments, no lock, no allocation. The `/metrics` endpoint
-//! renders it as a Prometheus histogram; it knows nothing of Prometheus itself.
+//! Decision latency: the timers the decision RPCs start (`RpcMetrics`), and a fixed-bucket
+//! histogram of atomics they record into (one clock read at each end of a decision RPC and three
+//! relaxed increments, no lock, no allocation). The `/metrics` endpoint renders the histogram;
+//! an OTLP exporter, when there is one, is handed each duration too (`telemetry::rpc_metrics`).
+//! Knows nothing of Prometheus or OpenTelemetry.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds of the buckets, in seconds: a decision takes microseconds, a slow one
 /// (the shared counters, a loaded machine) milliseconds.
@@ -75,6 +78,68 @@ impl Latency {
 
     pub fn methods(&self) -> impl Iterator<Item = (&'static str, &Histogram)> {
         METHODS.iter().copied().zip(self.methods.iter())
+    }
+}
+
+/// Hands one call's duration and method to an exporter (OTLP's histogram).
+pub type Export = Arc<dyn Fn(Duration, &'static str) + Send + Sync>;
+
+/// How long the decision RPCs take inside the server (from the handler's start to its reply;
+/// the transport's own time is not included). A no-op without an exporter or `/metrics`: no
+/// clock read.
+#[derive(Clone, Default)]
+pub struct RpcMetrics {
+    export: Option<Export>,
+    /// The histograms `/metrics` shows (with `--http-listen`).
+    latency: Option<Arc<Latency>>,
+}
+
+impl RpcMetrics {
+    /// Timers whose durations go to `export`.
+    pub fn exporting(export: Export) -> RpcMetrics {
+        RpcMetrics {
+            export: Some(export),
+            latency: None,
+        }
+    }
+
+    /// Also (or only) records into `latency`.
+    pub fn with_latency(mut self, latency: Arc<Latency>) -> RpcMetrics {
+        self.latency = Some(latency);
+        self
+    }
+
+    /// Starts timing one call of `method`; the time is recorded when the guard is dropped.
+    pub fn time(&self, method: &'static str) -> RpcTimer<'_> {
+        let latency = self.latency.as_ref().and_then(|l| l.of(method));
+        let timed = self.export.is_some() || latency.is_some();
+        RpcTimer {
+            started: timed.then(Instant::now),
+            export: self.export.as_ref(),
+            latency,
+            method,
+        }
+    }
+}
+
+/// Records a call's duration when dropped, whatever way the handler returned.
+pub struct RpcTimer<'a> {
+    started: Option<Instant>,
+    export: Option<&'a Export>,
+    latency: Option<&'a Histogram>,
+    method: &'static str,
+}
+
+impl Drop for RpcTimer<'_> {
+    fn drop(&mut self) {
+        let Some(started) = self.started else { return };
+        let elapsed = started.elapsed();
+        if let Some(export) = self.export {
+            export(elapsed, self.method);
+        }
+        if let Some(latency) = self.latency {
+            latency.record(elapsed);
+        }
     }
 }
 

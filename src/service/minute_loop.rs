@@ -506,7 +506,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::service::config::ModelArgs;
+    use crate::service::model_slot::ModelArgs;
 
     /// Status reads answer while a minute holds the learner and the model (as during inference).
     #[test]

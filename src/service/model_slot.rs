@@ -18,7 +18,6 @@ use sluice_core::forecast::Forecaster;
 use sluice_core::forecast::baseline::Fallback;
 
 use crate::adapters::onnx::{OnnxForecaster, loaded_runtime, meta_path};
-use crate::service::config::ModelArgs;
 
 /// What is forecasting, for health, `GetModelInfo` and logs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -142,5 +141,43 @@ impl ModelSlot {
             Some(m) => f(m),
             None => f(&mut Fallback),
         }
+    }
+}
+
+/// Where the forecasting model and ONNX Runtime are.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ModelArgs {
+    /// The LSTM (its metadata beside it, `.json`).
+    #[arg(
+        long = "forecast-model",
+        env = "SLUICE_FORECAST_MODEL",
+        default_value = DEFAULT_MODEL
+    )]
+    pub forecast_model: PathBuf,
+    /// ONNX Runtime's shared library (default: ORT_DYLIB_PATH, then the cache
+    /// scripts/fetch-onnxruntime.sh fills).
+    #[arg(long, env = "SLUICE_ORT_DYLIB")]
+    pub ort_dylib: Option<PathBuf>,
+}
+
+/// The default `--forecast-model`, relative to the working directory.
+pub const DEFAULT_MODEL: &str = "models/lstm.onnx";
+
+impl ModelArgs {
+    /// The model file to load. A relative path that is not found from the working directory is
+    /// also looked for beside the executable and up to three directories above it (the
+    /// repository for `target/release/sluice`, `/opt/sluice` for `/opt/sluice/bin/sluice`), so a
+    /// server started elsewhere still finds the shipped model.
+    pub fn model_path(&self) -> PathBuf {
+        let given = &self.forecast_model;
+        if given.is_absolute() || given.exists() {
+            return given.clone();
+        }
+        let exe = std::env::current_exe().ok();
+        exe.iter()
+            .flat_map(|exe| exe.ancestors().skip(1).take(4))
+            .map(|dir| dir.join(given))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| given.clone())
     }
 }

@@ -2,9 +2,9 @@
 //! collector (`--otlp-endpoint`). Off unless an endpoint is configured. The only module that
 //! knows `opentelemetry`.
 //!
-//! Metrics are *observed*: each instrument is a callback that reads a counter the service keeps
-//! anyway (engine statistics, bucket store, observation overflow, history writer, forecaster),
-//! run on the exporter's own thread at each export. Nothing is added to the engine's decision.
+//! Metrics are *observed*: each instrument of the metric catalogue (`metric_catalogue`, shared
+//! with `/metrics`) is a callback that reads a counter the service keeps anyway, run on the
+//! exporter's own thread at each export. Nothing is added to the engine's decision.
 //!
 //! One instrument is recorded rather than observed: `sluice.rpc.duration`, timed at the gRPC
 //! edge around each decision RPC (two clock reads and one histogram update per call, and only
@@ -19,8 +19,7 @@
 //! service.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider as _};
@@ -30,13 +29,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use crate::service::fleet::Fleet;
-use crate::service::history_writer::HistoryStats;
-use crate::service::latency::Latency;
-use crate::service::minute_loop::MinuteLoop;
-use crate::service::model_slot::ModelSlot;
-use sluice_core::engine::Engine;
-use sluice_core::learn::actions::ActionKind;
+use crate::service::handles::Handles;
+use crate::service::latency::RpcMetrics;
+use crate::service::metric_catalogue::{CATALOGUE, DECISION_DURATION, Kind, otlp_samples};
 
 /// Longest wait for the collector per export: a dead collector must not hold up shutdown long.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -127,14 +122,21 @@ pub fn shutdown_tracer(provider: SdkTracerProvider) {
     }
 }
 
-/// What the metrics read.
-pub struct Sources {
-    pub engine: Arc<Engine>,
-    pub learning: Arc<MinuteLoop>,
-    pub models: Arc<ModelSlot>,
-    pub history: Arc<HistoryStats>,
-    /// With `--counters`.
-    pub fleet: Option<Arc<Fleet>>,
+/// Decision timers that record into `meter`'s `sluice.rpc.duration` histogram, by method
+/// (the bench uses its own meter).
+pub fn rpc_metrics(meter: &Meter) -> RpcMetrics {
+    let histogram: Histogram<f64> = meter
+        .f64_histogram(DECISION_DURATION.otlp)
+        .with_unit("s")
+        .with_description(DECISION_DURATION.help)
+        .with_boundaries(crate::service::latency::BOUNDS.to_vec())
+        .build();
+    RpcMetrics::exporting(Arc::new(move |elapsed: Duration, method: &'static str| {
+        histogram.record(
+            elapsed.as_secs_f64(),
+            &[KeyValue::new("rpc.method", method)],
+        );
+    }))
 }
 
 /// Metric export, running until [`Metrics::shutdown`].
@@ -143,78 +145,10 @@ pub struct Metrics {
     rpc: RpcMetrics,
 }
 
-/// How long the decision RPCs take inside the server (from the handler's start to its reply;
-/// the transport's own time is not included). A no-op without an OTLP endpoint or `/metrics`:
-/// no clock read.
-#[derive(Clone, Default)]
-pub struct RpcMetrics {
-    duration: Option<Histogram<f64>>,
-    /// The histograms `/metrics` shows (with `--http-listen`).
-    latency: Option<Arc<Latency>>,
-}
-
-impl RpcMetrics {
-    /// Timers recording into `meter` (the bench uses its own).
-    pub fn new(meter: &Meter) -> RpcMetrics {
-        RpcMetrics {
-            duration: Some(
-                meter
-                    .f64_histogram("sluice.rpc.duration")
-                    .with_unit("s")
-                    .with_description("Time to answer a decision RPC inside the server")
-                    .with_boundaries(crate::service::latency::BOUNDS.to_vec())
-                    .build(),
-            ),
-            latency: None,
-        }
-    }
-
-    /// Also (or only) records into `latency`.
-    pub fn with_latency(mut self, latency: Arc<Latency>) -> RpcMetrics {
-        self.latency = Some(latency);
-        self
-    }
-
-    /// Starts timing one call of `method`; the time is recorded when the guard is dropped.
-    pub fn time(&self, method: &'static str) -> RpcTimer<'_> {
-        let latency = self.latency.as_ref().and_then(|l| l.of(method));
-        let timed = self.duration.is_some() || latency.is_some();
-        RpcTimer {
-            started: timed.then(Instant::now),
-            duration: self.duration.as_ref(),
-            latency,
-            method,
-        }
-    }
-}
-
-/// Records a call's duration when dropped, whatever way the handler returned.
-pub struct RpcTimer<'a> {
-    started: Option<Instant>,
-    duration: Option<&'a Histogram<f64>>,
-    latency: Option<&'a crate::service::latency::Histogram>,
-    method: &'static str,
-}
-
-impl Drop for RpcTimer<'_> {
-    fn drop(&mut self) {
-        let Some(started) = self.started else { return };
-        let elapsed = started.elapsed();
-        if let Some(histogram) = self.duration {
-            histogram.record(
-                elapsed.as_secs_f64(),
-                &[KeyValue::new("rpc.method", self.method)],
-            );
-        }
-        if let Some(latency) = self.latency {
-            latency.record(elapsed);
-        }
-    }
-}
-
 impl Metrics {
-    /// Starts exporting every `config.interval`. Must be called inside the tokio runtime.
-    pub fn start(config: &TelemetryConfig, sources: Sources) -> Result<Metrics, TelemetryError> {
+    /// Starts exporting every `config.interval` (the decision timers at once, the catalogue once
+    /// [`Metrics::observe`] is given the handles). Must be called inside the tokio runtime.
+    pub fn start(config: &TelemetryConfig) -> Result<Metrics, TelemetryError> {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
             .with_endpoint(config.endpoint.clone())
@@ -228,10 +162,44 @@ impl Metrics {
             .with_reader(reader)
             .with_resource(resource())
             .build();
-        let meter = provider.meter("sluice");
-        register(&meter, sources);
-        let rpc = RpcMetrics::new(&meter);
+        let rpc = rpc_metrics(&provider.meter("sluice"));
         Ok(Metrics { provider, rpc })
+    }
+
+    /// Exports every metric of the catalogue, read off `handles` at each export.
+    pub fn observe(&self, handles: &Arc<Handles>) {
+        let meter = self.provider.meter("sluice");
+        for def in CATALOGUE {
+            for view in def.otlp {
+                let (handles, read) = (handles.clone(), def.read);
+                let callback = move |o: &dyn AsyncInstrument<f64>| {
+                    for sample in otlp_samples(view, read(&handles)) {
+                        let attributes: Vec<KeyValue> = sample
+                            .labels
+                            .into_iter()
+                            .map(|(k, v)| KeyValue::new(k, v))
+                            .collect();
+                        o.observe(sample.value, &attributes);
+                    }
+                };
+                match def.kind {
+                    Kind::Counter => {
+                        meter
+                            .f64_observable_counter(view.name)
+                            .with_description(def.help)
+                            .with_callback(callback)
+                            .build();
+                    }
+                    Kind::Gauge => {
+                        meter
+                            .f64_observable_gauge(view.name)
+                            .with_description(def.help)
+                            .with_callback(callback)
+                            .build();
+                    }
+                }
+            }
+        }
     }
 
     /// The call timers for the gRPC edge.
@@ -245,261 +213,6 @@ impl Metrics {
             tracing::warn!(error = %e, "metric export did not shut down cleanly");
         }
     }
-}
-
-/// Whether an instrument is a monotonic count (decisions, denials…) or a current value.
-#[derive(Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// One instrument reading a `u64` off a source of type `T`.
-type Reading<T> = (&'static str, Kind, &'static str, fn(&T) -> u64);
-
-fn stat(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
-
-/// Names are documented in README.md ("Metrics and traces"): keep both in step.
-const ENGINE: &[Reading<Engine>] = &[
-    (
-        "sluice.decisions",
-        Kind::Counter,
-        "Decisions taken (RLS requests and ShouldAllow calls)",
-        |e| stat(&e.stats().decisions),
-    ),
-    (
-        "sluice.decisions.denied",
-        Kind::Counter,
-        "Decisions that denied (all causes)",
-        |e| stat(&e.stats().denied),
-    ),
-    (
-        "sluice.decisions.shadow_denied",
-        Kind::Counter,
-        "Decisions a shadow-mode limit would have denied",
-        |e| stat(&e.stats().shadow_denied),
-    ),
-    (
-        "sluice.decisions.anomaly_denied",
-        Kind::Counter,
-        "Denials by an anomaly action (throttle or block)",
-        |e| stat(&e.stats().anomaly_denied),
-    ),
-    (
-        "sluice.decisions.forecast_denied",
-        Kind::Counter,
-        "Denials by a limit cut under pressure (forecast or backend load)",
-        |e| stat(&e.stats().forecast_denied),
-    ),
-    (
-        "sluice.buckets",
-        Kind::Gauge,
-        "Bucket states held in memory",
-        |e| e.tracked_buckets(),
-    ),
-    (
-        "sluice.buckets.lossy_evictions",
-        Kind::Counter,
-        "Buckets evicted at capacity before their limit had recovered",
-        |e| e.lossy_evictions(),
-    ),
-    (
-        "sluice.observe.overflow",
-        Kind::Counter,
-        "Observations dropped at the per-minute caps",
-        |e| e.observer().overflow_total(),
-    ),
-    (
-        "sluice.rules.revision",
-        Kind::Gauge,
-        "Revision of the rule set in force",
-        |e| e.rules().revision(),
-    ),
-];
-
-const MODELS: &[Reading<ModelSlot>] = &[(
-    "sluice.forecaster.lstm",
-    Kind::Gauge,
-    "1 while the LSTM forecasts, 0 while the baseline does",
-    |m| u64::from(m.status().lstm_loaded()),
-)];
-
-const LEARNING: &[Reading<MinuteLoop>] = &[(
-    "sluice.learner.model_version",
-    Kind::Gauge,
-    "Version of the isolation forest scoring clients (0: none yet)",
-    |l| l.status().model.version,
-)];
-
-const HISTORY: &[Reading<HistoryStats>] = &[
-    (
-        "sluice.history.rows_written",
-        Kind::Counter,
-        "History rows written to the database",
-        |h| stat(&h.written_rows),
-    ),
-    (
-        "sluice.history.rows_dropped",
-        Kind::Counter,
-        "History rows dropped (buffer full while the database was down)",
-        |h| stat(&h.dropped_rows),
-    ),
-    (
-        "sluice.history.rows_buffered",
-        Kind::Gauge,
-        "History rows waiting for the database",
-        |h| stat(&h.buffered_rows),
-    ),
-];
-
-const FLEET: &[Reading<Fleet>] = &[
-    (
-        "sluice.counters.shared",
-        Kind::Counter,
-        "Decisions whose buckets the shared counters (Redis) answered",
-        |f| stat(&f.stats.shared),
-    ),
-    (
-        "sluice.counters.fallbacks",
-        Kind::Counter,
-        "Decisions the failure policy answered (counters slow, down, or the breaker open)",
-        |f| stat(&f.stats.fallbacks),
-    ),
-    (
-        "sluice.counters.timeouts",
-        Kind::Counter,
-        "Calls to the shared counters that outlived the budget",
-        |f| stat(&f.stats.timeouts),
-    ),
-    (
-        "sluice.counters.errors",
-        Kind::Counter,
-        "Calls to the shared counters that failed",
-        |f| stat(&f.stats.errors),
-    ),
-    (
-        "sluice.counters.breaker_opened",
-        Kind::Counter,
-        "Times the circuit breaker opened",
-        |f| stat(&f.stats.breaker_opened),
-    ),
-    (
-        "sluice.counters.cached",
-        Kind::Counter,
-        "Cached mode: decisions answered from local buckets",
-        |f| stat(&f.stats.cached),
-    ),
-    (
-        "sluice.counters.flushes",
-        Kind::Counter,
-        "Cached mode: flushes of admitted hits that Redis answered",
-        |f| stat(&f.stats.flushes),
-    ),
-    (
-        "sluice.counters.dropped_hits",
-        Kind::Counter,
-        "Admitted hits never flushed (too many keys waiting while Redis was down)",
-        |f| stat(&f.stats.dropped_hits),
-    ),
-    (
-        "sluice.counters.late",
-        Kind::Counter,
-        "Exact mode: scripts that answered after their decision's budget, then reconciled",
-        |f| stat(&f.stats.late),
-    ),
-    (
-        "sluice.counters.refunded_hits",
-        Kind::Counter,
-        "Exact mode: hits a late script counted for a refused decision, given back",
-        |f| stat(&f.stats.refunded_hits),
-    ),
-    (
-        "sluice.counters.local_admitted_hits",
-        Kind::Counter,
-        "Hits admitted without the shared counters (failure policy, or cached mode while they were out of reach)",
-        |f| stat(&f.stats.local_admitted_hits),
-    ),
-    (
-        "sluice.counters.reconciled_hits",
-        Kind::Counter,
-        "Exact mode: hits admitted without the counters, added to them once they answered",
-        |f| stat(&f.stats.reconciled_hits),
-    ),
-    (
-        "sluice.counters.repaired_keys",
-        Kind::Counter,
-        "Counters' keys that held something other than a bucket state, reset to fresh buckets",
-        |f| f.counters().repaired_keys(),
-    ),
-    (
-        "sluice.fleet.replicas",
-        Kind::Gauge,
-        "The local policy's divisor: --fleet-replicas, else the replicas alive in the fleet state",
-        |f| f.divisor(),
-    ),
-    (
-        "sluice.counters.degraded",
-        Kind::Gauge,
-        "1 while the breaker is open (decisions follow the failure policy), else 0",
-        |f| u64::from(f.degraded()),
-    ),
-];
-
-fn observe<T: Send + Sync + 'static>(meter: &Meter, source: &Arc<T>, readings: &[Reading<T>]) {
-    for &(name, kind, description, read) in readings {
-        let source = source.clone();
-        let callback = move |o: &dyn AsyncInstrument<u64>| o.observe(read(&source), &[]);
-        match kind {
-            Kind::Counter => {
-                meter
-                    .u64_observable_counter(name)
-                    .with_description(description)
-                    .with_callback(callback)
-                    .build();
-            }
-            Kind::Gauge => {
-                meter
-                    .u64_observable_gauge(name)
-                    .with_description(description)
-                    .with_callback(callback)
-                    .build();
-            }
-        }
-    }
-}
-
-/// Every instrument: the tables above, and two that do not fit them.
-fn register(meter: &Meter, sources: Sources) {
-    observe(meter, &sources.engine, ENGINE);
-    observe(meter, &sources.learning, LEARNING);
-    observe(meter, &sources.models, MODELS);
-    observe(meter, &sources.history, HISTORY);
-    if let Some(fleet) = &sources.fleet {
-        observe(meter, fleet, FLEET);
-    }
-    let e = sources.engine.clone();
-    meter
-        .u64_observable_gauge("sluice.anomaly.actions")
-        .with_description("Anomaly actions in force, by kind")
-        .with_callback(move |o| {
-            let actions = e.actions().sorted();
-            let blocks = actions
-                .iter()
-                .filter(|a| a.kind == ActionKind::Block)
-                .count() as u64;
-            let throttles = actions.len() as u64 - blocks;
-            o.observe(throttles, &[KeyValue::new("kind", "throttle")]);
-            o.observe(blocks, &[KeyValue::new("kind", "block")]);
-        })
-        .build();
-    let e = sources.engine;
-    meter
-        .f64_observable_gauge("sluice.pressure.factor")
-        .with_description("Factor applied to STD limits on low-priority endpoints (1: no cut)")
-        .with_callback(move |o| o.observe(e.pressure(), &[]))
-        .build();
 }
 
 /// The span exporter `init_logging` started, if any; flushed at shutdown.

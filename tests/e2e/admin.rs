@@ -253,7 +253,7 @@ async fn a_rules_file_over_the_cap_stops_the_start_with_the_reason() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ended = tokio::time::timeout(
         std::time::Duration::from_secs(20),
-        sluice::service::run(config, listener, std::future::pending()),
+        sluice::app::run(config, listener, std::future::pending()),
     )
     .await
     .expect("the start fails at once");

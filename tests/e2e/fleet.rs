@@ -124,7 +124,7 @@ async fn a_limit_holds_across_three_replicas_on_a_redis_cluster() {
     exact_across_three(&cluster.url()).await;
 }
 
-/// Without shared counters, each replica counts alone: the README's warning, measured.
+/// Without shared counters, each replica counts alone: docs/fleet.md's warning, measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_counters_each_replica_admits_its_own_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -560,7 +560,7 @@ async fn wait_role(node: &Redis, role: &str) {
 
 /// Cached mode: decisions come from local buckets and hits are flushed every 5 ms, so three
 /// replicas may together admit a little over a limit — at most one hit per replica here, where
-/// each client paces its calls 30 ms apart (the README's bound: a replica admits from a view
+/// each client paces its calls 30 ms apart (docs/fleet.md's bound: a replica admits from a view
 /// missing at most the others' last flush interval and round trip of hits). Flat out, the
 /// excess is measured and printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

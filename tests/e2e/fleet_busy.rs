@@ -109,7 +109,7 @@ async fn exact_mode_admits_exactly_the_limit_on_a_busy_node() {
 
 /// Cached mode, token buckets, busy CPUs: each replica's client calls flat out for 8 s on a key
 /// of 100 a minute. Hits admitted beyond the shared credit are owed, so the fleet admits about
-/// the limit plus the refill plus the README's bound — not three times the refill.
+/// the limit plus the refill plus docs/fleet.md's bound — not three times the refill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_token_buckets_owe_what_they_admitted_beyond_the_credit() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,7 +179,7 @@ async fn cached_token_buckets_owe_what_they_admitted_beyond_the_credit() {
 /// through the fleet state. Redis is killed under traffic and restarted without its data: no
 /// decision fails, each replica keeps to a third of the limit while Redis is away, and what
 /// they admitted then is added to the counters once Redis is back, so the hour's total stays
-/// within the README's bound of twice the limit.
+/// within docs/fleet.md's bound of twice the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_under_traffic_stays_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,7 +345,7 @@ async fn a_damaged_key_is_that_keys_problem_only() {
 }
 
 /// Cached mode, busy CPUs: six clients pacing calls 30 ms apart over three replicas on one key
-/// of 10 an hour, per algorithm. The README's bound, `L + Σ min(L, ⌈λᵣ · (F + RTT)⌉)`, with two
+/// of 10 an hour, per algorithm. docs/fleet.md's bound, `L + Σ min(L, ⌈λᵣ · (F + RTT)⌉)`, with two
 /// clients a replica (λᵣ ≈ 66 a second) and a flush interval plus round trip that a busy node
 /// stretches to at most 30 ms, is 10 + 3 × 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +420,7 @@ async fn replicas_on_one_host_are_distinct_by_default() {
     }
 }
 
-/// The README's outage figures: three replicas, one limit of 100 a minute (fixed window), three
+/// docs/fleet.md's outage figures: three replicas, one limit of 100 a minute (fixed window), three
 /// clients at 2, 10 and 40 calls a second (each its own key, round robin over the replicas),
 /// busy CPUs; Redis killed 12 s in and restarted 12 s later, 36 s in all. No decision fails.
 /// Returns (rate, calls sent, admitted) per key and minute.

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sluice::app::config::Config;
 use sluice::proto::sluice::v1 as pb;
-use sluice::service::config::Config;
 use tonic::Code;
 
 use crate::harness::*;

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use sluice::app::config::Config;
 use sluice::proto::sluice::v1 as pb;
 use sluice::proto::sluice::v1::sluice_client::SluiceClient;
-use sluice::service::config::Config;
 use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -89,7 +89,7 @@ pub struct TestServer {
     /// here on a free port whatever port it names).
     pub http: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Result<(), sluice::service::StartError>>>,
+    handle: Option<JoinHandle<Result<(), sluice::app::StartError>>>,
     _token_dir: tempfile::TempDir,
 }
 
@@ -138,14 +138,9 @@ impl TestServer {
         };
         let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(sluice::service::run::run_with(
-            config,
-            listener,
-            http,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let handle = tokio::spawn(sluice::app::run_with(config, listener, http, async {
+            let _ = stopped.await;
+        }));
         TestServer {
             addr,
             http: http_addr,

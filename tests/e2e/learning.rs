@@ -13,8 +13,8 @@ use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_client::A
 use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::{
     HttpAccessLogEntries, LogEntries,
 };
+use sluice::app::config::Config;
 use sluice::proto::sluice::v1 as pb;
-use sluice::service::config::Config;
 use tonic::Code;
 
 use crate::harness::*;

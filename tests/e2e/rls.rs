@@ -6,8 +6,8 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descri
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use sluice::app::config::UnknownDomain;
 use sluice::proto::sluice::v1 as pb;
-use sluice::service::config::UnknownDomain;
 use sluice_core::headers::HeaderStyle;
 use sluice_core::limit::{Rate, Unit};
 

@@ -299,7 +299,7 @@ async fn bad_tls_settings_are_refused_at_start() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let token_dir = tempfile::tempdir().unwrap();
         config.admin_token_file = token_dir.path().join("token");
-        let error = sluice::service::run(config, listener, std::future::pending())
+        let error = sluice::app::run(config, listener, std::future::pending())
             .await
             .expect_err("bad TLS settings were accepted");
         let message = error.to_string();

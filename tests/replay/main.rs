@@ -294,7 +294,7 @@ fn a_payment_spike_cuts_std_browsing_before_the_peak_and_spares_prm_payments() {
     assert_eq!(tightened.factor, 0.5);
     // Lead time: when the served forecast and the measured payments first went over capacity
     // in the episode, and by how many minutes the forecast was ahead (here it is behind: the
-    // selector serves `last` on this series, whose recent error is the lowest; see README).
+    // selector serves `last` on this series, whose recent error is the lowest; see docs/learning.md).
     let lead = adaptive
         .lead_times
         .iter()

@@ -15,7 +15,7 @@ pub struct FleetArgs {
 
     /// `exact` (every decision's buckets updated on the counters before it is answered: never
     /// over the limit) or `cached` (answered at once from local buckets, hits flushed every
-    /// --counters-flush-ms: faster, over-admission bounded — see the README).
+    /// --counters-flush-ms: faster, over-admission bounded — see docs/fleet.md).
     #[arg(long, env = "SLUICE_COUNTERS_MODE", default_value = "exact")]
     pub counters_mode: CountersMode,
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::adapters::moka_store::StoreKind;
+use crate::service::model_slot::ModelArgs;
 use crate::store::StoreOptions;
 use sluice_core::engine::EngineConfig;
 use sluice_core::forecast::pressure::PressureConfig;
@@ -137,7 +138,7 @@ pub struct Config {
     pub learn: LearnArgs,
 
     #[command(flatten)]
-    pub fleet: crate::service::config_fleet::FleetArgs,
+    pub fleet: crate::app::config_fleet::FleetArgs,
 
     /// Seconds between learning-loop ticks. A tick closes the current "minute" of observation;
     /// the features are calibrated for 60, so change it only for tests and demos.
@@ -549,44 +550,6 @@ impl Config {
             statement_timeout: Duration::from_millis(self.db_statement_timeout_ms.max(100)),
             worker_nice: self.background_nice,
         }
-    }
-}
-
-/// Where the forecasting model and ONNX Runtime are.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ModelArgs {
-    /// The LSTM (its metadata beside it, `.json`).
-    #[arg(
-        long = "forecast-model",
-        env = "SLUICE_FORECAST_MODEL",
-        default_value = DEFAULT_MODEL
-    )]
-    pub forecast_model: PathBuf,
-    /// ONNX Runtime's shared library (default: ORT_DYLIB_PATH, then the cache
-    /// scripts/fetch-onnxruntime.sh fills).
-    #[arg(long, env = "SLUICE_ORT_DYLIB")]
-    pub ort_dylib: Option<PathBuf>,
-}
-
-/// The default `--forecast-model`, relative to the working directory.
-pub const DEFAULT_MODEL: &str = "models/lstm.onnx";
-
-impl ModelArgs {
-    /// The model file to load. A relative path that is not found from the working directory is
-    /// also looked for beside the executable and up to three directories above it (the
-    /// repository for `target/release/sluice`, `/opt/sluice` for `/opt/sluice/bin/sluice`), so a
-    /// server started elsewhere still finds the shipped model.
-    pub fn model_path(&self) -> PathBuf {
-        let given = &self.forecast_model;
-        if given.is_absolute() || given.exists() {
-            return given.clone();
-        }
-        let exe = std::env::current_exe().ok();
-        exe.iter()
-            .flat_map(|exe| exe.ancestors().skip(1).take(4))
-            .map(|dir| dir.join(given))
-            .find(|candidate| candidate.is_file())
-            .unwrap_or_else(|| given.clone())
     }
 }
 

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
+use crate::service::database::Database;
+use crate::service::history_writer::History;
 use crate::store::history::{HistoryBatch, TrafficRow};
 use crate::store::{Store, StoreOptions};
 
@@ -111,56 +113,4 @@ async fn a_tick_racing_shutdown_is_written_or_counted() {
         );
         store.close().await;
     }
-}
-
-/// The admin token file ends up the owner's alone, whatever was at its path: a file others
-/// could read is replaced (not rewritten with its old mode), a symbolic link is replaced by the
-/// file and its target left untouched.
-#[test]
-fn the_token_file_is_private_whatever_was_there() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-
-    let readable = dir.path().join("readable.token");
-    std::fs::write(&readable, "old").unwrap();
-    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
-    super::write_private(&readable, "new-token").unwrap();
-    assert_eq!(std::fs::read_to_string(&readable).unwrap(), "new-token");
-    assert_eq!(mode(&readable), 0o600);
-
-    let target = dir.path().join("elsewhere");
-    std::fs::write(&target, "precious").unwrap();
-    let link = dir.path().join("linked.token");
-    std::os::unix::fs::symlink(&target, &link).unwrap();
-    super::write_private(&link, "new-token").unwrap();
-    assert_eq!(
-        std::fs::read_to_string(&target).unwrap(),
-        "precious",
-        "target untouched"
-    );
-    assert!(
-        !std::fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
-    assert_eq!(mode(&link), 0o600);
-
-    // Someone who can write the directory made the temporary file of the old, predictable
-    // name (process id) in advance: the token is written all the same.
-    let fresh = dir.path().join("fresh.token");
-    let planted = dir
-        .path()
-        .join(format!(".fresh.token.{}.tmp", std::process::id()));
-    std::fs::write(&planted, "planted").unwrap();
-    super::write_private(&fresh, "t").unwrap();
-    assert_eq!(mode(&fresh), 0o600);
-    std::fs::remove_file(&planted).unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "no temporary file left behind");
 }

@@ -1,0 +1,63 @@
+//! The decider: the one place that knows where a decision's buckets live. Without
+//! `--counters` the engine decides from its in-process buckets; with them the fleet settles
+//! the buckets on the shared counters (and its failure policy when they are out of reach).
+//! Handlers ask the decider and never choose; the engine's own rules, actions and cuts apply
+//! the same either way.
+//!
+//! Not here: the counters' protocol and failure policy (`fleet`), the decision itself
+//! (`sluice_core::engine`).
+
+use std::sync::Arc;
+
+use sluice_core::engine::{DescriptorInput, Engine, Subject, Verdict};
+use sluice_core::time::Nanos;
+
+use crate::service::fleet::Fleet;
+
+/// Decides on the engine, through the fleet's shared counters when there are any.
+#[derive(Clone)]
+pub struct Decider {
+    engine: Arc<Engine>,
+    fleet: Option<Arc<Fleet>>,
+}
+
+impl Decider {
+    pub fn new(engine: Arc<Engine>, fleet: Option<Arc<Fleet>>) -> Decider {
+        Decider { engine, fleet }
+    }
+
+    /// Envoy's RLS question: the descriptors of one request.
+    pub async fn check_descriptors(
+        &self,
+        domain: &str,
+        inputs: &[DescriptorInput<'_>],
+        now: Nanos,
+    ) -> Verdict {
+        match &self.fleet {
+            None => self.engine.check_descriptors(domain, inputs, now),
+            Some(fleet) => {
+                fleet
+                    .check_descriptors(&self.engine, domain, inputs, now)
+                    .await
+            }
+        }
+    }
+
+    /// `ShouldAllow`: one subject, `cost` hits.
+    pub async fn should_allow(
+        &self,
+        domain: &str,
+        subject: &Subject<'_>,
+        cost: u64,
+        now: Nanos,
+    ) -> Verdict {
+        match &self.fleet {
+            None => self.engine.should_allow(domain, subject, cost, now),
+            Some(fleet) => {
+                fleet
+                    .should_allow(&self.engine, domain, subject, cost, now)
+                    .await
+            }
+        }
+    }
+}
