@@ -27,6 +27,7 @@ use crate::service::fleet::{self, Fleet};
 use crate::service::handles::Handles;
 use crate::service::history_writer::{History, HistoryConfig};
 use crate::service::latency::Latency;
+use crate::service::minute_exchange::MinuteExchange;
 use crate::service::minute_loop::{MinuteLoop, MinuteLoopParts};
 use crate::service::model_slot::ModelSlot;
 use crate::service::readiness::Readiness;
@@ -124,10 +125,20 @@ pub async fn build(
         true => rpc.with_latency(latency.clone()),
         false => rpc,
     };
+    let tick = Duration::from_secs(config.learn_tick_secs.max(1));
+    let exchange = fleet.as_ref().map(|fleet| {
+        Arc::new(MinuteExchange::new(
+            fleet.clone(),
+            instance.clone(),
+            readiness.clone(),
+            tick,
+        ))
+    });
     let handles = Arc::new(Handles {
         decider: Decider::new(engine.clone(), fleet.clone()),
         engine,
         fleet,
+        exchange,
         clock: LiveClock::new(),
         caps: config.input_limits(),
         default_domain: config.allow_domain.clone(),
@@ -172,7 +183,7 @@ pub async fn build(
         },
         readiness,
         background,
-        tick: Duration::from_secs(config.learn_tick_secs.max(1)),
+        tick,
         history_rx,
         history: HistoryConfig {
             buffer_rows: config.history_buffer,

@@ -78,6 +78,7 @@ pub fn start(h: &Arc<Handles>, parts: ProducerParts) -> Running {
                 h.clock,
                 parts.tick,
                 parts.readiness,
+                h.exchange.clone(),
                 stop(),
             )),
         ),

@@ -41,6 +41,10 @@ pub struct EvalDetectionArgs {
     /// failing attacks it missed (to find what an error is made of; design seeds only).
     #[arg(long)]
     pub explain: bool,
+    /// Replay each world as this many replicas behind a round-robin balancer (`replay
+    /// --replicas`): the fleet's learning judged on the same worlds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub replicas: u16,
     #[command(flatten)]
     pub learn: LearnArgs,
 }
@@ -181,6 +185,7 @@ pub fn replay_world(
         learner: args.learn.learner(),
         pressure: args.learn.pressure(),
         adaptive: !args.learn.no_adaptive,
+        replicas: args.replicas as usize,
         ..ReplayOptions::default()
     };
     Ok(crate::replay::run(trace.as_slice(), options, None)?)

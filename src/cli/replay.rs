@@ -42,6 +42,10 @@ pub struct ReplayArgs {
     /// Bucket store (`sharded` is faster; decisions are the same).
     #[arg(long, default_value = "sharded")]
     pub bucket_store: StoreKind,
+    /// Replay as this many replicas behind a round-robin balancer, each with its own engine
+    /// and learner, exchanging their minutes as a live fleet on shared counters does.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub replicas: u16,
     #[command(flatten)]
     pub learn: LearnArgs,
 }
@@ -94,6 +98,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         domain: args.domain.clone(),
         on_minute: Some(&mut on_minute),
         corrections,
+        replicas: args.replicas as usize,
     };
     let input =
         File::open(&args.trace).with_context(|| format!("cannot open {}", args.trace.display()))?;

@@ -36,6 +36,10 @@ pub const FORECASTER_HEALTH: &str = "sluice.v1.Forecaster";
 /// failure policy answers (decisions are still served either way).
 pub const COUNTERS_HEALTH: &str = "sluice.v1.Counters";
 
+/// With `--counters`: SERVING while each minute is learned on the fleet's whole minute,
+/// NOT_SERVING while this replica learns alone (the exchange failed; decisions are unaffected).
+pub const FLEET_LEARNING_HEALTH: &str = "sluice.v1.FleetLearning";
+
 /// What the standard gRPC health service answers.
 struct Health {
     reporter: HealthReporter,
@@ -49,6 +53,9 @@ impl Health {
             self.set(name, ready.rules_loaded).await;
         }
         self.set(FORECASTER_HEALTH, ready.lstm_loaded).await;
+        if let Some(together) = ready.fleet_learning {
+            self.set(FLEET_LEARNING_HEALTH, together).await;
+        }
         if let Some(shared) = ready.shared_counters {
             self.set(COUNTERS_HEALTH, shared).await;
         }

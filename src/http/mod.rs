@@ -143,6 +143,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
         "rules_loaded": ready.rules_loaded,
         "lstm_loaded": ready.lstm_loaded,
         "shared_counters": ready.shared_counters,
+        "fleet_learning": ready.fleet_learning,
     });
     (status, axum::Json(body)).into_response()
 }

@@ -18,12 +18,18 @@ use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::forecast::Forecaster;
 use sluice_core::forecast::eval::ErrorSum;
 use sluice_core::forecast::live::{self, SeriesMethods};
 use sluice_core::forecast::pressure::PressureConfig;
+use sluice_core::learn::actions::{Action, ActionTable};
+use sluice_core::learn::fleet_minute;
 use sluice_core::learn::learner::LearnerConfig;
+use sluice_core::learn::observe::{ClientSummary, MinuteData};
 use sluice_core::matcher::RuleSet;
 use sluice_core::minute::{ClosedMinute, MinuteInput, Minutes, next_look};
 use sluice_core::rules::Rule;
@@ -69,6 +75,10 @@ pub struct ReplayOptions<'h> {
     /// Operators' corrections, in time order, each applied when the trace reaches its time —
     /// the same learner steps the API's would take.
     pub corrections: Vec<TimedCorrection>,
+    /// Replicas behind a round-robin balancer (1: a single instance). Each has its own engine
+    /// and minute; at each close they exchange their shared clients as live replicas do
+    /// (`learn::fleet_minute`), and each installs the others' actions and cut.
+    pub replicas: usize,
 }
 
 impl Default for ReplayOptions<'_> {
@@ -84,13 +94,25 @@ impl Default for ReplayOptions<'_> {
             domain: "sluice".into(),
             on_minute: None,
             corrections: Vec::new(),
+            replicas: 1,
         }
     }
 }
 
+/// One more replica of a fleet replay: its own engine and minute.
+struct Replica {
+    engine: Engine,
+    minutes: Minutes,
+}
+
 struct Replay<'w, 'h> {
+    /// The first replica (the only one without `--replicas`): its minute is the one reported
+    /// (forecasts, pressure, `on_minute`).
     engine: Engine,
     minutes_state: Minutes,
+    /// The other replicas, and whose turn the next request is (0: the first).
+    others: Vec<Replica>,
+    turn: usize,
     forecaster: Box<dyn Forecaster + Send>,
     on_minute: Option<&'h mut dyn FnMut(&ClosedMinute)>,
     /// The forecast of the next minute's total requests, scored when that minute closes.
@@ -143,11 +165,17 @@ impl Replay<'_, '_> {
         self.correct_up_to(self.latest_ms);
         self.advance_to(now);
         let subject = row.subject();
-        let verdict = self.engine.should_allow(&self.domain, &subject, 1, now);
+        // Round robin over the replicas, as a load balancer deals requests.
+        let engine = match self.turn {
+            0 => &self.engine,
+            i => &self.others[i - 1].engine,
+        };
+        self.turn = (self.turn + 1) % (self.others.len() + 1);
+        let verdict = engine.should_allow(&self.domain, &subject, 1, now);
         let allowed = !verdict.over_limit;
         // Only a request that reached the upstream has an outcome.
         if allowed && let Some(status) = row.status {
-            self.engine.report_outcome(&subject, status, now);
+            engine.report_outcome(&subject, status, now);
         }
         let by_anomaly = !allowed && verdict.anomaly.is_some_and(|h| h.denied && !h.shadow);
         if !allowed && !by_anomaly && verdict.forecast_cut {
@@ -202,6 +230,12 @@ impl Replay<'_, '_> {
             let changes = self
                 .minutes_state
                 .correct(&self.engine, |l| l.apply(&c.correction, at));
+            // An operator's correction reaches every replica (lists and marks are shared
+            // through the database).
+            for r in &mut self.others {
+                r.minutes.correct(&r.engine, |l| l.apply(&c.correction, at));
+            }
+            self.share_actions(at);
             self.report
                 .correction(c.ts_ms, &c.correction, Some(&changes));
         }
@@ -235,6 +269,44 @@ impl Replay<'_, '_> {
                 self.report
                     .actions(&actions, (due / NANOS_PER_MILLI) as i64);
             }
+            for r in &mut self.others {
+                if !r.minutes.look(&r.engine, start, due).is_empty() {
+                    self.report.actions(
+                        &r.minutes.learner().actions(),
+                        (due / NANOS_PER_MILLI) as i64,
+                    );
+                }
+            }
+            self.share_actions(due);
+        }
+    }
+
+    /// Each replica installs the others' actions in force and their cut, as the fleet state's
+    /// round does live (`service::fleet_sync`): the stronger action holds where two meet.
+    fn share_actions(&self, now: Nanos) {
+        if self.others.is_empty() {
+            return;
+        }
+        let engines: Vec<&Engine> = std::iter::once(&self.engine)
+            .chain(self.others.iter().map(|r| &r.engine))
+            .collect();
+        for (i, engine) in engines.iter().enumerate() {
+            let mut merged: FxHashMap<Arc<str>, Action> = FxHashMap::default();
+            let mut pressure = 1.0f64;
+            for (j, other) in engines.iter().enumerate().filter(|(j, _)| *j != i) {
+                let _ = j;
+                pressure = pressure.min(other.own_pressure());
+                for action in other.actions().iter().filter(|a| a.expires_at > now) {
+                    match merged.get(&action.client) {
+                        Some(held) if held.kind.stronger(action.kind) == held.kind => {}
+                        _ => {
+                            merged.insert(action.client.clone(), action.clone());
+                        }
+                    }
+                }
+            }
+            engine.set_fleet_actions(Arc::new(ActionTable::from_map(merged)));
+            engine.set_fleet_pressure(pressure);
         }
     }
 
@@ -242,7 +314,59 @@ impl Replay<'_, '_> {
     /// a trace has no backend loads.
     fn tick(&mut self, start: Nanos, end: Nanos) {
         self.minutes += 1;
-        let closed = self.minutes_state.close(
+        let mut data = self.engine.observer().drain();
+        if !self.others.is_empty() {
+            // The fleet's exchange: every replica drains and shares, then each closes on its
+            // own minute with the others' shares merged in.
+            let replicas = self.others.len() as u32 + 1;
+            let mut drained: Vec<MinuteData> = self
+                .others
+                .iter()
+                .map(|r| r.engine.observer().drain())
+                .collect();
+            let mut shares: Vec<Vec<ClientSummary>> = vec![fleet_minute::to_share(
+                &data.clients,
+                self.minutes_state.learner().share_floor(replicas),
+                fleet_minute::SHARE_CAP,
+            )];
+            for (r, d) in self.others.iter().zip(&drained) {
+                shares.push(fleet_minute::to_share(
+                    &d.clients,
+                    r.minutes.learner().share_floor(replicas),
+                    fleet_minute::SHARE_CAP,
+                ));
+            }
+            let others_of = |i: usize| -> Vec<ClientSummary> {
+                shares
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .flat_map(|(_, s)| s.iter().cloned())
+                    .collect()
+            };
+            fleet_minute::merge_shared(&mut data, others_of(0));
+            for (i, d) in drained.iter_mut().enumerate() {
+                fleet_minute::merge_shared(d, others_of(i + 1));
+            }
+            for (r, d) in self.others.iter_mut().zip(drained) {
+                let closed = r.minutes.close_with(
+                    &r.engine,
+                    MinuteInput {
+                        start,
+                        end,
+                        loads: &[],
+                        forecaster: self.forecaster.as_mut(),
+                    },
+                    d,
+                );
+                self.overflow += closed.tick.overflow;
+                if closed.adaptive {
+                    self.report
+                        .actions(&closed.tick.actions, (end / NANOS_PER_MILLI) as i64);
+                }
+            }
+        }
+        let closed = self.minutes_state.close_with(
             &self.engine,
             MinuteInput {
                 start,
@@ -250,7 +374,9 @@ impl Replay<'_, '_> {
                 loads: &[],
                 forecaster: self.forecaster.as_mut(),
             },
+            data,
         );
+        self.share_actions(end);
         self.overflow += closed.tick.overflow;
         if closed.adaptive {
             self.report
@@ -308,17 +434,33 @@ pub fn run_keeping_state(
     decisions: Option<&mut dyn Write>,
 ) -> Result<(Report, Minutes), ReplayError> {
     let started = Instant::now();
-    let engine = moka_store::engine(options.engine, options.bucket_store);
-    let rules = RuleSet::build(0, options.rules);
-    let capacities = live::capacities(&rules);
-    engine.replace_rules(rules);
+    let engine = moka_store::engine(options.engine.clone(), options.bucket_store);
     let forecaster = options
         .forecaster
         .unwrap_or_else(|| Box::new(sluice_core::forecast::baseline::Fallback));
     let forecaster_name = forecaster.name().to_string();
+    let others = (1..options.replicas.max(1))
+        .map(|_| {
+            let engine = moka_store::engine(options.engine.clone(), options.bucket_store);
+            engine.replace_rules(RuleSet::build(0, options.rules.clone()));
+            Replica {
+                engine,
+                minutes: Minutes::new(
+                    options.learner.clone(),
+                    options.pressure.clone(),
+                    options.adaptive,
+                ),
+            }
+        })
+        .collect();
+    let rules = RuleSet::build(0, options.rules);
+    let capacities = live::capacities(&rules);
+    engine.replace_rules(rules);
     let mut replay = Replay {
         engine,
         minutes_state: Minutes::new(options.learner, options.pressure, options.adaptive),
+        others,
+        turn: 0,
         forecaster,
         on_minute: options.on_minute,
         pending_total: None,

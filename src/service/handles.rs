@@ -21,6 +21,7 @@ use crate::service::fleet::Fleet;
 use crate::service::history_writer::HistoryStats;
 use crate::service::latency::Latency;
 use crate::service::latency::RpcMetrics;
+use crate::service::minute_exchange::MinuteExchange;
 use crate::service::minute_loop::MinuteLoop;
 use crate::service::model_slot::ModelSlot;
 use crate::service::readiness::Ready;
@@ -35,6 +36,8 @@ pub struct Handles {
     pub decider: Decider,
     /// The shared counters' state, for the metrics and the dashboard (`--counters`).
     pub fleet: Option<Arc<Fleet>>,
+    /// The fleet's minute exchange (`--counters`), for the metrics.
+    pub exchange: Option<Arc<MinuteExchange>>,
     pub clock: LiveClock,
     /// Caps on every input a caller sends.
     pub caps: InputLimits,

@@ -19,6 +19,7 @@ use sluice_core::verdict::TierStats;
 
 use crate::service::fleet::{Fleet, FleetStats};
 use crate::service::handles::Handles;
+use crate::service::minute_exchange::ExchangeStats;
 
 /// A monotonic count (decisions, denials…) or a current value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +133,14 @@ fn fleet_stat(h: &Handles, pick: fn(&FleetStats) -> &AtomicU64) -> Vec<Sample> {
     h.fleet
         .as_deref()
         .map(|f| one(load(pick(&f.stats))))
+        .unwrap_or_default()
+}
+
+/// A reading of the minute exchange, none without shared counters.
+fn exchange(h: &Handles, read: fn(&ExchangeStats) -> f64) -> Vec<Sample> {
+    h.exchange
+        .as_deref()
+        .map(|x| one(read(&x.stats)))
         .unwrap_or_default()
 }
 
@@ -532,6 +541,59 @@ pub const CATALOGUE: &[MetricDef] = &[
         kind: Gauge,
         help: "The local policy's divisor: --fleet-replicas, else the replicas alive in the fleet state",
         read: |h| fleet(h, |f| f.divisor() as f64),
+    },
+    MetricDef {
+        prometheus: "sluice_fleet_learning",
+        otlp: &[same("sluice.fleet.learning")],
+        kind: Gauge,
+        help: "1 while each minute is learned on the fleet's whole minute, 0 while this replica learns alone (the exchange failed)",
+        read: |h| {
+            exchange(h, |x| {
+                if x.fleet_wide.load(Ordering::Relaxed) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        },
+    },
+    MetricDef {
+        prometheus: "sluice_fleet_minutes_total",
+        otlp: &[same("sluice.fleet.minutes")],
+        kind: Counter,
+        help: "Minutes learned with the other replicas' clients (together) or alone while others were alive (alone)",
+        read: |h| {
+            h.exchange
+                .as_deref()
+                .map(|x| {
+                    vec![
+                        labelled(&[("learned", "together")], load(&x.stats.together)),
+                        labelled(&[("learned", "alone")], load(&x.stats.alone)),
+                    ]
+                })
+                .unwrap_or_default()
+        },
+    },
+    MetricDef {
+        prometheus: "sluice_fleet_shared_clients_total",
+        otlp: &[same("sluice.fleet.shared_clients")],
+        kind: Counter,
+        help: "Client-minutes this replica shared with the others at its closes",
+        read: |h| exchange(h, |x| load(&x.shared_clients)),
+    },
+    MetricDef {
+        prometheus: "sluice_fleet_received_clients_total",
+        otlp: &[same("sluice.fleet.received_clients")],
+        kind: Counter,
+        help: "Client-minutes the other replicas shared, merged into this replica's minutes",
+        read: |h| exchange(h, |x| load(&x.received_clients)),
+    },
+    MetricDef {
+        prometheus: "sluice_fleet_unreadable_shares_total",
+        otlp: &[same("sluice.fleet.unreadable_shares")],
+        kind: Counter,
+        help: "Other replicas' minute shares that could not be read (skipped)",
+        read: |h| exchange(h, |x| load(&x.unreadable)),
     },
     MetricDef {
         prometheus: "sluice_counters_degraded",

@@ -20,8 +20,10 @@ use sluice_core::forecast::live::SeriesMethods;
 use sluice_core::forecast::pressure::{Cut, PressureConfig};
 use sluice_core::learn::actions::Action;
 use sluice_core::learn::baselines::{BaselineView, Measure};
+use sluice_core::learn::fleet_minute;
 use sluice_core::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot};
 use sluice_core::learn::lists::ListEntry;
+use sluice_core::learn::observe::{ClientSummary, MinuteData};
 use sluice_core::learn::policy::Adjustment;
 use sluice_core::minute::{ClosedMinute, LOOK_EVERY, MinuteInput, Minutes};
 use sluice_core::time::{NANOS_PER_MILLI, NANOS_PER_SEC, Nanos};
@@ -31,6 +33,7 @@ use crate::service::background::Background;
 use crate::service::clock::LiveClock;
 use crate::service::database::Database;
 use crate::service::history_writer::History;
+use crate::service::minute_exchange::MinuteExchange;
 use crate::service::model_slot::ModelSlot;
 use crate::service::readiness::Readiness;
 use crate::service::shutdown::Shutdown;
@@ -202,6 +205,29 @@ impl MinuteLoop {
     /// Closes the minute that started at `start` (blocking: scoring, training and inference) and
     /// submits its history; returns the closed minute.
     pub fn tick(&self, start: Nanos, now: Nanos) -> ClosedMinute {
+        let data = self.engine.observer().drain();
+        self.tick_with(start, now, data, Vec::new())
+    }
+
+    /// Drains the open minute for the fleet's exchange (blocking): the minute, and its clients
+    /// worth sharing with the other `replicas`.
+    pub fn drain_for_fleet(&self, replicas: u32) -> (MinuteData, Vec<ClientSummary>) {
+        let data = self.engine.observer().drain();
+        let floor = self.minutes.lock().learner().share_floor(replicas);
+        let own = fleet_minute::to_share(&data.clients, floor, fleet_minute::SHARE_CAP);
+        (data, own)
+    }
+
+    /// [`MinuteLoop::tick`] on `data`, drained by the caller, with the other replicas'
+    /// `shared` clients merged in.
+    pub fn tick_with(
+        &self,
+        start: Nanos,
+        now: Nanos,
+        mut data: MinuteData,
+        shared: Vec<ClientSummary>,
+    ) -> ClosedMinute {
+        fleet_minute::merge_shared(&mut data, shared);
         let span = tracing::info_span!(
             "learning_tick",
             minute_ms = ms(start),
@@ -212,7 +238,7 @@ impl MinuteLoop {
         let loads = self.loads.snapshot();
         let mut minutes = self.minutes.lock();
         let closed = self.models.with_forecaster(|forecaster| {
-            minutes.close(
+            minutes.close_with(
                 &self.engine,
                 MinuteInput {
                     start,
@@ -220,6 +246,7 @@ impl MinuteLoop {
                     loads: &loads,
                     forecaster,
                 },
+                data,
             )
         });
         self.publish(&minutes);
@@ -449,10 +476,18 @@ pub async fn run(
     clock: LiveClock,
     period: Duration,
     readiness: Readiness,
+    exchange: Option<Arc<MinuteExchange>>,
     mut shutdown: Shutdown,
 ) {
     let mut start = clock.now();
-    let mut next = tokio::time::Instant::now() + period;
+    let period_nanos = period.as_nanos().max(1) as u64;
+    // The fleet's replicas close the same minutes: aligned on the wall clock (the first one is
+    // shorter), so each minute's exchange pairs like with like.
+    let first = match exchange {
+        Some(_) => Duration::from_nanos(period_nanos - start % period_nanos),
+        None => period,
+    };
+    let mut next = tokio::time::Instant::now() + first;
     let mut looks = 0;
     loop {
         let models = minute_loop.models.clone();
@@ -492,10 +527,32 @@ pub async fn run(
         // Scoring, training and inference take milliseconds of CPU: off the async workers, and
         // below the decisions' priority. The closed minute is dropped there too: freeing a busy
         // minute's clients is work of its own.
-        minute_loop
-            .background
-            .run(move || drop(ticking.tick(start, now)))
-            .await;
+        match &exchange {
+            None => {
+                minute_loop
+                    .background
+                    .run(move || drop(ticking.tick(start, now)))
+                    .await;
+            }
+            Some(exchange) => {
+                // The minute's index: the boundary it closes at (the nearest, whatever the
+                // timer's lateness), the same on every replica.
+                let minute = ((now + period_nanos / 2) / period_nanos) as i64;
+                let (draining, replicas) = (minute_loop.clone(), exchange.replicas());
+                let drained = minute_loop
+                    .background
+                    .run(move || draining.drain_for_fleet(replicas))
+                    .await;
+                if let Some((data, own)) = drained {
+                    let shared = exchange.exchange(minute, &own).await;
+                    drop(own);
+                    minute_loop
+                        .background
+                        .run(move || drop(ticking.tick_with(start, now, data, shared)))
+                        .await;
+                }
+            }
+        }
         start = now;
     }
 }

@@ -18,6 +18,7 @@ pub mod handles;
 pub mod history_writer;
 pub mod latency;
 pub mod metric_catalogue;
+pub mod minute_exchange;
 pub mod minute_loop;
 pub mod model_slot;
 pub mod readiness;

@@ -1,6 +1,6 @@
 //! What the service is ready for, as its parts find out: the database supervisor says when the
 //! rules are loaded, the minute loop whether the LSTM is forecasting, the fleet whether the
-//! shared counters answer. The gRPC edge reads it and
+//! shared counters answer and whether the minute was learned with the other replicas. The gRPC edge reads it and
 //! answers health checks from it (`grpc::server`); nothing here knows gRPC.
 
 use std::sync::Arc;
@@ -16,6 +16,10 @@ pub struct Ready {
     /// With `--counters`: whether decisions are on the shared counters (false: the failure
     /// policy answers while they are out of reach). `None` for a single instance.
     pub shared_counters: Option<bool>,
+    /// With `--counters`: whether the last minute was learned on the fleet's whole minute
+    /// (false: the exchange failed and this replica learned alone). `None` for a single
+    /// instance.
+    pub fleet_learning: Option<bool>,
 }
 
 /// The writing side, shared by the parts that learn something; cheap to clone.
@@ -46,6 +50,11 @@ impl Readiness {
     pub fn shared_counters(&self, shared: bool) {
         self.tx
             .send_if_modified(|r| r.shared_counters.replace(shared) != Some(shared));
+    }
+
+    pub fn fleet_learning(&self, together: bool) {
+        self.tx
+            .send_if_modified(|r| r.fleet_learning.replace(together) != Some(together));
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Ready> {

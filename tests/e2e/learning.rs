@@ -194,7 +194,7 @@ async fn shadow_mode_denies_nothing_and_records_everything() {
     server.stop().await;
 }
 
-fn log_entry(ip: &str, path: &str, status: u32) -> HttpAccessLogEntry {
+pub(crate) fn log_entry(ip: &str, path: &str, status: u32) -> HttpAccessLogEntry {
     HttpAccessLogEntry {
         common_properties: Some(AccessLogCommon {
             downstream_remote_address: Some(Address {
@@ -219,7 +219,7 @@ fn log_entry(ip: &str, path: &str, status: u32) -> HttpAccessLogEntry {
 }
 
 /// One message of access-log entries over an Envoy access-log stream.
-async fn send_access_logs(
+pub(crate) async fn send_access_logs(
     als: &mut AccessLogServiceClient<tonic::transport::Channel>,
     entries: Vec<HttpAccessLogEntry>,
 ) {

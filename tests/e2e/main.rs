@@ -10,6 +10,7 @@ mod cli;
 mod corrections;
 mod fleet;
 mod fleet_busy;
+mod fleet_learning;
 mod forecast_history;
 mod forecasting;
 mod http;

@@ -119,6 +119,29 @@ fn mixed_scenario_meets_the_quality_floors() {
     );
 }
 
+/// Three replicas behind round robin, each with its own engine and learner, exchanging their
+/// minutes as a live fleet does: the same floors as one instance on the same trace, and every
+/// replica holds the actions (its own or the fleet's).
+#[test]
+fn a_fleet_of_three_meets_the_same_floors() {
+    let trace = trace("mix", 11, 0.6);
+    let r = run(
+        trace.as_slice(),
+        ReplayOptions {
+            replicas: 3,
+            ..options(false)
+        },
+        None,
+    )
+    .unwrap();
+    check_quality("mix over 3 replicas", &r);
+    let ddos = &r.by_label["attack:ddos"];
+    assert!(
+        ddos.denied * 2 > ddos.requests,
+        "most DDoS requests denied on every replica: {ddos:?}"
+    );
+}
+
 #[test]
 fn each_attack_alone_is_caught_and_a_flash_crowd_is_left_alone() {
     for scenario in ["ddos", "credential-stuffing", "scraper"] {

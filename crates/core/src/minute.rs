@@ -16,6 +16,7 @@ use crate::forecast::live::{self, Pipeline, Step};
 use crate::forecast::pressure::{PressureChange, PressureConfig};
 use crate::learn::actions::ActionTable;
 use crate::learn::learner::{Learner, LearnerConfig, ModelInfo, Snapshot, Tick};
+use crate::learn::observe::MinuteData;
 use crate::learn::policy::Adjustment;
 use crate::time::Nanos;
 
@@ -113,6 +114,17 @@ impl Minutes {
     /// Closes the minute `input.start..input.end` of `engine`.
     pub fn close(&mut self, engine: &Engine, input: MinuteInput<'_>) -> ClosedMinute {
         let data = engine.observer().drain();
+        self.close_with(engine, input, data)
+    }
+
+    /// Closes the minute on `data`: what `engine` observed, drained by the caller, with what
+    /// other replicas shared merged in (`learn::fleet_minute`).
+    pub fn close_with(
+        &mut self,
+        engine: &Engine,
+        input: MinuteInput<'_>,
+        data: MinuteData,
+    ) -> ClosedMinute {
         let tick = if self.adaptive {
             let tick = self.learner.tick(input.start, data, input.end);
             engine.set_actions(tick.actions.clone());

@@ -339,6 +339,50 @@ impl RedisCounters {
         self.query::<()>(&cmd).await
     }
 
+    /// The hash where replicas publish one minute's shared clients (`service::minute_exchange`).
+    fn minute_key(&self, minute: i64) -> String {
+        format!("{}:{{fleet-minute}}:{minute}", self.prefix)
+    }
+
+    /// Publishes this replica's share of `minute` (kept `keep` long: a late reader finds it).
+    pub async fn put_minute(
+        &self,
+        minute: i64,
+        instance: &str,
+        share: &[u8],
+        keep: std::time::Duration,
+    ) -> Result<(), CountersError> {
+        let key = self.minute_key(minute);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET").arg(&key).arg(instance).arg(share).ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(keep.as_millis() as u64)
+            .ignore();
+        match &self.connection {
+            Connection::Standalone(c) => pipe.query_async::<()>(&mut c.clone()).await?,
+            Connection::Cluster(c) => pipe.query_async::<()>(&mut c.clone()).await?,
+        }
+        Ok(())
+    }
+
+    /// How many replicas have published their share of `minute`.
+    pub async fn minute_publishers(&self, minute: i64) -> Result<u64, CountersError> {
+        let mut cmd = redis::cmd("HLEN");
+        cmd.arg(self.minute_key(minute));
+        self.query(&cmd).await
+    }
+
+    /// Every replica's share of `minute`, by instance id.
+    pub async fn minute_shares(
+        &self,
+        minute: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, CountersError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.minute_key(minute));
+        self.query(&cmd).await
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CountersError> {
         Ok(match &self.connection {
             Connection::Standalone(c) => cmd.query_async(&mut c.clone()).await?,

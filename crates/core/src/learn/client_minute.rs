@@ -4,6 +4,10 @@
 
 use smallvec::SmallVec;
 
+#[path = "client_minute_merge.rs"]
+mod merge;
+pub use merge::ClientSummary;
+
 use super::classify::Classes;
 use super::observe::{Event, Observation};
 use crate::rules::Tier;
@@ -17,7 +21,7 @@ const EXACT_DISTINCT: usize = 32;
 const NO_ROUTE: u8 = u8::MAX;
 
 /// What a client key names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ClientKind {
     /// An IP address or session id (the trace's `client`, Envoy's `remote_address`).
     #[default]
@@ -136,6 +140,8 @@ pub struct ClientMinute {
     agents: Distinct,
     /// The other kind of identity: users seen on a network key, addresses seen for a user key.
     partners: Distinct,
+    /// Seen only by other replicas of the fleet (`merge`).
+    remote: bool,
 }
 
 impl ClientMinute {

@@ -620,12 +620,15 @@ impl Learner {
         // above the sustained bar (a slow scraper must not raise the bar it stays under).
         let sustained = &self.sustained;
         // An allowlisted client (a false positive, say) is learned from whatever it does.
+        // A client only other replicas saw is judged here but learned from there: each
+        // replica's baselines are its own clients' values (fleet-wide where others shared them).
         let clean = |i: usize| {
             let c = &measured[i].0;
-            lists.allows(&c.client)
-                || (calls[i].1.is_none()
-                    && table.get(&c.client).is_none()
-                    && sustained.get(&c.client).is_none_or(|&(_, n)| n < 2))
+            !c.remote()
+                && (lists.allows(&c.client)
+                    || (calls[i].1.is_none()
+                        && table.get(&c.client).is_none()
+                        && sustained.get(&c.client).is_none_or(|&(_, n)| n < 2)))
         };
         self.baselines.learn(
             minute,
@@ -669,6 +672,7 @@ impl Learner {
                 // Network keys only: a signed-in user's minute is usually the same requests as
                 // its address's, and learning both would count them twice.
                 c.kind == ClientKind::Network
+                    && !c.remote()
                     && c.requests >= self.config.policy.min_requests
                     && table.get(&c.client).is_none()
             })

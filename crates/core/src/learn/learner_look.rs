@@ -16,12 +16,34 @@ use std::sync::Arc;
 use super::{Learner, MIN_SPAN_SECONDS};
 use crate::learn::actions::Signal;
 use crate::learn::features;
+use crate::learn::fleet_minute::ShareFloor;
 use crate::learn::lists::Lists;
 use crate::learn::observe::ClientMinute;
 use crate::learn::policy::Adjustment;
 use crate::time::{NANOS_PER_SEC, Nanos};
 
 impl Learner {
+    /// The least a client must have done on one of `replicas` replicas to be shared with the
+    /// others: a look's floor divided among them (a client at it, spread evenly, is shared by
+    /// every replica), never above the policy's minimum; every client with a second request or
+    /// a failed page while the baselines cannot judge yet.
+    pub fn share_floor(&self, replicas: u32) -> ShareFloor {
+        let replicas = replicas.max(1);
+        let third = |failures: bool| {
+            self.baselines
+                .least_threshold(failures)
+                .map(|t| (t / 3.0).floor() as u32)
+        };
+        let (Some(requests), Some(errors)) = (third(false), third(true)) else {
+            return ShareFloor::ANY;
+        };
+        let requests = requests.min(self.config.policy.min_requests);
+        ShareFloor {
+            requests: (requests / replicas).max(ShareFloor::ANY.requests),
+            errors: (errors / replicas).max(ShareFloor::ANY.errors),
+        }
+    }
+
     /// Which clients of the minute that started at `start` a look at `now` may act on;
     /// `None` when it would act on no one (the baselines still warming up, too early in the
     /// minute). The caller copies only those out of the open minute: with a hundred thousand

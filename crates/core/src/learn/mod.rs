@@ -9,6 +9,7 @@ mod classify;
 mod client_minute;
 pub mod failure_window;
 pub mod features;
+pub mod fleet_minute;
 pub mod forest;
 pub mod learner;
 pub mod lists;

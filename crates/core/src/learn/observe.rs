@@ -32,7 +32,7 @@ use crate::time::Nanos;
 pub use super::classify::Classifier;
 use super::classify::{Classes, EndpointClass};
 use super::client_minute::Hashes;
-pub use super::client_minute::{ClientKind, ClientMinute, Welford};
+pub use super::client_minute::{ClientKind, ClientMinute, ClientSummary, Welford};
 pub use super::routes::{endpoint_hash, is_asset, route_hash, route_template};
 
 const SHARDS: usize = 64;
