@@ -13,6 +13,7 @@ use crate::app::start_error::StartError;
 use crate::app::startup_files;
 use crate::grpc::access_log::AccessLogs;
 use crate::grpc::incoming::ConnectionLimits;
+use crate::grpc::rlqs::Rlqs;
 use crate::grpc::rls::Rls;
 use crate::grpc::server::{Server, Services};
 use crate::grpc::sluice_api::SluiceApi;
@@ -30,11 +31,13 @@ use crate::service::latency::Latency;
 use crate::service::minute_exchange::MinuteExchange;
 use crate::service::minute_loop::{MinuteLoop, MinuteLoopParts};
 use crate::service::model_slot::ModelSlot;
+use crate::service::quotas::Quotas;
 use crate::service::readiness::Readiness;
 use crate::service::rules_file_follower::RulesFileWatch;
 use crate::service::rules_manager::RulesManager;
 use crate::service::telemetry::Metrics;
 use crate::service::timeline::Timeline;
+use sluice_core::quota::QuotaConfig;
 
 /// The service, built and not started.
 pub struct Built {
@@ -144,6 +147,7 @@ pub async fn build(
         default_domain: config.allow_domain.clone(),
         instance,
         admin: files.admin,
+        quotas: Arc::new(Quotas::new(QuotaConfig::default())),
         rules,
         learning,
         models,
@@ -162,6 +166,9 @@ pub async fn build(
         rls: Rls {
             handles: handles.clone(),
             headers: config.rls_headers,
+        },
+        rlqs: Rlqs {
+            handles: handles.clone(),
         },
         access_logs: AccessLogs {
             handles: handles.clone(),

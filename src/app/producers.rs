@@ -9,10 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use sluice_core::engine::Engine;
-
 use crate::service::background::Background;
-use crate::service::clock::LiveClock;
 use crate::service::db_supervisor::{self, RulesFiles, SupervisorConfig};
 use crate::service::fleet;
 use crate::service::fleet_sync;
@@ -64,12 +61,7 @@ pub fn start(h: &Arc<Handles>, parts: ProducerParts) -> Running {
         ),
         (
             "bucket sweeper",
-            tokio::spawn(sweep_buckets(
-                h.engine.clone(),
-                parts.background,
-                h.clock,
-                stop(),
-            )),
+            tokio::spawn(sweep_buckets(h.clone(), parts.background, stop())),
         ),
         (
             "minute loop",
@@ -157,17 +149,16 @@ pub async fn stop_in_order(
 }
 
 /// Drops idle bucket states every few seconds, off the async workers and below the decisions'
-/// priority (a sweep walks every shard).
-async fn sweep_buckets(
-    engine: Arc<Engine>,
-    background: Background,
-    clock: LiveClock,
-    mut shutdown: Shutdown,
-) {
+/// priority (a sweep walks every shard), and the quota board's silent Envoys.
+async fn sweep_buckets(h: Arc<Handles>, background: Background, mut shutdown: Shutdown) {
     while shutdown.sleep(Duration::from_secs(5)).await {
-        let engine = engine.clone();
-        let now = clock.now();
-        background.run(move || engine.sweep(now)).await;
+        let (handles, now) = (h.clone(), h.clock.now());
+        background
+            .run(move || {
+                handles.engine.sweep(now);
+                handles.quotas.sweep(now);
+            })
+            .await;
     }
 }
 

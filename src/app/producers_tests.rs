@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
+use crate::service::clock::LiveClock;
 use crate::service::database::Database;
 use crate::service::history_writer::History;
 use crate::store::history::{HistoryBatch, TrafficRow};

@@ -1,4 +1,5 @@
-//! The gRPC edge: Envoy's RateLimitService and access-log service and Sluice's own API,
+//! The gRPC edge: Envoy's RateLimitService, Rate Limit Quota Service and access-log service and
+//! Sluice's own API,
 //! translating protobuf to core types and back (`convert`), the server that serves them with
 //! health and reflection (`server`), and its TLS (`tls`). The one place errors become `Status`.
 //! Each service holds the handles it uses and nothing else.
@@ -12,6 +13,7 @@ pub mod learning_api;
 pub mod lists_api;
 mod operators_api;
 pub mod requests;
+pub mod rlqs;
 pub mod rls;
 pub mod server;
 pub mod sluice_api;

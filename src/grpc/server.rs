@@ -6,6 +6,7 @@
 use std::future::Future;
 
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::RateLimitQuotaServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -15,6 +16,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use super::access_log::AccessLogs;
 use super::incoming::{self, ConnectionLimits};
+use super::rlqs::Rlqs;
 use super::rls::Rls;
 use super::sluice_api::SluiceApi;
 use super::tls::ServerTlsFiles;
@@ -22,8 +24,9 @@ use crate::proto::sluice::v1::sluice_server::SluiceServer;
 use crate::service::readiness::Ready;
 
 /// Service names health reports on, besides the overall `""`.
-pub const HEALTH_SERVICES: [&str; 3] = [
+pub const HEALTH_SERVICES: [&str; 4] = [
     "envoy.service.ratelimit.v3.RateLimitService",
+    "envoy.service.rate_limit_quota.v3.RateLimitQuotaService",
     "envoy.service.accesslog.v3.AccessLogService",
     "sluice.v1.Sluice",
 ];
@@ -84,6 +87,7 @@ pub enum ServeError {
 /// The services to serve.
 pub struct Services {
     pub rls: Rls,
+    pub rlqs: Rlqs,
     pub access_logs: AccessLogs,
     pub api: SluiceApi,
 }
@@ -158,6 +162,7 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(RateLimitServiceServer::new(services.rls))
+            .add_service(RateLimitQuotaServiceServer::new(services.rlqs))
             .add_service(AccessLogServiceServer::new(services.access_logs))
             .add_service(SluiceServer::new(services.api))
             .serve_with_incoming_shutdown(incoming::accept(listener, self.limits), async {

@@ -24,6 +24,7 @@ use crate::service::latency::RpcMetrics;
 use crate::service::minute_exchange::MinuteExchange;
 use crate::service::minute_loop::MinuteLoop;
 use crate::service::model_slot::ModelSlot;
+use crate::service::quotas::Quotas;
 use crate::service::readiness::Ready;
 use crate::service::rules_manager::RulesManager;
 use crate::service::timeline::Timeline;
@@ -47,6 +48,8 @@ pub struct Handles {
     /// This instance's name in the shared history and the fleet state.
     pub instance: String,
     pub admin: AdminToken,
+    /// The RLQS quota board: Envoys' buckets and their shares.
+    pub quotas: Arc<Quotas>,
     /// Rule changes: validated, stored, then put in force.
     pub rules: Arc<RulesManager>,
     /// The minute loop: its status, corrections, training.

@@ -443,6 +443,67 @@ pub const CATALOGUE: &[MetricDef] = &[
         help: "History rows waiting for the database",
         read: |h| one(load(&h.history_stats.buffered_rows)),
     },
+    // Envoy's Rate Limit Quota Service.
+    MetricDef {
+        prometheus: "sluice_rlqs_streams",
+        otlp: &[same("sluice.rlqs.streams")],
+        kind: Gauge,
+        help: "RLQS streams open (one per Envoy, usually)",
+        read: |h| one(load(&h.quotas.stats.streams_open)),
+    },
+    MetricDef {
+        prometheus: "sluice_rlqs_buckets",
+        otlp: &[same("sluice.rlqs.buckets")],
+        kind: Gauge,
+        help: "RLQS buckets reported by at least one Envoy",
+        read: |h| one(h.quotas.buckets() as f64),
+    },
+    MetricDef {
+        prometheus: "sluice_rlqs_reports_total",
+        otlp: &[same("sluice.rlqs.reports")],
+        kind: Counter,
+        help: "RLQS bucket usage reports received",
+        read: |h| one(load(&h.quotas.stats.reports)),
+    },
+    MetricDef {
+        prometheus: "sluice_rlqs_requests_total",
+        otlp: &[same("sluice.rlqs.requests")],
+        kind: Counter,
+        help: "Requests Envoys decided themselves on their RLQS assignments, as they reported them",
+        read: |h| {
+            vec![
+                labelled(
+                    &[("decision", "allowed")],
+                    load(&h.quotas.stats.requests_allowed),
+                ),
+                labelled(
+                    &[("decision", "denied")],
+                    load(&h.quotas.stats.requests_denied),
+                ),
+            ]
+        },
+    },
+    MetricDef {
+        prometheus: "sluice_rlqs_assignments_total",
+        otlp: &[same("sluice.rlqs.assignments")],
+        kind: Counter,
+        help: "RLQS assignments sent, by reason: share, cut, throttled, blocked, uncovered",
+        read: |h| {
+            h.quotas
+                .stats
+                .assignments()
+                .into_iter()
+                .map(|(reason, n)| labelled(&[("reason", reason)], n as f64))
+                .collect()
+        },
+    },
+    MetricDef {
+        prometheus: "sluice_rlqs_refused_total",
+        otlp: &[same("sluice.rlqs.refused")],
+        kind: Counter,
+        help: "RLQS bucket reports refused at the caps (the stream is ended with RESOURCE_EXHAUSTED)",
+        read: |h| one(load(&h.quotas.stats.refused)),
+    },
     // The shared counters (`--counters`).
     MetricDef {
         prometheus: "sluice_counters_shared_total",

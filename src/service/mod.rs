@@ -21,6 +21,7 @@ pub mod metric_catalogue;
 pub mod minute_exchange;
 pub mod minute_loop;
 pub mod model_slot;
+pub mod quotas;
 pub mod readiness;
 pub mod rules_file_follower;
 pub mod rules_manager;

@@ -133,6 +133,10 @@ ENVOY_MODULES = [
     "envoy.extensions.filters.http.router.v3.router_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.access_loggers.grpc.v3.als_pb2",
+    "envoy.extensions.filters.http.rate_limit_quota.v3.rate_limit_quota_pb2",
+    "envoy.type.matcher.v3.http_inputs_pb2",
+    "envoy.extensions.matching.common_inputs.network.v3.network_inputs_pb2",
+    "xds.type.matcher.v3.matcher_pb2",
 ]
 
 
@@ -167,5 +171,34 @@ def test_envoy_config_matches_envoys_v3_api_and_feeds_sluice():
     # The check can fail: a misspelt field is refused.
     broken = copy.deepcopy(config)
     broken["static_resources"]["clusters"][0]["connect_timeoutt"] = "1s"
+    with pytest.raises(json_format.ParseError):
+        parse_envoy(broken)
+
+
+def test_the_rlqs_envoy_config_matches_envoys_v3_api_and_reports_to_sluice():
+    """The RLQS variant: the quota filter's bucket matchers, assignment behaviours and cluster
+    parse against Envoy's v3 API, and its buckets name what Sluice's rules match."""
+    from google.protobuf import json_format
+
+    config = yaml.safe_load((DEPLOY / "envoy-rlqs.yaml").read_text())
+    parse_envoy(config)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    quota = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.rate_limit_quota")
+    filter_config = quota["typed_config"]
+    assert filter_config["rlqs_server"]["envoy_grpc"]["cluster_name"] == "rate_limit_quota_service"
+    matchers = filter_config["bucket_matchers"]
+    settings = [m["on_match"]["action"]["typed_config"] for m in matchers["matcher_list"]["matchers"]]
+    settings.append(matchers["on_no_match"]["action"]["typed_config"])
+    for s in settings:
+        assert "remote_address" in s["bucket_id_builder"]["bucket_id_builder"]
+        assert "no_assignment_behavior" in s and "expired_assignment_behavior" in s
+    cluster = next(c for c in config["static_resources"]["clusters"] if c["name"] == "rate_limit_quota_service")
+    health = cluster["health_checks"][0]["grpc_health_check"]["service_name"]
+    assert health == "envoy.service.rate_limit_quota.v3.RateLimitQuotaService"
+    # The check can fail: a misspelt field inside the bucket settings is refused.
+    broken = copy.deepcopy(config)
+    broken_settings = broken["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["http_filters"][0]["typed_config"]["bucket_matchers"]["on_no_match"]["action"]["typed_config"]
+    broken_settings["reporting_intervall"] = "5s"
     with pytest.raises(json_format.ParseError):
         parse_envoy(broken)

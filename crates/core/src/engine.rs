@@ -760,7 +760,11 @@ impl Engine {
 
 #[path = "engine_prepared.rs"]
 mod prepared;
+
+#[path = "engine_quota.rs"]
+mod quota;
 pub use prepared::{BucketOp, Prepared, give_backs, refuses};
+pub use quota::BucketQuota;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -20,6 +20,7 @@ pub mod limit_stats;
 pub mod matcher;
 pub mod minute;
 pub mod probe_table;
+pub mod quota;
 pub mod rules;
 pub mod time;
 pub mod validate;

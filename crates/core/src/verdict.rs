@@ -169,4 +169,12 @@ impl EngineStats {
             t.denied.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Counts `allowed` and `denied` decisions of a caller of `tier` at once (RLQS usage).
+    pub(crate) fn count_tier_many(&self, tier: Tier, allowed: u64, denied: u64) {
+        let t = &self.by_tier[tier.index()];
+        t.decisions
+            .fetch_add(allowed.saturating_add(denied), Ordering::Relaxed);
+        t.denied.fetch_add(denied, Ordering::Relaxed);
+    }
 }
