@@ -101,6 +101,7 @@ pub fn start(h: &Arc<Handles>, parts: ProducerParts) -> Running {
             tokio::spawn(fleet_sync::run(
                 fleet.clone(),
                 h.engine.clone(),
+                h.quotas.clone(),
                 h.instance.clone(),
                 h.clock,
                 stop(),

@@ -101,6 +101,7 @@ impl SluiceApi {
             unique_clients: stats.unique_clients.max(0) as u64,
             endpoints: stats.endpoints.iter().map(traffic).collect(),
             truncated: stats.truncated,
+            quotas: Some(quota_stats(self.handles.quotas.snapshot())),
         })
     }
 
@@ -169,6 +170,22 @@ impl SluiceApi {
             _ => String::new(),
         };
         (factor, cause)
+    }
+}
+
+fn quota_stats(q: crate::service::quotas::QuotaSnapshot) -> pb::QuotaStats {
+    pb::QuotaStats {
+        streams: q.streams,
+        buckets: q.buckets,
+        reports: q.reports,
+        requests_allowed: q.requests_allowed,
+        requests_denied: q.requests_denied,
+        assignments: q
+            .assignments
+            .into_iter()
+            .map(|(reason, n)| (reason.to_string(), n))
+            .collect(),
+        refused: q.refused,
     }
 }
 

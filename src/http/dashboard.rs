@@ -79,6 +79,7 @@ pub async fn overview(State(s): State<Shared>) -> ApiResult {
         "anomaly_model_version": status.model.version,
         "shared_counters": ready.shared_counters,
         "fleet_learning": ready.fleet_learning,
+        "quotas": s.quotas.snapshot(),
     })))
 }
 

@@ -3,10 +3,12 @@
 //! the others published as the engine's fleet actions and fleet cut. An action taken by any
 //! replica is so enforced by all within about two seconds, and a replica that starts late picks
 //! up the actions in force on its first round. A replica silent for `STALE` is forgotten. The
-//! count of replicas alive is the fleet's own size: the `local` failure policy's divisor.
+//! count of replicas alive is the fleet's own size: the `local` failure policy's divisor. Each
+//! replica also publishes the demand of the Envoys reporting RLQS buckets to it, so every
+//! replica divides a bucket's quota among all the fleet's Envoys (`quota::QuotaBoard`).
 //!
-//! Until the learning loop itself runs over the fleet, each replica still learns from the
-//! traffic it sees; this only makes what any of them decided hold everywhere.
+//! The learning itself is shared at each minute's close (`minute_exchange`); this makes what
+//! any replica decided hold everywhere.
 //!
 //! Not here: deciding actions (the minute loop) or applying them (the engine).
 
@@ -17,9 +19,11 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use sluice_core::engine::Engine;
 use sluice_core::learn::actions::{Action, ActionTable};
+use sluice_core::quota::BucketKey;
 
 use crate::service::clock::LiveClock;
 use crate::service::fleet::Fleet;
+use crate::service::quotas::Quotas;
 use crate::service::shutdown::Shutdown;
 
 /// How often a replica publishes and reads.
@@ -32,11 +36,15 @@ struct ReplicaState {
     at_ms: i64,
     pressure: f64,
     actions: Vec<Action>,
+    /// The demand of the Envoys reporting each RLQS bucket to this replica.
+    #[serde(default)]
+    quotas: Vec<(BucketKey, Vec<f64>)>,
 }
 
 pub async fn run(
     fleet: Arc<Fleet>,
     engine: Arc<Engine>,
+    quotas: Arc<Quotas>,
     instance: String,
     clock: LiveClock,
     mut shutdown: Shutdown,
@@ -47,7 +55,7 @@ pub async fn run(
     // make a replica believe it is alone.
     let mut counted: std::collections::VecDeque<(i64, u64)> = Default::default();
     loop {
-        match tokio::time::timeout(ROUND, round(&fleet, &engine, &instance, clock)).await {
+        match tokio::time::timeout(ROUND, round(&fleet, &engine, &quotas, &instance, clock)).await {
             Ok(Ok(alive)) => {
                 warned = false;
                 let now_ms = clock.now_millis();
@@ -80,6 +88,7 @@ pub async fn run(
 async fn round(
     fleet: &Fleet,
     engine: &Engine,
+    quotas: &Quotas,
     instance: &str,
     clock: LiveClock,
 ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
@@ -93,6 +102,7 @@ async fn round(
             .filter(|a| a.expires_at > now)
             .cloned()
             .collect(),
+        quotas: quotas.local_demand(now),
     };
     let counters = fleet.counters();
     counters
@@ -100,6 +110,7 @@ async fn round(
         .await?;
     let mut merged: FxHashMap<Arc<str>, Action> = FxHashMap::default();
     let mut pressure = 1.0f64;
+    let mut remote_quotas = Vec::new();
     let mut stale = Vec::new();
     // This one, and every other that published within `STALE_MS`: the `local` policy's divisor.
     let mut alive = 1u64;
@@ -117,6 +128,7 @@ async fn round(
         }
         alive += 1;
         pressure = pressure.min(state.pressure);
+        remote_quotas.extend(state.quotas);
         for action in state.actions.into_iter().filter(|a| a.expires_at > now) {
             match merged.get(&action.client) {
                 // Two replicas acted on one client: the stronger action holds.
@@ -129,6 +141,7 @@ async fn round(
     }
     engine.set_fleet_actions(Arc::new(ActionTable::from_map(merged)));
     engine.set_fleet_pressure(pressure);
+    quotas.set_remote(remote_quotas);
     counters.drop_states(&stale).await?;
     Ok(alive)
 }

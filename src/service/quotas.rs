@@ -48,6 +48,18 @@ impl QuotaStats {
     }
 }
 
+/// [`Quotas::snapshot`].
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct QuotaSnapshot {
+    pub streams: u64,
+    pub buckets: u64,
+    pub reports: u64,
+    pub requests_allowed: u64,
+    pub requests_denied: u64,
+    pub assignments: Vec<(&'static str, u64)>,
+    pub refused: u64,
+}
+
 /// The service's quotas.
 #[derive(Debug, Default)]
 pub struct Quotas {
@@ -128,9 +140,34 @@ impl Quotas {
         self.board.lock().buckets_of(stream)
     }
 
+    /// What RLQS did, as one snapshot for the operators' views (`GetStats`, the dashboard).
+    pub fn snapshot(&self) -> QuotaSnapshot {
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        QuotaSnapshot {
+            streams: load(&s.streams_open),
+            buckets: self.buckets() as u64,
+            reports: load(&s.reports),
+            requests_allowed: load(&s.requests_allowed),
+            requests_denied: load(&s.requests_denied),
+            assignments: s.assignments(),
+            refused: load(&s.refused),
+        }
+    }
+
     /// Buckets held.
     pub fn buckets(&self) -> usize {
         self.board.lock().len()
+    }
+
+    /// The demand of this replica's Envoys per bucket, for the fleet (`fleet_sync`).
+    pub fn local_demand(&self, now: Nanos) -> Vec<(BucketKey, Vec<f64>)> {
+        self.board.lock().local_demand(now)
+    }
+
+    /// The other replicas' Envoys' demand: a bucket's quota is divided among all of them.
+    pub fn set_remote(&self, remote: Vec<(BucketKey, Vec<f64>)>) {
+        self.board.lock().set_remote(remote);
     }
 
     /// Drops Envoys silent too long.

@@ -205,6 +205,11 @@ async fn probes_dashboard_and_its_json_behind_the_admin_token() {
         assert_eq!(status, 200, "{path}: {body}");
         assert!(body.starts_with('{'), "{path}: {body}");
     }
+    // The overview says what the quota service holds (nothing yet).
+    let (_, body) = get(http, "/api/overview", Some(TOKEN)).await;
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(overview["quotas"]["streams"], 0, "{body}");
+    assert_eq!(overview["quotas"]["buckets"], 0, "{body}");
     let (status, body) = get(http, "/api/forecasts?minutes=0", Some(TOKEN)).await;
     assert_eq!(status, 400);
     assert!(body.contains("minutes"), "{body}");

@@ -17,6 +17,7 @@ mod http;
 mod learning;
 mod operators;
 mod outage;
+mod rlqs_fleet;
 mod rls;
 mod service;
 mod telemetry;

@@ -203,6 +203,11 @@ def test_a_blocked_clients_bucket_is_denied_then_restored(server):
         metadata=ADMIN,
     )
     envoy.until(ip, lambda a: quota(a) == QUOTA, timeout=3.0)
+    # GetStats says what the quota service did: a stream, its bucket, a share and a denial.
+    stats = stub.GetStats(pb.GetStatsRequest(), metadata=ADMIN).quotas
+    assert stats.streams == 1 and stats.buckets == 1 and stats.reports >= 1
+    assert stats.requests_allowed >= 5
+    assert stats.assignments["share"] >= 2 and stats.assignments["blocked"] >= 1
     envoy.close()
 
 

@@ -48,7 +48,7 @@ impl Default for QuotaConfig {
 }
 
 /// A bucket: a domain and its entries, sorted by key (a bucket id is an order-free map).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BucketKey {
     pub domain: String,
     pub entries: Vec<(String, String)>,
@@ -128,13 +128,20 @@ struct Bucket {
 pub struct QuotaBoard {
     config: QuotaConfig,
     buckets: FxHashMap<BucketKey, Bucket>,
+    /// The demand of the Envoys reporting each bucket to the other replicas of a fleet (shared
+    /// counters): a bucket's quota is divided among all of them.
+    remote: FxHashMap<BucketKey, Vec<f64>>,
 }
+
+/// Most buckets whose demand one replica shares with the fleet (the busiest).
+pub const MAX_SHARED_BUCKETS: usize = 2_000;
 
 impl QuotaBoard {
     pub fn new(config: QuotaConfig) -> QuotaBoard {
         QuotaBoard {
             config,
             buckets: FxHashMap::default(),
+            remote: FxHashMap::default(),
         }
     }
 
@@ -193,31 +200,91 @@ impl QuotaBoard {
     }
 
     /// `stream`'s share of `total` for `key`: a floor each, the rest in proportion to demand,
-    /// among the Envoys heard from within `stale` (`stream` always among them). The shares of
-    /// all of them add up to at most `total`.
+    /// among the Envoys heard from within `stale` (`stream` always among them), here and on
+    /// the fleet's other replicas. The shares of all of them add up to at most `total`.
     pub fn share(&self, key: &BucketKey, stream: StreamId, total: u64, now: Nanos) -> u64 {
         let Some(bucket) = self.buckets.get(key) else {
             return total;
         };
-        let alive: Vec<&Reporter> = bucket
+        let own = bucket
+            .reporters
+            .iter()
+            .find(|r| r.stream == stream)
+            .map_or(0.0, |r| r.demand);
+        self.divide(bucket, stream, total, now)(own)
+    }
+
+    /// The division of `total` among `bucket`'s Envoys (local ones alive, `stream` always, and
+    /// the remote ones): a function from one Envoy's demand to its share.
+    fn divide(
+        &self,
+        bucket: &Bucket,
+        stream: StreamId,
+        total: u64,
+        now: Nanos,
+    ) -> impl Fn(f64) -> u64 + use<> {
+        let mut demands: Vec<f64> = bucket
             .reporters
             .iter()
             .filter(|r| r.stream == stream || now.saturating_sub(r.last) < self.config.stale)
+            .map(|r| r.demand.max(0.0))
             .collect();
-        let n = alive.len().max(1) as u64;
+        if let Some(remote) = self.remote.get(&bucket.key) {
+            demands.extend(remote.iter().map(|d| d.max(0.0)));
+        }
+        let n = demands.len().max(1) as u64;
         let floor = ((total as f64 * self.config.floor_share) / n as f64).floor() as u64;
         let rest = total.saturating_sub(floor * n);
-        let demand: f64 = alive.iter().map(|r| r.demand.max(0.0)).sum();
-        let own = alive
-            .iter()
-            .find(|r| r.stream == stream)
-            .map_or(0.0, |r| r.demand.max(0.0));
-        let extra = if demand > 0.0 {
-            (rest as f64 * own / demand).floor() as u64
-        } else {
-            rest / n
-        };
-        floor + extra.min(rest)
+        let sum: f64 = demands.iter().sum();
+        move |demand: f64| {
+            let extra = if sum > 0.0 {
+                (rest as f64 * demand.max(0.0) / sum).floor() as u64
+            } else {
+                rest / n
+            };
+            floor + extra.min(rest)
+        }
+    }
+
+    /// The demand of each bucket's Envoys alive here, for the other replicas (the busiest
+    /// [`MAX_SHARED_BUCKETS`] buckets).
+    pub fn local_demand(&self, now: Nanos) -> Vec<(BucketKey, Vec<f64>)> {
+        let mut all: Vec<(BucketKey, Vec<f64>)> = self
+            .buckets
+            .values()
+            .map(|b| {
+                let demands = b
+                    .reporters
+                    .iter()
+                    .filter(|r| now.saturating_sub(r.last) < self.config.stale)
+                    .map(|r| r.demand.max(0.0))
+                    .collect::<Vec<f64>>();
+                (b.key.clone(), demands)
+            })
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        if all.len() > MAX_SHARED_BUCKETS {
+            let busy = |d: &Vec<f64>| d.iter().sum::<f64>();
+            all.sort_by(|a, b| busy(&b.1).total_cmp(&busy(&a.1)));
+            all.truncate(MAX_SHARED_BUCKETS);
+        }
+        all
+    }
+
+    /// The other replicas' Envoys' demand, replacing what was known (each of at most
+    /// `max_reporters` Envoys a bucket, and only for buckets reported here: a bucket nobody
+    /// here reports needs no division here).
+    pub fn set_remote(&mut self, remote: impl IntoIterator<Item = (BucketKey, Vec<f64>)>) {
+        let mut merged: FxHashMap<BucketKey, Vec<f64>> = FxHashMap::default();
+        for (key, demands) in remote {
+            if !self.buckets.contains_key(&key) {
+                continue;
+            }
+            let entry = merged.entry(key).or_default();
+            let room = self.config.max_reporters.saturating_sub(entry.len());
+            entry.extend(demands.into_iter().filter(|d| d.is_finite()).take(room));
+        }
+        self.remote = merged;
     }
 
     /// `stream`'s share of `total` for `key`, never more than what the other Envoys' last
@@ -227,15 +294,25 @@ impl QuotaBoard {
     fn grant(&mut self, key: &BucketKey, stream: StreamId, total: u64, now: Nanos) -> u64 {
         let fair = self.share(key, stream, total, now);
         let stale = self.config.stale;
+        // The other replicas' Envoys are counted at their fair shares (what their replicas give
+        // them, from the same demands).
+        let remote: u64 = match (self.buckets.get(key), self.remote.get(key)) {
+            (Some(bucket), Some(demands)) => {
+                let share_of = self.divide(bucket, stream, total, now);
+                demands.iter().map(|&d| share_of(d)).sum()
+            }
+            _ => 0,
+        };
         let Some(bucket) = self.buckets.get_mut(key) else {
             return fair;
         };
-        let others: u64 = bucket
-            .reporters
-            .iter()
-            .filter(|r| r.stream != stream && now.saturating_sub(r.last) < stale)
-            .filter_map(|r| r.granted.filter(|&(_, of)| of == total).map(|(g, _)| g))
-            .sum();
+        let others: u64 = remote
+            + bucket
+                .reporters
+                .iter()
+                .filter(|r| r.stream != stream && now.saturating_sub(r.last) < stale)
+                .filter_map(|r| r.granted.filter(|&(_, of)| of == total).map(|(g, _)| g))
+                .sum::<u64>();
         let given = fair.min(total.saturating_sub(others));
         if let Some(r) = bucket.reporters.iter_mut().find(|r| r.stream == stream) {
             r.granted = Some((given, total));

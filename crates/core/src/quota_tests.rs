@@ -204,3 +204,31 @@ fn assignments_say_what_governs_the_bucket() {
         assert_eq!(board.assign(&k, 0, &quota, 0), expected, "{quota:?}");
     }
 }
+
+#[test]
+fn a_fleet_divides_a_bucket_among_every_replicas_envoys() {
+    // Two replicas, each with Envoys on the bucket: here two at 10 a second, there three.
+    let mut here = board_with(&[50, 50], 10 * S);
+    here.set_remote([(key("a"), vec![10.0, 10.0, 10.0])]);
+    let k = key("a");
+    let given: Vec<u64> = (0..2)
+        .map(|s| match here.assign(&k, s, &limit(100), 10 * S) {
+            Assignment::Quota { requests, .. } => requests,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Five Envoys alike: a fifth each, here and (by the same division) there.
+    assert_eq!(given, vec![20, 20]);
+    // What the other replica shares is bounded and only kept for buckets reported here.
+    here.set_remote([
+        (key("a"), vec![1.0; 500]),
+        (key("unknown"), vec![1.0]),
+        (key("a"), vec![f64::NAN]),
+    ]);
+    // 2 Envoys here and 64 there (the cap): a floor of 20 each, the rest (5,280) by demand,
+    // 10 of 84 to this one.
+    assert_eq!(here.share(&k, 0, 6_600, 10 * S), 20 + 628);
+    let shared = here.local_demand(10 * S);
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0].1, vec![10.0, 10.0]);
+}

@@ -84,6 +84,11 @@ async function overview() {
     ["pressure", o.pressure_factor < 1 ? "cut to " + o.pressure_factor.toFixed(2) : "none"],
   ];
   if (o.shadow) facts.push(["mode", "shadow"]);
+  // Envoys on the quota service (RLQS): streams, buckets and what they were told.
+  if (o.quotas && (o.quotas.streams > 0 || o.quotas.reports > 0)) {
+    const told = o.quotas.assignments.map(([reason, n]) => reason + " " + n).join(", ");
+    facts.push(["quota streams", o.quotas.streams + " (" + o.quotas.buckets + " buckets" + (told ? "; " + told : "") + ")"]);
+  }
   const box = document.getElementById("overview");
   box.replaceChildren(...facts.map(([k, v]) => el("span", {}, k + " ", el("b", {}, v))));
   box.dataset.rows = String(facts.length);
