@@ -39,13 +39,15 @@ def methods():
     from sluice.v1 import sluice_pb2
     from envoy.service.ratelimit.v3 import rls_pb2
     from envoy.service.accesslog.v3 import als_pb2
+    from envoy.service.rate_limit_quota.v3 import rlqs_pb2
 
     out = []
-    for file in (sluice_pb2, rls_pb2, als_pb2):
+    for file in (sluice_pb2, rls_pb2, als_pb2, rlqs_pb2):
         for service in file.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
                 cls = message_factory.GetMessageClass(m.input_type)
-                out.append((f"/{service.full_name}/{m.name}", cls, m.client_streaming))
+                streaming = ("bidi" if m.server_streaming else "client") if m.client_streaming else None
+                out.append((f"/{service.full_name}/{m.name}", cls, streaming))
     return out
 
 
@@ -155,7 +157,11 @@ def test_random_messages_for_every_rpc(server):
         data, kind = payload(cls, rng)
         metadata = (("authorization", f"Bearer {TOKEN}"),) if rng.random() < 0.7 else ()
         try:
-            if streaming:
+            if streaming == "bidi":
+                # Envoy's quota stream: two reports, then the half-close ends it.
+                call = channel.stream_stream(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+                list(call(iter([data, payload(cls, rng)[0]]), timeout=10, metadata=metadata))
+            elif streaming:
                 call = channel.stream_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
                 call(iter([data, payload(cls, rng)[0]]), timeout=10, metadata=metadata)
             else:
