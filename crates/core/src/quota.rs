@@ -26,12 +26,14 @@ pub struct QuotaConfig {
     pub max_buckets: usize,
     /// Envoys one bucket is divided among at most.
     pub max_reporters: usize,
-    /// An Envoy silent this long no longer takes a share, and is swept.
+    /// An Envoy silent this long (or three of its own report intervals, if longer) no longer
+    /// takes a share, and is swept.
     pub stale: Nanos,
     /// Each Envoy's floor, as a share of an even division (0.2: at least a fifth of
     /// `quota / n`).
     pub floor_share: f64,
-    /// How fast demand follows reports: a report this old weighs half.
+    /// How fast demand follows reports: the demand of this long ago weighs half (an Envoy
+    /// reporting every 5 s has its share follow a shift four fifths of the way in one report).
     pub half_life: Nanos,
 }
 
@@ -42,7 +44,7 @@ impl Default for QuotaConfig {
             max_reporters: 64,
             stale: 30 * NANOS_PER_SEC,
             floor_share: 0.2,
-            half_life: 5 * NANOS_PER_SEC,
+            half_life: 2 * NANOS_PER_SEC,
         }
     }
 }
@@ -113,8 +115,17 @@ struct Reporter {
     /// Requests a second, decayed.
     demand: f64,
     last: Nanos,
+    /// How long its last report covered.
+    interval: Nanos,
     /// The share last given, and the bucket's total it was a share of.
     granted: Option<(u64, u64)>,
+}
+
+impl Reporter {
+    /// Heard from recently: within `stale`, or three of its own report intervals.
+    fn alive(&self, now: Nanos, stale: Nanos) -> bool {
+        now.saturating_sub(self.last) < stale.max(self.interval.saturating_mul(3))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +143,9 @@ pub struct QuotaBoard {
     /// counters): a bucket's quota is divided among all of them.
     remote: FxHashMap<BucketKey, Vec<f64>>,
 }
+
+/// The longest report interval taken into account (a report may claim any).
+const MAX_INTERVAL: Nanos = 600 * NANOS_PER_SEC;
 
 /// Most buckets whose demand one replica shares with the fleet (the busiest).
 pub const MAX_SHARED_BUCKETS: usize = 2_000;
@@ -185,6 +199,7 @@ impl QuotaBoard {
                 let weight = 1.0 - 0.5f64.powf(now.saturating_sub(r.last) as f64 / half_life);
                 r.demand += weight.clamp(0.0, 1.0) * (sample - r.demand);
                 r.last = now.max(r.last);
+                r.interval = elapsed.min(MAX_INTERVAL);
             }
             None if full => {
                 return Err(QuotaError::TooManyReporters { max: max_reporters });
@@ -193,6 +208,7 @@ impl QuotaBoard {
                 stream,
                 demand: sample,
                 last: now,
+                interval: elapsed.min(MAX_INTERVAL),
                 granted: None,
             }),
         }
@@ -226,7 +242,7 @@ impl QuotaBoard {
         let mut demands: Vec<f64> = bucket
             .reporters
             .iter()
-            .filter(|r| r.stream == stream || now.saturating_sub(r.last) < self.config.stale)
+            .filter(|r| r.stream == stream || r.alive(now, self.config.stale))
             .map(|r| r.demand.max(0.0))
             .collect();
         if let Some(remote) = self.remote.get(&bucket.key) {
@@ -256,7 +272,7 @@ impl QuotaBoard {
                 let demands = b
                     .reporters
                     .iter()
-                    .filter(|r| now.saturating_sub(r.last) < self.config.stale)
+                    .filter(|r| r.alive(now, self.config.stale))
                     .map(|r| r.demand.max(0.0))
                     .collect::<Vec<f64>>();
                 (b.key.clone(), demands)
@@ -310,7 +326,7 @@ impl QuotaBoard {
             + bucket
                 .reporters
                 .iter()
-                .filter(|r| r.stream != stream && now.saturating_sub(r.last) < stale)
+                .filter(|r| r.stream != stream && r.alive(now, stale))
                 .filter_map(|r| r.granted.filter(|&(_, of)| of == total).map(|(g, _)| g))
                 .sum::<u64>();
         let given = fair.min(total.saturating_sub(others));
@@ -377,9 +393,7 @@ impl QuotaBoard {
     pub fn sweep(&mut self, now: Nanos) {
         let stale = self.config.stale;
         for bucket in self.buckets.values_mut() {
-            bucket
-                .reporters
-                .retain(|r| now.saturating_sub(r.last) < stale);
+            bucket.reporters.retain(|r| r.alive(now, stale));
         }
         self.buckets.retain(|_, b| !b.reporters.is_empty());
     }

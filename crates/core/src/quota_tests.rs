@@ -232,3 +232,16 @@ fn a_fleet_divides_a_bucket_among_every_replicas_envoys() {
     assert_eq!(shared.len(), 1);
     assert_eq!(shared[0].1, vec![10.0, 10.0]);
 }
+
+#[test]
+fn an_envoy_reporting_slowly_keeps_its_share_between_reports() {
+    let mut board = QuotaBoard::new(QuotaConfig::default());
+    // One Envoy reports every 60 s, the other every 5 s.
+    board.report(0, &key("a"), 600, 60 * S, 60 * S).unwrap();
+    board.report(1, &key("a"), 50, 5 * S, 100 * S).unwrap();
+    // 50 s after its report the slow one is not stale: three of its intervals is 180 s.
+    assert_eq!(board.share(&key("a"), 1, 100, 110 * S), 50);
+    // Past that, it is.
+    board.report(1, &key("a"), 50, 5 * S, 250 * S).unwrap();
+    assert_eq!(board.share(&key("a"), 1, 100, 250 * S), 100);
+}
