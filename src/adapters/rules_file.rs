@@ -17,8 +17,8 @@
 //!         priority: low
 //! ```
 //!
-//! Envoy's fields (`key`, `value`, `rate_limit {unit, requests_per_unit, unlimited, name,
-//! replaces}`, `shadow_mode`, `detailed_metric`, nested `descriptors`) load as is. Sluice adds
+//! Envoy's fields (`key`, `value`, `rate_limit {unit, requests_per_unit, unit_multiplier,
+//! unlimited, name, replaces}`, `shadow_mode`, `detailed_metric`, nested `descriptors`) load as is. Sluice adds
 //! `limits` (more limits on the same descriptor), `priority`, `capacity` (requests per minute the
 //! endpoint can take), and per limit `algorithm`,
 //! `burst`, `floor`, `ceiling`. Unknown fields are errors, so typos do not pass silently.
@@ -195,6 +195,9 @@ struct LimitDoc {
     unit: Option<Unit>,
     #[serde(default)]
     requests_per_unit: Option<u64>,
+    /// The period in units (envoyproxy/ratelimit's `unit_multiplier`); 1 unless set.
+    #[serde(default)]
+    unit_multiplier: Option<u32>,
     #[serde(default)]
     unlimited: bool,
     #[serde(default, deserialize_with = "bounded_opt_string")]
@@ -386,7 +389,7 @@ fn flatten(
 
 fn limit_spec(field: &str, doc: &LimitDoc) -> Result<LimitSpec, ValidationError> {
     let rate = if doc.unlimited {
-        if doc.requests_per_unit.is_some() || doc.unit.is_some() {
+        if doc.requests_per_unit.is_some() || doc.unit.is_some() || doc.unit_multiplier.is_some() {
             return Err(ValidationError::new(
                 field,
                 "unlimited cannot be combined with requests_per_unit or unit",
@@ -409,6 +412,7 @@ fn limit_spec(field: &str, doc: &LimitDoc) -> Result<LimitSpec, ValidationError>
         Some(Rate {
             requests_per_unit,
             unit,
+            unit_multiplier: doc.unit_multiplier.unwrap_or(1),
         })
     };
     Ok(LimitSpec {

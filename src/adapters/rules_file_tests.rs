@@ -85,6 +85,8 @@ descriptors:
     priority: high
     capacity: 600
     rate_limit: {unit: second, requests_per_unit: 50}
+  - key: api_key
+    rate_limit: {unit: second, requests_per_unit: 5, unit_multiplier: 30}
 "#;
     let file = parse("x", text, &InputLimits::default()).unwrap();
     let rule = &file.rules[0];
@@ -97,6 +99,10 @@ descriptors:
         (rule.limits[0].floor, rule.limits[0].ceiling),
         (Some(10), Some(200))
     );
+    // "5 per 30 seconds".
+    let every_30s = file.rules[2].limits[0].rate.unwrap();
+    assert_eq!(every_30s.unit_multiplier, 30);
+    assert_eq!(every_30s.period_nanos(), 30 * 1_000_000_000);
 }
 
 /// Each bad file and a fragment its error must contain.
@@ -130,6 +136,14 @@ fn bad_files_name_the_field_or_line() {
         (
             "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second}\n",
             "descriptors[0].rate_limit.requests_per_unit",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 5, unit_multiplier: 0}\n",
+            "descriptors[0].rate_limit.unit_multiplier",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: year, requests_per_unit: 5, unit_multiplier: 11}\n",
+            "ten years at most",
         ),
         (
             "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 5, floor: 9, ceiling: 3}\n",

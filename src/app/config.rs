@@ -425,6 +425,7 @@ fn parse_unknown_domain(text: &str) -> Result<UnknownDomain, String> {
     Ok(UnknownDomain::Limit(Rate {
         requests_per_unit,
         unit,
+        unit_multiplier: 1,
     }))
 }
 

@@ -49,6 +49,13 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
 /// A limit as an operator reads it: `burst: 100/minute token_bucket floor 10`, or `unlimited`.
 fn describe_limit(limit: &LimitSpec) -> String {
     let mut text = match &limit.rate {
+        Some(rate) if rate.unit_multiplier > 1 => format!(
+            "{}/{} {}s {}",
+            rate.requests_per_unit,
+            rate.unit_multiplier,
+            rate.unit.as_str(),
+            limit.algorithm.as_str()
+        ),
         Some(rate) => format!(
             "{}/{} {}",
             rate.requests_per_unit,

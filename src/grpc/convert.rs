@@ -133,6 +133,7 @@ pub fn rule_from_proto(field: &str, rule: &pb::Rule) -> Result<Rule, ValidationE
             Some(Rate {
                 requests_per_unit: l.requests_per_unit,
                 unit: unit_from_proto(&format!("{at}.unit"), l.unit)?,
+                unit_multiplier: l.unit_multiplier.max(1),
             })
         };
         limits.push(LimitSpec {
@@ -182,6 +183,7 @@ pub fn rule_to_proto(rule: &Rule) -> pb::Rule {
                 burst: l.burst.unwrap_or(0),
                 floor: l.floor,
                 ceiling: l.ceiling,
+                unit_multiplier: l.rate.map_or(0, |r| r.unit_multiplier),
             })
             .collect(),
         shadow_mode: rule.shadow_mode,

@@ -22,6 +22,7 @@ use crate::service::handles::Handles;
 use sluice_core::bucket::Op;
 use sluice_core::engine::AnomalyHit;
 use sluice_core::engine::DescriptorInput;
+use sluice_core::engine::per_unit;
 
 use sluice_core::headers;
 use sluice_core::headers::HeaderStyle;
@@ -113,6 +114,7 @@ fn inputs<'r>(
                 Some(Rate {
                     requests_per_unit: l.requests_per_unit as u64,
                     unit: unit_from_envoy_override(&at("limit.unit"), l.unit)?,
+                    unit_multiplier: 1,
                 })
             }
         };
@@ -150,10 +152,16 @@ impl RateLimitService for Rls {
                 } else {
                     Code::Ok
                 } as i32,
-                current_limit: s.limit.as_ref().map(|l| RateLimit {
-                    name: l.label.name.clone(),
-                    requests_per_unit: l.quota.limit.min(u32::MAX as u64) as u32,
-                    unit: unit_to_envoy(l.quota.unit) as i32,
+                current_limit: s.limit.as_ref().map(|l| {
+                    // Envoy's limit has no multiplier: a period of several units is told per
+                    // one unit, never above it ("5 per 30 seconds": 10 a minute).
+                    let (requests, unit) =
+                        per_unit(l.quota.limit, l.quota.unit, l.quota.multiplier);
+                    RateLimit {
+                        name: l.label.name.clone(),
+                        requests_per_unit: requests.min(u32::MAX as u64) as u32,
+                        unit: unit_to_envoy(unit) as i32,
+                    }
                 }),
                 limit_remaining: s.remaining.min(u32::MAX as u64) as u32,
                 duration_until_reset: s.limit.as_ref().map(|_| {

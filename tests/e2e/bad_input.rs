@@ -154,6 +154,13 @@ fn cases() -> Vec<(&'static str, Call, &'static str)> {
             "rules[1].limits[0].requests_per_unit",
         ),
         (
+            "update a period of no units",
+            update_call(vec![with_limit(good(), |l| {
+                l.unit_multiplier = 200_000_000
+            })]),
+            "rules[0].limits[0].unit_multiplier",
+        ),
+        (
             "update floor above ceiling",
             update_call(vec![with_limit(good(), |l| {
                 l.floor = Some(9);

@@ -288,6 +288,7 @@ async fn unknown_domain_can_take_a_default_limit() {
         c.unknown_domain = UnknownDomain::Limit(Rate {
             requests_per_unit: 1,
             unit: Unit::Hour,
+            unit_multiplier: 1,
         });
     })
     .await;

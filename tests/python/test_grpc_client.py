@@ -42,6 +42,27 @@ def test_should_allow(server):
     assert int(headers["retry-after"]) >= 1
 
 
+def test_a_period_of_several_units(server):
+    """"3 per 30 seconds": the fourth call is denied, the policy header says the 30-s window,
+    and the rule reads back with its multiplier."""
+    from sluice.v1 import sluice_pb2 as pb, sluice_pb2_grpc
+
+    stub = sluice_pb2_grpc.SluiceStub(server)
+    rule = pb.Rule(
+        domain="sluice",
+        descriptors=[pb.DescriptorEntry(key="user_id")],
+        limits=[pb.Limit(requests_per_unit=3, unit=pb.UNIT_SECOND, unit_multiplier=30, name="per-30s")],
+    )
+    stub.UpdateRules(pb.UpdateRulesRequest(rules=[rule], actor="pytest"), metadata=ADMIN)
+    subject = pb.Subject(user_id="py-30s", tier=pb.TIER_STD, endpoint="/x", client_ip="10.0.0.9")
+    replies = [stub.ShouldAllow(pb.ShouldAllowRequest(subject=subject)) for _ in range(4)]
+    assert [r.allowed for r in replies] == [True, True, True, False]
+    headers = {h.name: h.value for h in replies[3].headers}
+    assert headers["ratelimit-policy"] == '"per-30s";q=3;w=30'
+    listed = stub.ListRules(pb.ListRulesRequest(domain="sluice")).rules
+    assert [l.unit_multiplier for r in listed for l in r.limits] == [30]
+
+
 def test_should_rate_limit(server):
     from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
     from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2

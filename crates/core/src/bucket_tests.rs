@@ -10,6 +10,7 @@ fn quota(algorithm: Algorithm, limit: u64, unit: Unit, capacity: u64) -> Quota {
     Quota {
         limit,
         unit,
+        multiplier: 1,
         capacity,
         algorithm,
     }
@@ -249,6 +250,39 @@ proptest! {
         let q = quota(Algorithm::SlidingWindow, limit, Unit::Second, limit);
         let admitted = run(q, &sched);
         assert_never_over(&admitted, S, |_| limit as u128);
+    }
+
+    /// Any period of `multiplier` units ("5 per 3 seconds"), every algorithm: never more than the
+    /// limit in any interval of the period (the sliding window; the fixed window per aligned
+    /// period), the token bucket never more than its capacity plus the refill.
+    #[test]
+    fn a_period_of_several_units_holds_for_every_algorithm(
+        alg in prop_oneof![Just(Algorithm::TokenBucket), Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow)],
+        limit in 1u64..20,
+        multiplier in 1u32..5,
+        sched in schedule(),
+    ) {
+        let q = Quota { multiplier, ..quota(alg, limit, Unit::Second, limit) };
+        let period = u64::from(multiplier) * S;
+        prop_assert_eq!(q.window_nanos(), period);
+        let admitted = run(q, &sched);
+        match alg {
+            Algorithm::TokenBucket => assert_never_over(&admitted, 10 * S, |elapsed| {
+                limit as u128 + (elapsed as u128 * limit as u128) / period as u128
+            }),
+            Algorithm::SlidingWindow => assert_never_over(&admitted, period, |_| limit as u128),
+            Algorithm::FixedWindow => {
+                for (i, &(t, _)) in admitted.iter().enumerate() {
+                    let window = t / period;
+                    let in_window: u64 = admitted[i..]
+                        .iter()
+                        .take_while(|(u, _)| u / period == window)
+                        .map(|(_, h)| h)
+                        .sum();
+                    prop_assert!(in_window <= limit);
+                }
+            }
+        }
     }
 
     #[test]

@@ -116,7 +116,7 @@ struct Applied<'r> {
 /// A rule floor in requests per minute, rounded up.
 fn floor_per_minute(limit: &CompiledLimit, quota: &Quota) -> u64 {
     limit.spec.floor.map_or(0, |f| {
-        f.saturating_mul(60).div_ceil(quota.unit.seconds().max(1))
+        f.saturating_mul(60).div_ceil(quota.window_seconds().max(1))
     })
 }
 
@@ -597,6 +597,7 @@ impl Engine {
                 let rate = Rate {
                     requests_per_unit: per_minute,
                     unit: Unit::Minute,
+                    unit_multiplier: 1,
                 };
                 let quota = Quota::without_burst(rate, Algorithm::TokenBucket);
                 applied.push(Applied {
@@ -664,6 +665,7 @@ impl Engine {
                     Rate {
                         requests_per_unit: 0,
                         unit: Unit::Minute,
+                        unit_multiplier: 1,
                     },
                     Algorithm::FixedWindow,
                 ),
@@ -764,7 +766,7 @@ mod prepared;
 #[path = "engine_quota.rs"]
 mod quota;
 pub use prepared::{BucketOp, Prepared, give_backs, refuses};
-pub use quota::BucketQuota;
+pub use quota::{BucketQuota, per_unit};
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -82,10 +82,11 @@ impl Engine {
         }
         let (pressured, cut): (Quota, bool) =
             self.pressured(quota, limit, best.rule.priority(), caller.tier);
+        let (limit, unit) = per_unit(pressured.limit, pressured.unit, pressured.multiplier);
         BucketQuota::Limit {
             rule: best.rule.id.to_string(),
-            limit: pressured.limit,
-            unit: pressured.unit,
+            limit,
+            unit,
             cut,
             throttle: action.and_then(|a| match a.kind {
                 ActionKind::Throttle { per_minute } => Some(per_minute),
@@ -93,6 +94,46 @@ impl Engine {
             }),
         }
     }
+}
+
+/// `limit` per `multiplier` units as a number per one unit (Envoy's quotas have no multiplier),
+/// rounded down so an assignment never admits more than the rule's rate: the smallest unit that
+/// loses at most 5% to the rounding, else the one that loses least — never a unit longer than
+/// needed to hold the period (a weekly limit is not told per year). "5 per 30 seconds" is 10 a
+/// minute; "1,000 per 5 minutes" 200 a minute; "3 per 7 days" 12 a month.
+pub fn per_unit(limit: u64, unit: Unit, multiplier: u32) -> (u64, Unit) {
+    if multiplier <= 1 {
+        return (limit, unit);
+    }
+    const UNITS: [Unit; 6] = [
+        Unit::Second,
+        Unit::Minute,
+        Unit::Hour,
+        Unit::Day,
+        Unit::Month,
+        Unit::Year,
+    ];
+    let period = u128::from(unit.seconds()) * u128::from(multiplier);
+    let longest = UNITS
+        .iter()
+        .position(|u| u128::from(u.seconds()) >= period)
+        .unwrap_or(UNITS.len() - 1);
+    let mut least: Option<(u64, Unit, f64)> = None;
+    for &u in &UNITS[..=longest] {
+        let n = (u128::from(limit) * u128::from(u.seconds()) / period) as u64;
+        if n == 0 {
+            continue;
+        }
+        let exact = limit as f64 * u.seconds() as f64 / period as f64;
+        let loss = 1.0 - n as f64 / exact;
+        if loss <= 0.05 {
+            return (n, u);
+        }
+        if least.is_none_or(|(_, _, l)| loss < l) {
+            least = Some((n, u, loss));
+        }
+    }
+    least.map_or((0, UNITS[longest]), |(n, u, _)| (n, u))
 }
 
 /// Most requests of one usage report observed one by one for the learning loop; the rest are

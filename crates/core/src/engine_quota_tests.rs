@@ -4,6 +4,7 @@ use super::*;
 use crate::engine::EngineConfig;
 use crate::engine_suite::{T0, limit, rule};
 use crate::learn::actions::{Action, ActionTable};
+use crate::limit::Unit;
 use crate::matcher::RuleSet;
 use crate::rules::{Priority, Rule};
 use crate::time::NANOS_PER_SEC as S;
@@ -152,4 +153,25 @@ fn usage_is_counted_and_observed_under_the_buckets_client_within_a_bound() {
     assert_eq!(&*c.client, "192.0.2.9");
     assert_eq!(c.requests as u64, 40 + MAX_OBSERVED_PER_REPORT);
     assert_eq!(c.denied, 10);
+}
+
+#[test]
+fn a_period_of_several_units_is_told_per_unit_never_above_it() {
+    // (limit, unit, multiplier) -> (requests, unit)
+    let table = [
+        ((5, Unit::Second, 30), (10, Unit::Minute)),
+        ((1_000, Unit::Minute, 5), (200, Unit::Minute)),
+        ((7, Unit::Second, 90), (280, Unit::Hour)),
+        ((100, Unit::Minute, 1), (100, Unit::Minute)),
+        ((3, Unit::Day, 7), (12, Unit::Month)),
+    ];
+    for ((limit, unit, m), expected) in table {
+        let (n, u) = per_unit(limit, unit, m);
+        assert_eq!((n, u), expected, "{limit} per {m} {unit:?}");
+        let period = unit.seconds() * u64::from(m);
+        assert!(
+            n as u128 * period as u128 <= limit as u128 * u.seconds() as u128,
+            "never above the rule's rate"
+        );
+    }
 }

@@ -132,6 +132,7 @@ pub fn envoy_limit_override_replaces_the_rule(store: MakeEngine) {
     d.limit_override = Some(Rate {
         requests_per_unit: 2,
         unit: Unit::Hour,
+        unit_multiplier: 1,
     });
     let results: Vec<bool> = (0..3)
         .map(|_| {
@@ -172,6 +173,7 @@ pub fn unknown_domains_allow_or_take_the_default(store: MakeEngine) {
         unknown_domain_limit: Some(Rate {
             requests_per_unit: 1,
             unit: Unit::Minute,
+            unit_multiplier: 1,
         }),
         ..EngineConfig::default()
     });

@@ -110,7 +110,7 @@ mod no_panics {
                     entries: entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
                     hits: *hits,
                     op: [Op::Consume, Op::Check, Op::Refund][*op as usize],
-                    limit_override: rpu.map(|r| Rate { requests_per_unit: r, unit: Unit::Week }),
+                    limit_override: rpu.map(|r| Rate { requests_per_unit: r, unit: Unit::Week, unit_multiplier: 1 }),
                 })
                 .collect();
             let v = e.check_descriptors("d", &inputs, now);

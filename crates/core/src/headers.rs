@@ -42,7 +42,7 @@ pub fn render(style: HeaderStyle, status: Option<&LimitStatus>, denied: bool) ->
         return headers;
     };
     let limit_n = limit.quota.limit;
-    let window = limit.quota.unit.seconds();
+    let window = limit.quota.window_seconds();
     let reset = ceil_secs(status.reset_after);
     match style {
         HeaderStyle::None => {}
@@ -104,6 +104,7 @@ mod tests {
                 quota: Quota {
                     limit: 100,
                     unit: Unit::Minute,
+                    multiplier: 1,
                     capacity: 100,
                     algorithm: Algorithm::FixedWindow,
                 },

@@ -95,6 +95,30 @@ impl Algorithm {
 pub struct Rate {
     pub requests_per_unit: u64,
     pub unit: Unit,
+    /// The period is this many units ("5 per 30 seconds": 30 × `second`); 1 unless set.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub unit_multiplier: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The most units one period may span: any period up to about three years of seconds stays
+/// well inside the arithmetic's range.
+pub const MAX_UNIT_MULTIPLIER: u32 = 100_000_000;
+
+impl Rate {
+    /// The period's length.
+    pub fn period_nanos(&self) -> u64 {
+        self.unit
+            .nanos()
+            .saturating_mul(u64::from(self.unit_multiplier.max(1)))
+    }
 }
 
 /// One limit of a rule. A rule may carry several (say a burst limit and a daily limit); all apply
@@ -127,6 +151,7 @@ impl LimitSpec {
             rate: Some(Rate {
                 requests_per_unit,
                 unit,
+                unit_multiplier: 1,
             }),
             algorithm: Algorithm::TokenBucket,
             burst: None,
@@ -139,6 +164,7 @@ impl LimitSpec {
         self.rate.map(|rate| Quota {
             limit: rate.requests_per_unit,
             unit: rate.unit,
+            multiplier: rate.unit_multiplier.max(1),
             capacity: self.burst.unwrap_or(rate.requests_per_unit),
             algorithm: self.algorithm,
         })
@@ -149,9 +175,11 @@ impl LimitSpec {
 /// adjustment. Cheap to copy; built per decision from the compiled rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
-    /// Requests admitted per `unit` (the refill rate of a token bucket).
+    /// Requests admitted per period: `multiplier` × `unit` (the refill rate of a token bucket).
     pub limit: u64,
     pub unit: Unit,
+    /// Units in the period (1: one unit).
+    pub multiplier: u32,
     /// Token-bucket capacity (ignored by the window algorithms).
     pub capacity: u64,
     pub algorithm: Algorithm,
@@ -163,13 +191,24 @@ impl Quota {
         Quota {
             limit: rate.requests_per_unit,
             unit: rate.unit,
+            multiplier: rate.unit_multiplier.max(1),
             capacity: rate.requests_per_unit,
             algorithm,
         }
     }
 
+    /// The period's length: `multiplier` units.
     pub fn window_nanos(&self) -> u64 {
-        self.unit.nanos()
+        self.unit
+            .nanos()
+            .saturating_mul(u64::from(self.multiplier.max(1)))
+    }
+
+    /// The period in seconds.
+    pub fn window_seconds(&self) -> u64 {
+        self.unit
+            .seconds()
+            .saturating_mul(u64::from(self.multiplier.max(1)))
     }
 
     /// How long after its last use a bucket is indistinguishable from a fresh one: dropping it

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::limit::LimitSpec;
+use super::limit::{LimitSpec, MAX_UNIT_MULTIPLIER};
 use super::rules::{EntryMatch, Rule, Tier, ValueMatch, subject_keys};
 
 /// Caps on request and rule sizes. Configurable (see `config`); the defaults are generous for
@@ -43,6 +43,9 @@ impl InputLimits {
 
 /// Most limit names one rule's `replaces` may list.
 pub const MAX_REPLACES: usize = 64;
+
+/// Longest period a limit may have (`unit_multiplier` units): ten years.
+pub const MAX_PERIOD_SECONDS: u64 = 10 * 365 * 86_400;
 
 /// Largest `requests_per_unit` accepted: keeps every bucket computation far from overflow.
 pub const MAX_REQUESTS_PER_UNIT: u64 = 1_000_000_000_000;
@@ -236,6 +239,17 @@ pub fn check_limit(field: &str, limit: &LimitSpec, caps: &InputLimits) -> Result
         return Err(ValidationError::new(
             format!("{field}.requests_per_unit"),
             format!("{rpu} is more than the maximum of {MAX_REQUESTS_PER_UNIT}"),
+        ));
+    }
+    let multiplier = rate.unit_multiplier;
+    let period_seconds = rate.unit.seconds().saturating_mul(u64::from(multiplier));
+    if multiplier == 0 || multiplier > MAX_UNIT_MULTIPLIER || period_seconds > MAX_PERIOD_SECONDS {
+        return Err(ValidationError::new(
+            format!("{field}.unit_multiplier"),
+            format!(
+                "{multiplier} is not a period: 1 or more {}s, ten years at most",
+                rate.unit.as_str()
+            ),
         ));
     }
     if let Some(burst) = limit.burst

@@ -228,7 +228,7 @@ impl RedisCounters {
     async fn run_group(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
         let mut invocation = self.script.prepare_invoke();
         for op in ops {
-            let window_ms = op.quota.unit.seconds() * 1_000;
+            let window_ms = op.quota.window_seconds().saturating_mul(1_000);
             invocation
                 .key(self.key(op.key))
                 .arg(algorithm_code(op.quota.algorithm))
@@ -286,7 +286,7 @@ impl RedisCounters {
                     .arg(algorithm_code(op.quota.algorithm))
                     .arg(op.quota.limit)
                     .arg(op.quota.capacity)
-                    .arg(op.quota.unit.seconds() * 1_000)
+                    .arg(op.quota.window_seconds().saturating_mul(1_000))
                     .arg(*hits)
                     .arg((op.keep_for / 1_000_000).max(1_000));
             }
