@@ -20,6 +20,14 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 10, algorithm: fixed_window}
   - key: sw
     rate_limit: {unit: hour, requests_per_unit: 10, algorithm: sliding_window}
+  - key: tb2h
+    rate_limit: {unit: hour, unit_multiplier: 2, requests_per_unit: 10}
+  - key: fw2h
+    rate_limit: {unit: hour, unit_multiplier: 2, requests_per_unit: 10, algorithm: fixed_window}
+  - key: sw2h
+    rate_limit: {unit: hour, unit_multiplier: 2, requests_per_unit: 10, algorithm: sliding_window}
+  - key: tb3s
+    rate_limit: {unit: second, unit_multiplier: 3, requests_per_unit: 3}
 ";
 
 fn hour_now() -> u64 {
@@ -70,7 +78,9 @@ async fn exact_across_three(counters: &str) {
     let one_thread = [&args[..], &["--worker-threads", "1"]].concat();
     let c = Replica::start(&db, &rules, &one_thread).await;
     let run = rand::random::<u32>();
-    for key in ["tb", "fw", "sw"] {
+    // The same limits over a period of two hours (`unit_multiplier`): the scripts count the
+    // period, not the unit.
+    for key in ["tb", "fw", "sw", "tb2h", "fw2h", "sw2h"] {
         let hour = hour_now();
         let got = spread(&[&a, &b, &c], 6, 60, "fleet", key, &format!("k{run}")).await;
         assert_eq!(got.failed, 0, "{key}: no call fails");
@@ -110,6 +120,46 @@ async fn exact_across_three(counters: &str) {
         alone.admitted, 10,
         "the refused calls took nothing from the other limit"
     );
+}
+
+/// A token bucket of 3 per 3 seconds on the shared counters refills one a second, not three:
+/// the script's window is the period (`unit_multiplier`), not the unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_of_several_units_refills_over_the_period_on_redis() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let replica = Replica::start(
+        &db,
+        &rules,
+        &["--counters", &redis.url(), "--counters-budget-ms", "500"],
+    )
+    .await;
+    let mut client = RateLimitServiceClient::new(replica.channel().await);
+    let key = format!("k{}", rand::random::<u32>());
+    let mut spent = 0;
+    while ask(&mut client, "fleet", &[("tb3s", &key)]).await.unwrap() {
+        spent += 1;
+        assert!(spent <= 3, "a capacity of 3");
+    }
+    let emptied = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut refilled = 0;
+    for _ in 0..5 {
+        refilled += u32::from(ask(&mut client, "fleet", &[("tb3s", &key)]).await.unwrap());
+    }
+    let elapsed = emptied.elapsed().as_secs_f64();
+    assert!(
+        f64::from(refilled) <= elapsed.ceil(),
+        "{refilled} refilled in {elapsed:.2} s at one a second"
+    );
+    if elapsed < 2.0 {
+        assert!(
+            refilled < 3,
+            "{refilled} refilled in {elapsed:.2} s: the unit, not the period"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,7 +631,9 @@ async fn cached_mode_stays_within_its_bound() {
     ];
     let [a, b, c] = fleet(&rules, &redis.url(), &extra).await;
     let run = rand::random::<u32>();
-    for key in ["tb", "fw", "sw"] {
+    // The same limits over a period of two hours (`unit_multiplier`): the scripts count the
+    // period, not the unit.
+    for key in ["tb", "fw", "sw", "tb2h", "fw2h", "sw2h"] {
         let hour = hour_now();
         let admitted = paced([&a, &b, &c], key, &format!("paced{run}")).await;
         let windows = 1 + hour_now() - hour;
