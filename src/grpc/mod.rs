@@ -43,6 +43,9 @@ pub enum ApiError {
     NotReady(String),
     #[error(transparent)]
     Data(#[from] DatabaseError),
+    /// The shared counters (Redis) did not answer an admin change (a reset).
+    #[error("{0}")]
+    CountersUnavailable(String),
     /// A task of ours failed (panicked); a bug.
     #[error("{0}")]
     Internal(String),
@@ -85,6 +88,8 @@ impl From<ApiError> for Status {
             ApiError::Data(DatabaseError::Store(_)) => Status::internal(message),
             // Our own bug (a panicked task): nothing the caller can fix.
             ApiError::Internal(_) => Status::internal(message),
+            // Redis is down or slow: the local part is done; retry once it answers.
+            ApiError::CountersUnavailable(_) => Status::unavailable(message),
             // The database is down, locked or not connected yet: retryable, and for Envoy's
             // ext-ratelimit filter UNAVAILABLE is what `failure_mode_deny` keys on. Decisions never
             // reach this arm: they do not touch the database.

@@ -360,7 +360,7 @@ impl Sluice for SluiceApi {
         let subject = subject_from_proto("subject", req.subject.as_ref(), &self.handles.caps)
             .map_err(ApiError::from)?;
         let domain = self.domain(&req.domain).map_err(ApiError::from)?;
-        let reset = self.handles.engine.reset_client(domain, &subject);
+        let reset = self.handles.decider.reset_client(domain, &subject).await;
         let mut keys = Vec::new();
         if !subject.remote_address.is_empty() {
             keys.push(subject.remote_address.to_string());
@@ -369,6 +369,12 @@ impl Sluice for SluiceApi {
             keys.push(sluice_core::learn::observe::user_key(subject.user_id));
         }
         let lifted = self.lift_subject(keys).await?;
+        // The actions are lifted either way; a reset the shared counters missed is said.
+        let reset = reset.map_err(|e| {
+            ApiError::CountersUnavailable(format!(
+                "this replica's buckets were reset and actions lifted; the shared counters were not: {e}"
+            ))
+        })?;
         tracing::info!(
             domain,
             user = subject.user_id,

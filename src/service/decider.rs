@@ -43,6 +43,27 @@ impl Decider {
         }
     }
 
+    /// Resets `subject`'s buckets in `domain`: here, and on the shared counters (every replica's
+    /// decisions then see fresh buckets). Returns the buckets that held a state; a shared
+    /// counters' failure is returned after the local reset is done.
+    pub async fn reset_client(
+        &self,
+        domain: &str,
+        subject: &Subject<'_>,
+    ) -> Result<usize, crate::adapters::redis_counters::CountersError> {
+        let keys = self.engine.client_bucket_keys(domain, subject);
+        let local = keys.iter().filter(|&&k| self.engine_reset(k)).count();
+        let shared = match &self.fleet {
+            Some(fleet) => fleet.counters().delete(&keys).await? as usize,
+            None => 0,
+        };
+        Ok(local.max(shared))
+    }
+
+    fn engine_reset(&self, key: u128) -> bool {
+        self.engine.reset_bucket(key)
+    }
+
     /// `ShouldAllow`: one subject, `cost` hits.
     pub async fn should_allow(
         &self,

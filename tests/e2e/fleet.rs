@@ -28,6 +28,8 @@ descriptors:
     rate_limit: {unit: hour, unit_multiplier: 2, requests_per_unit: 10, algorithm: sliding_window}
   - key: tb3s
     rate_limit: {unit: second, unit_multiplier: 3, requests_per_unit: 3}
+  - key: remote_address
+    rate_limit: {unit: hour, requests_per_unit: 3}
 ";
 
 fn hour_now() -> u64 {
@@ -160,6 +162,63 @@ async fn a_period_of_several_units_refills_over_the_period_on_redis() {
             "{refilled} refilled in {elapsed:.2} s: the unit, not the period"
         );
     }
+}
+
+/// `ResetClient` on one replica resets the client's buckets on the shared counters: another
+/// replica admits it again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_on_one_replica_holds_on_every_replica() {
+    use sluice::proto::sluice::v1 as pb;
+    use sluice::proto::sluice::v1::sluice_client::SluiceClient;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let args = [
+        "--counters",
+        &redis.url() as &str,
+        "--counters-budget-ms",
+        "500",
+    ];
+    let a = Replica::start(&db, &rules, &args).await;
+    let b = Replica::start(&db, &rules, &args).await;
+    let ip = format!("198.51.100.{}", rand::random::<u8>());
+    let mut on_a = RateLimitServiceClient::new(a.channel().await);
+    let mut admitted = 0;
+    for _ in 0..5 {
+        admitted += u32::from(
+            ask(&mut on_a, "fleet", &[("remote_address", &ip)])
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(admitted, 3, "the limit of 3 an hour");
+    let mut request = tonic::Request::new(pb::ResetClientRequest {
+        domain: "fleet".into(),
+        subject: Some(pb::Subject {
+            client_ip: ip.clone(),
+            ..Default::default()
+        }),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", crate::harness::TOKEN).parse().unwrap(),
+    );
+    let reply = SluiceClient::new(b.channel().await)
+        .reset_client(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.buckets_reset, 1,
+        "the shared bucket was reset: {reply:?}"
+    );
+    assert!(
+        ask(&mut on_a, "fleet", &[("remote_address", &ip)])
+            .await
+            .unwrap(),
+        "the other replica admits the client again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

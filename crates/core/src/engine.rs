@@ -744,19 +744,33 @@ impl Engine {
 
     /// Forgets the subject's buckets, giving it its full allowance back. Returns how many existed.
     pub fn reset_client(&self, domain: &str, subject: &Subject<'_>) -> usize {
+        self.client_bucket_keys(domain, subject)
+            .into_iter()
+            .filter(|&key| self.buckets.remove(key))
+            .count()
+    }
+
+    /// Drops one bucket's state; whether there was one.
+    pub fn reset_bucket(&self, key: u128) -> bool {
+        self.buckets.remove(key)
+    }
+
+    /// The bucket keys of every limit that applies to `subject` (whether or not a bucket is
+    /// held for them): what a reset clears, here and on shared counters.
+    pub fn client_bucket_keys(&self, domain: &str, subject: &Subject<'_>) -> Vec<u128> {
         let rules = self.rules.load();
         let fields = subject.fields();
         let mut matches: SmallVec<[SubjectMatch<'_>; 8]> = SmallVec::new();
         rules.match_subject(domain, &fields, &mut matches);
-        let mut reset = 0;
-        for m in &matches {
-            for limit in &m.rule.limits {
-                if self.buckets.remove(subject_key(limit, &fields, &m.order)) {
-                    reset += 1;
-                }
-            }
-        }
-        reset
+        matches
+            .iter()
+            .flat_map(|m| {
+                m.rule
+                    .limits
+                    .iter()
+                    .map(|limit| subject_key(limit, &fields, &m.order))
+            })
+            .collect()
     }
 }
 

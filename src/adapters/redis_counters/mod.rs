@@ -390,6 +390,18 @@ impl RedisCounters {
         })
     }
 
+    /// Deletes these buckets' states (a client reset, fleet-wide); returns how many existed.
+    pub async fn delete(&self, ids: &[u128]) -> Result<u64, CountersError> {
+        let mut deleted = 0;
+        // One key a command: on a Cluster the keys lie in different slots.
+        for &id in ids {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(self.key(id));
+            deleted += self.query::<u64>(&cmd).await?;
+        }
+        Ok(deleted)
+    }
+
     /// Round trip to the store (readiness and health).
     pub async fn ping(&self) -> Result<(), CountersError> {
         self.query::<()>(&redis::cmd("PING")).await
