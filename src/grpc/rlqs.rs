@@ -33,6 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiError;
 use crate::service::handles::Handles;
+use sluice_core::engine::MAX_OBSERVED_PER_REPORT;
 use sluice_core::limit::Unit;
 use sluice_core::quota::{Assignment, BucketKey, StreamId};
 use sluice_core::time::NANOS_PER_SEC;
@@ -41,6 +42,10 @@ use sluice_core::validate::{InputLimits, ValidationError, check_domain, check_le
 /// How long an assignment holds without news: Envoy falls back to its
 /// `expired_assignment_behavior` this long after Sluice went silent.
 const ASSIGNMENT_TTL: Duration = Duration::from_secs(30);
+
+/// Most requests of one report message observed one by one, all its buckets together (each
+/// bucket at most `MAX_OBSERVED_PER_REPORT`): a report of many buckets costs bounded CPU.
+const MAX_OBSERVED_PER_MESSAGE: u64 = 10_000;
 
 /// How often a stream's assignments are looked at again between reports.
 const REPUSH_EVERY: Duration = Duration::from_secs(1);
@@ -142,6 +147,7 @@ fn on_reports(
         .into());
     }
     let now = h.clock.now();
+    let mut observe_budget = MAX_OBSERVED_PER_MESSAGE;
     let mut keys = Vec::with_capacity(reports.bucket_quota_usages.len());
     for (i, usage) in reports.bucket_quota_usages.into_iter().enumerate() {
         let field = |name: &str| format!("bucket_quota_usages[{i}].{name}");
@@ -161,12 +167,13 @@ fn on_reports(
                 now,
             )
             .map_err(|e| Status::resource_exhausted(format!("{}: {e}", field("bucket_id"))))?;
-        h.engine.record_usage(
+        observe_budget -= h.engine.record_usage(
             &key.fields(),
             usage.num_requests_allowed,
             usage.num_requests_denied,
             elapsed,
             now,
+            observe_budget.min(MAX_OBSERVED_PER_REPORT),
         );
         keys.push(key);
     }

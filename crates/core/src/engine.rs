@@ -780,7 +780,7 @@ mod prepared;
 #[path = "engine_quota.rs"]
 mod quota;
 pub use prepared::{BucketOp, Prepared, give_backs, refuses};
-pub use quota::{BucketQuota, per_unit};
+pub use quota::{BucketQuota, MAX_OBSERVED_PER_REPORT, per_unit};
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

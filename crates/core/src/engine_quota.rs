@@ -136,16 +136,16 @@ pub fn per_unit(limit: u64, unit: Unit, multiplier: u32) -> (u64, Unit) {
     least.map_or((0, UNITS[longest]), |(n, u, _)| (n, u))
 }
 
-/// Most requests of one usage report observed one by one for the learning loop; the rest are
+/// Most requests of one bucket's usage observed one by one for the learning loop; the rest are
 /// counted only. A report's counts are whatever an Envoy says: observing each would let one
-/// report cost unbounded CPU.
+/// report cost unbounded CPU (the gRPC edge also bounds a whole report message).
 pub const MAX_OBSERVED_PER_REPORT: u64 = 1_000;
 
 impl Engine {
     /// An Envoy's usage report for a bucket (RLQS): `allowed` and `denied` requests it decided
     /// itself over the `elapsed` ending at `now`. Counted as decisions, as RLS's are, and
     /// observed for the learning loop under the bucket's client, spread evenly over the span
-    /// (at most [`MAX_OBSERVED_PER_REPORT`] of them, in proportion).
+    /// (at most `max_observed` of them, in proportion); returns how many were observed.
     pub fn record_usage(
         &self,
         entries: &[(&str, &str)],
@@ -153,7 +153,8 @@ impl Engine {
         denied: u64,
         elapsed: Nanos,
         now: Nanos,
-    ) {
+        max_observed: u64,
+    ) -> u64 {
         let input = DescriptorInput {
             entries: entries.iter().take(8).copied().collect(),
             hits: 0,
@@ -166,9 +167,12 @@ impl Engine {
         self.stats.denied.fetch_add(denied, Ordering::Relaxed);
         self.stats.count_tier_many(caller.tier, allowed, denied);
         if total == 0 || caller.remote_address.is_empty() && caller.user_id.is_empty() {
-            return;
+            return 0;
         }
-        let observed = total.min(MAX_OBSERVED_PER_REPORT);
+        let observed = total.min(max_observed);
+        if observed == 0 {
+            return 0;
+        }
         let denied_observed = (denied as u128 * observed as u128 / total as u128) as u64;
         let start = now.saturating_sub(elapsed);
         for i in 0..observed {
@@ -180,6 +184,7 @@ impl Engine {
             };
             self.observe(&caller, event, at);
         }
+        observed
     }
 }
 

@@ -133,10 +133,24 @@ fn actions_and_the_cut_reach_the_bucket() {
 fn usage_is_counted_and_observed_under_the_buckets_client_within_a_bound() {
     let e = engine();
     let entries = [("endpoint", "/api"), ("remote_address", "192.0.2.9")];
-    e.record_usage(&entries, 30, 10, 5 * S, T0);
-    e.record_usage(&entries, 1_000_000, 0, 5 * S, T0 + 5 * S);
+    e.record_usage(&entries, 30, 10, 5 * S, T0, MAX_OBSERVED_PER_REPORT);
+    e.record_usage(
+        &entries,
+        1_000_000,
+        0,
+        5 * S,
+        T0 + 5 * S,
+        MAX_OBSERVED_PER_REPORT,
+    );
     // A bucket naming no client is counted, not observed.
-    e.record_usage(&[("endpoint", "/api")], 7, 0, 5 * S, T0);
+    e.record_usage(
+        &[("endpoint", "/api")],
+        7,
+        0,
+        5 * S,
+        T0,
+        MAX_OBSERVED_PER_REPORT,
+    );
     assert_eq!(
         e.stats()
             .decisions
