@@ -52,16 +52,15 @@ impl Decider {
         subject: &Subject<'_>,
     ) -> Result<usize, crate::adapters::redis_counters::CountersError> {
         let keys = self.engine.client_bucket_keys(domain, subject);
-        let local = keys.iter().filter(|&&k| self.engine_reset(k)).count();
+        let local = keys
+            .iter()
+            .filter(|&&k| self.engine.reset_bucket(k))
+            .count();
         let shared = match &self.fleet {
             Some(fleet) => fleet.counters().delete(&keys).await? as usize,
             None => 0,
         };
         Ok(local.max(shared))
-    }
-
-    fn engine_reset(&self, key: u128) -> bool {
-        self.engine.reset_bucket(key)
     }
 
     /// `ShouldAllow`: one subject, `cost` hits.

@@ -308,17 +308,23 @@ impl QuotaBoard {
     /// moment, so an Envoy joining a bucket gets its fair share only as the others' shrink
     /// (their next assignment, within a second), and its first may be less. Recorded.
     fn grant(&mut self, key: &BucketKey, stream: StreamId, total: u64, now: Nanos) -> u64 {
-        let fair = self.share(key, stream, total, now);
         let stale = self.config.stale;
-        // The other replicas' Envoys are counted at their fair shares (what their replicas give
-        // them, from the same demands).
-        let remote: u64 = match (self.buckets.get(key), self.remote.get(key)) {
-            (Some(bucket), Some(demands)) => {
-                let share_of = self.divide(bucket, stream, total, now);
-                demands.iter().map(|&d| share_of(d)).sum()
-            }
-            _ => 0,
+        let Some(bucket) = self.buckets.get(key) else {
+            return total;
         };
+        // One division serves this Envoy's fair share and the other replicas' Envoys, counted at
+        // their fair shares (what their replicas give them, from the same demands).
+        let share_of = self.divide(bucket, stream, total, now);
+        let own = bucket
+            .reporters
+            .iter()
+            .find(|r| r.stream == stream)
+            .map_or(0.0, |r| r.demand);
+        let fair = share_of(own);
+        let remote: u64 = self
+            .remote
+            .get(key)
+            .map_or(0, |demands| demands.iter().map(|&d| share_of(d)).sum());
         let Some(bucket) = self.buckets.get_mut(key) else {
             return fair;
         };
