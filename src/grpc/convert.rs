@@ -75,6 +75,7 @@ fn algorithm_from_proto(field: &str, value: i32) -> Result<Algorithm, Validation
         Ok(pb::Algorithm::Unspecified | pb::Algorithm::TokenBucket) => Ok(Algorithm::TokenBucket),
         Ok(pb::Algorithm::FixedWindow) => Ok(Algorithm::FixedWindow),
         Ok(pb::Algorithm::SlidingWindow) => Ok(Algorithm::SlidingWindow),
+        Ok(pb::Algorithm::Gcra) => Ok(Algorithm::Gcra),
         Err(_) => Err(ValidationError::new(
             field,
             format!("unknown algorithm {value}"),
@@ -87,6 +88,7 @@ pub fn algorithm_to_proto(algorithm: Algorithm) -> pb::Algorithm {
         Algorithm::TokenBucket => pb::Algorithm::TokenBucket,
         Algorithm::FixedWindow => pb::Algorithm::FixedWindow,
         Algorithm::SlidingWindow => pb::Algorithm::SlidingWindow,
+        Algorithm::Gcra => pb::Algorithm::Gcra,
     }
 }
 

@@ -10,7 +10,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::fleet_harness::*;
 use crate::harness::fresh_pg_database;
 
-/// Three limits of 10 an hour, one per algorithm (an hour: no window turns during a test,
+/// Limits of 10 an hour, one per algorithm (GCRA with a burst of 10) (an hour: no window turns during a test,
 /// except across an hour boundary, which `hour_turned` tells).
 const RULES: &str = "domain: fleet
 descriptors:
@@ -28,6 +28,12 @@ descriptors:
     rate_limit: {unit: hour, unit_multiplier: 2, requests_per_unit: 10, algorithm: sliding_window}
   - key: tb3s
     rate_limit: {unit: second, unit_multiplier: 3, requests_per_unit: 3}
+  - key: gc
+    rate_limit: {unit: hour, requests_per_unit: 10, algorithm: gcra, burst: 10}
+  - key: gc2h
+    rate_limit: {unit: hour, unit_multiplier: 2, requests_per_unit: 10, algorithm: gcra, burst: 10}
+  - key: gc500ms
+    rate_limit: {unit: second, requests_per_unit: 2, algorithm: gcra}
   - key: remote_address
     rate_limit: {unit: hour, requests_per_unit: 3}
 ";
@@ -82,7 +88,7 @@ async fn exact_across_three(counters: &str) {
     let run = rand::random::<u32>();
     // The same limits over a period of two hours (`unit_multiplier`): the scripts count the
     // period, not the unit.
-    for key in ["tb", "fw", "sw", "tb2h", "fw2h", "sw2h"] {
+    for key in ["tb", "fw", "sw", "gc", "tb2h", "fw2h", "sw2h", "gc2h"] {
         let hour = hour_now();
         let got = spread(&[&a, &b, &c], 6, 60, "fleet", key, &format!("k{run}")).await;
         assert_eq!(got.failed, 0, "{key}: no call fails");
@@ -162,6 +168,44 @@ async fn a_period_of_several_units_refills_over_the_period_on_redis() {
             "{refilled} refilled in {elapsed:.2} s: the unit, not the period"
         );
     }
+}
+
+/// GCRA on the shared counters spaces requests fleet-wide: 2 a second, one at a time, asked
+/// flat out through two replicas for two seconds, admits one every 500 ms (Redis's clock
+/// decides: the count, not the client's view of the instants, is checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcra_spaces_requests_across_replicas_on_redis() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let args = ["--counters", &redis.url(), "--counters-budget-ms", "500"];
+    let a = Replica::start(&db, &rules, &args).await;
+    let b = Replica::start(&db, &rules, &args).await;
+    let key = format!("k{}", rand::random::<u32>());
+    let mut clients = [
+        RateLimitServiceClient::new(a.channel().await),
+        RateLimitServiceClient::new(b.channel().await),
+    ];
+    let started = std::time::Instant::now();
+    let (mut admitted, mut asked) = (0u32, 0u32);
+    while started.elapsed() < Duration::from_secs(2) {
+        let client = &mut clients[(asked % 2) as usize];
+        admitted += u32::from(ask(client, "fleet", &[("gc500ms", &key)]).await.unwrap());
+        asked += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The first at once, then one each 500 ms: at most 1 + elapsed / 0.5.
+    let most = 1 + (elapsed / 0.5).floor() as u32;
+    assert!(asked > 4 * most, "asked flat out: {asked} calls");
+    assert!(
+        admitted <= most,
+        "{admitted} admitted in {elapsed:.2} s, at most {most} at one each 500 ms"
+    );
+    assert!(
+        admitted + 1 >= most,
+        "{admitted} admitted in {elapsed:.2} s: GCRA must not under-admit either ({most})"
+    );
 }
 
 /// `ResetClient` on one replica resets the client's buckets on the shared counters: another
@@ -692,7 +736,7 @@ async fn cached_mode_stays_within_its_bound() {
     let run = rand::random::<u32>();
     // The same limits over a period of two hours (`unit_multiplier`): the scripts count the
     // period, not the unit.
-    for key in ["tb", "fw", "sw", "tb2h", "fw2h", "sw2h"] {
+    for key in ["tb", "fw", "sw", "gc", "tb2h", "fw2h", "sw2h", "gc2h"] {
         let hour = hour_now();
         let admitted = paced([&a, &b, &c], key, &format!("paced{run}")).await;
         let windows = 1 + hour_now() - hour;

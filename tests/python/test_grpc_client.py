@@ -63,6 +63,26 @@ def test_a_period_of_several_units(server):
     assert [l.unit_multiplier for r in listed for l in r.limits] == [30]
 
 
+def test_gcra_spaces_calls(server):
+    """GCRA over gRPC: 1 a second with a burst of 2 admits two at once, then waits; the rule
+    reads back with its algorithm and burst."""
+    from sluice.v1 import sluice_pb2 as pb, sluice_pb2_grpc
+
+    stub = sluice_pb2_grpc.SluiceStub(server)
+    rule = pb.Rule(
+        domain="sluice",
+        descriptors=[pb.DescriptorEntry(key="user_id", value="py-gcra")],
+        limits=[pb.Limit(requests_per_unit=1, unit=pb.UNIT_SECOND, algorithm=pb.ALGORITHM_GCRA, burst=2)],
+    )
+    stub.UpdateRules(pb.UpdateRulesRequest(rules=[rule], actor="pytest"), metadata=ADMIN)
+    subject = pb.Subject(user_id="py-gcra", tier=pb.TIER_STD, endpoint="/x", client_ip="10.0.0.8")
+    replies = [stub.ShouldAllow(pb.ShouldAllowRequest(subject=subject)) for _ in range(3)]
+    assert [r.allowed for r in replies] == [True, True, False]
+    listed = stub.ListRules(pb.ListRulesRequest(domain="sluice")).rules
+    mine = [r for r in listed if [d.value for d in r.descriptors] == ["py-gcra"]]
+    assert [(l.algorithm, l.burst) for r in mine for l in r.limits] == [(pb.ALGORITHM_GCRA, 2)]
+
+
 def test_should_rate_limit(server):
     from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
     from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2

@@ -5,7 +5,10 @@
 //! - token bucket: over any interval of length T, admitted hits ≤ capacity + rate·T;
 //! - fixed window: admitted hits in one epoch-aligned window ≤ limit;
 //! - sliding window: admitted hits in any interval of one unit ≤ limit (ten sub-windows; it may
-//!   under-admit by up to one sub-window's worth, never over-admit).
+//!   under-admit by up to one sub-window's worth, never over-admit);
+//! - GCRA: over any interval of length T, admitted hits ≤ burst + rate·T, and with a burst of 1
+//!   two admitted hits are at least period ÷ limit apart (spacings rounded up to a nanosecond:
+//!   it may under-admit by that, never over-admit).
 //!
 //! Concurrency lives one level up (`engine` keeps each state behind a mutex); this module does not
 //! know about keys, caches or rules.
@@ -57,6 +60,10 @@ pub enum BucketState {
         count: u64,
     },
     Sliding(Box<SlidingRing>),
+    /// GCRA's theoretical arrival time: when the key is back at its full burst.
+    Gcra {
+        tat: Nanos,
+    },
 }
 
 /// Counts for the current sub-window and the `SLIDING_SLOTS` before it.
@@ -82,6 +89,7 @@ impl BucketState {
             Algorithm::TokenBucket => self.token(quota, now, hits, op),
             Algorithm::FixedWindow => self.fixed(quota, now, hits, op),
             Algorithm::SlidingWindow => self.sliding(quota, now, hits, op),
+            Algorithm::Gcra => self.gcra(quota, now, hits, op),
         }
     }
 
@@ -268,6 +276,59 @@ impl BucketState {
             remaining: quota.limit.saturating_sub(used),
             reset_after,
             retry_after,
+        }
+    }
+}
+
+impl BucketState {
+    /// GCRA: each hit moves the theoretical arrival time (`tat`) one spacing (period ÷ limit,
+    /// rounded up to a nanosecond) past `max(tat, now)`; hits are admitted while the new `tat`
+    /// is at most the tolerance (`capacity` spacings) ahead of now. Every move is a whole number
+    /// of spacings, so the bound is exact: `n` hits need `n` spacings of time beyond the burst.
+    fn gcra(&mut self, quota: &Quota, now: Nanos, hits: u64, op: Op) -> Outcome {
+        let window = quota.window_nanos() as u128;
+        let limit = quota.limit.max(1) as u128;
+        let one = div_ceil_u128(window, limit);
+        let spacing = |n: u128| n.saturating_mul(one);
+        let tolerance = spacing(quota.capacity as u128);
+        let tat = match *self {
+            BucketState::Gcra { tat } => tat.max(now),
+            // A fresh key, or one left by a different algorithm after a rule change.
+            _ => now,
+        } as u128;
+        let now128 = now as u128;
+        let next = tat.saturating_add(spacing(hits as u128));
+        let fits = |next: u128| next - now128 <= tolerance;
+        let (allowed, tat) = match op {
+            Op::Consume if fits(next) => (true, next),
+            Op::Consume => (false, tat),
+            Op::Check => (fits(tat.saturating_add(spacing(1))), tat),
+            Op::Refund => (true, tat.saturating_sub(spacing(hits as u128)).max(now128)),
+        };
+        let tat = tat.min(u64::MAX as u128);
+        *self = BucketState::Gcra { tat: tat as Nanos };
+        let backlog = tat - now128;
+        let remaining = div_u128(tolerance - backlog.min(tolerance), one);
+        let retry_after = if allowed {
+            0
+        } else {
+            let need = if op == Op::Check {
+                spacing(1)
+            } else {
+                spacing(hits as u128)
+            };
+            if need > tolerance {
+                // Can never fit: the honest hint is "once the key is back at its full burst".
+                backlog
+            } else {
+                (tat + need - tolerance).saturating_sub(now128)
+            }
+        };
+        Outcome {
+            allowed,
+            remaining: remaining.min(u64::MAX as u128) as u64,
+            reset_after: backlog.min(u64::MAX as u128) as Nanos,
+            retry_after: retry_after.min(u64::MAX as u128) as Nanos,
         }
     }
 }

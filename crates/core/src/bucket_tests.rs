@@ -114,6 +114,49 @@ fn token_bucket_cases() {
 }
 
 #[test]
+fn gcra_cases() {
+    use Op::*;
+    let t0 = 1_700_000_000 * S;
+    // 10 per second, one at a time: a hit every 100 ms.
+    let q = quota(Algorithm::Gcra, 10, Unit::Second, 1);
+    check(
+        "evenly spaced",
+        q,
+        &[
+            step(t0, 1, Consume, true, 0),
+            step(t0 + 50_000_000, 1, Consume, false, 0),
+            step(t0 + 100_000_000, 1, Check, true, 1),
+            step(t0 + 100_000_000, 1, Consume, true, 0),
+            step(t0 + 100_000_000, 1, Refund, true, 1),
+            step(t0 + 100_000_000, 2, Consume, false, 1),
+        ],
+    );
+    // 60 per minute with a burst of 3: three at once, then one a second.
+    let burst = quota(Algorithm::Gcra, 60, Unit::Minute, 3);
+    check(
+        "a burst of three",
+        burst,
+        &[
+            step(t0, 3, Consume, true, 0),
+            step(t0, 1, Consume, false, 0),
+            step(t0 + S, 1, Consume, true, 0),
+            step(t0 + 10 * S, 1, Check, true, 3),
+            step(t0 + 10 * S, 4, Consume, false, 3),
+        ],
+    );
+    // What a denial says: retry when the spacing is over; reset when the burst is whole again.
+    let mut state = BucketState::default();
+    state.apply(&burst, t0, 3, Consume);
+    let denied = state.apply(&burst, t0 + S / 2, 1, Consume);
+    assert_eq!(
+        (denied.retry_after, denied.reset_after),
+        (S / 2, 3 * S - S / 2)
+    );
+    // The state is one timestamp.
+    assert_eq!(state, BucketState::Gcra { tat: t0 + 3 * S });
+}
+
+#[test]
 fn fixed_window_cases() {
     use Op::*;
     let t0 = 1_700_000_020 * S; // 40 s into a minute (1_699_999_980 is a minute boundary)
@@ -187,6 +230,10 @@ fn schedule() -> impl Strategy<Value = Vec<(u64, u64)>> {
     )
 }
 
+fn any_algorithm() -> impl Strategy<Value = Algorithm> {
+    prop::sample::select(Algorithm::ALL.to_vec())
+}
+
 fn run(q: Quota, schedule: &[(u64, u64)]) -> Vec<(Nanos, u64)> {
     let mut state = BucketState::default();
     let mut now = 1_700_000_000 * S + 123;
@@ -206,7 +253,7 @@ proptest! {
     /// fit, not before the window (or the bucket) has fully recovered.
     #[test]
     fn extreme_hits_saturate(
-        alg in prop_oneof![Just(Algorithm::TokenBucket), Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow)],
+        alg in any_algorithm(),
         limit in 1u64..1_000,
         used in 0u64..1_000,
         hits in prop_oneof![Just(u64::MAX), Just(u64::MAX - 1), Just(u64::MAX / 2), 1_000u64..u64::MAX],
@@ -257,7 +304,7 @@ proptest! {
     /// period), the token bucket never more than its capacity plus the refill.
     #[test]
     fn a_period_of_several_units_holds_for_every_algorithm(
-        alg in prop_oneof![Just(Algorithm::TokenBucket), Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow)],
+        alg in any_algorithm(),
         limit in 1u64..20,
         multiplier in 1u32..5,
         sched in schedule(),
@@ -267,7 +314,7 @@ proptest! {
         prop_assert_eq!(q.window_nanos(), period);
         let admitted = run(q, &sched);
         match alg {
-            Algorithm::TokenBucket => assert_never_over(&admitted, 10 * S, |elapsed| {
+            Algorithm::TokenBucket | Algorithm::Gcra => assert_never_over(&admitted, 10 * S, |elapsed| {
                 limit as u128 + (elapsed as u128 * limit as u128) / period as u128
             }),
             Algorithm::SlidingWindow => assert_never_over(&admitted, period, |_| limit as u128),
@@ -285,9 +332,48 @@ proptest! {
         }
     }
 
+    /// GCRA admits as a token bucket of capacity `burst` would: never more than the burst plus
+    /// the rate over any interval.
+    #[test]
+    fn gcra_never_exceeds_burst_plus_rate(
+        limit in 1u64..20, burst in 1u64..20, multiplier in 1u32..4, sched in schedule()
+    ) {
+        let q = Quota { multiplier, ..quota(Algorithm::Gcra, limit, Unit::Second, burst) };
+        let period = q.window_nanos();
+        let admitted = run(q, &sched);
+        assert_never_over(&admitted, 10 * S, |elapsed| {
+            burst as u128 + (elapsed as u128 * limit as u128) / period as u128
+        });
+    }
+
+    /// With a burst of 1, GCRA spaces admitted hits at least period ÷ limit apart (a hit of
+    /// `n` counts as `n` spacings), and a client that waits the spacing is always admitted.
+    #[test]
+    fn gcra_spaces_hits_evenly(limit in 1u64..50, sched in schedule()) {
+        let q = quota(Algorithm::Gcra, limit, Unit::Second, 1);
+        let spacing = S.div_ceil(limit);
+        let mut state = BucketState::default();
+        let mut now = 1_700_000_000 * S + 7;
+        let mut last: Option<Nanos> = None;
+        for &(gap_ms, _) in &sched {
+            now += gap_ms * 1_000_000;
+            let out = state.apply(&q, now, 1, Op::Consume);
+            if out.allowed {
+                if let Some(before) = last {
+                    prop_assert!(now - before >= spacing, "{} ns apart, spacing {spacing}", now - before);
+                }
+                last = Some(now);
+            } else {
+                let before = last.expect("a first hit is always admitted");
+                prop_assert!(now - before < spacing, "refused {} ns after the last, spacing {spacing}", now - before);
+                prop_assert_eq!(out.retry_after, before + spacing - now, "retry when the spacing is over");
+            }
+        }
+    }
+
     #[test]
     fn refund_after_consume_restores_remaining(
-        alg in prop_oneof![Just(Algorithm::TokenBucket), Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow)],
+        alg in any_algorithm(),
         used in 0u64..10, hits in 1u64..5
     ) {
         let q = quota(alg, 20, Unit::Minute, 20);

@@ -78,6 +78,10 @@ pub enum Algorithm {
     FixedWindow,
     /// A window of one unit that slides with time, kept as ten sub-windows.
     SlidingWindow,
+    /// The generic cell rate algorithm: one timestamp per key (the theoretical arrival time),
+    /// requests spaced a period ÷ limit apart, `burst` of them at once at most (default 1: evenly
+    /// spaced). Admits as a token bucket of capacity `burst` would, from less state.
+    Gcra,
 }
 
 impl Algorithm {
@@ -86,6 +90,23 @@ impl Algorithm {
             Algorithm::TokenBucket => "token_bucket",
             Algorithm::FixedWindow => "fixed_window",
             Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::Gcra => "gcra",
+        }
+    }
+
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::TokenBucket,
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::Gcra,
+    ];
+
+    /// The capacity when a limit names no `burst`: a token bucket holds a whole period's
+    /// requests; GCRA spaces requests evenly (one at a time), which is why one chooses it.
+    pub fn default_capacity(self, requests_per_unit: u64) -> u64 {
+        match self {
+            Algorithm::Gcra => 1,
+            _ => requests_per_unit,
         }
     }
 }
@@ -165,7 +186,9 @@ impl LimitSpec {
             limit: rate.requests_per_unit,
             unit: rate.unit,
             multiplier: rate.unit_multiplier.max(1),
-            capacity: self.burst.unwrap_or(rate.requests_per_unit),
+            capacity: self
+                .burst
+                .unwrap_or(self.algorithm.default_capacity(rate.requests_per_unit)),
             algorithm: self.algorithm,
         })
     }
@@ -180,19 +203,19 @@ pub struct Quota {
     pub unit: Unit,
     /// Units in the period (1: one unit).
     pub multiplier: u32,
-    /// Token-bucket capacity (ignored by the window algorithms).
+    /// Token-bucket capacity, GCRA's burst (ignored by the window algorithms).
     pub capacity: u64,
     pub algorithm: Algorithm,
 }
 
 impl Quota {
-    /// `rate` with no burst: capacity equals the limit.
+    /// `rate` with no burst named: the algorithm's default capacity.
     pub fn without_burst(rate: Rate, algorithm: Algorithm) -> Quota {
         Quota {
             limit: rate.requests_per_unit,
             unit: rate.unit,
             multiplier: rate.unit_multiplier.max(1),
-            capacity: rate.requests_per_unit,
+            capacity: algorithm.default_capacity(rate.requests_per_unit),
             algorithm,
         }
     }
@@ -216,7 +239,8 @@ impl Quota {
     pub fn full_recovery(&self) -> u64 {
         let window = self.window_nanos();
         match self.algorithm {
-            Algorithm::TokenBucket => ((self.capacity as u128 * window as u128)
+            // GCRA's timestamp runs at most `capacity` spacings ahead of the last use.
+            Algorithm::TokenBucket | Algorithm::Gcra => ((self.capacity as u128 * window as u128)
                 .div_ceil(self.limit.max(1) as u128))
             .min(u64::MAX as u128) as u64,
             Algorithm::FixedWindow => window,

@@ -1,7 +1,9 @@
 -- The bucket arithmetic of the core (crates/core/src/bucket.rs) in milliseconds, on Redis's own
 -- clock (so replicas' clocks cannot skew a bucket). States are strings "<algorithm> <numbers>":
 -- "t credit last" (credit in token x window_ms units), "f window_start count",
--- "s newest_slot c0 .. c10". Ops: c consume, k check, r refund, a add (count hits admitted
+-- "s newest_slot c0 .. c10", "g tat_us" (GCRA's theoretical arrival time in microseconds: a
+-- spacing of a millisecond would cap GCRA at 1,000 a second; a microsecond caps it at a million,
+-- under-admitting beyond, never over). Ops: c consume, k check, r refund, a add (count hits admitted
 -- elsewhere, unconditionally: the cached mode's flush and the exact mode's reconciliation; a
 -- token bucket's credit may go below zero, a debt repaid by refill before anything is admitted).
 -- A value that is not a state this script wrote (another type, garbage, a window or slot in the
@@ -11,6 +13,7 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local SLOTS = 10
 local RING = SLOTS + 1
 
@@ -42,12 +45,21 @@ end
 
 local BIG = 9007199254740992 -- 2^53: beyond it a double no longer counts exactly.
 
+-- GCRA's spacing in microseconds (the period / limit, rounded up: never over-admits).
+local function spacing_us(limit, win)
+  return math.ceil(win * 1000 / math.max(limit, 1))
+end
+
 -- Whether `s` is a state of `algo` this script could have written (for a limit of `limit` per
 -- window of `win` ms); a state of another algorithm is a rule change, not damage.
-local function valid(s, algo, cap, win)
+local function valid(s, algo, limit, cap, win)
   if #s == 0 then return true end
-  if s[1] ~= 't' and s[1] ~= 'f' and s[1] ~= 's' then return false end
+  if s[1] ~= 't' and s[1] ~= 'f' and s[1] ~= 's' and s[1] ~= 'g' then return false end
   if s[1] ~= algo then return true end
+  if algo == 'g' then
+    -- At most a burst ahead, and a burst's debt more (op 'a').
+    return #s == 2 and num(s[2], 0, now_us + 2 * cap * spacing_us(limit, win)) ~= nil
+  end
   if algo == 't' then
     return #s == 3 and num(s[2], -cap * win, BIG) ~= nil and num(s[3], 0, now + win) ~= nil
   elseif algo == 'f' then
@@ -63,9 +75,9 @@ local function valid(s, algo, cap, win)
 end
 
 -- The fields at `key`, reset (and counted) when they are not a state of `algo`.
-local function parse_checked(key, algo, cap, win)
+local function parse_checked(key, algo, limit, cap, win)
   local s = read(key)
-  if not valid(s, algo, cap, win) then
+  if not valid(s, algo, limit, cap, win) then
     repaired = repaired + 1
     return {}
   end
@@ -198,9 +210,44 @@ local function sliding(s, limit, win, hits, op)
   return ok, math.max(0, limit - used), reset, retry, table.concat(parts, ' ')
 end
 
+-- As the core's `BucketState::gcra`, in microseconds; times returned in milliseconds, rounded
+-- up (a retry is never advised early).
+local function gcra(s, limit, cap, win, hits, op)
+  local one = spacing_us(limit, win)
+  local tolerance = cap * one
+  local tat = now_us
+  if s[1] == 'g' then tat = math.max(now_us, tonumber(s[2])) end
+  local function fits(next) return next - now_us <= tolerance end
+  local ok
+  if op == 'c' then
+    ok = fits(tat + hits * one)
+    if ok then tat = tat + hits * one end
+  elseif op == 'k' then
+    ok = fits(tat + one)
+  elseif op == 'a' then
+    -- Owed beyond the burst, at most a burst's worth more (as the token bucket's debt).
+    tat = math.min(tat + hits * one, now_us + 2 * tolerance)
+    ok = true
+  else
+    tat = math.max(now_us, tat - hits * one)
+    ok = true
+  end
+  local backlog = tat - now_us
+  local retry = 0
+  if not ok then
+    local need = hits * one
+    if op == 'k' then need = one end
+    if need > tolerance then retry = backlog else retry = math.max(0, tat + need - tolerance - now_us) end
+  end
+  local remaining = math.floor(math.max(0, tolerance - backlog) / one)
+  return ok, remaining, math.ceil(backlog / 1000), math.ceil(retry / 1000), 'g ' .. fmt(tat)
+end
+
 local function apply(algo, s, limit, cap, win, hits, op)
   if algo == 't' then
     return token(s, limit, cap, win, hits, op)
+  elseif algo == 'g' then
+    return gcra(s, limit, cap, win, hits, op)
   elseif algo == 'f' then
     return fixed(s, limit, win, hits, op)
   end

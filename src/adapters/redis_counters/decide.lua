@@ -1,6 +1,6 @@
 -- One decision's bucket operations, atomically (buckets.lua is prepended).
 -- KEYS[i]: the bucket of operation i.
--- ARGV, 8 per operation: algorithm (t|f|s), limit, capacity, window_ms, hits,
+-- ARGV, 8 per operation: algorithm (t|f|s|g), limit, capacity, window_ms, hits,
 --   op (c: consume, k: check, r: refund), enforced (1|0), ttl_ms.
 -- Returns 4 integers per operation: allowed (1|0), remaining, reset_after_ms, retry_after_ms;
 -- then the number of keys whose value was not a bucket state and was reset (buckets.lua).
@@ -13,7 +13,7 @@ for i = 1, #KEYS do
   local algo, op = ARGV[b + 1], ARGV[b + 6]
   local limit, cap, win = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local hits = tonumber(ARGV[b + 5])
-  local s = parse_checked(KEYS[i], algo, cap, win)
+  local s = parse_checked(KEYS[i], algo, limit, cap, win)
   if #s > 0 then saved[i] = table.concat(s, ' ') end
   local ok, remaining, reset, retry, state = apply(algo, s, limit, cap, win, hits, op)
   if (not ok) and op == 'c' and ARGV[b + 7] == '1' then denied = true end

@@ -413,11 +413,13 @@ fn algorithm_code(algorithm: Algorithm) -> &'static str {
         Algorithm::TokenBucket => "t",
         Algorithm::FixedWindow => "f",
         Algorithm::SlidingWindow => "s",
+        Algorithm::Gcra => "g",
     }
 }
 
 /// A state string of `buckets.lua` as the core's `BucketState`, on this replica's clock: token
 /// credit is in token x window units either way (milliseconds there, nanoseconds here, so × 10^6);
+/// GCRA's arrival time is kept as how far ahead of Redis's clock it was;
 /// the refill instant is moved by the clocks' difference; windows and slots are epoch-aligned.
 /// A token debt (negative credit, hits admitted beyond it) is no credit until the refill at
 /// `limit` per millisecond has repaid it: the refill instant moves that far ahead.
@@ -448,6 +450,17 @@ fn shared_state(
                 credit: 0,
                 last: last.saturating_add(repaid_in_ns),
             }
+        });
+    }
+    if kind == "g" {
+        // GCRA's arrival time in microseconds on Redis's clock: kept as how far ahead of now.
+        let [tat_us] = parts.collect::<Vec<_>>().as_slice().try_into().ok()?;
+        let tat_us: i64 = tat_us.parse().ok()?;
+        let ahead_us = tat_us
+            .saturating_sub(redis_now_ms.saturating_mul(1_000))
+            .max(0) as u64;
+        return Some(BucketState::Gcra {
+            tat: local_now.saturating_add(ahead_us.saturating_mul(1_000)),
         });
     }
     let numbers: Vec<u64> = parts.map(|p| p.parse().ok()).collect::<Option<_>>()?;

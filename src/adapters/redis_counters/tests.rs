@@ -38,6 +38,19 @@ fn state_strings_become_bucket_states() {
             }),
         ),
         ("s 42 0 0 0 7 0 0 0 0 0 0 0", Some(ring)),
+        // GCRA: 1.5 s ahead of Redis's now is 1.5 s ahead of ours; a time passed is now.
+        (
+            "g 1700000002000000",
+            Some(BucketState::Gcra {
+                tat: local_now + 1_500_000_000,
+            }),
+        ),
+        (
+            "g 1600000000000000",
+            Some(BucketState::Gcra { tat: local_now }),
+        ),
+        ("g 1 2", None),
+        ("g x", None),
         // Anything else is not adopted.
         ("s 42 0 0 7", None),
         ("t 5000", None),
