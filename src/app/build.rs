@@ -28,11 +28,13 @@ use crate::service::fleet::{self, Fleet};
 use crate::service::handles::Handles;
 use crate::service::history_writer::{History, HistoryConfig};
 use crate::service::latency::Latency;
+use crate::service::leases::Leases;
 use crate::service::minute_exchange::MinuteExchange;
 use crate::service::minute_loop::{MinuteLoop, MinuteLoopParts};
 use crate::service::model_slot::ModelSlot;
 use crate::service::quotas::Quotas;
 use crate::service::readiness::Readiness;
+use crate::service::reservations::Reservations;
 use crate::service::rules_file_follower::RulesFileWatch;
 use crate::service::rules_manager::RulesManager;
 use crate::service::telemetry::Metrics;
@@ -137,8 +139,12 @@ pub async fn build(
             tick,
         ))
     });
+    let decider = Decider::new(engine.clone(), fleet.clone());
+    let shared = fleet.as_ref().map(|f| f.counters().clone());
     let handles = Arc::new(Handles {
-        decider: Decider::new(engine.clone(), fleet.clone()),
+        leases: Arc::new(Leases::new(shared.clone())),
+        reservations: Arc::new(Reservations::new(decider.clone(), shared)),
+        decider,
         engine,
         fleet,
         exchange,

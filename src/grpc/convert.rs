@@ -241,3 +241,14 @@ pub fn action_reason(kind: ActionKind) -> pb::Reason {
         ActionKind::Throttle { .. } => pb::Reason::ThrottledAnomaly,
     }
 }
+
+/// Why a `ShouldAllow`-like verdict ended as it did: within limits, an anomaly action, a
+/// forecast cut, or a limit.
+pub fn verdict_reason(verdict: &sluice_core::engine::Verdict, allowed: bool) -> pb::Reason {
+    match verdict.anomaly {
+        _ if allowed => pb::Reason::WithinLimit,
+        Some(hit) if hit.denied && !hit.shadow => action_reason(hit.kind),
+        _ if verdict.forecast_cut => pb::Reason::ThrottledForecast,
+        _ => pb::Reason::OverLimit,
+    }
+}

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod history_api;
 pub mod incoming;
 pub mod learning_api;
+pub mod limits_api;
 pub mod lists_api;
 mod operators_api;
 pub mod requests;
@@ -43,9 +44,12 @@ pub enum ApiError {
     NotReady(String),
     #[error(transparent)]
     Data(#[from] DatabaseError),
-    /// The shared counters (Redis) did not answer an admin change (a reset).
+    /// The shared counters (Redis) did not answer (an admin's reset, a lease, a reservation).
     #[error("{0}")]
     CountersUnavailable(String),
+    /// A bounded table is full (leases' keys, unsettled reservations).
+    #[error("{0}")]
+    Exhausted(String),
     /// A task of ours failed (panicked); a bug.
     #[error("{0}")]
     Internal(String),
@@ -90,6 +94,8 @@ impl From<ApiError> for Status {
             ApiError::Internal(_) => Status::internal(message),
             // Redis is down or slow: the local part is done; retry once it answers.
             ApiError::CountersUnavailable(_) => Status::unavailable(message),
+            // A cap on live state is reached: retrying after others settle or expire can succeed.
+            ApiError::Exhausted(_) => Status::resource_exhausted(message),
             // The database is down, locked or not connected yet: retryable, and for Envoy's
             // ext-ratelimit filter UNAVAILABLE is what `failure_mode_deny` keys on. Decisions never
             // reach this arm: they do not touch the database.

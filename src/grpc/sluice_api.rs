@@ -7,12 +7,13 @@ use std::sync::Arc;
 use super::ApiError;
 use super::auth::CheckAdmin;
 use super::convert::{
-    action_reason, algorithm_to_proto, duration, rule_from_proto, rule_to_proto,
-    subject_from_proto, unit_to_proto,
+    algorithm_to_proto, duration, rule_from_proto, rule_to_proto, subject_from_proto,
+    unit_to_proto, verdict_reason,
 };
 use crate::proto::sluice::v1 as pb;
 use crate::proto::sluice::v1::sluice_server::Sluice;
 use crate::service::handles::Handles;
+use crate::service::reservations::Settle;
 
 use sluice_core::headers;
 use sluice_core::headers::HeaderStyle;
@@ -26,7 +27,10 @@ pub struct SluiceApi {
 }
 
 impl SluiceApi {
-    fn domain<'a>(&'a self, requested: &'a str) -> std::result::Result<&'a str, ValidationError> {
+    pub(super) fn domain<'a>(
+        &'a self,
+        requested: &'a str,
+    ) -> std::result::Result<&'a str, ValidationError> {
         if requested.is_empty() {
             Ok(&self.handles.default_domain)
         } else {
@@ -55,7 +59,7 @@ impl SluiceApi {
     }
 
     /// Who the audit log records: the request's `actor`, else the caller's address.
-    fn actor<T>(request: &Request<T>, named: &str) -> String {
+    pub(super) fn actor<T>(request: &Request<T>, named: &str) -> String {
         if !named.is_empty() {
             return named.chars().take(200).collect();
         }
@@ -106,12 +110,7 @@ impl Sluice for SluiceApi {
             headers,
             rule_id: limit.map_or_else(String::new, |l| l.label.rule_id.clone()),
             limit_name: limit.map_or_else(String::new, |l| l.label.name.clone()),
-            reason: match verdict.anomaly {
-                _ if allowed => pb::Reason::WithinLimit,
-                Some(hit) if hit.denied && !hit.shadow => action_reason(hit.kind),
-                _ if verdict.forecast_cut => pb::Reason::ThrottledForecast,
-                _ => pb::Reason::OverLimit,
-            } as i32,
+            reason: verdict_reason(&verdict, allowed) as i32,
             shadow: verdict.shadow_over,
             anomaly_score: verdict.anomaly.map_or(0.0, |h| h.score),
         }))
@@ -387,6 +386,70 @@ impl Sluice for SluiceApi {
             buckets_reset: reset as u32,
             actions_lifted: lifted as u32,
         }))
+    }
+
+    async fn reset_key(
+        &self,
+        request: Request<pb::ResetKeyRequest>,
+    ) -> RpcResult<pb::ResetKeyResponse> {
+        self.handles.admin.check(&request)?;
+        Ok(Response::new(self.reset_key_call(&request).await?))
+    }
+
+    async fn acquire_lease(
+        &self,
+        request: Request<pb::AcquireLeaseRequest>,
+    ) -> RpcResult<pb::AcquireLeaseResponse> {
+        Ok(Response::new(
+            self.acquire_lease_call(request.get_ref()).await?,
+        ))
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<pb::RenewLeaseRequest>,
+    ) -> RpcResult<pb::RenewLeaseResponse> {
+        Ok(Response::new(
+            self.renew_lease_call(request.get_ref()).await?,
+        ))
+    }
+
+    async fn release_lease(
+        &self,
+        request: Request<pb::ReleaseLeaseRequest>,
+    ) -> RpcResult<pb::ReleaseLeaseResponse> {
+        Ok(Response::new(
+            self.release_lease_call(request.get_ref()).await?,
+        ))
+    }
+
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> RpcResult<pb::ReserveResponse> {
+        Ok(Response::new(self.reserve_call(request.get_ref()).await?))
+    }
+
+    async fn commit_reservation(
+        &self,
+        request: Request<pb::CommitReservationRequest>,
+    ) -> RpcResult<pb::SettleReservationResponse> {
+        let req = request.get_ref();
+        Ok(Response::new(
+            self.settle_call(&req.reservation_id, Settle::Commit, &req.actual)
+                .await?,
+        ))
+    }
+
+    async fn cancel_reservation(
+        &self,
+        request: Request<pb::CancelReservationRequest>,
+    ) -> RpcResult<pb::SettleReservationResponse> {
+        let req = request.get_ref();
+        Ok(Response::new(
+            self.settle_call(&req.reservation_id, Settle::Cancel, &[])
+                .await?,
+        ))
     }
 
     async fn update_client_list(

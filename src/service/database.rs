@@ -102,6 +102,21 @@ impl Database {
         Ok(self.connected()?.rule_audit(rule_id, limit).await?)
     }
 
+    /// Writes an admin action that is not a rule change to the rule audit log.
+    pub async fn audit_event(
+        &self,
+        now_ms: i64,
+        actor: &str,
+        action: &str,
+        rule_id: &str,
+        body: &str,
+    ) -> Result<(), DatabaseError> {
+        Ok(self
+            .connected()?
+            .audit_event(now_ms, actor, action, rule_id, body)
+            .await?)
+    }
+
     pub async fn forecasts(
         &self,
         query: &HistoryQuery,

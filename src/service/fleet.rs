@@ -257,7 +257,7 @@ impl Fleet {
         now: Nanos,
     ) -> Verdict {
         let prepared = engine.prepare_descriptors(domain, inputs, now);
-        let outcomes = self.settle(engine, &prepared, now).await;
+        let outcomes = self.settle_prepared(engine, &prepared, now).await;
         engine.conclude(&Engine::descriptor_caller(inputs), prepared, &outcomes, now)
     }
 
@@ -271,11 +271,13 @@ impl Fleet {
         now: Nanos,
     ) -> Verdict {
         let prepared = engine.prepare_allow(domain, subject, cost, now);
-        let outcomes = self.settle(engine, &prepared, now).await;
+        let outcomes = self.settle_prepared(engine, &prepared, now).await;
         engine.conclude(subject, prepared, &outcomes, now)
     }
 
-    async fn settle(
+    /// Runs a prepared decision's bucket operations on the shared counters, under the budget,
+    /// breaker and failure policy every decision has (a reservation goes through here too).
+    pub async fn settle_prepared(
         self: &Arc<Self>,
         engine: &Engine,
         prepared: &Prepared,

@@ -50,6 +50,10 @@ pub struct Handles {
     pub admin: AdminToken,
     /// The RLQS quota board: Envoys' buckets and their shares.
     pub quotas: Arc<Quotas>,
+    /// Concurrency leases, here or on the shared counters.
+    pub leases: Arc<crate::service::leases::Leases>,
+    /// Reservations waiting to be settled, here or on the shared counters.
+    pub reservations: Arc<crate::service::reservations::Reservations>,
     /// Rule changes: validated, stored, then put in force.
     pub rules: Arc<RulesManager>,
     /// The minute loop: its status, corrections, training.

@@ -144,6 +144,26 @@ macro_rules! backend {
                 Ok(())
             }
 
+            /// An audit row that is not a rule change (an admin's `reset` of a key's counters),
+            /// at the rules' current revision.
+            pub async fn audit_event(
+                pool: &$pool,
+                now_ms: i64,
+                actor: &str,
+                action: &str,
+                rule_id: &str,
+                body: &str,
+            ) -> Result<()> {
+                let mut tx = pool.begin().await?;
+                let (revision,): (i64,) =
+                    sqlx::query_as("SELECT COALESCE(MAX(revision), 0) FROM rule_audit")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                audit(&mut tx, revision, now_ms, actor, action, rule_id, None, Some(body)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             /// The newest `limit` changes, of `rule_id` only when it is not empty.
             pub async fn audit_log(
                 pool: &$pool,

@@ -84,7 +84,7 @@ pub struct AuditEntry {
     pub revision: u64,
     pub at_ms: i64,
     pub actor: String,
-    /// `create`, `update` or `delete`.
+    /// `create`, `update` or `delete`; `reset` for a key's counters reset (`after`: what).
     pub action: String,
     pub rule_id: String,
     pub before: Option<String>,
@@ -263,6 +263,28 @@ impl Store {
             match &self.pool {
                 Pool::Sqlite(p) => backend::sqlite::audit_log(p, rule_id, limit).await,
                 Pool::Postgres(p) => backend::postgres::audit_log(p, rule_id, limit).await,
+            }
+        })
+        .await
+    }
+
+    /// Records an admin action that is not a rule change (`reset`) in the rule audit log.
+    pub async fn audit_event(
+        &self,
+        now_ms: i64,
+        actor: &str,
+        action: &str,
+        rule_id: &str,
+        body: &str,
+    ) -> Result<()> {
+        self.within(async {
+            match &self.pool {
+                Pool::Sqlite(p) => {
+                    backend::sqlite::audit_event(p, now_ms, actor, action, rule_id, body).await
+                }
+                Pool::Postgres(p) => {
+                    backend::postgres::audit_event(p, now_ms, actor, action, rule_id, body).await
+                }
             }
         })
         .await

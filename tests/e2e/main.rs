@@ -15,6 +15,7 @@ mod forecast_history;
 mod forecasting;
 mod http;
 mod learning;
+mod limits;
 mod operators;
 mod outage;
 mod rlqs_fleet;

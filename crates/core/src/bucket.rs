@@ -30,6 +30,10 @@ pub enum Op {
     /// Give `hits` back (Envoy's `is_negative_hits`, or undoing a consume whose request was denied
     /// by another limit).
     Refund,
+    /// Count `hits` that were spent already, whether or not they fit (a reservation committed at
+    /// more than it reserved): beyond the allowance they are a debt, repaid before anything
+    /// more is admitted, of at most a full allowance (as the shared counters' `a`).
+    Add,
 }
 
 /// The result of one operation on one bucket.
@@ -108,7 +112,7 @@ impl BucketState {
             _ => (full, now),
         };
         // Time never runs backwards for a bucket: mildly disordered replays refill nothing.
-        let last = if now > last {
+        let mut last = if now > last {
             credit = credit
                 .saturating_add(((now - last) as u128).saturating_mul(rate))
                 .min(full);
@@ -117,9 +121,11 @@ impl BucketState {
             last
         };
         let needed = hits as u128 * per_token;
+        // Repaying a debt (`Op::Add`): not even a request of no hits is admitted meanwhile.
+        let in_debt = last > now;
         let allowed = match op {
             Op::Consume => {
-                let ok = credit >= needed;
+                let ok = credit >= needed && !in_debt;
                 if ok {
                     credit -= needed;
                 }
@@ -128,6 +134,17 @@ impl BucketState {
             Op::Check => credit >= per_token,
             Op::Refund => {
                 credit = (credit + needed).min(full);
+                true
+            }
+            Op::Add => {
+                // A debt beyond the credit: no refill counts until it is repaid (the refill
+                // instant moves ahead by the time the refill takes to repay it).
+                let debt = needed.saturating_sub(credit).min(full);
+                credit = credit.saturating_sub(needed);
+                last =
+                    last.saturating_add(
+                        div_ceil_u128(debt, rate.max(1)).min(u64::MAX as u128) as Nanos
+                    );
                 true
             }
         };
@@ -184,6 +201,10 @@ impl BucketState {
                 count = count.saturating_sub(hits);
                 true
             }
+            Op::Add => {
+                count = count.saturating_add(hits);
+                true
+            }
         };
         *self = BucketState::Fixed {
             window_start,
@@ -231,6 +252,11 @@ impl BucketState {
                 ok
             }
             Op::Check => used < quota.limit,
+            Op::Add => {
+                let c = &mut ring.counts[(slot % ring_len) as usize];
+                *c = c.saturating_add(hits);
+                true
+            }
             Op::Refund => {
                 // Give back from the newest slots first: they were the ones just consumed.
                 let mut left = hits;
@@ -304,6 +330,11 @@ impl BucketState {
             Op::Consume => (false, tat),
             Op::Check => (fits(tat.saturating_add(spacing(1))), tat),
             Op::Refund => (true, tat.saturating_sub(spacing(hits as u128)).max(now128)),
+            // Owed beyond the burst, at most a burst's worth more (as the token bucket's debt).
+            Op::Add => (
+                true,
+                next.min(now128.saturating_add(tolerance.saturating_mul(2))),
+            ),
         };
         let tat = tat.min(u64::MAX as u128);
         *self = BucketState::Gcra { tat: tat as Nanos };

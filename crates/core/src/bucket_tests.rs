@@ -156,6 +156,40 @@ fn gcra_cases() {
     assert_eq!(state, BucketState::Gcra { tat: t0 + 3 * S });
 }
 
+/// Hits added beyond the allowance (a reservation committed above its estimate) are a debt:
+/// nothing more is admitted until it is repaid, by refill or by the window turning.
+#[test]
+fn added_hits_beyond_the_allowance_are_owed() {
+    let t0 = 1_700_000_000 * S;
+    let ms = 1_000_000;
+    // (algorithm, admitted again at +600 ms: the refill repaid 5 of debt and 1 more)
+    for (algorithm, again_at_600ms) in [
+        (Algorithm::TokenBucket, true),
+        (Algorithm::Gcra, true),
+        (Algorithm::FixedWindow, false),
+        (Algorithm::SlidingWindow, false),
+    ] {
+        let q = quota(algorithm, 10, Unit::Second, 10);
+        let mut state = BucketState::default();
+        assert!(state.apply(&q, t0, 10, Op::Consume).allowed);
+        assert!(
+            state.apply(&q, t0, 5, Op::Add).allowed,
+            "{algorithm:?}: added"
+        );
+        for hits in [1, 0] {
+            assert!(
+                !state.apply(&q, t0 + 400 * ms, hits, Op::Consume).allowed,
+                "{algorithm:?}: owes 5, refilled 4: {hits} hits refused"
+            );
+        }
+        assert_eq!(
+            state.apply(&q, t0 + 600 * ms, 1, Op::Consume).allowed,
+            again_at_600ms,
+            "{algorithm:?} at 600 ms"
+        );
+    }
+}
+
 #[test]
 fn fixed_window_cases() {
     use Op::*;

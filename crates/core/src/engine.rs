@@ -757,6 +757,24 @@ impl Engine {
 
     /// The bucket keys of every limit that applies to `subject` (whether or not a bucket is
     /// held for them): what a reset clears, here and on shared counters.
+    /// The rule one Envoy descriptor matches in `domain` and the buckets of its limits for that
+    /// descriptor's values (an admin's reset of one key); `None` when no rule matches.
+    pub fn descriptor_bucket_keys(
+        &self,
+        domain: &str,
+        entries: &[(&str, &str)],
+    ) -> Option<(Arc<str>, Vec<u128>)> {
+        let rules = self.rules.load();
+        let rule = rules.match_descriptor(domain, entries)?;
+        let keys = rule
+            .limits
+            .iter()
+            .filter(|limit| limit.quota.is_some())
+            .map(|limit| bucket_key(limit.seed, entries.iter().map(|(_, v)| *v)))
+            .collect();
+        Some((rule.id.clone(), keys))
+    }
+
     pub fn client_bucket_keys(&self, domain: &str, subject: &Subject<'_>) -> Vec<u128> {
         let rules = self.rules.load();
         let fields = subject.fields();

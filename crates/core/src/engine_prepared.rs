@@ -74,6 +74,12 @@ impl Prepared {
         self.limits.iter().map(|l| l.op)
     }
 
+    /// Each operation with the name of its limit (`#N` when unnamed): what a reservation
+    /// records to settle later.
+    pub fn charges(&self) -> impl Iterator<Item = (&str, BucketOp)> + '_ {
+        self.limits.iter().map(|l| (l.label.name.as_str(), l.op))
+    }
+
     /// The caller is blocked by an anomaly action: no bucket is touched.
     pub fn is_blocked(&self) -> bool {
         self.blocked_until.is_some()
@@ -100,7 +106,7 @@ impl Engine {
             &caller,
             inputs.len(),
             applied,
-            |slot| (inputs[slot].hits, inputs[slot].op),
+            |a| (inputs[a.slot].hits, inputs[a.slot].op),
             now,
         )
     }
@@ -118,12 +124,33 @@ impl Engine {
         self.prepare(subject, 1, applied, |_| (cost, Op::Consume), now)
     }
 
+    /// A reservation's charges, first half: `subject`'s limits in `domain`, each charged the
+    /// cost its limit's name has in `costs` (`input_tokens: 1200`), or 1 when none (the call
+    /// itself, for a limit of requests).
+    pub fn prepare_reserve(
+        &self,
+        domain: &str,
+        subject: &Subject<'_>,
+        costs: &[(&str, u64)],
+        now: Nanos,
+    ) -> Prepared {
+        let rules = self.rules.load();
+        let applied = self.subject_limits(&rules, domain, subject);
+        let cost_of = |a: &Applied<'_>| {
+            costs
+                .iter()
+                .find(|(name, _)| *name == a.label.name)
+                .map_or(1, |(_, cost)| *cost)
+        };
+        self.prepare(subject, 1, applied, |a| (cost_of(a), Op::Consume), now)
+    }
+
     fn prepare<'s>(
         &'s self,
         caller: &Subject<'_>,
         slots: usize,
         mut applied: SmallVec<[Applied<'s>; 4]>,
-        ops: impl Fn(usize) -> (u64, Op),
+        ops: impl Fn(&Applied<'s>) -> (u64, Op),
         now: Nanos,
     ) -> Prepared {
         let mut verdict = Verdict::for_slots(slots);
@@ -134,7 +161,7 @@ impl Engine {
             applied
                 .iter()
                 .map(|a| {
-                    let (hits, op) = ops(a.slot);
+                    let (hits, op) = ops(a);
                     Limit {
                         slot: a.slot,
                         label: a.label.clone(),
@@ -198,9 +225,32 @@ impl Engine {
             .iter()
             .map(|limit| local_share(&limit.op, share.max(1)))
             .collect();
+        self.run_atomically(&ops, now)
+    }
+
+    /// Runs a prepared decision's operations on the buckets the in-process path decides from
+    /// (a reservation when there are no shared counters). A denied request consumes nothing.
+    pub fn settle_in_process(&self, prepared: &Prepared, now: Nanos) -> Vec<Outcome> {
+        let ops: SmallVec<[BucketOp; 4]> = prepared.limits.iter().map(|l| l.op).collect();
+        self.run_atomically(&ops, now)
+    }
+
+    /// Runs `ops` on the in-process buckets one by one (a reservation's settlement: refunds
+    /// and added hits, which are never denied).
+    pub fn run_ops(&self, ops: &[BucketOp], now: Nanos) -> Vec<Outcome> {
+        ops.iter()
+            .map(|op| {
+                self.buckets.update(op.key, op.keep_for, now, |state| {
+                    state.apply(&op.quota, now, op.hits, op.op)
+                })
+            })
+            .collect()
+    }
+
+    fn run_atomically(&self, ops: &[BucketOp], now: Nanos) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut denied = false;
-        for op in &ops {
+        for op in ops {
             let outcome = self.buckets.update(op.key, op.keep_for, now, |state| {
                 state.apply(&op.quota, now, op.hits, op.op)
             });

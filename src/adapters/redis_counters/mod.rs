@@ -92,6 +92,7 @@ pub struct RedisCounters {
     connection: Connection,
     script: std::sync::Arc<redis::Script>,
     sync: std::sync::Arc<redis::Script>,
+    leases: std::sync::Arc<redis::Script>,
     prefix: String,
     /// Keys whose value was not a bucket state, reset by the scripts (`buckets.lua`).
     repaired: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -146,6 +147,7 @@ impl RedisCounters {
             connection,
             script: std::sync::Arc::new(redis::Script::new(SCRIPT)),
             sync: std::sync::Arc::new(redis::Script::new(SYNC)),
+            leases: std::sync::Arc::new(redis::Script::new(leases::LEASES)),
             prefix: prefix.to_string(),
             repaired: Default::default(),
         })
@@ -240,6 +242,7 @@ impl RedisCounters {
                     Op::Consume => "c",
                     Op::Check => "k",
                     Op::Refund => "r",
+                    Op::Add => "a",
                 })
                 .arg(if op.enforced { "1" } else { "0" })
                 .arg((op.keep_for / 1_000_000).max(1_000));
@@ -489,6 +492,8 @@ fn tag(id: u128) -> String {
 fn slot(tag: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tag) % CLUSTER_SLOTS
 }
+
+mod leases;
 
 #[cfg(test)]
 mod tests;
