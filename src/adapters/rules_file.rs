@@ -212,6 +212,9 @@ struct LimitDoc {
     floor: Option<u64>,
     #[serde(default)]
     ceiling: Option<u64>,
+    /// A calendar period in this IANA time zone (fixed windows of a day, week, month, year).
+    #[serde(default, deserialize_with = "bounded_opt_string")]
+    calendar: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +425,7 @@ fn limit_spec(field: &str, doc: &LimitDoc) -> Result<LimitSpec, ValidationError>
         burst: doc.burst,
         floor: doc.floor,
         ceiling: doc.ceiling,
+        calendar: doc.calendar.clone(),
     })
 }
 

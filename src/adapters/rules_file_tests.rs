@@ -87,6 +87,10 @@ descriptors:
     rate_limit: {unit: second, requests_per_unit: 50}
   - key: api_key
     rate_limit: {unit: second, requests_per_unit: 5, unit_multiplier: 30}
+  - key: tenant
+    rate_limit: {unit: month, requests_per_unit: 100000, algorithm: fixed_window, calendar: Europe/Berlin}
+  - key: smooth
+    rate_limit: {unit: second, requests_per_unit: 10, algorithm: gcra, burst: 5}
 "#;
     let file = parse("x", text, &InputLimits::default()).unwrap();
     let rule = &file.rules[0];
@@ -103,6 +107,17 @@ descriptors:
     let every_30s = file.rules[2].limits[0].rate.unwrap();
     assert_eq!(every_30s.unit_multiplier, 30);
     assert_eq!(every_30s.period_nanos(), 30 * 1_000_000_000);
+    assert_eq!(
+        file.rules[3].limits[0].calendar.as_deref(),
+        Some("Europe/Berlin")
+    );
+    let month = file.rules[3].limits[0].quota().unwrap();
+    assert_eq!(month.calendar.map(|z| z.name()), Some("Europe/Berlin"));
+    let gcra = &file.rules[4].limits[0];
+    assert_eq!(
+        (gcra.algorithm, gcra.quota().unwrap().capacity),
+        (Algorithm::Gcra, 5)
+    );
 }
 
 /// Each bad file and a fragment its error must contain.
@@ -165,6 +180,22 @@ fn bad_files_name_the_field_or_line() {
         (
             "domain: d\ndescriptors:\n  - key: k\n    limits:\n      - {unit: second, requests_per_unit: 5}\n      - {unit: second, requests_per_unit: 0}\n",
             "descriptors[0].limits[1].requests_per_unit",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: month, requests_per_unit: 5, algorithm: fixed_window, calendar: Mars/Olympus}\n",
+            "descriptors[0].rate_limit.calendar: unknown time zone",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: month, requests_per_unit: 5, calendar: UTC}\n",
+            "descriptors[0].rate_limit.calendar: a calendar period is counted per calendar window: algorithm must be fixed_window",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 5, algorithm: fixed_window, calendar: UTC}\n",
+            "descriptors[0].rate_limit.calendar: a calendar period is one day, week, month or year",
+        ),
+        (
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 5, algorithm: leaky}\n",
+            "gcra",
         ),
         ("domain: \"\"\n", "domain: must not be empty"),
         (

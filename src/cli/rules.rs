@@ -64,6 +64,9 @@ fn describe_limit(limit: &LimitSpec) -> String {
         ),
         None => "unlimited".to_string(),
     };
+    if let Some(zone) = &limit.calendar {
+        text.push_str(&format!(" calendar {zone}"));
+    }
     if !limit.name.is_empty() {
         text = format!("{}: {text}", limit.name);
     }

@@ -145,6 +145,7 @@ pub fn rule_from_proto(field: &str, rule: &pb::Rule) -> Result<Rule, ValidationE
             burst: (l.burst != 0).then_some(l.burst),
             floor: l.floor,
             ceiling: l.ceiling,
+            calendar: (!l.calendar.is_empty()).then(|| l.calendar.clone()),
         });
     }
     Ok(Rule {
@@ -186,6 +187,7 @@ pub fn rule_to_proto(rule: &Rule) -> pb::Rule {
                 floor: l.floor,
                 ceiling: l.ceiling,
                 unit_multiplier: l.rate.map_or(0, |r| r.unit_multiplier),
+                calendar: l.calendar.clone().unwrap_or_default(),
             })
             .collect(),
         shadow_mode: rule.shadow_mode,

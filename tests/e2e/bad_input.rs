@@ -161,6 +161,23 @@ fn cases() -> Vec<(&'static str, Call, &'static str)> {
             "rules[0].limits[0].unit_multiplier",
         ),
         (
+            "update an unknown calendar zone",
+            update_call(vec![with_limit(good(), |l| {
+                l.algorithm = pb::Algorithm::FixedWindow as i32;
+                l.unit = pb::Unit::Month as i32;
+                l.calendar = "Mars/Olympus".into();
+            })]),
+            "rules[0].limits[0].calendar",
+        ),
+        (
+            "update a calendar token bucket",
+            update_call(vec![with_limit(good(), |l| {
+                l.unit = pb::Unit::Month as i32;
+                l.calendar = "UTC".into();
+            })]),
+            "rules[0].limits[0].calendar",
+        ),
+        (
             "update floor above ceiling",
             update_call(vec![with_limit(good(), |l| {
                 l.floor = Some(9);

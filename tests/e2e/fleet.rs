@@ -34,6 +34,8 @@ descriptors:
     rate_limit: {unit: hour, unit_multiplier: 2, requests_per_unit: 10, algorithm: gcra, burst: 10}
   - key: gc500ms
     rate_limit: {unit: second, requests_per_unit: 2, algorithm: gcra}
+  - key: calm
+    rate_limit: {unit: month, requests_per_unit: 10, algorithm: fixed_window, calendar: Pacific/Auckland}
   - key: remote_address
     rate_limit: {unit: hour, requests_per_unit: 3}
 ";
@@ -88,7 +90,9 @@ async fn exact_across_three(counters: &str) {
     let run = rand::random::<u32>();
     // The same limits over a period of two hours (`unit_multiplier`): the scripts count the
     // period, not the unit.
-    for key in ["tb", "fw", "sw", "gc", "tb2h", "fw2h", "sw2h", "gc2h"] {
+    for key in [
+        "tb", "fw", "sw", "gc", "tb2h", "fw2h", "sw2h", "gc2h", "calm",
+    ] {
         let hour = hour_now();
         let got = spread(&[&a, &b, &c], 6, 60, "fleet", key, &format!("k{run}")).await;
         assert_eq!(got.failed, 0, "{key}: no call fails");
@@ -168,6 +172,52 @@ async fn a_period_of_several_units_refills_over_the_period_on_redis() {
             "{refilled} refilled in {elapsed:.2} s: the unit, not the period"
         );
     }
+}
+
+/// A calendar month on the shared counters ends where the zone's calendar says: Envoy is told
+/// to wait until midnight of the 1st in Auckland, not 30 days from the epoch's alignment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_month_resets_at_the_zones_midnight_on_redis() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let replica = Replica::start(
+        &db,
+        &rules,
+        &["--counters", &redis.url(), "--counters-budget-ms", "500"],
+    )
+    .await;
+    let mut client = RateLimitServiceClient::new(replica.channel().await);
+    let request = envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest {
+        domain: "fleet".into(),
+        descriptors: vec![envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor {
+            entries: vec![envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry {
+                key: "calm".into(),
+                value: format!("k{}", rand::random::<u32>()),
+            }],
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    };
+    let reply = client
+        .should_rate_limit(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let until = reply.statuses[0]
+        .duration_until_reset
+        .expect("a reset");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let zone = sluice_core::calendar::parse_zone("Pacific/Auckland").unwrap();
+    let (_, end) =
+        sluice_core::calendar::window(zone, sluice_core::limit::Unit::Month, now.as_nanos() as u64);
+    let expected = end as i128 / 1_000_000_000 - now.as_secs() as i128;
+    assert!(
+        (i128::from(until.seconds) - expected).abs() <= 5,
+        "reset in {} s, the month in Auckland ends in {expected} s",
+        until.seconds
+    );
 }
 
 /// GCRA on the shared counters spaces requests fleet-wide: 2 a second, one at a time, asked

@@ -174,8 +174,14 @@ impl BucketState {
     }
 
     fn fixed(&mut self, quota: &Quota, now: Nanos, hits: u64, op: Op) -> Outcome {
-        let window = quota.window_nanos();
-        let current = now - now % window;
+        let (current, window_end) = match quota.calendar {
+            Some(zone) => crate::calendar::window(zone, quota.unit, now),
+            None => {
+                let window = quota.window_nanos();
+                let start = now - now % window;
+                (start, start + window)
+            }
+        };
         let mut count = match *self {
             BucketState::Fixed {
                 window_start,
@@ -210,7 +216,8 @@ impl BucketState {
             window_start,
             count,
         };
-        let reset_after = (window_start + window).saturating_sub(now);
+        // A late hit's newer window ends a whole window after it starts.
+        let reset_after = (window_start + (window_end - current)).saturating_sub(now);
         Outcome {
             allowed,
             remaining: quota.limit.saturating_sub(count),

@@ -13,6 +13,7 @@ fn quota(algorithm: Algorithm, limit: u64, unit: Unit, capacity: u64) -> Quota {
         multiplier: 1,
         capacity,
         algorithm,
+        calendar: None,
     }
 }
 
@@ -188,6 +189,40 @@ fn added_hits_beyond_the_allowance_are_owed() {
             "{algorithm:?} at 600 ms"
         );
     }
+}
+
+/// A calendar month in Berlin: it turns at local midnight on the 1st (23:00 UTC in winter),
+/// and a denial says when.
+#[test]
+fn a_calendar_month_turns_at_local_midnight() {
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap() as Nanos
+    };
+    let q = Quota {
+        calendar: crate::calendar::parse_zone("Europe/Berlin"),
+        ..quota(Algorithm::FixedWindow, 3, Unit::Month, 3)
+    };
+    let mut state = BucketState::default();
+    assert!(
+        state
+            .apply(&q, at("2026-02-28T22:00:00Z"), 3, Op::Consume)
+            .allowed
+    );
+    let denied = state.apply(&q, at("2026-02-28T22:30:00Z"), 1, Op::Consume);
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after, 30 * 60 * S, "until midnight in Berlin");
+    // March in Berlin, still February in UTC: a fresh month.
+    let march = state.apply(&q, at("2026-02-28T23:00:00Z"), 3, Op::Consume);
+    assert!(march.allowed);
+    assert_eq!(
+        march.reset_after,
+        at("2026-03-31T22:00:00Z") - at("2026-02-28T23:00:00Z"),
+        "April begins at 00:00 CEST"
+    );
+    assert_eq!(q.full_recovery(), crate::calendar::longest(Unit::Month));
 }
 
 #[test]

@@ -107,6 +107,7 @@ mod tests {
                     multiplier: 1,
                     capacity: 100,
                     algorithm: Algorithm::FixedWindow,
+                    calendar: None,
                 },
             }),
             remaining,

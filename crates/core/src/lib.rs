@@ -8,6 +8,7 @@
 
 pub mod bucket;
 pub mod buckets;
+pub mod calendar;
 pub mod engine;
 #[cfg(any(test, feature = "behaviour-suite"))]
 pub mod engine_suite;

@@ -162,6 +162,11 @@ pub struct LimitSpec {
     /// The highest `requests_per_unit` an adaptive change may set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<u64>,
+    /// A calendar period in this IANA time zone (`Europe/Berlin`): the window of a fixed-window
+    /// limit of a day, week, month or year starts at local midnight, on Monday, on the 1st, on
+    /// 1 January (see `calendar`). `None`: windows of fixed length from the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
 }
 
 impl LimitSpec {
@@ -178,6 +183,7 @@ impl LimitSpec {
             burst: None,
             floor: None,
             ceiling: None,
+            calendar: None,
         }
     }
 
@@ -190,6 +196,10 @@ impl LimitSpec {
                 .burst
                 .unwrap_or(self.algorithm.default_capacity(rate.requests_per_unit)),
             algorithm: self.algorithm,
+            calendar: self
+                .calendar
+                .as_deref()
+                .and_then(crate::calendar::parse_zone),
         })
     }
 }
@@ -206,6 +216,8 @@ pub struct Quota {
     /// Token-bucket capacity, GCRA's burst (ignored by the window algorithms).
     pub capacity: u64,
     pub algorithm: Algorithm,
+    /// A fixed window on the calendar of this zone (validated: fixed windows of a day or more).
+    pub calendar: Option<crate::calendar::Tz>,
 }
 
 impl Quota {
@@ -217,6 +229,7 @@ impl Quota {
             multiplier: rate.unit_multiplier.max(1),
             capacity: algorithm.default_capacity(rate.requests_per_unit),
             algorithm,
+            calendar: None,
         }
     }
 
@@ -243,7 +256,10 @@ impl Quota {
             Algorithm::TokenBucket | Algorithm::Gcra => ((self.capacity as u128 * window as u128)
                 .div_ceil(self.limit.max(1) as u128))
             .min(u64::MAX as u128) as u64,
-            Algorithm::FixedWindow => window,
+            Algorithm::FixedWindow => match self.calendar {
+                Some(_) => crate::calendar::longest(self.unit),
+                None => window,
+            },
             Algorithm::SlidingWindow => window + window / super::bucket::SLIDING_SLOTS,
         }
     }

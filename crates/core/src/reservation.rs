@@ -143,6 +143,8 @@ pub struct StoredCharge {
     pub multiplier: u32,
     pub capacity: u64,
     pub algorithm: crate::limit::Algorithm,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
     pub keep_for: Nanos,
     pub hits: u64,
 }
@@ -157,6 +159,7 @@ impl From<&Charge> for StoredCharge {
             multiplier: c.op.quota.multiplier,
             capacity: c.op.quota.capacity,
             algorithm: c.op.quota.algorithm,
+            calendar: c.op.quota.calendar.map(|z| z.name().to_string()),
             keep_for: c.op.keep_for,
             hits: c.op.hits,
         }
@@ -164,8 +167,12 @@ impl From<&Charge> for StoredCharge {
 }
 
 impl StoredCharge {
-    /// `None` when the key is not one this module wrote.
+    /// `None` when the key or the zone is not one this module wrote.
     pub fn charge(&self) -> Option<Charge> {
+        let calendar = match &self.calendar {
+            Some(name) => Some(crate::calendar::parse_zone(name)?),
+            None => None,
+        };
         Some(Charge {
             name: self.name.clone(),
             op: BucketOp {
@@ -176,6 +183,7 @@ impl StoredCharge {
                     multiplier: self.multiplier,
                     capacity: self.capacity,
                     algorithm: self.algorithm,
+                    calendar,
                 },
                 keep_for: self.keep_for,
                 hits: self.hits,

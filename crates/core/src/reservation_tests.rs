@@ -15,6 +15,7 @@ fn charge(name: &str, key: u128, hits: u64) -> Charge {
                 multiplier: 1,
                 capacity: 1_000,
                 algorithm: Algorithm::TokenBucket,
+                calendar: None,
             },
             keep_for: 60 * S,
             hits,

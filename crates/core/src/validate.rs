@@ -252,6 +252,9 @@ pub fn check_limit(field: &str, limit: &LimitSpec, caps: &InputLimits) -> Result
             ),
         ));
     }
+    if let Some(zone) = &limit.calendar {
+        check_calendar(&format!("{field}.calendar"), zone, limit, &rate, caps)?;
+    }
     if let Some(burst) = limit.burst
         && (burst == 0 || burst > MAX_REQUESTS_PER_UNIT)
     {
@@ -296,6 +299,43 @@ pub fn check_limit(field: &str, limit: &LimitSpec, caps: &InputLimits) -> Result
 }
 
 /// Validates a batch: every rule, then that no two rules in it share an id.
+/// A calendar period: a known zone, on a fixed window of one day, week, month or year.
+fn check_calendar(
+    field: &str,
+    zone: &str,
+    limit: &LimitSpec,
+    rate: &crate::limit::Rate,
+    caps: &InputLimits,
+) -> Result {
+    check_len(field, zone, caps.max_key_len)?;
+    if crate::calendar::parse_zone(zone).is_none() {
+        return Err(ValidationError::new(
+            field,
+            format!("unknown time zone {zone:?}: an IANA name such as Europe/Berlin or UTC"),
+        ));
+    }
+    if limit.algorithm != crate::limit::Algorithm::FixedWindow {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "a calendar period is counted per calendar window: algorithm must be fixed_window, not {}",
+                limit.algorithm.as_str()
+            ),
+        ));
+    }
+    if !crate::calendar::CALENDAR_UNITS.contains(&rate.unit) || rate.unit_multiplier != 1 {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "a calendar period is one day, week, month or year, not {} {}(s)",
+                rate.unit_multiplier,
+                rate.unit.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_batch(rules: &[Rule], caps: &InputLimits) -> Result {
     if rules.len() > caps.max_rules_per_update {
         return Err(ValidationError::new(

@@ -122,8 +122,10 @@ local function token(s, limit, cap, win, hits, op)
     't ' .. fmt(credit) .. ' ' .. fmt(last)
 end
 
-local function fixed(s, limit, win, hits, op)
+local function fixed(s, limit, win, hits, op, cal_start)
+  -- A calendar window starts where the caller's zone says (its length is `win`).
   local current = now - (now % win)
+  if cal_start and cal_start > 0 then current = cal_start end
   local count, start = 0, current
   if s[1] == 'f' then
     local seen = tonumber(s[2])
@@ -243,13 +245,13 @@ local function gcra(s, limit, cap, win, hits, op)
   return ok, remaining, math.ceil(backlog / 1000), math.ceil(retry / 1000), 'g ' .. fmt(tat)
 end
 
-local function apply(algo, s, limit, cap, win, hits, op)
+local function apply(algo, s, limit, cap, win, hits, op, cal_start)
   if algo == 't' then
     return token(s, limit, cap, win, hits, op)
   elseif algo == 'g' then
     return gcra(s, limit, cap, win, hits, op)
   elseif algo == 'f' then
-    return fixed(s, limit, win, hits, op)
+    return fixed(s, limit, win, hits, op, cal_start)
   end
   return sliding(s, limit, win, hits, op)
 end

@@ -24,7 +24,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use sluice_core::bucket::{BucketState, Op, Outcome, SLIDING_SLOTS, SlidingRing};
 use sluice_core::engine::{BucketOp, give_backs, refuses};
-use sluice_core::limit::Algorithm;
+use sluice_core::limit::{Algorithm, Quota};
 use sluice_core::time::Nanos;
 
 /// Where the counters live: `redis://HOST:PORT/DB` or `redis+cluster://H1:P1,H2:P2,...`.
@@ -230,7 +230,7 @@ impl RedisCounters {
     async fn run_group(&self, ops: &[BucketOp]) -> Result<Vec<Outcome>, CountersError> {
         let mut invocation = self.script.prepare_invoke();
         for op in ops {
-            let window_ms = op.quota.window_seconds().saturating_mul(1_000);
+            let (window_ms, calendar_start_ms) = window_args(&op.quota);
             invocation
                 .key(self.key(op.key))
                 .arg(algorithm_code(op.quota.algorithm))
@@ -245,7 +245,8 @@ impl RedisCounters {
                     Op::Add => "a",
                 })
                 .arg(if op.enforced { "1" } else { "0" })
-                .arg((op.keep_for / 1_000_000).max(1_000));
+                .arg((op.keep_for / 1_000_000).max(1_000))
+                .arg(calendar_start_ms);
         }
         let reply: Vec<i64> = match &self.connection {
             Connection::Standalone(c) => invocation.invoke_async(&mut c.clone()).await?,
@@ -284,14 +285,16 @@ impl RedisCounters {
             let mut invocation = self.sync.prepare_invoke();
             for &i in &group {
                 let (op, hits) = &items[i];
+                let (window_ms, calendar_start_ms) = window_args(&op.quota);
                 invocation
                     .key(self.key(op.key))
                     .arg(algorithm_code(op.quota.algorithm))
                     .arg(op.quota.limit)
                     .arg(op.quota.capacity)
-                    .arg(op.quota.window_seconds().saturating_mul(1_000))
+                    .arg(window_ms)
                     .arg(*hits)
-                    .arg((op.keep_for / 1_000_000).max(1_000));
+                    .arg((op.keep_for / 1_000_000).max(1_000))
+                    .arg(calendar_start_ms);
             }
             let reply: Vec<String> = match &self.connection {
                 Connection::Standalone(c) => invocation.invoke_async(&mut c.clone()).await?,
@@ -408,6 +411,22 @@ impl RedisCounters {
     /// Round trip to the store (readiness and health).
     pub async fn ping(&self) -> Result<(), CountersError> {
         self.query::<()>(&redis::cmd("PING")).await
+    }
+}
+
+/// The window the scripts count in, in milliseconds, and where a calendar window starts (0:
+/// windows aligned to the epoch). A calendar window is this replica's view of the zone's
+/// calendar: replicas' clocks differ by milliseconds, months by days.
+fn window_args(quota: &Quota) -> (u64, u64) {
+    match quota.calendar {
+        Some(zone) if quota.algorithm == Algorithm::FixedWindow => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let (start, end) = sluice_core::calendar::window(zone, quota.unit, now);
+            ((end - start) / 1_000_000, start / 1_000_000)
+        }
+        _ => (quota.window_seconds().saturating_mul(1_000), 0),
     }
 }
 
