@@ -134,20 +134,22 @@ async fn exact_across_three(counters: &str) {
     );
 }
 
+/// One replica on `redis` with these rules (its rules file lives as long as the directory).
+async fn one_on(redis: &Redis) -> (tempfile::TempDir, Replica) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let args = ["--counters", &redis.url(), "--counters-budget-ms", "500"];
+    let replica = Replica::start(&db, &rules, &args).await;
+    (dir, replica)
+}
+
 /// A token bucket of 3 per 3 seconds on the shared counters refills one a second, not three:
 /// the script's window is the period (`unit_multiplier`), not the unit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_period_of_several_units_refills_over_the_period_on_redis() {
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules_file(dir.path(), RULES);
-    let db = pg().await;
-    let replica = Replica::start(
-        &db,
-        &rules,
-        &["--counters", &redis.url(), "--counters-budget-ms", "500"],
-    )
-    .await;
+    let (_dir, replica) = one_on(&redis).await;
     let mut client = RateLimitServiceClient::new(replica.channel().await);
     let key = format!("k{}", rand::random::<u32>());
     let mut spent = 0;
@@ -179,15 +181,7 @@ async fn a_period_of_several_units_refills_over_the_period_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calendar_month_resets_at_the_zones_midnight_on_redis() {
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules_file(dir.path(), RULES);
-    let db = pg().await;
-    let replica = Replica::start(
-        &db,
-        &rules,
-        &["--counters", &redis.url(), "--counters-budget-ms", "500"],
-    )
-    .await;
+    let (_dir, replica) = one_on(&redis).await;
     let mut client = RateLimitServiceClient::new(replica.channel().await);
     let request = envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest {
         domain: "fleet".into(),
@@ -205,9 +199,7 @@ async fn a_calendar_month_resets_at_the_zones_midnight_on_redis() {
         .await
         .unwrap()
         .into_inner();
-    let until = reply.statuses[0]
-        .duration_until_reset
-        .expect("a reset");
+    let until = reply.statuses[0].duration_until_reset.expect("a reset");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let zone = sluice_core::calendar::parse_zone("Pacific/Auckland").unwrap();
     let (_, end) =
