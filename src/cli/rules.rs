@@ -146,3 +146,61 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::describe_limit;
+    use sluice_core::limit::{Algorithm, LimitSpec, Rate, Unit};
+
+    /// `rules check` shows every field a limit can have.
+    #[test]
+    fn a_limit_reads_as_an_operator_writes_it() {
+        let per = |n: u64, unit: Unit, multiplier: u32| LimitSpec {
+            rate: Some(Rate {
+                requests_per_unit: n,
+                unit,
+                unit_multiplier: multiplier,
+            }),
+            ..LimitSpec::per(n, unit)
+        };
+        let cases = [
+            (per(100, Unit::Minute, 1), "100/minute token_bucket"),
+            (per(5, Unit::Second, 30), "5/30 seconds token_bucket"),
+            (
+                LimitSpec {
+                    name: "smooth".into(),
+                    algorithm: Algorithm::Gcra,
+                    burst: Some(5),
+                    ..per(10, Unit::Second, 1)
+                },
+                "smooth: 10/second gcra burst 5",
+            ),
+            (
+                LimitSpec {
+                    algorithm: Algorithm::FixedWindow,
+                    calendar: Some("Europe/Berlin".into()),
+                    ..per(100_000, Unit::Month, 1)
+                },
+                "100000/month fixed_window calendar Europe/Berlin",
+            ),
+            (
+                LimitSpec {
+                    floor: Some(10),
+                    ceiling: Some(200),
+                    ..per(100, Unit::Minute, 1)
+                },
+                "100/minute token_bucket floor 10 ceiling 200",
+            ),
+            (
+                LimitSpec {
+                    rate: None,
+                    ..LimitSpec::per(1, Unit::Second)
+                },
+                "unlimited",
+            ),
+        ];
+        for (limit, shown) in cases {
+            assert_eq!(describe_limit(&limit), shown);
+        }
+    }
+}

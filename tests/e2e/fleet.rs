@@ -36,6 +36,14 @@ descriptors:
     rate_limit: {unit: second, requests_per_unit: 2, algorithm: gcra}
   - key: calm
     rate_limit: {unit: month, requests_per_unit: 10, algorithm: fixed_window, calendar: Pacific/Auckland}
+  - key: p_tb
+    rate_limit: {unit: second, requests_per_unit: 5}
+  - key: p_fw
+    rate_limit: {unit: second, requests_per_unit: 5, algorithm: fixed_window}
+  - key: p_sw
+    rate_limit: {unit: second, requests_per_unit: 5, algorithm: sliding_window}
+  - key: p_gc
+    rate_limit: {unit: second, requests_per_unit: 5, algorithm: gcra, burst: 5}
   - key: remote_address
     rate_limit: {unit: hour, requests_per_unit: 3}
 ";
@@ -173,6 +181,96 @@ async fn a_period_of_several_units_refills_over_the_period_on_redis() {
             refilled < 3,
             "{refilled} refilled in {elapsed:.2} s: the unit, not the period"
         );
+    }
+}
+
+/// The bucket properties on Redis, over random schedules (seeded) asked through two replicas:
+/// never more than an algorithm's bound in any interval. Redis decides on its own clock and the
+/// client stamps each answer on its own, so every interval is shrunk by a margin for the
+/// round trip (a 2-core test machine's, generous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_holds_its_bound_on_redis_over_random_schedules() {
+    use rand::{Rng, SeedableRng};
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), RULES);
+    let db = pg().await;
+    let args = [
+        "--counters",
+        &redis.url() as &str,
+        "--counters-budget-ms",
+        "500",
+    ];
+    let a = Replica::start(&db, &rules, &args).await;
+    let b = Replica::start(&db, &rules, &args).await;
+    let mut clients = [
+        RateLimitServiceClient::new(a.channel().await),
+        RateLimitServiceClient::new(b.channel().await),
+    ];
+    const MARGIN: f64 = 0.05;
+    for seed in 1..=2u64 {
+        for key in ["p_tb", "p_fw", "p_sw", "p_gc"] {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let value = format!("s{seed}-{}", rand::random::<u32>());
+            let started = std::time::Instant::now();
+            let mut admitted: Vec<f64> = Vec::new();
+            let mut asked = 0;
+            while started.elapsed() < Duration::from_millis(2_500) {
+                // Bursts (no gap) and pauses of up to 300 ms.
+                if rng.random_bool(0.5) {
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+                }
+                let client = &mut clients[asked % 2];
+                asked += 1;
+                if ask(client, "fleet", &[(key, &value)]).await.unwrap() {
+                    admitted.push(started.elapsed().as_secs_f64());
+                }
+            }
+            // Admitted in [from, to]: the answers stamped inside it.
+            let within =
+                |from: f64, to: f64| admitted.iter().filter(|&&t| t >= from && t <= to).count();
+            let last = *admitted.last().unwrap_or(&0.0);
+            for &from in &admitted {
+                match key {
+                    // Capacity 5 plus 5 a second: over `d` seconds at most 5 + 5d.
+                    "p_tb" | "p_gc" => {
+                        for d in [0.2, 0.5, 1.0, 2.0] {
+                            let bound = 5 + (5.0 * (d + MARGIN)).floor() as usize;
+                            assert!(
+                                within(from, from + d) <= bound,
+                                "{key} seed {seed}: more than {bound} in {d} s"
+                            );
+                        }
+                    }
+                    // At most 5 in any second (shrunk by the margin).
+                    "p_sw" => assert!(within(from, from + 1.0 - MARGIN) <= 5, "{key} seed {seed}"),
+                    _ => {}
+                }
+            }
+            if key == "p_fw" {
+                // At most 5 in each epoch-aligned second: stamps moved by the margin may fall in
+                // the next second, so each second is checked shrunk at both ends.
+                let t0 = std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+                    - started.elapsed().as_secs_f64();
+                let mut second = t0.floor();
+                while second < t0 + last + 1.0 {
+                    let (from, to) = (second - t0 + MARGIN, second + 1.0 - t0 - MARGIN);
+                    assert!(
+                        within(from, to) <= 5,
+                        "{key} seed {seed}: the second at {from:.2}"
+                    );
+                    second += 1.0;
+                }
+            }
+            assert!(
+                admitted.len() >= 5,
+                "{key} seed {seed}: {} admitted of {asked}",
+                admitted.len()
+            );
+        }
     }
 }
 
