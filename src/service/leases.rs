@@ -4,6 +4,8 @@
 //! Not here: the lease semantics (`sluice_core::lease`), the Redis script
 //! (`adapters::redis_counters`), input checks (the gRPC handler).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::Mutex;
 use sluice_core::lease::{Acquired, LeaseTable};
 use sluice_core::time::Nanos;
@@ -16,6 +18,9 @@ pub const MAX_LEASE_KEYS: usize = 100_000;
 pub struct Leases {
     local: Mutex<LeaseTable>,
     shared: Option<RedisCounters>,
+    /// Acquires answered, for `/metrics`.
+    pub granted: AtomicU64,
+    pub refused: AtomicU64,
 }
 
 /// A lease's key: its domain and the caller's key, hashed (bounded, and apart per domain).
@@ -28,6 +33,8 @@ impl Leases {
         Leases {
             local: Mutex::new(LeaseTable::new(MAX_LEASE_KEYS)),
             shared,
+            granted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -39,10 +46,16 @@ impl Leases {
         ttl: Nanos,
         now: Nanos,
     ) -> Result<Acquired, CountersError> {
-        match &self.shared {
-            Some(counters) => counters.acquire_lease(key, id, limit, ttl, now).await,
-            None => Ok(self.local.lock().acquire(key, id, limit, ttl, now)),
-        }
+        let acquired = match &self.shared {
+            Some(counters) => counters.acquire_lease(key, id, limit, ttl, now).await?,
+            None => self.local.lock().acquire(key, id, limit, ttl, now),
+        };
+        let counter = match acquired {
+            Acquired::Granted { .. } => &self.granted,
+            _ => &self.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(acquired)
     }
 
     /// The new deadline, or `None` when the lease is not live.

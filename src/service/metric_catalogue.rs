@@ -504,6 +504,33 @@ pub const CATALOGUE: &[MetricDef] = &[
         help: "RLQS bucket reports refused at the caps (the stream is ended with RESOURCE_EXHAUSTED)",
         read: |h| one(load(&h.quotas.stats.refused)),
     },
+    // Concurrency leases and reservations.
+    MetricDef {
+        prometheus: "sluice_leases_total",
+        otlp: &[same("sluice.leases")],
+        kind: Counter,
+        help: "Lease acquires, by result: granted, refused",
+        read: |h| {
+            vec![
+                labelled(&[("result", "granted")], load(&h.leases.granted)),
+                labelled(&[("result", "refused")], load(&h.leases.refused)),
+            ]
+        },
+    },
+    MetricDef {
+        prometheus: "sluice_reservations_total",
+        otlp: &[same("sluice.reservations")],
+        kind: Counter,
+        help: "Reservations, by result: allowed, denied, committed, cancelled, unknown (settling one unknown, settled already or expired)",
+        read: |h| {
+            h.reservations
+                .stats
+                .by_result()
+                .into_iter()
+                .map(|(result, n)| labelled(&[("result", result)], n as f64))
+                .collect()
+        },
+    },
     // The shared counters (`--counters`).
     MetricDef {
         prometheus: "sluice_counters_shared_total",

@@ -8,6 +8,7 @@
 //! Not here: which limit is charged what and how a commit becomes refunds and added hits
 //! (`sluice_core::reservation`), input checks (the gRPC handler).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -46,6 +47,31 @@ pub struct Reservations {
     decider: Decider,
     local: Mutex<ReservationTable>,
     shared: Option<RedisCounters>,
+    /// What reservations came to, for `/metrics`.
+    pub stats: ReservationStats,
+}
+
+#[derive(Default)]
+pub struct ReservationStats {
+    pub allowed: AtomicU64,
+    pub denied: AtomicU64,
+    pub committed: AtomicU64,
+    pub cancelled: AtomicU64,
+    /// Settlements of a reservation unknown, settled already or expired.
+    pub unknown: AtomicU64,
+}
+
+impl ReservationStats {
+    pub fn by_result(&self) -> [(&'static str, u64); 5] {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("allowed", n(&self.allowed)),
+            ("denied", n(&self.denied)),
+            ("committed", n(&self.committed)),
+            ("cancelled", n(&self.cancelled)),
+            ("unknown", n(&self.unknown)),
+        ]
+    }
 }
 
 /// How a settlement ends.
@@ -61,6 +87,7 @@ impl Reservations {
             decider,
             local: Mutex::new(ReservationTable::new(MAX_RESERVATIONS)),
             shared,
+            stats: ReservationStats::default(),
         }
     }
 
@@ -76,6 +103,7 @@ impl Reservations {
     ) -> Result<(Verdict, Option<u128>), ReservationError> {
         let (verdict, charges) = self.decider.reserve(domain, subject, costs, now).await;
         if verdict.over_limit {
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
             return Ok((verdict, None));
         }
         let id: u128 = rand::random();
@@ -109,12 +137,31 @@ impl Reservations {
             let _ = self.decider.apply(&cancellation(&charges), now).await;
             return Err(e);
         }
+        self.stats.allowed.fetch_add(1, Ordering::Relaxed);
         Ok((verdict, Some(id)))
     }
 
     /// Settles reservation `id`: `actual` costs for a commit, nothing for a cancel. `false`:
     /// unknown, settled already or expired.
     pub async fn settle(
+        &self,
+        id: u128,
+        how: Settle,
+        actual: &[(&str, u64)],
+        now: Nanos,
+        wall_ms: u64,
+    ) -> Result<bool, ReservationError> {
+        let settled = self.settle_once(id, how, actual, now, wall_ms).await?;
+        let counter = match (settled, how) {
+            (false, _) => &self.stats.unknown,
+            (true, Settle::Commit) => &self.stats.committed,
+            (true, Settle::Cancel) => &self.stats.cancelled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(settled)
+    }
+
+    async fn settle_once(
         &self,
         id: u128,
         how: Settle,
@@ -130,10 +177,8 @@ impl Reservations {
             let Some(reservation) = self.local.lock().take(id, now) else {
                 return Ok(false);
             };
-            self.decider
-                .apply(&ops(&reservation.charges), now)
-                .await
-                .expect("in-process buckets never fail");
+            // In-process buckets (no shared counters): this cannot fail.
+            self.decider.apply(&ops(&reservation.charges), now).await?;
             return Ok(true);
         };
         let Some(body) = counters.take_reservation(id).await? else {
