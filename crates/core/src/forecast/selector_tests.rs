@@ -225,3 +225,50 @@ fn a_choice_carries_every_candidates_forecast() {
         );
     }
 }
+
+/// The memory length is learned: a model right for three days that then goes wrong (its
+/// inputs broke) is left within the hour, the short memory taking over from the long one (one
+/// memory of four hours served 1.055× mean5's error here).
+#[test]
+fn a_model_that_goes_wrong_after_days_is_left_within_the_hour() {
+    let days = 3 * DAY;
+    let len = days + 6 * 60;
+    let truth = noisy(
+        len,
+        11,
+        |t| 200.0 + 150.0 * ((t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU).sin(),
+        0.2,
+    );
+    let model = |t: usize| -> Option<Forecast> {
+        let mut f = [0.0; HORIZON];
+        for (i, x) in f.iter_mut().enumerate() {
+            let target = truth.get(t + 1 + i).copied().unwrap_or(200.0);
+            // Right (to within noise) for three days, then three times the traffic.
+            *x = if t + 1 + i < days {
+                target
+            } else {
+                3.0 * target
+            };
+        }
+        Some(f)
+    };
+    let mut s = Selector::new(SelectorConfig::default());
+    let mut served: Vec<Vec<f64>> = Vec::new();
+    let (mut err, mut mean5_err, mut n) = (0.0, 0.0, 0);
+    for (t, &y) in truth.iter().enumerate() {
+        s.observe(t as i64, y);
+        let h = HORIZON;
+        // From an hour after the change: what is served 15 minutes ahead against mean5's.
+        if t >= days + 60 {
+            err += smape_term(y, served[t - h][h - 1]);
+            mean5_err += smape_term(y, mean5(&truth, t - h));
+            n += 1;
+        }
+        served.push(s.forecast(model(t).as_ref()).forecast);
+    }
+    let (err, mean5_err) = (err / n as f64, mean5_err / n as f64);
+    assert!(
+        err <= mean5_err * 1.02,
+        "served {err:.3} against mean5's {mean5_err:.3} from an hour after the change"
+    );
+}
