@@ -380,6 +380,16 @@ async fn reservations_settle_on_any_replica_on_redis() {
     reservation_scenario(&r[0], &r[1]).await;
 }
 
+/// On a Redis Cluster: a lease's set and a reservation's record are one key each (any slot);
+/// the reservation's charges span slots, as a decision's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_reservations_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let (_dir, r) = replicas(2, Some(&cluster.url())).await;
+    lease_scenario(&r[0], &r[1]).await;
+    reservation_scenario(&r[1], &r[0]).await;
+}
+
 async fn rls_admits(r: &Replica, value: &str) -> bool {
     let mut rls = RateLimitServiceClient::new(r.channel().await);
     ask(&mut rls, "limits", &[("key", value)]).await.unwrap()
