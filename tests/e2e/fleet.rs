@@ -142,14 +142,13 @@ async fn exact_across_three(counters: &str) {
     );
 }
 
-/// One replica on `redis` with these rules (its rules file lives as long as the directory).
-async fn one_on(redis: &Redis) -> (tempfile::TempDir, Replica) {
+/// `N` replicas on `redis` and one fresh database with these rules (the rules file lives as
+/// long as the directory).
+async fn on<const N: usize>(redis: &Redis) -> (tempfile::TempDir, [Replica; N]) {
     let dir = tempfile::tempdir().unwrap();
     let rules = rules_file(dir.path(), RULES);
-    let db = pg().await;
-    let args = ["--counters", &redis.url(), "--counters-budget-ms", "500"];
-    let replica = Replica::start(&db, &rules, &args).await;
-    (dir, replica)
+    let all = fleet::<N>(&rules, &redis.url(), &["--counters-budget-ms", "500"]).await;
+    (dir, all)
 }
 
 /// A token bucket of 3 per 3 seconds on the shared counters refills one a second, not three:
@@ -157,7 +156,7 @@ async fn one_on(redis: &Redis) -> (tempfile::TempDir, Replica) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_period_of_several_units_refills_over_the_period_on_redis() {
     let redis = Redis::start();
-    let (_dir, replica) = one_on(&redis).await;
+    let (_dir, [replica]) = on::<1>(&redis).await;
     let mut client = RateLimitServiceClient::new(replica.channel().await);
     let key = format!("k{}", rand::random::<u32>());
     let mut spent = 0;
@@ -192,17 +191,7 @@ async fn a_period_of_several_units_refills_over_the_period_on_redis() {
 async fn every_algorithm_holds_its_bound_on_redis_over_random_schedules() {
     use rand::{Rng, SeedableRng};
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules_file(dir.path(), RULES);
-    let db = pg().await;
-    let args = [
-        "--counters",
-        &redis.url() as &str,
-        "--counters-budget-ms",
-        "500",
-    ];
-    let a = Replica::start(&db, &rules, &args).await;
-    let b = Replica::start(&db, &rules, &args).await;
+    let (_dir, [a, b]) = on::<2>(&redis).await;
     let mut clients = [
         RateLimitServiceClient::new(a.channel().await),
         RateLimitServiceClient::new(b.channel().await),
@@ -279,7 +268,7 @@ async fn every_algorithm_holds_its_bound_on_redis_over_random_schedules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calendar_month_resets_at_the_zones_midnight_on_redis() {
     let redis = Redis::start();
-    let (_dir, replica) = one_on(&redis).await;
+    let (_dir, [replica]) = on::<1>(&redis).await;
     let mut client = RateLimitServiceClient::new(replica.channel().await);
     let request = envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest {
         domain: "fleet".into(),
@@ -316,12 +305,7 @@ async fn a_calendar_month_resets_at_the_zones_midnight_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcra_spaces_requests_across_replicas_on_redis() {
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules_file(dir.path(), RULES);
-    let db = pg().await;
-    let args = ["--counters", &redis.url(), "--counters-budget-ms", "500"];
-    let a = Replica::start(&db, &rules, &args).await;
-    let b = Replica::start(&db, &rules, &args).await;
+    let (_dir, [a, b]) = on::<2>(&redis).await;
     let key = format!("k{}", rand::random::<u32>());
     let mut clients = [
         RateLimitServiceClient::new(a.channel().await),
@@ -355,17 +339,7 @@ async fn a_client_reset_on_one_replica_holds_on_every_replica() {
     use sluice::proto::sluice::v1 as pb;
     use sluice::proto::sluice::v1::sluice_client::SluiceClient;
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules_file(dir.path(), RULES);
-    let db = pg().await;
-    let args = [
-        "--counters",
-        &redis.url() as &str,
-        "--counters-budget-ms",
-        "500",
-    ];
-    let a = Replica::start(&db, &rules, &args).await;
-    let b = Replica::start(&db, &rules, &args).await;
+    let (_dir, [a, b]) = on::<2>(&redis).await;
     let ip = format!("198.51.100.{}", rand::random::<u8>());
     let mut on_a = RateLimitServiceClient::new(a.channel().await);
     let mut admitted = 0;
