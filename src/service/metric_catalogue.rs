@@ -7,19 +7,14 @@
 //! Labels are bounded by configuration, never by traffic: rules and their limits, tiers, denial
 //! reasons, action kinds and signals, watched endpoints. No client key is ever a label.
 //!
-//! Not here: the exporters' encodings, the decision-duration histogram's recording (it is timed
+//! Not here: the readers themselves (`metric_readers`), the exporters' encodings, the decision-duration histogram's recording (it is timed
 //! at the gRPC edge; its names are [`DECISION_DURATION`]), the process metrics Prometheus'
 //! own collector adds. docs/operating.md lists every name; a test keeps the two in step.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use sluice_core::limit_stats::LimitOutcome;
-use sluice_core::rules::Tier;
-use sluice_core::verdict::TierStats;
-
-use crate::service::fleet::{Fleet, FleetStats};
 use crate::service::handles::Handles;
-use crate::service::minute_exchange::ExchangeStats;
+use crate::service::metric_readers::*;
 
 /// A monotonic count (decisions, denials…) or a current value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,162 +82,6 @@ pub const DECISION_DURATION: HistogramNames = HistogramNames {
     otlp: "sluice.rpc.duration",
     help: "Time to answer a decision RPC inside the server (transport excluded)",
 };
-
-fn load(c: &AtomicU64) -> f64 {
-    c.load(Ordering::Relaxed) as f64
-}
-
-fn one(value: f64) -> Vec<Sample> {
-    vec![Sample {
-        labels: Vec::new(),
-        value,
-    }]
-}
-
-fn flag(on: bool) -> Vec<Sample> {
-    one(if on { 1.0 } else { 0.0 })
-}
-
-fn labelled(labels: &[(&'static str, &str)], value: f64) -> Sample {
-    Sample {
-        labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
-        value,
-    }
-}
-
-fn per_tier(h: &Handles, pick: fn(&TierStats) -> &AtomicU64) -> Vec<Sample> {
-    let stats = h.engine.stats();
-    Tier::ALL
-        .iter()
-        .map(|t| {
-            let tier = match t {
-                Tier::Std => "STD",
-                Tier::Prm => "PRM",
-            };
-            labelled(&[("tier", tier)], load(pick(&stats.by_tier[t.index()])))
-        })
-        .collect()
-}
-
-/// A reading of the shared counters, none without them.
-fn fleet(h: &Handles, read: fn(&Fleet) -> f64) -> Vec<Sample> {
-    h.fleet.as_deref().map(read).map(one).unwrap_or_default()
-}
-
-fn fleet_stat(h: &Handles, pick: fn(&FleetStats) -> &AtomicU64) -> Vec<Sample> {
-    h.fleet
-        .as_deref()
-        .map(|f| one(load(pick(&f.stats))))
-        .unwrap_or_default()
-}
-
-/// A reading of the minute exchange, none without shared counters.
-fn exchange(h: &Handles, read: fn(&ExchangeStats) -> f64) -> Vec<Sample> {
-    h.exchange
-        .as_deref()
-        .map(|x| one(read(&x.stats)))
-        .unwrap_or_default()
-}
-
-fn denials(h: &Handles) -> Vec<Sample> {
-    let stats = h.engine.stats();
-    let (denied, anomaly, cut) = (
-        stats.denied.load(Ordering::Relaxed),
-        stats.anomaly_denied.load(Ordering::Relaxed),
-        stats.forecast_denied.load(Ordering::Relaxed),
-    );
-    vec![
-        labelled(
-            &[("reason", "limit")],
-            denied.saturating_sub(anomaly + cut) as f64,
-        ),
-        labelled(&[("reason", "anomaly")], anomaly as f64),
-        labelled(&[("reason", "pressure_cut")], cut as f64),
-    ]
-}
-
-fn rule_decisions(h: &Handles) -> Vec<Sample> {
-    let rules = h.engine.rules();
-    let mut samples = Vec::new();
-    for rule in rules.rules() {
-        for limit in &rule.limits {
-            for outcome in LimitOutcome::ALL {
-                samples.push(Sample {
-                    labels: vec![
-                        ("domain", rule.rule.domain.clone()),
-                        ("rule", rule.id.to_string()),
-                        ("limit", limit.label.name.clone()),
-                        ("outcome", outcome.as_str().to_string()),
-                    ],
-                    value: limit.label.counts.get(outcome) as f64,
-                });
-            }
-        }
-    }
-    samples
-}
-
-fn adjustments(h: &Handles) -> Vec<Sample> {
-    h.learning
-        .counts
-        .adjustments()
-        .into_iter()
-        .map(|((cause, kind, signal), n)| {
-            labelled(
-                &[("cause", cause), ("kind", kind), ("signal", signal)],
-                n as f64,
-            )
-        })
-        .collect()
-}
-
-fn actions_in_force(h: &Handles) -> Vec<Sample> {
-    let mut in_force: std::collections::BTreeMap<(&str, &str, &str), u64> = Default::default();
-    // Both kinds always present, so "none in force" is a zero rather than no series.
-    for kind in ["throttle", "block"] {
-        in_force.insert((kind, "forest", "false"), 0);
-    }
-    for a in h.engine.actions().sorted() {
-        let shadow = if a.shadow { "true" } else { "false" };
-        *in_force
-            .entry((a.kind.name(), a.signal.name(), shadow))
-            .or_default() += 1;
-    }
-    in_force
-        .iter()
-        .map(|((kind, signal, shadow), n)| {
-            labelled(
-                &[("kind", kind), ("signal", signal), ("shadow", shadow)],
-                *n as f64,
-            )
-        })
-        .collect()
-}
-
-fn forecasts(h: &Handles) -> Vec<Sample> {
-    let status = h.learning.status();
-    let mut samples = Vec::new();
-    for (series, forecast) in &status.forecasts {
-        samples.push(labelled(
-            &[("series", series.as_str()), ("horizon", "1m")],
-            forecast[0],
-        ));
-        samples.push(labelled(
-            &[("series", series.as_str()), ("horizon", "15m")],
-            forecast[forecast.len() - 1],
-        ));
-    }
-    samples
-}
-
-fn measured(h: &Handles) -> Vec<Sample> {
-    h.learning
-        .status()
-        .measured
-        .iter()
-        .map(|(series, n)| labelled(&[("series", series.as_str())], *n))
-        .collect()
-}
 
 use Kind::{Counter, Gauge};
 

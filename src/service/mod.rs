@@ -19,6 +19,7 @@ pub mod history_writer;
 pub mod latency;
 pub mod leases;
 pub mod metric_catalogue;
+pub mod metric_readers;
 pub mod minute_exchange;
 pub mod minute_loop;
 pub mod model_slot;
