@@ -141,6 +141,8 @@ struct Histogram {
     bins: [f64; BINS],
     total: f64,
     last_minute: i64,
+    /// The first minute this measure had enough history to judge (see `Baselines::judging_since`).
+    ready_since: Option<i64>,
 }
 
 impl Histogram {
@@ -149,6 +151,7 @@ impl Histogram {
             bins: [0.0; BINS],
             total: 0.0,
             last_minute: i64::MIN,
+            ready_since: None,
         }
     }
 
@@ -253,6 +256,31 @@ pub struct BaselineView {
     pub p50: f64,
     pub p99: f64,
     pub p999: f64,
+}
+
+/// How a newcomer's counts are extrapolated to a minute, volume and failures apart: a page
+/// with its images in a second is a burst, not a rate, while fifteen failed pages in two
+/// seconds are evidence however short the time (see the learner's `stretch_for`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stretch {
+    pub volume: f64,
+    pub failures: f64,
+}
+
+impl Stretch {
+    /// Counts as they are.
+    pub const NONE: Stretch = Stretch {
+        volume: 1.0,
+        failures: 1.0,
+    };
+
+    /// The same factor for both.
+    pub const fn uniform(factor: f64) -> Stretch {
+        Stretch {
+            volume: factor,
+            failures: factor,
+        }
+    }
 }
 
 /// Which of a client's requests a judgement counts.
@@ -397,20 +425,20 @@ impl Baselines {
     /// As [`Baselines::assess`], with every threshold scaled by `scale` (a lower bar for a
     /// client that stays above it minute after minute).
     pub fn assess_at(&self, c: &ClientMinute, scale: f64) -> Vec<Finding> {
-        self.assess_with(c, scale, 1.0, Requests::All)
+        self.assess_with(c, scale, Stretch::NONE, Requests::All)
     }
 
     /// The findings of a client that arrived during the minute, its request counts extrapolated
-    /// to a whole minute (`stretch` = 60 s / the seconds it was there). It must also have made
+    /// to a whole minute (`stretch`: about 60 s / the seconds it was there). It must also have made
     /// a third of the threshold in the time it had. Static assets do not count, on their
     /// routes nor in its site-wide total: a person's page arrives with its assets in a burst of a
     /// second or two, and a burst stretched to a minute is not a rate. (A flood of assets is
     /// judged on its first whole minute, like everyone.)
-    pub fn assess_newcomer(&self, c: &ClientMinute, stretch: f64) -> Vec<Finding> {
+    pub fn assess_newcomer(&self, c: &ClientMinute, stretch: Stretch) -> Vec<Finding> {
         // Failures must also be at least the measure's minimum in number, unstretched: three
         // mistyped passwords in twenty seconds are not a rate of nine a minute.
         let raw: Vec<Finding> = self
-            .assess_with(c, 1.0 / 3.0, 1.0, Requests::Pages)
+            .assess_with(c, 1.0 / 3.0, Stretch::NONE, Requests::Pages)
             .into_iter()
             .filter(|f| match f.measure {
                 Measure::Errors | Measure::AuthFailures => f.value >= self.min_for(f.measure),
@@ -427,7 +455,7 @@ impl Baselines {
         &self,
         c: &ClientMinute,
         scale: f64,
-        stretch: f64,
+        stretch: Stretch,
         counted: Requests,
     ) -> Vec<Finding> {
         // Failures count only for a client whose page requests mostly fail: a busy integration
@@ -458,7 +486,11 @@ impl Baselines {
                         _ => None,
                     })?;
                 let threshold = threshold * scale;
-                let value = value * stretch;
+                let value = value
+                    * match measure {
+                        Measure::Errors | Measure::AuthFailures => stretch.failures,
+                        _ => stretch.volume,
+                    };
                 (value > threshold).then_some(Finding {
                     measure,
                     value,
@@ -548,8 +580,32 @@ impl Baselines {
             h.total += 1.0;
         }
         self.forget_rare_endpoints();
+        let (site, route) = (self.config.min_samples, self.config.min_route_samples);
+        for (measure, h) in self.measures.iter_mut() {
+            let needed = if *measure == Measure::Site {
+                site
+            } else {
+                route
+            };
+            if h.ready_since.is_none() && h.total >= needed {
+                h.ready_since = Some(minute + 1);
+            }
+        }
         if self.ready_since.is_none() && self.learned_threshold(Measure::Site).is_some() {
             self.ready_since = Some(minute + 1);
+        }
+    }
+
+    /// The first minute a client's value on `measure` was judged against some threshold: the
+    /// measure's own, or for a route the whole site's it falls back to, whichever came first
+    /// (`None`: neither has judged yet). A client here before that could not be told from the
+    /// site's normal and is given time (`Steady::is_pending`); one that arrived after it was
+    /// judged from its first minute, and is not.
+    pub fn judging_since(&self, measure: Measure) -> Option<i64> {
+        let own = self.measures.get(&measure).and_then(|h| h.ready_since);
+        match measure {
+            Measure::Endpoint { .. } => own.into_iter().chain(self.ready_since).min(),
+            _ => own,
         }
     }
 

@@ -246,7 +246,7 @@ fn a_newcomer_is_judged_on_its_pages_stretched_to_a_minute() {
     for (what, paths, flagged) in cases {
         let c = visits("192.0.2.1", paths);
         let found: Vec<Measure> = b
-            .assess_newcomer(&c, 3.0)
+            .assess_newcomer(&c, Stretch::uniform(3.0))
             .into_iter()
             .map(|f| f.measure)
             .collect();

@@ -7,13 +7,14 @@
 //! learns nothing — no baselines, no forest, no steady-client history; the close at the end of
 //! the minute judges everyone again on the whole minute and renews or lets go. Only the volume
 //! and failures signals act early, and only on the evidence a newcomer is held to
-//! ([`Baselines::assess_newcomer`]): a rate stretched from at least 20 seconds, a third of the
+//! ([`Baselines::assess_newcomer`]): a rate stretched from at least 20 seconds (not stretched
+//! at all from under 5: a burst is not a rate), a third of the
 //! threshold actually made, static assets not counted — a person's page with its assets is a
 //! burst of a second, not a rate.
 
 use std::sync::Arc;
 
-use super::{Learner, MIN_SPAN_SECONDS};
+use super::{Learner, MIN_SPAN_SECONDS, stretch_for};
 use crate::learn::actions::Signal;
 use crate::learn::features;
 use crate::learn::fleet_minute::ShareFloor;
@@ -98,8 +99,7 @@ impl Learner {
                     c.span_seconds().min(elapsed)
                 };
                 let findings = if c.requests >= min_requests {
-                    self.baselines
-                        .assess_newcomer(c, 60.0 / here.max(MIN_SPAN_SECONDS))
+                    self.baselines.assess_newcomer(c, stretch_for(here))
                 } else {
                     Vec::new()
                 };

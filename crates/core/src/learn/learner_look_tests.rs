@@ -2,43 +2,13 @@
 
 use super::*;
 use crate::learn::learner::LearnerConfig;
-use crate::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
+use crate::learn::learner::test_support::requests;
+use crate::learn::observe::{Aggregator, ObserveConfig};
 use crate::rules::Tier;
 use crate::time::NANOS_PER_SEC;
 
 const MINUTE: Nanos = 60 * NANOS_PER_SEC;
 const SEC: Nanos = NANOS_PER_SEC;
-
-/// `n` requests of `client` to `endpoint`, evenly from `from` to `to` (a burst when they meet).
-fn requests(
-    agg: &Aggregator,
-    client: &str,
-    tier: Tier,
-    endpoint: &str,
-    n: u64,
-    (from, to): (Nanos, Nanos),
-) {
-    for i in 0..n {
-        let o = Observation {
-            now: from + (to - from) * i / n.max(1),
-            client,
-            user: "",
-            tier,
-            endpoint,
-            user_agent: "Mozilla/5.0",
-            event: Event::Decision {
-                allowed: true,
-                anomaly: false,
-                cut: false,
-            },
-        };
-        agg.record(&o);
-        agg.record(&Observation {
-            event: Event::Outcome { status: 200 },
-            ..o
-        });
-    }
-}
 
 /// The open minute's clients with 10 requests or more (the policy's minimum), copied.
 fn peek(agg: &Aggregator) -> Vec<ClientMinute> {
@@ -77,11 +47,14 @@ fn the_look_acts_on_a_flood_inside_the_minute_and_on_no_one_else() {
         ("203.0.0.1", Tier::Std, "/x", 300, 1, 30, true),
         // Its page and 40 assets in one second: a burst, not a rate.
         ("10.5.0.1", Tier::Std, "/static/app.js", 40, 25, 26, false),
-        // 15 pages in its first 5 s: stretched as if from 20 s, it did not make a third of the
+        // 30 pages in one second: under 5 s, a burst is judged as it is, not stretched to a
+        // minute (90 would be beyond the threshold, 54; 30 is not).
+        ("10.5.0.3", Tier::Std, "/x", 30, 25, 26, false),
+        // 15 pages in 8 s: stretched as if from 20 s, it did not make a third of the
         // threshold (18) in the time it had...
-        ("10.5.0.2", Tier::Std, "/x", 15, 25, 30, false),
+        ("10.5.0.2", Tier::Std, "/x", 15, 22, 30, false),
         // ...25 did.
-        ("203.0.0.2", Tier::Std, "/x", 25, 25, 30, true),
+        ("203.0.0.2", Tier::Std, "/x", 25, 22, 30, true),
         // A PRM client is only reported, at the close.
         ("10.6.0.1", Tier::Prm, "/x", 300, 1, 30, false),
     ];
@@ -99,13 +72,17 @@ fn the_look_acts_on_a_flood_inside_the_minute_and_on_no_one_else() {
     assert_eq!(l.look_floor(start, start + 15 * SEC), None);
     let none = l.look(start, &peek(&agg), start + 15 * SEC);
     assert!(none.is_empty(), "{none:?}");
-    // What the minute loop copies for the look: the flooders, not the 300 people (1 to 12
-    // pages each) nor the 15-page newcomer below a third of the threshold.
+    // What the minute loop copies for the look: the flooders and the bursts, not the 300
+    // people (1 to 12 pages each) nor the 15-page newcomer below a third of the threshold.
     let now = start + 30 * SEC;
     let floor = l.look_floor(start, now).expect("the baselines are ready");
     let candidates = agg.peek_where(|c| floor.admits(c));
     let names: Vec<&str> = candidates.iter().map(|c| &*c.client).collect();
-    assert_eq!(names, ["10.5.0.1", "203.0.0.1", "203.0.0.2"], "{floor:?}");
+    assert_eq!(
+        names,
+        ["10.5.0.1", "10.5.0.3", "203.0.0.1", "203.0.0.2"],
+        "{floor:?}"
+    );
     let changes = l.look(start, &candidates, now);
     for &(client, .., acted) in clients {
         let action = l.actions().get(client).cloned();
