@@ -6,11 +6,11 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice::adapters::moka_store::StoreKind;
-use sluice_core::bucket::Op;
-use sluice_core::engine::{DescriptorInput, Engine, EngineConfig};
+use sluice_core::engine::EngineConfig;
 use sluice_core::learn::observe::ObserveConfig;
 
 mod common;
+use common::decide;
 
 fn keys(n: usize) -> Vec<String> {
     // A fixed pseudo-random order, so consecutive decisions hit unrelated buckets.
@@ -24,18 +24,6 @@ fn keys(n: usize) -> Vec<String> {
             format!("10.{}.{}.{}", k >> 16, (k >> 8) & 0xff, k & 0xff)
         })
         .collect()
-}
-
-fn decide(engine: &Engine, key: &str, now: u64) -> bool {
-    let input = DescriptorInput {
-        entries: [("remote_address", key)].into_iter().collect(),
-        hits: 1,
-        op: Op::Consume,
-        limit_override: None,
-    };
-    engine
-        .check_descriptors("edge", std::slice::from_ref(&input), now)
-        .over_limit
 }
 
 fn bench(c: &mut Criterion) {

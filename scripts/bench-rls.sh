@@ -192,4 +192,7 @@ if "limitador" in servers:
         paired = [by[k][s]["cpu_us"] / by[k]["limitador"]["cpu_us"] for k in sorted(by)]
         print(f"\n{s} ÷ limitador, CPU per decision within each round: median {statistics.median(paired):.3f} "
               f"({min(paired):.3f} – {max(paired):.3f})")
+        tail = [by[k][s]["load"]["p99_us"] / by[k]["limitador"]["load"]["p99_us"] for k in sorted(by)]
+        print(f"{s} ÷ limitador, p99 within each round: median {statistics.median(tail):.3f} "
+              f"({min(tail):.3f} – {max(tail):.3f}; at or below in {sum(t <= 1 for t in tail)} of {len(tail)})")
 PY

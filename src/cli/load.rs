@@ -1,6 +1,8 @@
 //! A closed-loop gRPC load client for capacity planning and the overhead benchmark, and a no-op
 //! RLS server to compare against. `concurrency` workers each keep one request in flight over
-//! `connections` HTTP/2 connections; the report gives throughput and latency percentiles.
+//! `connections` HTTP/2 connections; the report gives throughput and latency percentiles. Besides
+//! decisions (RLS, ShouldAllow) it drives the limits' other calls, an operation being the pair a
+//! caller makes: a lease acquired and released, a reservation reserved and committed.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,12 @@ pub enum Api {
     Rls,
     /// Sluice's ShouldAllow.
     Allow,
+    /// AcquireLease then ReleaseLease of the lease granted (one operation, two calls; a lease
+    /// refused is counted over the limit and not released).
+    Lease,
+    /// Reserve (an estimate of 100 `tokens`) then CommitReservation (80 spent): one operation,
+    /// two calls; a reservation refused is counted over the limit.
+    Reserve,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -56,7 +64,8 @@ pub struct LoadArgs {
     /// CPU per decision at the same load; a closed loop lets the faster one batch more.
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// RLS domain (ShouldAllow uses the server's default domain).
+    /// Domain of every call (ShouldAllow names it only when it is not `sluice`, the server's
+    /// default: a server started with another `--allow-domain` keeps it).
     #[arg(long, default_value = "sluice")]
     pub domain: String,
     /// ShouldAllow only: every subject field (client address, user id, user agent, endpoint)
@@ -228,10 +237,17 @@ async fn worker(
                             ..Default::default()
                         }
                     }),
+                    domain: if args.domain == "sluice" {
+                        String::new()
+                    } else {
+                        args.domain.clone()
+                    },
                     ..Default::default()
                 })
                 .await
                 .map(|r| !r.get_ref().allowed),
+            Api::Lease => lease_pair(&mut sluice, &args.domain, key).await,
+            Api::Reserve => reserve_pair(&mut sluice, &args.domain, key).await,
         };
         let took = now.elapsed().as_nanos() as u64;
         if now < measure_from {
@@ -247,4 +263,74 @@ async fn worker(
         }
     }
     (latencies, warmup, errors, over)
+}
+
+/// A lease on `key` (at most 1,000 holders, 30 s) acquired, then released; whether refused.
+async fn lease_pair(
+    sluice: &mut SluiceClient<Channel>,
+    domain: &str,
+    key: String,
+) -> Result<bool, tonic::Status> {
+    let granted = sluice
+        .acquire_lease(pb::AcquireLeaseRequest {
+            domain: domain.to_string(),
+            key: key.clone(),
+            limit: 1_000,
+            ttl: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    if !granted.granted {
+        return Ok(true);
+    }
+    sluice
+        .release_lease(pb::ReleaseLeaseRequest {
+            domain: domain.to_string(),
+            key,
+            lease_id: granted.lease_id,
+        })
+        .await?;
+    Ok(false)
+}
+
+/// A reservation of 100 `tokens` for client `key`, then committed at 80; whether refused.
+async fn reserve_pair(
+    sluice: &mut SluiceClient<Channel>,
+    domain: &str,
+    key: String,
+) -> Result<bool, tonic::Status> {
+    let cost = |amount| pb::Cost {
+        unit: "tokens".into(),
+        amount,
+    };
+    let reserved = sluice
+        .reserve(pb::ReserveRequest {
+            subject: Some(pb::Subject {
+                client_ip: key,
+                endpoint: "/v1/complete".into(),
+                ..Default::default()
+            }),
+            domain: domain.to_string(),
+            estimate: vec![cost(100)],
+            ttl: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+        })
+        .await?
+        .into_inner();
+    if !reserved.allowed {
+        return Ok(true);
+    }
+    sluice
+        .commit_reservation(pb::CommitReservationRequest {
+            reservation_id: reserved.reservation_id,
+            actual: vec![cost(80)],
+        })
+        .await?;
+    Ok(false)
 }

@@ -80,6 +80,45 @@ async fn the_health_command_is_a_probe() {
     assert!(String::from_utf8_lossy(&down.stderr).contains(&url));
 }
 
+/// `sluice load --api lease|reserve` drives the limits' pairs of calls (what
+/// `scripts/bench-limits.sh` measures): a lease acquired and released, a reservation reserved
+/// and committed, each one operation; every one answered, none refused (a thousand holders
+/// allowed, each released before the next).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_command_drives_leases_and_reservations() {
+    let db = Db::new(Backend::Sqlite).await;
+    let server = TestServer::start(&db.url).await;
+    let url = server.url();
+    for api in ["lease", "reserve"] {
+        let out = sluice(&[
+            "load",
+            "--target",
+            &url,
+            "--api",
+            api,
+            "--domain",
+            "bench",
+            "--duration",
+            "1",
+            "--rate",
+            "100",
+            "--concurrency",
+            "4",
+            "--connections",
+            "1",
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&stdout_of_success(out)).unwrap();
+        assert_eq!(report["errors"].as_u64(), Some(0), "{api}: {report}");
+        assert_eq!(report["over_limit"].as_u64(), Some(0), "{api}: {report}");
+        let done = report["requests"].as_u64().unwrap();
+        assert!(
+            (70..=130).contains(&done),
+            "{api}: 100 a second for 1 s made {done}"
+        );
+    }
+    server.stop().await;
+}
+
 /// `sluice load --rate` offers that many requests a second (the benchmark's equal-load mode),
 /// where the closed loop offers as many as the server answers; a rate that is not a positive
 /// number is refused naming the flag.
