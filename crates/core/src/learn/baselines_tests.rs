@@ -2,6 +2,7 @@
 //! values for shared addresses, warm-up.
 
 use super::*;
+use crate::learn::learner::test_support::requests;
 use crate::learn::observe::{Aggregator, Event, Observation, ObserveConfig};
 use crate::time::NANOS_PER_SEC;
 
@@ -194,29 +195,11 @@ fn ids_in_paths_are_one_route() {
 /// One client's minute: `(path, requests)` in turn, all answered 200.
 fn visits(client: &str, paths: &[(&str, u32)]) -> ClientMinute {
     let agg = Aggregator::new(ObserveConfig::default());
-    let mut i = 0u64;
-    for (path, n) in paths {
-        for _ in 0..*n {
-            let o = Observation {
-                now: i * NANOS_PER_SEC / 10,
-                client,
-                user: "",
-                tier: Tier::Std,
-                endpoint: path,
-                user_agent: "Mozilla/5.0",
-                event: Event::Decision {
-                    allowed: true,
-                    anomaly: false,
-                    cut: false,
-                },
-            };
-            agg.record(&o);
-            agg.record(&Observation {
-                event: Event::Outcome { status: 200 },
-                ..o
-            });
-            i += 1;
-        }
+    let mut at = 0;
+    for &(path, n) in paths {
+        let until = at + n as u64 * NANOS_PER_SEC / 10;
+        requests(&agg, client, Tier::Std, path, n as u64, (at, until));
+        at = until;
     }
     agg.drain().clients.remove(0)
 }
