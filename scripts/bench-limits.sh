@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+. "$ROOT/scripts/lib/proc.sh"
 ROUNDS="${ROUNDS:-3}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
 KEYS="${KEYS:-10000}"
@@ -30,9 +31,7 @@ REDIS_SERVER="${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-s
 
 cargo build --release --locked -q --bin sluice
 B="$ROOT/target/release/sluice"
-if [ -z "${ORT_DYLIB_PATH:-}" ] && ORT="$(./scripts/fetch-onnxruntime.sh 2>/dev/null)"; then
-  export ORT_DYLIB_PATH="$ORT"
-fi
+use_onnxruntime
 
 D="$(mktemp -d /tmp/sluice-bench-limits.XXXXXX)"
 PIDS=()
@@ -75,7 +74,6 @@ for s in memory redis; do
 done
 
 HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "rounds $ROUNDS x ${SECONDS_PER_RUN}s; keys $KEYS; concurrency $CONCURRENCY over $CONNECTIONS connections; servers and Redis on cpu $SERVER_CPUS, client on cpu $CLIENT_CPUS" >&2
 RUNS=(memory:allow memory:lease memory:reserve redis:allow redis:lease redis:reserve)
 n=${#RUNS[@]}

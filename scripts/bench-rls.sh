@@ -42,6 +42,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+. "$ROOT/scripts/lib/proc.sh"
 ROUNDS="${ROUNDS:-5}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
 KEYS="${KEYS:-100000}"
@@ -89,9 +90,7 @@ cargo build --release --locked -q --bin sluice
 B="$ROOT/target/release/sluice"
 L=""
 case " $SERVERS " in *" limitador "*) L="${LIMITADOR:-$(build_limitador)}" ;; esac
-if [ -z "${ORT_DYLIB_PATH:-}" ] && ORT="$(./scripts/fetch-onnxruntime.sh 2>/dev/null)"; then
-  export ORT_DYLIB_PATH="$ORT"
-fi
+use_onnxruntime
 
 D="$(mktemp -d /tmp/sluice-bench-rls.XXXXXX)"
 PIDS=()
@@ -151,7 +150,6 @@ import json, sys; r = json.load(sys.stdin); sys.exit(0 if r["requests"] > 0 and 
 done
 
 HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 read -r -a ORDER <<< "$SERVERS"
 n=${#ORDER[@]}
 echo "rounds $ROUNDS x ${SECONDS_PER_RUN}s; keys $KEYS; concurrency $CONCURRENCY over $CONNECTIONS connections; rate ${RATE:-closed loop}; servers on cpu $SERVER_CPUS, client on cpu $CLIENT_CPUS" >&2
