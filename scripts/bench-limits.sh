@@ -33,11 +33,7 @@ cargo build --release --locked -q --bin sluice
 B="$ROOT/target/release/sluice"
 use_onnxruntime
 
-D="$(mktemp -d /tmp/sluice-bench-limits.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $D" >&2 || rm -rf "$D"; }
-trap cleanup EXIT
-cd "$D"
+bench_dir bench-limits
 # Never denies: every operation does the same work throughout. `tokens` is what Reserve charges.
 cat > rules.yaml <<'R'
 domain: bench

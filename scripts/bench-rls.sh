@@ -92,11 +92,7 @@ L=""
 case " $SERVERS " in *" limitador "*) L="${LIMITADOR:-$(build_limitador)}" ;; esac
 use_onnxruntime
 
-D="$(mktemp -d /tmp/sluice-bench-rls.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $D" >&2 || rm -rf "$D"; }
-trap cleanup EXIT
-cd "$D"
+bench_dir bench-rls
 cat > rules.yaml <<'R'
 domain: bench
 descriptors:

@@ -11,3 +11,16 @@ use_onnxruntime() {
     export ORT_DYLIB_PATH="$ORT"
   fi
 }
+# A scratch directory for a benchmark, in D, entered; on exit the processes listed in PIDS are
+# stopped and D is removed (KEEP=1 keeps it). `bench_dir NAME`.
+bench_dir() {
+  D="$(mktemp -d "/tmp/sluice-$1.XXXXXX")"
+  PIDS=()
+  trap bench_cleanup EXIT
+  cd "$D"
+}
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null
+  if [ -n "${KEEP:-}" ]; then echo "kept $D" >&2; else rm -rf "$D"; fi
+}
