@@ -67,6 +67,19 @@ const FAILURE_SHARE_MIN: f64 = 20.0;
 /// visitor whose one request was a dead link still is).
 const GOOD_STANDING_FAILURES: u32 = 2;
 
+/// A client-minute says how a route is fetched once it asked for it this many times, with
+/// something else (see `SubResources`).
+const SUB_RESOURCE_MIN_REQUESTS: u32 = 3;
+/// ...and fetched it *in bursts* when at least this share of those requests came within
+/// [`BURST_GAP`](super::client_minute::BURST_GAP) of its previous request.
+const SUB_RESOURCE_BURST_SHARE: f64 = 0.5;
+/// A route is a page's sub-resource when at least this share of the client-minutes that say
+/// fetched it in bursts: the median client. (On a real shop its image routes were 0.64–1.00 and
+/// their family 0.62 — a product page's few images are each of a different size, so of a
+/// different route, and none repeats —; its product pages 0.08, and a generated site's pages
+/// at most 0.12.)
+const SUB_RESOURCE_SHARE: f64 = 0.5;
+
 /// What a baseline measures per client-minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measure {
@@ -303,6 +316,11 @@ pub struct Baselines {
     mostly_failing: f64,
     /// The most endpoint measures held at once, ever (the bound the learning keeps).
     most_endpoint_measures: usize,
+    /// Per route hash: decayed (client-minutes that said how they fetch it, those that fetched
+    /// it in bursts). See [`Baselines::is_sub_resource`].
+    sub_resources: FxHashMap<u64, (f64, f64)>,
+    /// Route hash → its family's hash (`note_family`).
+    families: FxHashMap<u64, u64>,
 }
 
 /// People seen behind a client key: distinct user agents or users on a network key, at least 1.
@@ -311,31 +329,6 @@ pub fn identities(c: &ClientMinute) -> f64 {
         ClientKind::Network => c.distinct_agents().max(c.distinct_partners()).max(1) as f64,
         ClientKind::User => 1.0,
     }
-}
-
-/// The client's values per measure this minute (per identity).
-pub fn values(c: &ClientMinute) -> Vec<(Measure, f64)> {
-    let people = identities(c);
-    let prm = c.prm;
-    let mut out: Vec<(Measure, f64)> = c
-        .route_counts()
-        .map(|(endpoint, n, asset)| {
-            (
-                Measure::Endpoint {
-                    endpoint,
-                    prm,
-                    asset,
-                },
-                n as f64 / people,
-            )
-        })
-        .collect();
-    out.push((Measure::Site, c.requests as f64 / people));
-    if c.outcomes > 0 {
-        out.push((Measure::Errors, c.page_errors() as f64 / people));
-        out.push((Measure::AuthFailures, c.auth_failures as f64 / people));
-    }
-    out
 }
 
 impl Baselines {
@@ -347,6 +340,139 @@ impl Baselines {
             with_outcomes: 0.0,
             mostly_failing: 0.0,
             most_endpoint_measures: 0,
+            sub_resources: FxHashMap::default(),
+            families: FxHashMap::default(),
+        }
+    }
+
+    /// The client's values per measure this minute (per identity). The site-wide value leaves
+    /// out the requests to routes the site's people fetch as a page's sub-resources.
+    pub fn values(&self, c: &ClientMinute) -> Vec<(Measure, f64)> {
+        let people = identities(c);
+        let prm = c.prm;
+        let mut out: Vec<(Measure, f64)> = c
+            .route_counts()
+            .map(|(endpoint, n, asset)| {
+                (
+                    Measure::Endpoint {
+                        endpoint,
+                        prm,
+                        asset,
+                    },
+                    n as f64 / people,
+                )
+            })
+            .collect();
+        let site = c.requests.saturating_sub(self.sub_resource_requests(c));
+        out.push((Measure::Site, site as f64 / people));
+        if c.outcomes > 0 {
+            out.push((Measure::Errors, c.page_errors() as f64 / people));
+            out.push((Measure::AuthFailures, c.auth_failures as f64 / people));
+        }
+        out
+    }
+
+    /// Whether the site's own people fetch `route` as part of a page — most of their requests
+    /// to it within two seconds of the one before, along with other routes (an image service
+    /// with no file extension, `/image/{id}/brand`; a page's fragments) — rather than one at a
+    /// time as they read. Learned from clients in good standing, by the typical one: a real
+    /// browser loading a category page fetches forty product images in two seconds, and counted
+    /// as pages they made it four times the site's tail. Such a route is judged on its own
+    /// baseline, not counted in the site-wide total. A route too rarely visited to say borrows
+    /// its family's word (`route_family_hash`: a small shop's thirty image sizes are one
+    /// family). Abusers who are most of a route's clients could make it count as a
+    /// sub-resource; its own baseline still judges them.
+    pub fn is_sub_resource(&self, route: u64) -> bool {
+        let verdict = |key: &u64| {
+            self.sub_resources
+                .get(key)
+                .filter(|v| v.0 >= self.config.min_route_samples)
+                .map(|&(said, bursty)| bursty >= SUB_RESOURCE_SHARE * said)
+        };
+        verdict(&route)
+            .or_else(|| self.families.get(&route).and_then(verdict))
+            .unwrap_or(false)
+    }
+
+    /// Names the family of a route (see `is_sub_resource`); bounded like the endpoint measures.
+    pub fn note_family(&mut self, route: u64, family: u64) {
+        if self.families.len() >= 10 * self.config.max_endpoints {
+            self.families.clear();
+        }
+        self.families.insert(route, family);
+    }
+
+    /// The client's requests to routes that are a page's sub-resources (tracked routes only).
+    fn sub_resource_requests(&self, c: &ClientMinute) -> u32 {
+        if self.sub_resources.is_empty() {
+            return 0;
+        }
+        c.route_bursts()
+            .filter(|&(route, ..)| self.is_sub_resource(route))
+            .map(|(_, n, _)| n)
+            .sum()
+    }
+
+    /// Counts how the minute's clients in good standing fetched each route and each family
+    /// (see `is_sub_resource`), within twice the endpoint measures' bound.
+    fn learn_sub_resources(&mut self, good: &[&ClientMinute]) {
+        let decay = self.config.decay;
+        for v in self.sub_resources.values_mut() {
+            v.0 *= decay;
+            v.1 *= decay;
+        }
+        let room = 4 * self.config.max_endpoints;
+        let mut said: Vec<(u64, u32, u32)> = Vec::new();
+        for c in good {
+            // A client beyond a route's threshold says nothing of how people fetch it: a flood
+            // of one page, request upon request, is not that page's images.
+            let people = identities(c);
+            let beyond = c.route_counts().any(|(endpoint, n, asset)| {
+                let measure = Measure::Endpoint {
+                    endpoint,
+                    prm: c.prm,
+                    asset,
+                };
+                self.learned_threshold(measure)
+                    .is_some_and(|(_, threshold)| n as f64 / people > threshold)
+            });
+            if beyond {
+                continue;
+            }
+            said.clear();
+            for (route, n, bursts) in c.route_bursts() {
+                said.push((route, n, bursts));
+                if let Some(&family) = self.families.get(&route) {
+                    match said.iter_mut().find(|s| s.0 == family) {
+                        Some(s) => {
+                            s.1 += n;
+                            s.2 += bursts;
+                        }
+                        None => said.push((family, n, bursts)),
+                    }
+                }
+            }
+            for &(key, n, bursts) in &said {
+                // A client that fetched only this says nothing of it being part of a page.
+                if n < SUB_RESOURCE_MIN_REQUESTS || n >= c.requests {
+                    continue;
+                }
+                if self.sub_resources.len() >= room && !self.sub_resources.contains_key(&key) {
+                    continue;
+                }
+                let v = self.sub_resources.entry(key).or_insert((0.0, 0.0));
+                v.0 += 1.0;
+                v.1 += (bursts as f64 >= SUB_RESOURCE_BURST_SHARE * n as f64) as u8 as f64;
+            }
+        }
+        if self.sub_resources.len() > 2 * self.config.max_endpoints {
+            let mut said: Vec<(f64, u64)> =
+                self.sub_resources.iter().map(|(r, v)| (v.0, *r)).collect();
+            said.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let drop = said.len() - 2 * self.config.max_endpoints;
+            for (_, key) in said.into_iter().take(drop) {
+                self.sub_resources.remove(&key);
+            }
         }
     }
 
@@ -462,10 +588,19 @@ impl Baselines {
         // with one error in a hundred fails more often than a person, and is not an attacker.
         let page_outcomes = c.page_outcomes().max(1);
         let mostly_failing = |failures: u32| 2 * failures >= page_outcomes;
-        let mut measured = values(c);
+        let mut measured = self.values(c);
         if counted == Requests::Pages {
-            let pages = c.requests.saturating_sub(c.asset_requests()) as f64 / identities(c);
-            measured.retain(|(m, _)| !matches!(m, Measure::Endpoint { asset: true, .. }));
+            let pages = c
+                .requests
+                .saturating_sub(c.asset_requests())
+                .saturating_sub(self.sub_resource_requests(c)) as f64
+                / identities(c);
+            measured.retain(|(m, _)| match m {
+                Measure::Endpoint {
+                    asset, endpoint, ..
+                } => !asset && !self.is_sub_resource(*endpoint),
+                _ => true,
+            });
             for (m, value) in measured.iter_mut() {
                 if *m == Measure::Site {
                     *value = pages;
@@ -522,8 +657,8 @@ impl Baselines {
         let mut add: Vec<(Measure, f64)> = Vec::new();
         // Per measure: its p99, this minute's values and how many of them are above the p99.
         let mut above: FxHashMap<Measure, (f64, u32, u32)> = FxHashMap::default();
-        for c in good {
-            for (measure, value) in values(c) {
+        for c in &good {
+            for (measure, value) in self.values(c) {
                 let keep = match self.learned_threshold(measure) {
                     // Learned up to twice the p99 (or the threshold, if lower): attackers a little
                     // under the threshold do not creep the baseline up either.
@@ -580,6 +715,7 @@ impl Baselines {
             h.total += 1.0;
         }
         self.forget_rare_endpoints();
+        self.learn_sub_resources(&good);
         let (site, route) = (self.config.min_samples, self.config.min_route_samples);
         for (measure, h) in self.measures.iter_mut() {
             let needed = if *measure == Measure::Site {
@@ -718,3 +854,7 @@ pub fn suggestions(baselines: &Baselines) -> Vec<Suggestion> {
 #[cfg(test)]
 #[path = "baselines_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "baselines_sub_resources_tests.rs"]
+mod sub_resources_tests;

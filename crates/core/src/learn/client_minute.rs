@@ -19,6 +19,15 @@ use crate::time::{NANOS_PER_SEC, Nanos};
 const EXACT_DISTINCT: usize = 32;
 /// An endpoint whose route is not tracked (past `EXACT_DISTINCT` routes).
 const NO_ROUTE: u8 = u8::MAX;
+/// A request to a route sooner than this after the client's previous request to the same route
+/// is part of a burst: a browser fetching a page's images, not a person choosing the next page
+/// of a kind (seconds of reading lie between those). Two seconds: a real page's sub-resources
+/// arrive within one or two, and access logs stamp whole seconds (the next second is a gap of
+/// 1). In tenths of a second, the resolution a route's last request is kept at.
+pub const BURST_GAP_TENTHS: u16 = 20;
+/// Requests up to this far out of order (tenths of a second) count as a zero gap, as replays
+/// accept a few seconds of disorder.
+const DISORDER_TENTHS: u16 = 50;
 
 /// What a client key names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -59,6 +68,17 @@ impl Welford {
 /// One tracked endpoint of a client-minute: (endpoint hash, requests, sensitive, index of its
 /// route in `routes` or `NO_ROUTE`, a static asset).
 type TrackedEndpoint = (u64, u32, bool, u8, bool);
+/// One tracked route of a client-minute. 16 bytes: whether it is a static asset is a bit of
+/// `ClientMinute::asset_routes`.
+#[derive(Clone, Copy, Debug, Default)]
+struct TrackedRoute {
+    hash: u64,
+    requests: u32,
+    /// Requests in a burst (see [`BURST_GAP_TENTHS`]), saturating.
+    bursts: u16,
+    /// When its latest request came, in tenths of a second (wrapping: only gaps are read).
+    last_tenths: u16,
+}
 
 /// A small exact set of hashes, each with a class bit, plus a count of the distinct ones past
 /// `EXACT_DISTINCT` (their class is taken as "not flagged").
@@ -121,9 +141,11 @@ pub struct ClientMinute {
     endpoints: SmallVec<[TrackedEndpoint; 4]>,
     /// Requests to static assets (every one, also past the tracked endpoints and routes).
     asset_requests: u32,
-    /// (route hash, requests): endpoints with their ids templated (`/product/{id}`), so a scraper
-    /// walking ten thousand product pages is ten thousand requests to one route.
-    routes: SmallVec<[(u64, u32, bool); 4]>,
+    /// Endpoints with their ids templated (`/product/{id}`), so a scraper walking ten thousand
+    /// product pages is ten thousand requests to one route.
+    routes: SmallVec<[TrackedRoute; 4]>,
+    /// Bit `i`: route `i` is a static asset.
+    asset_routes: u32,
 
     // Touched when a client first appears, by outcomes, or with a user agent or user id.
     pub client: Box<str>,
@@ -181,7 +203,20 @@ impl ClientMinute {
     /// (route hash, requests, a static asset) of the routes tracked exactly (the first
     /// `EXACT_DISTINCT`); the hash is [`route_hash`] of the endpoint.
     pub fn route_counts(&self) -> impl Iterator<Item = (u64, u32, bool)> + '_ {
-        self.routes.iter().copied()
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.hash, r.requests, self.asset_routes & (1 << i) != 0))
+    }
+
+    /// (route hash, requests, requests in a burst — see [`BURST_GAP_TENTHS`]) of the tracked
+    /// routes that are not static assets: how the client fetched each.
+    pub fn route_bursts(&self) -> impl Iterator<Item = (u64, u32, u32)> + '_ {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.asset_routes & (1 << i) == 0)
+            .map(|(_, r)| (r.hash, r.requests, r.bursts as u32))
     }
 
     /// Requests to the busiest endpoint.
@@ -222,15 +257,34 @@ impl ClientMinute {
     /// static asset, from the shard's endpoint cache); returns the route's index
     /// (`NO_ROUTE` past the exact ones).
     fn count_route(&mut self, hash: u64, asset: bool) -> u8 {
-        if let Some(i) = self.routes.iter().position(|r| r.0 == hash) {
-            self.routes[i].1 += 1;
+        if let Some(i) = self.routes.iter().position(|r| r.hash == hash) {
             return i as u8;
         }
         if self.routes.len() < EXACT_DISTINCT {
-            self.routes.push((hash, 1, asset));
+            self.asset_routes |= (asset as u32) << self.routes.len();
+            self.routes.push(TrackedRoute {
+                hash,
+                ..TrackedRoute::default()
+            });
             return (self.routes.len() - 1) as u8;
         }
         NO_ROUTE
+    }
+
+    /// Counts a request to tracked route `i` at `now`, and whether it came in a burst.
+    fn count_route_request(&mut self, i: u8, now: Nanos) {
+        let Some(r) = self.routes.get_mut(i as usize) else {
+            return;
+        };
+        let tenths = (now / (NANOS_PER_SEC / 10)) as u16;
+        if r.requests > 0 {
+            let gap = tenths.wrapping_sub(r.last_tenths);
+            if !(BURST_GAP_TENTHS..=u16::MAX - DISORDER_TENTHS).contains(&gap) {
+                r.bursts = r.bursts.saturating_add(1);
+            }
+        }
+        r.requests += 1;
+        r.last_tenths = tenths;
     }
 
     /// Folds one observation in. Decisions count requests; outcomes count errors, and count as
@@ -291,14 +345,12 @@ impl ClientMinute {
         if self.last_agent_tool && !o.user_agent.is_empty() {
             self.tool_agent += 1;
         }
-        let (sensitive, asset) = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint) {
+        let (sensitive, asset, route) = match self.endpoints.iter_mut().find(|e| e.0 == h.endpoint)
+        {
+            // A known endpoint's route is known: no templating on the repeat visit.
             Some(e) => {
                 e.1 += 1;
-                // A known endpoint's route is known: no templating on the repeat visit.
-                if let Some(r) = self.routes.get_mut(e.3 as usize) {
-                    r.1 += 1;
-                }
-                (e.2, e.4)
+                (e.2, e.4, e.3)
             }
             None => {
                 let class = classes.endpoint(h.endpoint, o.endpoint);
@@ -309,9 +361,10 @@ impl ClientMinute {
                 } else {
                     self.endpoints_beyond += 1;
                 }
-                (class.sensitive, class.asset)
+                (class.sensitive, class.asset, route)
             }
         };
+        self.count_route_request(route, o.now);
         self.asset_requests += asset as u32;
         if sensitive {
             self.sensitive += 1;

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::{ClientKind, ClientMinute, Distinct, EXACT_DISTINCT, NO_ROUTE, Welford};
+use super::{ClientKind, ClientMinute, Distinct, EXACT_DISTINCT, NO_ROUTE, TrackedRoute, Welford};
 use crate::time::NANOS_PER_SEC;
 
 /// A client-minute on the wire: every field of [`ClientMinute`], in plain vectors.
@@ -29,6 +29,10 @@ pub struct ClientSummary {
     endpoints: Vec<(u64, u32, bool, u8, bool)>,
     asset_requests: u32,
     routes: Vec<(u64, u32, bool)>,
+    /// Per route, in `routes`' order, its requests in a burst. Apart, and defaulted, so a
+    /// replica of the version before (which sends none) still merges: its routes count none.
+    #[serde(default)]
+    route_bursts: Vec<u16>,
     outcomes: u32,
     errors: u32,
     auth_failures: u32,
@@ -96,7 +100,8 @@ impl ClientMinute {
             decided: self.decided,
             endpoints: self.endpoints.to_vec(),
             asset_requests: self.asset_requests,
-            routes: self.routes.to_vec(),
+            routes: self.route_counts().collect(),
+            route_bursts: self.routes.iter().map(|r| r.bursts).collect(),
             outcomes: self.outcomes,
             errors: self.errors,
             auth_failures: self.auth_failures,
@@ -143,7 +148,7 @@ impl ClientMinute {
             decided: s.decided,
             endpoints: s.endpoints.into_iter().take(EXACT_DISTINCT).collect(),
             asset_requests: s.asset_requests,
-            routes: s.routes.into_iter().take(EXACT_DISTINCT).collect(),
+            routes: SmallVec::new(),
             outcomes: s.outcomes,
             errors: s.errors,
             auth_failures: s.auth_failures,
@@ -153,6 +158,19 @@ impl ClientMinute {
             partners: Distinct::from_wire(s.partners),
             ..c.clone()
         };
+        // In the summary's order: its endpoints name their routes by index.
+        let mut other = other;
+        let bursts = s.route_bursts.into_iter().chain(std::iter::repeat(0));
+        for ((hash, n, asset), bursts) in s.routes.into_iter().zip(bursts).take(EXACT_DISTINCT) {
+            other.asset_routes |= (asset as u32) << other.routes.len();
+            other.routes.push(TrackedRoute {
+                hash,
+                requests: n,
+                // Never more bursts than requests, whatever a summary says.
+                bursts: bursts.min(n.min(u16::MAX as u32) as u16),
+                last_tenths: 0,
+            });
+        }
         c.merge(&other);
         c
     }
@@ -225,12 +243,23 @@ impl ClientMinute {
         self.partners.merge(&other.partners);
         // Routes first: the endpoints point into them by index.
         let mut route_of = [NO_ROUTE; EXACT_DISTINCT];
-        for (i, &(hash, n, asset)) in other.routes.iter().enumerate().take(EXACT_DISTINCT) {
-            if let Some(j) = self.routes.iter().position(|r| r.0 == hash) {
-                self.routes[j].1 = self.routes[j].1.saturating_add(n);
+        for (i, (hash, n, asset)) in other.route_counts().enumerate().take(EXACT_DISTINCT) {
+            let bursts = other.routes[i].bursts;
+            if let Some(j) = self.routes.iter().position(|r| r.hash == hash) {
+                let r = &mut self.routes[j];
+                r.requests = r.requests.saturating_add(n);
+                // Each replica's bursts are of its own sequence: an approximation of the
+                // interleaved one's (which no replica saw), never more than the requests.
+                r.bursts = r.bursts.saturating_add(bursts);
                 route_of[i] = j as u8;
             } else if self.routes.len() < EXACT_DISTINCT {
-                self.routes.push((hash, n, asset));
+                self.asset_routes |= (asset as u32) << self.routes.len();
+                self.routes.push(TrackedRoute {
+                    hash,
+                    requests: n,
+                    bursts,
+                    last_tenths: other.routes[i].last_tenths,
+                });
                 route_of[i] = (self.routes.len() - 1) as u8;
             }
         }

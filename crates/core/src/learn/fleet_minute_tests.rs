@@ -104,6 +104,11 @@ fn a_client_dealt_over_replicas_merges_into_its_whole_minute() {
                 r
             };
             assert_eq!(routes(&m), routes(&whole), "{at}");
+            // Bursts are each replica's own sequence's (an approximation of the whole's); what
+            // one replica saw crosses the wire exactly.
+            let bursts = |c: &ClientMinute| c.route_bursts().map(|r| r.2).sum::<u32>();
+            let wire = ClientMinute::from_summary(whole.summary());
+            assert_eq!(bursts(&wire), bursts(&whole), "{at}: through the wire");
             assert_eq!(
                 m.top_endpoint_requests(),
                 whole.top_endpoint_requests(),
@@ -207,4 +212,25 @@ fn a_summary_past_the_bounds_is_taken_within_them() {
     assert!(m.remote());
     assert!(m.distinct_endpoints() >= 32 && m.route_counts().count() <= 32);
     assert!(m.inter_arrival.variance() >= 0.0);
+}
+
+#[test]
+fn bursts_on_the_wire_are_optional_and_never_more_than_the_requests() {
+    let reqs: Vec<Req> = (0..30).map(|i| (i as f64 * 0.1, "/img/1/a", 200)).collect();
+    let c = dealt("c", "x", &reqs, 1).remove(0).clients.remove(0);
+    let mut json = serde_json::to_value(c.summary()).unwrap();
+    let bursts = |json: &serde_json::Value| {
+        let s: ClientSummary = serde_json::from_value(json.clone()).unwrap();
+        ClientMinute::from_summary(s)
+            .route_bursts()
+            .map(|r| r.2)
+            .sum::<u32>()
+    };
+    assert_eq!(bursts(&json), 29);
+    // A replica of the version before sends none: its routes count no bursts.
+    json.as_object_mut().unwrap().remove("route_bursts");
+    assert_eq!(bursts(&json), 0);
+    // A hostile one claims more bursts than requests.
+    json["route_bursts"] = serde_json::json!([60_000]);
+    assert_eq!(bursts(&json), 30);
 }

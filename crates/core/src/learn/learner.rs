@@ -28,7 +28,8 @@ use super::features::{self, DIM, Features};
 use super::forest::{Forest, ForestParams};
 use super::lists::{ListEntry, Lists};
 use super::observe::{
-    ClientKind, ClientMinute, EndpointMinute, MinuteData, route_hash, route_template,
+    ClientKind, ClientMinute, EndpointMinute, MinuteData, route_family_hash, route_hash,
+    route_template,
 };
 use super::policy::{Adjustment, Assessment, Call, PolicyConfig};
 use super::steady::{Steady, SteadyConfig};
@@ -227,9 +228,12 @@ impl Learner {
             self.route_names.clear();
         }
         for e in endpoints {
-            self.route_names
-                .entry(route_hash(&e.endpoint))
-                .or_insert_with(|| route_template(&e.endpoint));
+            let route = route_hash(&e.endpoint);
+            if let std::collections::hash_map::Entry::Vacant(v) = self.route_names.entry(route) {
+                v.insert(route_template(&e.endpoint));
+                self.baselines
+                    .note_family(route, route_family_hash(&e.endpoint));
+            }
         }
     }
 

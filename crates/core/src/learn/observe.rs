@@ -33,7 +33,7 @@ pub use super::classify::Classifier;
 use super::classify::{Classes, EndpointClass};
 use super::client_minute::Hashes;
 pub use super::client_minute::{ClientKind, ClientMinute, ClientSummary, Welford};
-pub use super::routes::{endpoint_hash, is_asset, route_hash, route_template};
+pub use super::routes::{endpoint_hash, is_asset, route_family_hash, route_hash, route_template};
 
 const SHARDS: usize = 64;
 /// Seed of user keys' hashes, so a user id equal to some address is still another client.

@@ -43,6 +43,22 @@ pub fn route_hash(endpoint: &str) -> u64 {
     h.digest()
 }
 
+/// The hash of an endpoint's route *family*: its first path segment, templated (`/image/7/brand`
+/// and `/image/9/productModel/150x150` are the family `/image`). Sites keep a kind of resource
+/// under one prefix; a route too rarely visited to say how it is fetched borrows its family's
+/// word (see `Baselines::is_sub_resource`). Salted: never equal to a route's hash.
+pub fn route_family_hash(endpoint: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(b"family:");
+    let first = endpoint
+        .as_bytes()
+        .split(|b| *b == b'/')
+        .find(|s| !s.is_empty())
+        .unwrap_or(b"");
+    h.update(if is_id(first) { b"{id}" } else { first });
+    h.digest()
+}
+
 /// An endpoint's route as text: identifier segments become `{id}` (`/product/{id}`).
 pub fn route_template(endpoint: &str) -> String {
     endpoint
