@@ -272,3 +272,44 @@ fn a_model_that_goes_wrong_after_days_is_left_within_the_hour() {
         "served {err:.3} against mean5's {mean5_err:.3} from an hour after the change"
     );
 }
+
+/// Four days with the same evening ramp (`day` forecasts it best a quarter of an hour ahead);
+/// on the fourth the ramp ends an hour early, as a match without extra time. The minute-ahead
+/// errors show it at once, and the quarter-hour choice leaves `day` within minutes (9), not
+/// after the 21 its quarter-hour record alone takes.
+#[test]
+fn a_candidate_that_stops_fitting_is_dropped_at_every_horizon_within_minutes() {
+    let ramp = |t: usize, end: usize| {
+        let m = t % DAY;
+        if (1_000..end).contains(&m) {
+            100.0 + 10.0 * (m - 1_000) as f64
+        } else {
+            100.0
+        }
+    };
+    let early = 3 * DAY + 1_100;
+    let mut s = Selector::new(SelectorConfig::default());
+    let mut day_at_15 = Vec::new();
+    for t in 0..early + 40 {
+        let y = ramp(t, if t >= 3 * DAY { 1_100 } else { 1_200 });
+        s.observe(t as i64, y);
+        let choice = s.forecast(None);
+        if t + 30 > early {
+            day_at_15.push((t as i64 - early as i64, choice.methods[HORIZON - 1]));
+        }
+    }
+    let before: Vec<_> = day_at_15.iter().filter(|(d, _)| *d < 0).collect();
+    assert!(
+        before.iter().all(|(_, m)| *m == Method::Day),
+        "day serves the ramp before it ends: {before:?}"
+    );
+    let late: Vec<_> = day_at_15
+        .iter()
+        .filter(|(d, m)| *d >= 12 && *m == Method::Day)
+        .collect();
+    // Without the minute-ahead errors counted for the pending forecasts: 21 minutes.
+    assert!(
+        late.is_empty(),
+        "still day 12 minutes after the drop: {late:?}"
+    );
+}
