@@ -216,11 +216,11 @@ impl Track {
     /// `blind[h][m]`: how much worse candidate `m` has done one minute ahead than the best, summed
     /// over the minutes whose `h`-ahead scores are not in yet (see `Selector::blind_penalty`).
     fn choose(&mut self, config: &SelectorConfig, blind: &[[f64; METHODS]; HORIZON]) {
-        for h in 0..HORIZON {
+        for (h, blind) in blind.iter().enumerate() {
             let errors = &self.errors[h];
             let error = |m: Method| {
                 let e = errors[m.index()];
-                (e.sum + blind[h][m.index()]) / e.weight.max(1e-9)
+                (e.sum + blind[m.index()]) / e.weight.max(1e-9)
             };
             let eligible = |m: Method| errors[m.index()].weight >= config.min_weight;
             let current = self.chosen[h];

@@ -261,14 +261,23 @@ impl ClientMinute {
             return i as u8;
         }
         if self.routes.len() < EXACT_DISTINCT {
-            self.asset_routes |= (asset as u32) << self.routes.len();
-            self.routes.push(TrackedRoute {
-                hash,
-                ..TrackedRoute::default()
-            });
-            return (self.routes.len() - 1) as u8;
+            return self.push_route(
+                TrackedRoute {
+                    hash,
+                    ..TrackedRoute::default()
+                },
+                asset,
+            );
         }
         NO_ROUTE
+    }
+
+    /// Appends a tracked route with its asset bit (the caller keeps within `EXACT_DISTINCT`);
+    /// returns its index.
+    fn push_route(&mut self, route: TrackedRoute, asset: bool) -> u8 {
+        self.asset_routes |= (asset as u32) << self.routes.len();
+        self.routes.push(route);
+        (self.routes.len() - 1) as u8
     }
 
     /// Counts a request to tracked route `i` at `now`, and whether it came in a burst.

@@ -162,14 +162,14 @@ impl ClientMinute {
         let mut other = other;
         let bursts = s.route_bursts.into_iter().chain(std::iter::repeat(0));
         for ((hash, n, asset), bursts) in s.routes.into_iter().zip(bursts).take(EXACT_DISTINCT) {
-            other.asset_routes |= (asset as u32) << other.routes.len();
-            other.routes.push(TrackedRoute {
+            let route = TrackedRoute {
                 hash,
                 requests: n,
                 // Never more bursts than requests, whatever a summary says.
                 bursts: bursts.min(n.min(u16::MAX as u32) as u16),
                 last_tenths: 0,
-            });
+            };
+            other.push_route(route, asset);
         }
         c.merge(&other);
         c
@@ -253,14 +253,13 @@ impl ClientMinute {
                 r.bursts = r.bursts.saturating_add(bursts);
                 route_of[i] = j as u8;
             } else if self.routes.len() < EXACT_DISTINCT {
-                self.asset_routes |= (asset as u32) << self.routes.len();
-                self.routes.push(TrackedRoute {
+                let route = TrackedRoute {
                     hash,
                     requests: n,
                     bursts,
                     last_tenths: other.routes[i].last_tenths,
-                });
-                route_of[i] = (self.routes.len() - 1) as u8;
+                };
+                route_of[i] = self.push_route(route, asset);
             }
         }
         self.endpoints_beyond = self.endpoints_beyond.saturating_add(other.endpoints_beyond);
