@@ -313,3 +313,50 @@ fn a_candidate_that_stops_fitting_is_dropped_at_every_horizon_within_minutes() {
         "still day 12 minutes after the drop: {late:?}"
     );
 }
+
+/// A candidate that is always worse one minute ahead than another (`day` where each day's level
+/// differs from the last, the minutes within a day flat) carries no blind-minutes penalty for
+/// it: only a change in its minute-ahead fit counts (`Track::beyond_usual`), and the penalty
+/// still comes the minute it starts to fit worse than usual.
+#[test]
+fn a_usual_minute_ahead_excess_is_no_blind_penalty_but_a_new_one_is() {
+    let level = |t: usize| {
+        if (t / DAY).is_multiple_of(2) {
+            1_000.0
+        } else {
+            1_200.0
+        }
+    };
+    let mut s = Selector::new(SelectorConfig::default());
+    let noon = 3 * DAY + DAY / 2;
+    for t in 0..=noon {
+        s.observe(t as i64, level(t));
+        s.forecast(None);
+    }
+    let day = Method::Day.index();
+    let hour = &s.tracks[0];
+    let raw = s.blind_penalty();
+    let adjusted = hour.beyond_usual(&raw);
+    assert!(
+        raw[HORIZON - 1][day] > 2.0,
+        "day is worse one minute ahead than last: {}",
+        raw[HORIZON - 1][day]
+    );
+    assert!(
+        adjusted[HORIZON - 1][day] < 0.01 * raw[HORIZON - 1][day],
+        "as usual, so no penalty: {} of {}",
+        adjusted[HORIZON - 1][day],
+        raw[HORIZON - 1][day]
+    );
+    // The level of today moves away from yesterday's: `day`'s excess grows beyond its usual.
+    for t in noon + 1..noon + 6 {
+        s.observe(t as i64, level(t) * 1.5);
+        s.forecast(None);
+    }
+    let adjusted = s.tracks[0].beyond_usual(&s.blind_penalty());
+    assert!(
+        adjusted[HORIZON - 1][day] > 0.5,
+        "a new excess counts: {}",
+        adjusted[HORIZON - 1][day]
+    );
+}
