@@ -1,6 +1,7 @@
 //! The in-process decision path: one rule (per client address), over 1 and 1,000,000 distinct
 //! keys, for each bucket store; and observation alone (`observe/*`), the learning loop's cost per
-//! decision. Run: `cargo bench --bench decision`.
+//! decision; and the memory floor under the 1M-key case (`floor/*`). Run: `cargo bench --bench
+//! decision`.
 
 use std::hint::black_box;
 
@@ -10,6 +11,10 @@ use sluice_core::engine::EngineConfig;
 use sluice_core::learn::observe::ObserveConfig;
 
 mod common;
+
+/// The binary's allocator (src/main.rs), so the tables sit where they would in the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use common::decide;
 
 fn keys(n: usize) -> Vec<String> {
@@ -137,5 +142,35 @@ fn observe(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, observe);
+/// The floor under any decision at a million keys: one read from memory at a place the caches
+/// cannot guess, each read's address coming from the one before (a random cycle through 256 MB,
+/// larger than any cache; on the binary's allocator, which lets the kernel back it with huge
+/// pages). A 1M-key decision reads at least one such place (its bucket), so it cannot cost less
+/// than this plus the part of the path the miss does not overlap.
+fn memory_floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("floor");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("dependent_random_read_256mb", |b| {
+        const SLOTS: usize = 32 << 20;
+        // Sattolo's shuffle: one cycle through every slot, so the walk never settles in a
+        // short loop the caches could hold.
+        let mut next: Vec<u64> = (0..SLOTS as u64).collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in (1..SLOTS).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let j = (x % i as u64) as usize;
+            next.swap(i, j);
+        }
+        let mut at = 0usize;
+        b.iter(|| {
+            at = next[at] as usize;
+            black_box(at)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, observe, memory_floor);
 criterion_main!(benches);

@@ -157,6 +157,15 @@ pub struct Config {
     #[arg(long, env = "SLUICE_WORKER_THREADS", value_parser = parse_worker_threads)]
     pub worker_threads: Option<std::num::NonZeroUsize>,
 
+    /// Threads that serve gRPC connections, each running tokio's single-threaded scheduler
+    /// with the connections it is handed (a connection stays on its thread). Default: the
+    /// `--worker-threads` count when it is more than 1 — the single-threaded scheduler's cheap
+    /// writes on every core, where the multi-thread scheduler's tail is long on shared cores;
+    /// on one, the connections are served by the main scheduler. 0: always by the main
+    /// scheduler (the multi-thread one when there are several workers).
+    #[arg(long, env = "SLUICE_GRPC_THREADS", value_parser = parse_grpc_threads)]
+    pub grpc_threads: Option<usize>,
+
     /// Niceness of the thread that runs the learning loop's minute, its looks, the bucket sweep
     /// and model reloads, and of the embedded SQLite database's threads (Linux), 0–19: above 0
     /// the decisions are served first on a busy machine and this work takes the time they
@@ -490,6 +499,25 @@ fn parse_worker_threads(text: &str) -> Result<std::num::NonZeroUsize, String> {
         .ok_or_else(|| format!("{text:?} is not a number of threads from 1 to 1024"))
 }
 
+fn parse_grpc_threads(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| *n <= 1024)
+        .ok_or_else(|| format!("{text:?} is not a number of threads from 0 to 1024"))
+}
+
+impl Config {
+    /// The gRPC serving threads to start (0: none, the main scheduler serves), given the main
+    /// scheduler's `workers`.
+    pub fn grpc_serving_threads(&self, workers: usize) -> usize {
+        match self.grpc_threads {
+            Some(threads) => threads,
+            None if workers > 1 => workers,
+            None => 0,
+        }
+    }
+}
+
 impl Default for Config {
     /// The built-in defaults, ignoring the environment (for tests and embedding).
     fn default() -> Self {
@@ -602,6 +630,34 @@ mod tests {
                 expected,
                 "{configured:?} {counters:?} {mode:?}"
             );
+        }
+    }
+
+    #[test]
+    fn grpc_serving_threads_follow_the_workers_unless_set() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Config::try_parse_from([&["sluice"], args].concat()).map_err(|e| e.to_string())
+        };
+        // (flags, the main scheduler's workers, serving threads started)
+        for (args, workers, threads) in [
+            (&[][..], 1, 0),
+            (&[][..], 2, 2),
+            (&[][..], 16, 16),
+            (&["--grpc-threads", "0"][..], 4, 0),
+            (&["--grpc-threads", "3"][..], 1, 3),
+            (&["--grpc-threads", "1024"][..], 2, 1024),
+        ] {
+            let config = parse(args).unwrap();
+            assert_eq!(
+                config.grpc_serving_threads(workers),
+                threads,
+                "{args:?} on {workers} workers"
+            );
+        }
+        for bad in ["1025", "-1", "two", ""] {
+            let error = parse(&[&format!("--grpc-threads={bad}")]).expect_err(bad);
+            assert!(error.contains("--grpc-threads"), "{bad}: {error}");
         }
     }
 

@@ -25,11 +25,21 @@ pub async fn shutdown_signal() {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let spans = telemetry::init_logging(config.log_format == LogFormat::Json, config.telemetry())?;
     let (scheduler, workers) = super::runtime::describe();
-    tracing::info!(
-        scheduler,
-        workers,
-        "serving decisions on tokio's {scheduler} scheduler"
-    );
+    let grpc_threads = config.grpc_serving_threads(workers);
+    if grpc_threads == 0 {
+        tracing::info!(
+            scheduler,
+            workers,
+            "serving decisions on tokio's {scheduler} scheduler"
+        );
+    } else {
+        tracing::info!(
+            scheduler,
+            workers,
+            grpc_threads,
+            "serving decisions on {grpc_threads} gRPC threads (tokio's current-thread scheduler each); the rest on tokio's {scheduler} scheduler"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -46,6 +46,16 @@ pub fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
 ) -> impl Stream<Item = io::Result<Guarded>> {
+    use futures::StreamExt;
+    admitted(listener, limits).map(move |(tcp, permit)| Ok(Guarded::new(tcp, permit, limits)))
+}
+
+/// A connection admitted under `max_connections`, not yet guarded: its slot comes with it.
+pub type Admitted = (TcpStream, OwnedSemaphorePermit);
+
+/// Connections as they are accepted, each holding its slot (at most `max_connections` at
+/// once), with their socket options set; failed accepts are retried after a growing pause.
+pub fn admitted(listener: TcpListener, limits: ConnectionLimits) -> impl Stream<Item = Admitted> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     futures::stream::unfold(
         (listener, slots, Duration::ZERO),
@@ -60,15 +70,7 @@ pub fn accept(
                     Ok((tcp, _)) => {
                         let _ = tcp.set_nodelay(true);
                         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&KEEPALIVE);
-                        let guarded = Guarded {
-                            tcp,
-                            _permit: permit,
-                            served: Arc::default(),
-                            first_request: Some(Box::pin(tokio::time::sleep(
-                                limits.first_byte_timeout,
-                            ))),
-                        };
-                        return Some((Ok(guarded), (listener, slots, Duration::ZERO)));
+                        return Some(((tcp, permit), (listener, slots, Duration::ZERO)));
                     }
                     Err(e) => {
                         drop(permit);
@@ -104,6 +106,19 @@ pub struct ConnInfo {
 impl ConnInfo {
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.tcp.remote_addr()
+    }
+}
+
+impl Guarded {
+    /// Guards an admitted connection; its first-request clock starts now, on the runtime
+    /// that will serve it.
+    pub fn new(tcp: TcpStream, permit: OwnedSemaphorePermit, limits: ConnectionLimits) -> Guarded {
+        Guarded {
+            tcp,
+            _permit: permit,
+            served: Arc::default(),
+            first_request: Some(Box::pin(tokio::time::sleep(limits.first_byte_timeout))),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod rls;
 pub mod server;
 pub mod sluice_api;
 pub mod tls;
+mod transport_threads;
 
 use tonic::Status;
 

@@ -4,6 +4,7 @@
 //! are loaded, and `sluice.v1.Forecaster` SERVING only while the LSTM forecasts.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer;
 use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::RateLimitQuotaServiceServer;
@@ -82,6 +83,8 @@ pub enum ServeError {
     TlsConfig(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot start a gRPC serving thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// The services to serve.
@@ -96,6 +99,7 @@ pub struct Services {
 pub struct Server {
     tls: Option<tonic::transport::ServerTlsConfig>,
     limits: ConnectionLimits,
+    threads: usize,
 }
 
 /// Most calls in flight on one HTTP/2 connection: Envoy multiplexes many on a few connections;
@@ -109,7 +113,14 @@ impl Server {
         Ok(Server {
             tls: tls.load()?,
             limits,
+            threads: 0,
         })
+    }
+
+    /// Serves connections from `threads` threads of their own (`transport_threads`); 0 serves
+    /// them on the caller's runtime.
+    pub fn with_threads(self, threads: usize) -> Server {
+        Server { threads, ..self }
     }
 
     /// Serves until `shutdown` completes, then drains the calls in flight. Health follows
@@ -126,49 +137,39 @@ impl Server {
         };
         let initial = *readiness.borrow_and_update();
         health.show(initial).await;
-        // v1 for current grpcurl and clients, v1alpha for older ones; both describe the same files.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let services = SharedServices {
+            rls: Arc::new(services.rls),
+            rlqs: Arc::new(services.rlqs),
+            access_logs: Arc::new(services.access_logs),
+            api: Arc::new(services.api),
         };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .expect("the embedded descriptor set is valid");
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .expect("the embedded descriptor set is valid");
-        // No HTTP/2 keepalive: dead peers are found by TCP keepalive (`incoming`), which costs
-        // nothing per request.
-        let mut server = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
-        if let Some(tls) = self.tls {
-            // rustls parses the certificate and key here: a bad one fails the start.
-            server = server
-                .tls_config(tls)
-                .map_err(|e| ServeError::TlsConfig(e.to_string()))?;
-        }
-        let serving = server
-            .layer(tower::util::MapResponseLayer::new(
-                undecodable_is_invalid_argument as fn(_) -> _,
-            ))
-            // A request arrived: its connection is no longer closed for silence.
-            .layer(tower::util::MapRequestLayer::new(
-                incoming::mark_served as fn(_) -> _,
-            ))
-            .add_service(HealthServer::new(HealthService::from_health_reporter(
-                health.reporter.clone(),
-            )))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(RateLimitServiceServer::new(services.rls))
-            .add_service(RateLimitQuotaServiceServer::new(services.rlqs))
-            .add_service(AccessLogServiceServer::new(services.access_logs))
-            .add_service(SluiceServer::new(services.api))
-            .serve_with_incoming_shutdown(incoming::accept(listener, self.limits), async {
-                shutdown.await;
-                tracing::info!("shutting down: draining in-flight calls");
-            });
+        let threads = self.threads;
+        let serving = async {
+            if threads == 0 {
+                serve_connections(
+                    self.tls.clone(),
+                    &health.reporter,
+                    &services,
+                    incoming::accept(listener, self.limits),
+                    async {
+                        shutdown.await;
+                        tracing::info!("shutting down: draining in-flight calls");
+                    },
+                )
+                .await
+            } else {
+                super::transport_threads::serve(
+                    threads,
+                    listener,
+                    self.limits,
+                    self.tls.clone(),
+                    health.reporter.clone(),
+                    Arc::new(services),
+                    shutdown,
+                )
+                .await
+            }
+        };
         // Health follows readiness while the server runs; when every writer is gone it stays.
         let follow = async {
             while readiness.changed().await.is_ok() {
@@ -178,10 +179,77 @@ impl Server {
             std::future::pending::<()>().await
         };
         tokio::select! {
-            served = serving => Ok(served?),
+            served = serving => served,
             _ = follow => unreachable!("following readiness never ends"),
         }
     }
+}
+
+/// The services, shared by every thread that serves connections.
+pub(super) struct SharedServices {
+    rls: Arc<Rls>,
+    rlqs: Arc<Rlqs>,
+    access_logs: Arc<AccessLogs>,
+    api: Arc<SluiceApi>,
+}
+
+/// Serves every service, with its layers and TLS, on `incoming`'s connections until `shutdown`
+/// completes, then drains the calls in flight.
+pub(super) async fn serve_connections(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    health: &HealthReporter,
+    services: &SharedServices,
+    incoming: impl futures::Stream<Item = std::io::Result<incoming::Guarded>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    // v1 for current grpcurl and clients, v1alpha for older ones; both describe the same files.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::REFLECTION_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+    // No HTTP/2 keepalive: dead peers are found by TCP keepalive (`incoming`), which costs
+    // nothing per request.
+    let mut server =
+        tonic::transport::Server::builder().max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
+    if let Some(tls) = tls {
+        // rustls parses the certificate and key here: a bad one fails the start.
+        server = server
+            .tls_config(tls)
+            .map_err(|e| ServeError::TlsConfig(e.to_string()))?;
+    }
+    server
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower::util::MapResponseLayer::new(
+                    undecodable_is_invalid_argument as fn(_) -> _,
+                ))
+                // A request arrived: its connection is no longer closed for silence.
+                .layer(tower::util::MapRequestLayer::new(
+                    incoming::mark_served as fn(_) -> _,
+                ))
+                .into_inner(),
+        )
+        .add_service(HealthServer::new(HealthService::from_health_reporter(
+            health.clone(),
+        )))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RateLimitServiceServer::from_arc(services.rls.clone()))
+        .add_service(RateLimitQuotaServiceServer::from_arc(services.rlqs.clone()))
+        .add_service(AccessLogServiceServer::from_arc(
+            services.access_logs.clone(),
+        ))
+        .add_service(SluiceServer::from_arc(services.api.clone()))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
 }
 
 /// A request tonic could not decode (invalid UTF-8 in a string field, a truncated message) is

@@ -270,15 +270,30 @@ fn ask(client_ip: &str) -> pb::ShouldAllowRequest {
 /// multi-thread one), the server decides, learns, writes history and exports all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_spans_reach_an_otlp_collector_on_one_thread() {
-    metrics_and_spans_reach_an_otlp_collector("1", "current-thread").await;
+    metrics_and_spans_reach_an_otlp_collector(
+        &["--worker-threads", "1"],
+        "tokio's current-thread scheduler",
+    )
+    .await;
 }
 
+/// Two workers: by default each serves gRPC connections on a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_and_spans_reach_an_otlp_collector_on_two_threads() {
-    metrics_and_spans_reach_an_otlp_collector("2", "multi-thread").await;
+async fn metrics_and_spans_reach_an_otlp_collector_on_two_serving_threads() {
+    metrics_and_spans_reach_an_otlp_collector(&["--worker-threads", "2"], "2 gRPC threads").await;
 }
 
-async fn metrics_and_spans_reach_an_otlp_collector(workers: &str, scheduler: &str) {
+/// Two workers, connections served by the multi-thread scheduler itself (`--grpc-threads 0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_spans_reach_an_otlp_collector_on_the_multi_thread_scheduler() {
+    metrics_and_spans_reach_an_otlp_collector(
+        &["--worker-threads", "2", "--grpc-threads", "0"],
+        "tokio's multi-thread scheduler",
+    )
+    .await;
+}
+
+async fn metrics_and_spans_reach_an_otlp_collector(threads: &[&str], logged: &str) {
     let (collector_addr, received) = collector().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -287,7 +302,7 @@ async fn metrics_and_spans_reach_an_otlp_collector(workers: &str, scheduler: &st
         port,
         &format!("http://{collector_addr}"),
         200,
-        &["--learn-tick-secs", "1", "--worker-threads", workers],
+        &[&["--learn-tick-secs", "1"], threads].concat(),
     );
     let channel = serving(port).await;
     let mut api = SluiceClient::new(channel.clone());
@@ -382,8 +397,8 @@ async fn metrics_and_spans_reach_an_otlp_collector(workers: &str, scheduler: &st
     .await;
     let log = process.log_after_kill();
     assert!(
-        log.contains(&format!("tokio's {scheduler} scheduler")),
-        "--worker-threads {workers} did not run the {scheduler} scheduler:\n{log}"
+        log.contains(&format!("serving decisions on {logged}")),
+        "{threads:?} did not serve as expected ({logged}):\n{log}"
     );
 }
 
