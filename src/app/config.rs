@@ -158,11 +158,11 @@ pub struct Config {
     pub worker_threads: Option<std::num::NonZeroUsize>,
 
     /// Threads that serve gRPC connections, each running tokio's single-threaded scheduler
-    /// with the connections it is handed (a connection stays on its thread): the
-    /// single-threaded scheduler's cheap writes on every core, where the multi-thread
-    /// scheduler's tail is long on shared cores. Default 0: the main scheduler serves them.
-    /// Opt-in until a hang seen in one fleet test under the full suite is understood
-    /// (docs/performance.md).
+    /// with the connections it is handed (a connection stays on its thread). Default: the
+    /// `--worker-threads` count when it is more than 1 — the single-threaded scheduler's cheap
+    /// writes on every core, where the multi-thread scheduler's tail is long on shared cores;
+    /// on one, the connections are served by the main scheduler. 0: always by the main
+    /// scheduler (the multi-thread one when there are several workers).
     #[arg(long, env = "SLUICE_GRPC_THREADS", value_parser = parse_grpc_threads)]
     pub grpc_threads: Option<usize>,
 
@@ -507,9 +507,14 @@ fn parse_grpc_threads(text: &str) -> Result<usize, String> {
 }
 
 impl Config {
-    /// The gRPC serving threads to start (0: none, the main scheduler serves).
-    pub fn grpc_serving_threads(&self) -> usize {
-        self.grpc_threads.unwrap_or(0)
+    /// The gRPC serving threads to start (0: none, the main scheduler serves), given the main
+    /// scheduler's `workers`.
+    pub fn grpc_serving_threads(&self, workers: usize) -> usize {
+        match self.grpc_threads {
+            Some(threads) => threads,
+            None if workers > 1 => workers,
+            None => 0,
+        }
     }
 }
 
@@ -629,20 +634,26 @@ mod tests {
     }
 
     #[test]
-    fn grpc_serving_threads_are_opt_in() {
+    fn grpc_serving_threads_follow_the_workers_unless_set() {
         use clap::Parser;
         let parse = |args: &[&str]| {
             Config::try_parse_from([&["sluice"], args].concat()).map_err(|e| e.to_string())
         };
-        // (flags, serving threads started)
-        for (args, threads) in [
-            (&[][..], 0),
-            (&["--grpc-threads", "0"][..], 0),
-            (&["--grpc-threads", "3"][..], 3),
-            (&["--grpc-threads", "1024"][..], 1024),
+        // (flags, the main scheduler's workers, serving threads started)
+        for (args, workers, threads) in [
+            (&[][..], 1, 0),
+            (&[][..], 2, 2),
+            (&[][..], 16, 16),
+            (&["--grpc-threads", "0"][..], 4, 0),
+            (&["--grpc-threads", "3"][..], 1, 3),
+            (&["--grpc-threads", "1024"][..], 2, 1024),
         ] {
             let config = parse(args).unwrap();
-            assert_eq!(config.grpc_serving_threads(), threads, "{args:?}");
+            assert_eq!(
+                config.grpc_serving_threads(workers),
+                threads,
+                "{args:?} on {workers} workers"
+            );
         }
         for bad in ["1025", "-1", "two", ""] {
             let error = parse(&[&format!("--grpc-threads={bad}")]).expect_err(bad);

@@ -29,7 +29,9 @@ pub async fn read(
     let config = config.clone();
     tokio::task::spawn_blocking(move || {
         let tls = config.tls();
-        let server = Server::new(&tls, grpc_limits)?.with_threads(config.grpc_serving_threads());
+        let workers = crate::cli::runtime::workers(config.worker_threads).get();
+        let server =
+            Server::new(&tls, grpc_limits)?.with_threads(config.grpc_serving_threads(workers));
         let http_tls = match serves_http {
             true => crate::http::tls::server_config(&tls).map_err(ServeError::from)?,
             false => None,

@@ -9,9 +9,9 @@
 //! kernel far less CPU per decision. docs/performance.md has the measurements and the command
 //! behind them. Limitador serves its RLS from a current-thread runtime too (actix's).
 //!
-//! With `--grpc-threads N`, the gRPC connections are not served here but by N threads, each its
-//! own current-thread runtime (`grpc::transport_threads`): the same batched writes on every
-//! core. This runtime runs everything else.
+//! With more workers, the gRPC connections are not served here by default but by one thread
+//! per worker, each its own current-thread runtime (`grpc::transport_threads`, `--grpc-threads`):
+//! the same batched writes on every core. This runtime runs everything else.
 //!
 //! "One CPU" is `std::thread::available_parallelism`: the affinity mask (`taskset`, a cpuset)
 //! and a cgroup's CPU quota (a Kubernetes limit of one CPU or less) both count.

@@ -25,7 +25,7 @@ pub async fn shutdown_signal() {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let spans = telemetry::init_logging(config.log_format == LogFormat::Json, config.telemetry())?;
     let (scheduler, workers) = super::runtime::describe();
-    let grpc_threads = config.grpc_serving_threads();
+    let grpc_threads = config.grpc_serving_threads(workers);
     if grpc_threads == 0 {
         tracing::info!(
             scheduler,

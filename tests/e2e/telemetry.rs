@@ -277,21 +277,17 @@ async fn metrics_and_spans_reach_an_otlp_collector_on_one_thread() {
     .await;
 }
 
-/// Two workers, and two threads serving gRPC connections (`--grpc-threads 2`).
+/// Two workers: by default each serves gRPC connections on a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_spans_reach_an_otlp_collector_on_two_serving_threads() {
-    metrics_and_spans_reach_an_otlp_collector(
-        &["--worker-threads", "2", "--grpc-threads", "2"],
-        "2 gRPC threads",
-    )
-    .await;
+    metrics_and_spans_reach_an_otlp_collector(&["--worker-threads", "2"], "2 gRPC threads").await;
 }
 
-/// Two workers, connections served by the multi-thread scheduler itself (the default).
+/// Two workers, connections served by the multi-thread scheduler itself (`--grpc-threads 0`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_spans_reach_an_otlp_collector_on_the_multi_thread_scheduler() {
     metrics_and_spans_reach_an_otlp_collector(
-        &["--worker-threads", "2"],
+        &["--worker-threads", "2", "--grpc-threads", "0"],
         "tokio's multi-thread scheduler",
     )
     .await;
