@@ -27,9 +27,11 @@ pub async fn read(
     serves_http: bool,
 ) -> Result<StartupFiles, StartError> {
     let config = config.clone();
+    // The runtime serving us, as it is (what the start-up log reports too), not as the
+    // configuration would build one: an embedding caller's runtime may differ.
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     tokio::task::spawn_blocking(move || {
         let tls = config.tls();
-        let workers = crate::cli::runtime::workers(config.worker_threads).get();
         let server =
             Server::new(&tls, grpc_limits)?.with_threads(config.grpc_serving_threads(workers));
         let http_tls = match serves_http {
