@@ -26,20 +26,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let spans = telemetry::init_logging(config.log_format == LogFormat::Json, config.telemetry())?;
     let (scheduler, workers) = super::runtime::describe();
     let grpc_threads = config.grpc_serving_threads(workers);
-    if grpc_threads == 0 {
-        tracing::info!(
-            scheduler,
-            workers,
-            "serving decisions on tokio's {scheduler} scheduler"
-        );
-    } else {
-        tracing::info!(
-            scheduler,
-            workers,
-            grpc_threads,
-            "serving decisions on {grpc_threads} gRPC threads (tokio's current-thread scheduler each); the rest on tokio's {scheduler} scheduler"
-        );
-    }
+    let serving = match grpc_threads {
+        0 => format!("tokio's {scheduler} scheduler"),
+        n => format!(
+            "{n} gRPC threads (tokio's current-thread scheduler each); the rest on tokio's {scheduler} scheduler"
+        ),
+    };
+    tracing::info!(
+        scheduler,
+        workers,
+        grpc_threads,
+        "serving decisions on {serving}"
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
